@@ -1,0 +1,110 @@
+//! The crate's error type: every failure on bad input is one of these, never a panic.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in `blindspot`, with enough context to say what was wrong.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An array had the wrong shape or length.
+    #[error("shape mismatch in {what}: expected {expected}, got {got}")]
+    Shape {
+        /// Which argument or array.
+        what: String,
+        /// The shape that was required.
+        expected: String,
+        /// The shape that was given.
+        got: String,
+    },
+    /// A value that must be finite was NaN or infinite.
+    #[error("non-finite value in {what}")]
+    NonFinite {
+        /// Where the value was found.
+        what: String,
+    },
+    /// A class label was not below the number of classes.
+    #[error("label {label} out of range for {classes} classes")]
+    LabelOutOfRange {
+        /// The offending label.
+        label: usize,
+        /// The number of classes of the model or dataset.
+        classes: usize,
+    },
+    /// A hyperparameter or option was outside its valid range.
+    #[error("invalid parameter `{name}`: {reason}")]
+    InvalidParameter {
+        /// The parameter's name.
+        name: &'static str,
+        /// Why the value is invalid.
+        reason: String,
+    },
+    /// Box constraints were inconsistent (NaN, lower > upper, lengths differ).
+    #[error("invalid bounds: {0}")]
+    InvalidBounds(String),
+    /// A data file was malformed: wrong magic, truncated, inconsistent.
+    #[error("data file {}: {problem}", path.display())]
+    DataFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// A dataset (or subset) with no examples where some are needed.
+    #[error("empty dataset: {0}")]
+    EmptyDataset(String),
+    /// A saved model could not be read back: missing array, wrong shape, bad architecture.
+    #[error("model file {}: {problem}", path.display())]
+    ModelFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// A model name such as `"FC100-100-10"` could not be parsed.
+    #[error("cannot parse model name {name:?}: {reason}")]
+    ModelName {
+        /// The name as given.
+        name: String,
+        /// Why it does not parse.
+        reason: String,
+    },
+    /// An operating-system I/O error on a path.
+    #[error("I/O error on {}: {source}", path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An optimisation run failed (argmin reported an error).
+    #[error("optimisation failed: {0}")]
+    Optim(String),
+}
+
+/// `Result` with the crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn shape(what: impl Into<String>, expected: impl ToString, got: impl ToString) -> Self {
+        Error::Shape {
+            what: what.into(),
+            expected: expected.to_string(),
+            got: got.to_string(),
+        }
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn param(name: &'static str, reason: impl Into<String>) -> Self {
+        Error::InvalidParameter {
+            name,
+            reason: reason.into(),
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! # blindspot
+//!
+//! Find and study the blind spots of neural networks, after Szegedy et al., *Intriguing
+//! properties of neural networks* (2013).
+pub mod data;
+pub mod error;
+pub mod model;
+pub mod nn;
+pub mod optim;
+
+pub use error::{Error, Result};
+pub use model::{Classifier, Differentiable, Representation};

@@ -1,0 +1,89 @@
+//! The small trait API that models implement and that attacks and probes consume.
+//!
+//! Bring your own model by implementing [`Classifier`], then [`Differentiable`] to make it
+//! attackable, and [`Representation`] to make it probeable. Inputs are row-major batches:
+//! one example per row of an `n × input_dim` array of `f32`.
+
+use ndarray::{Array1, Array2, ArrayView2, Axis};
+
+use crate::error::{Error, Result};
+
+/// A model that maps a batch of inputs to class scores.
+pub trait Classifier: Sync {
+    /// Length of one input vector (784 for MNIST).
+    fn input_dim(&self) -> usize;
+
+    /// Number of classes the model scores.
+    fn num_classes(&self) -> usize;
+
+    /// Unnormalised class scores (logits), `n × num_classes`, for a batch `n × input_dim`.
+    fn logits(&self, x: ArrayView2<'_, f32>) -> Result<Array2<f32>>;
+
+    /// The most likely class of each row of `x`.
+    fn predict(&self, x: ArrayView2<'_, f32>) -> Result<Vec<usize>> {
+        let z = self.logits(x)?;
+        Ok(z.axis_iter(Axis(0)).map(|row| argmax(row.iter().copied())).collect())
+    }
+}
+
+/// A classifier whose loss can be differentiated with respect to its input: what an attack needs.
+pub trait Differentiable: Classifier {
+    /// Per-example cross-entropy toward `labels` (length `n`) and its gradient with respect to
+    /// each input row (`n × input_dim`), computed in one forward and backward pass.
+    fn loss_and_input_grad(
+        &self,
+        x: ArrayView2<'_, f32>,
+        labels: &[usize],
+    ) -> Result<(Array1<f32>, Array2<f32>)>;
+}
+
+/// A model whose hidden layers can be read out: what the probe needs.
+pub trait Representation {
+    /// Number of readable layers; layer indices run from 0 to `num_layers() - 1`.
+    fn num_layers(&self) -> usize;
+
+    /// Width of layer `k`.
+    fn layer_dim(&self, k: usize) -> Result<usize>;
+
+    /// Activations `phi_k(x)` of layer `k`, `n × layer_dim(k)`.
+    fn representation(&self, x: ArrayView2<'_, f32>, k: usize) -> Result<Array2<f32>>;
+}
+
+/// Index of the largest value (first on ties); NaN never wins.
+pub fn argmax(values: impl IntoIterator<Item = f32>) -> usize {
+    let mut best = 0;
+    let mut best_v = f32::NEG_INFINITY;
+    for (i, v) in values.into_iter().enumerate() {
+        if v > best_v {
+            best = i;
+            best_v = v;
+        }
+    }
+    best
+}
+
+/// Checks that a batch has `dim` columns, at least one row, and only finite values.
+pub fn check_batch(x: ArrayView2<'_, f32>, dim: usize, what: &str) -> Result<()> {
+    if x.ncols() != dim {
+        return Err(Error::shape(
+            what,
+            format!("n × {dim}"),
+            format!("{} × {}", x.nrows(), x.ncols()),
+        ));
+    }
+    if x.iter().any(|v| !v.is_finite()) {
+        return Err(Error::NonFinite { what: what.into() });
+    }
+    Ok(())
+}
+
+/// Checks that `labels` has one entry per row and every label is below `classes`.
+pub fn check_labels(labels: &[usize], n: usize, classes: usize) -> Result<()> {
+    if labels.len() != n {
+        return Err(Error::shape("labels", n, labels.len()));
+    }
+    if let Some(&label) = labels.iter().find(|&&l| l >= classes) {
+        return Err(Error::LabelOutOfRange { label, classes });
+    }
+    Ok(())
+}
