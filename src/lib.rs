@@ -4,6 +4,7 @@
 //! properties of neural networks* (2013).
 pub mod data;
 pub mod error;
+pub mod image;
 pub mod model;
 pub mod nn;
 pub mod optim;

@@ -1,1 +1,12 @@
-//! Neural networks.
+//! Neural networks with hand-written backpropagation on ndarray.
+mod activation;
+mod arch;
+mod mlp;
+mod persist;
+mod train;
+
+pub use activation::{sigmoid, Activation};
+pub use arch::{Architecture, DEFAULT_WEIGHT_DECAY};
+pub use mlp::{Mlp, MlpWorkspace};
+pub use persist::ModelFile;
+pub use train::{error_rate, train, EpochStats, Progress, Schedule, TrainConfig, TrainParams, TrainReport, Trainable};
