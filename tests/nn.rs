@@ -1,0 +1,210 @@
+//! Properties of the MLP: exact gradients, name parsing, persistence, determinism, typed errors.
+
+use blindspot::data::Dataset;
+use blindspot::nn::{train, Activation, Architecture, Mlp, ModelFile, TrainParams, Trainable};
+use blindspot::{Classifier, Differentiable, Error, Representation};
+use ndarray::{Array2, ArrayView2};
+use ndarray_rand::rand_distr::Uniform;
+use ndarray_rand::RandomExt;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+fn small_batch(n: usize, d: usize, seed: u64) -> (Array2<f32>, Vec<usize>) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let x = Array2::random_using((n, d), Uniform::new(0.0f32, 1.0), &mut rng);
+    let y = (0..n).map(|i| (i * 7 + 3) % 4).collect();
+    (x, y)
+}
+
+/// The training objective: mean cross-entropy plus the regulariser.
+fn objective(m: &Mlp, x: ArrayView2<f32>, y: &[usize]) -> f64 {
+    let mut g: Vec<Array2<f32>> = m.params().iter().map(|p| Array2::zeros(p.raw_dim())).collect();
+    let mut ws = Trainable::workspace(m, x.nrows());
+    let loss = m.accumulate_grad(x, y, 1.0, &mut g, &mut ws).unwrap() as f64;
+    loss / x.nrows() as f64 + m.regularize(&mut g) as f64
+}
+
+/// Central differences on f32 parameters: step 1e-3 gives truncation error ~1e-6 and rounding
+/// error ~1e-4 on losses of order 1, hence the bound |fd − g| <= 2e-2·max(|fd|, |g|) + 2e-4.
+fn close(fd: f64, g: f64) -> bool {
+    (fd - g).abs() <= 2e-2 * fd.abs().max(g.abs()) + 2e-4
+}
+
+#[test]
+fn parameter_gradients_match_finite_differences() {
+    for act in [Activation::Sigmoid, Activation::Tanh, Activation::Relu, Activation::Identity] {
+        let arch = Architecture::new(6, vec![5, 4], 4, act, 0.05).unwrap();
+        let mut m = Mlp::new(arch, 3);
+        let (x, y) = small_batch(7, 6, 11);
+        let mut grads: Vec<Array2<f32>> = m.params().iter().map(|p| Array2::zeros(p.raw_dim())).collect();
+        let mut ws = Trainable::workspace(&m, 7);
+        m.accumulate_grad(x.view(), &y, 1.0 / 7.0, &mut grads, &mut ws).unwrap();
+        m.regularize(&mut grads);
+        let h = 1e-3f32;
+        let mut checked = 0;
+        for p in 0..grads.len() {
+            for idx in 0..grads[p].len() {
+                let (r, c) = (idx / grads[p].ncols(), idx % grads[p].ncols());
+                let orig = m.params()[p][[r, c]];
+                m.params_mut()[p][[r, c]] = orig + h;
+                let up = objective(&m, x.view(), &y);
+                m.params_mut()[p][[r, c]] = orig - h;
+                let down = objective(&m, x.view(), &y);
+                m.params_mut()[p][[r, c]] = orig;
+                let fd = (up - down) / (2.0 * h as f64);
+                let g = grads[p][[r, c]] as f64;
+                assert!(close(fd, g), "{act:?} param {p} [{r},{c}]: fd {fd} vs backprop {g}");
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 6 * 5 + 5 + 5 * 4 + 4 + 4 * 4 + 4);
+    }
+}
+
+#[test]
+fn input_gradient_matches_finite_differences() {
+    let arch = Architecture::new(6, vec![5, 4], 4, Activation::Sigmoid, 0.0).unwrap();
+    let m = Mlp::new(arch, 5);
+    let (x, y) = small_batch(3, 6, 2);
+    let (losses, grad) = m.loss_and_input_grad(x.view(), &y).unwrap();
+    assert_eq!(grad.dim(), (3, 6));
+    let h = 1e-3f32;
+    for i in 0..3 {
+        for j in 0..6 {
+            let mut xp = x.clone();
+            xp[[i, j]] += h;
+            let up = m.loss_and_input_grad(xp.view(), &y).unwrap().0[i] as f64;
+            xp[[i, j]] -= 2.0 * h;
+            let down = m.loss_and_input_grad(xp.view(), &y).unwrap().0[i] as f64;
+            let fd = (up - down) / (2.0 * h as f64);
+            assert!(close(fd, grad[[i, j]] as f64), "x[{i},{j}]: fd {fd} vs {}", grad[[i, j]]);
+        }
+        // The loss really is the cross-entropy of the softmax of the logits.
+        let z = m.logits(x.slice(ndarray::s![i..i + 1, ..])).unwrap();
+        let lse = z.row(0).iter().map(|v| (v - z[[0, y[i]]]).exp()).sum::<f32>().ln();
+        assert!((lse - losses[i]).abs() < 1e-5);
+    }
+}
+
+#[test]
+fn probabilities_and_representation_are_consistent() {
+    let arch = Architecture::parse("FC8-6-3", 5).unwrap();
+    let m = Mlp::new(arch, 1);
+    let (x, _) = small_batch(4, 5, 9);
+    let p = m.probabilities(x.view()).unwrap();
+    for row in p.rows() {
+        assert!((row.sum() - 1.0).abs() < 1e-6);
+    }
+    assert_eq!(m.num_layers(), 2);
+    assert_eq!(m.representation(x.view(), 1).unwrap().dim(), (4, 6));
+    assert!(m.representation(x.view(), 2).is_err());
+    assert_eq!(m.predict(x.view()).unwrap().len(), 4);
+}
+
+#[test]
+fn paper_names_parse_and_print_back() {
+    let a = Architecture::parse("FC10(1e-4)", 784).unwrap();
+    assert_eq!((a.hidden(), a.classes(), a.weight_decay()), (&[][..], 10, 1e-4));
+    let b = Architecture::parse("FC100-100-10", 784).unwrap();
+    assert_eq!((b.hidden(), b.weight_decay(), b.activation()), (&[100, 100][..], 1e-5, Activation::Sigmoid));
+    let c = Architecture::parse("FC123-456-10", 784).unwrap();
+    assert_eq!(c.hidden(), &[123, 456]);
+    assert_eq!(Architecture::parse("FC10(1)", 784).unwrap().weight_decay(), 1.0);
+    for name in ["FC10(1e-4)", "FC200-200-10", "FC123-456-10(0.5)"] {
+        let a = Architecture::parse(name, 784).unwrap();
+        assert_eq!(Architecture::parse(&a.to_string(), 784).unwrap(), a);
+    }
+    for bad in ["", "FC", "CNN10", "FC10(", "FC10(x)", "FC10(-1)", "FC0-10", "FC100-1", "FC-10", "FC10(1)x"] {
+        assert!(matches!(Architecture::parse(bad, 784), Err(Error::ModelName { .. })), "{bad:?} parsed");
+    }
+}
+
+#[test]
+fn bad_inputs_are_typed_errors() {
+    let m = Mlp::new(Architecture::parse("FC4-3", 5).unwrap(), 0);
+    let wrong = Array2::<f32>::zeros((2, 6));
+    assert!(matches!(m.logits(wrong.view()), Err(Error::Shape { .. })));
+    let mut nan = Array2::<f32>::zeros((2, 5));
+    nan[[1, 2]] = f32::NAN;
+    assert!(matches!(m.logits(nan.view()), Err(Error::NonFinite { .. })));
+    let x = Array2::<f32>::zeros((2, 5));
+    assert!(matches!(m.loss_and_input_grad(x.view(), &[0, 3]), Err(Error::LabelOutOfRange { label: 3, classes: 3 })));
+    assert!(matches!(m.loss_and_input_grad(x.view(), &[0]), Err(Error::Shape { .. })));
+    assert!(matches!(m.logits(Array2::<f32>::zeros((0, 5)).view()), Err(Error::EmptyDataset(_))));
+    assert!(TrainParams { momentum: 1.0, ..TrainParams::default() }.check().is_err());
+    assert!(TrainParams { learning_rate: f32::NAN, ..TrainParams::default() }.check().is_err());
+    assert!(TrainParams::default().with_epochs(0).check().is_err());
+}
+
+#[test]
+fn npz_round_trip_and_mismatched_shapes() {
+    let dir = std::env::temp_dir().join(format!("blindspot-nn-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let m = Mlp::new(Architecture::parse("FC7-5-3(0.01)", 4).unwrap().with_activation(Activation::Tanh), 9);
+    let path = dir.join("m.npz");
+    m.save(&path).unwrap();
+    let back = Mlp::load(&path).unwrap();
+    assert_eq!(back, m);
+    assert!(std::fs::read_dir(&dir).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().contains(".tmp")));
+
+    // The header says FC7-5-3 but W1 is stored with the wrong shape.
+    let mut file = ModelFile::load(&path).unwrap();
+    file.arrays.iter_mut().find(|(n, _)| n == "W1").unwrap().1 = Array2::zeros((7, 4));
+    let bad = dir.join("bad.npz");
+    file.save(&bad).unwrap();
+    let err = Mlp::load(&bad).unwrap_err();
+    assert!(matches!(err, Error::ModelFile { .. }), "{err}");
+    assert!(err.to_string().contains("W1"), "{err}");
+
+    let mut file = ModelFile::load(&path).unwrap();
+    file.arrays.retain(|(n, _)| n != "b0");
+    file.save(&bad).unwrap();
+    assert!(Mlp::load(&bad).unwrap_err().to_string().contains("b0"));
+
+    std::fs::write(&bad, b"not a zip at all").unwrap();
+    assert!(matches!(Mlp::load(&bad), Err(Error::ModelFile { .. })));
+    assert!(matches!(Mlp::load(dir.join("missing.npz")), Err(Error::Io { .. })));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn toy_dataset() -> Dataset {
+    // Two classes separated by the mean brightness of the left vs right half.
+    let (mut x, _) = small_batch(200, 16, 4);
+    let mut y = Vec::new();
+    for (i, mut row) in x.rows_mut().into_iter().enumerate() {
+        let label = i % 2;
+        for j in 0..8 {
+            row[j + 8 * label] *= 0.3;
+        }
+        y.push(1 - label);
+    }
+    Dataset::new(x, y, (4, 4), 2).unwrap()
+}
+
+#[test]
+fn training_is_deterministic_and_learns() {
+    let data = toy_dataset();
+    let arch = Architecture::parse("FC8-2", 16).unwrap();
+    let cfg = TrainParams {
+        epochs: 15,
+        batch_size: 16,
+        learning_rate: 0.5,
+        ..TrainParams::default()
+    }
+    .with_seed(3)
+    .check()
+    .unwrap();
+    let run = |seed| {
+        let mut m = Mlp::new(arch.clone(), seed);
+        let r = train(&mut m, &data, None, &cfg, |_| {}).unwrap();
+        (m, r)
+    };
+    let (a, ra) = run(1);
+    let (b, _) = run(1);
+    let (c, _) = run(2);
+    assert_eq!(a, b, "same seed, same weights");
+    assert_ne!(a, c);
+    let losses = ra.loss_per_epoch();
+    assert!(losses.last().unwrap() < &(0.5 * losses[0]), "{losses:?}");
+    assert!(ra.train_error < 0.05, "train error {}", ra.train_error);
+}
