@@ -1,1 +1,10 @@
-//! Datasets.
+//! Datasets: the IDX file format, an in-memory labelled image [`Dataset`] with seeded
+//! splitting and batching, and the [`Mnist`] loader.
+
+pub mod dataset;
+pub mod idx;
+pub mod mnist;
+
+pub use dataset::{Batches, Dataset};
+pub use idx::{read_idx, write_idx, Idx};
+pub use mnist::Mnist;
