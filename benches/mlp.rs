@@ -1,1 +1,54 @@
-fn main() {}
+//! Forward and backward passes of the paper's FC100-100-10 and one epoch of training.
+
+use blindspot::data::Mnist;
+use blindspot::nn::{train, Architecture, Mlp, TrainParams, Trainable};
+use blindspot::Classifier;
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use ndarray::{s, Array2};
+
+fn flops_per_example(widths: &[usize]) -> u64 {
+    // Forward: one multiply-add per weight. Backward: weight gradients for every layer and
+    // error propagation for all but the first.
+    let macs: Vec<u64> = widths.windows(2).map(|w| (w[0] * w[1]) as u64).collect();
+    let fwd: u64 = macs.iter().sum();
+    let bwd: u64 = fwd + macs[1..].iter().sum::<u64>();
+    2 * (fwd + bwd)
+}
+
+fn bench(c: &mut Criterion) {
+    let mnist = Mnist::load_default().expect("MNIST in data/mnist or $BLINDSPOT_MNIST");
+    let arch = Architecture::parse("FC100-100-10", 784).unwrap();
+    let model = Mlp::new(arch.clone(), 1);
+    let batch = mnist.train.images().slice(s![..128, ..]).to_owned();
+    let labels = mnist.train.labels()[..128].to_vec();
+    let widths = arch.widths();
+
+    let mut g = c.benchmark_group("FC100-100-10 batch 128");
+    g.throughput(Throughput::Elements(128));
+    g.bench_function("forward (logits)", |b| b.iter(|| model.logits(batch.view()).unwrap()));
+    let mut grads: Vec<Array2<f32>> = model.params().iter().map(|p| Array2::zeros(p.raw_dim())).collect();
+    let mut ws = Trainable::workspace(&model, 128);
+    g.bench_function("forward+backward", |b| {
+        b.iter(|| model.accumulate_grad(batch.view(), &labels, 1.0 / 128.0, &mut grads, &mut ws).unwrap())
+    });
+    g.finish();
+    eprintln!(
+        "forward+backward: {} FLOP per batch of 128 (divide by the median time for GFLOP/s)",
+        128 * flops_per_example(&widths)
+    );
+
+    let subset = mnist.train.head(10_000).unwrap();
+    let config = TrainParams::for_arch(&arch).with_epochs(1).with_seed(1).check().unwrap();
+    let mut e = c.benchmark_group("training");
+    e.sample_size(10);
+    e.bench_function("one epoch FC100-100-10, 10k examples, batch 128", |b| {
+        b.iter(|| {
+            let mut m = Mlp::new(arch.clone(), 1);
+            train(&mut m, &subset, None, &config, |_| {}).unwrap()
+        })
+    });
+    e.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -26,6 +26,12 @@ struct Args {
     /// Override the recipe's learning rate.
     #[arg(long)]
     lr: Option<f32>,
+    /// Override the recipe's mini-batch size.
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Override the recipe's momentum.
+    #[arg(long)]
+    momentum: Option<f32>,
     /// MNIST directory (default: $BLINDSPOT_MNIST or the crate's data/mnist).
     #[arg(long)]
     data: Option<PathBuf>,
@@ -53,6 +59,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     if let Some(lr) = args.lr {
         params = params.with_learning_rate(lr);
+    }
+    if let Some(b) = args.batch {
+        params.batch_size = b;
+    }
+    if let Some(m) = args.momentum {
+        params.momentum = m;
     }
     params.eval_every_epoch = args.verbose;
     let config = params.clone().check()?;

@@ -234,6 +234,23 @@ impl Mlp {
         Ok(())
     }
 
+    /// Output of dense layer `upto` (activated if hidden, raw logits if it is the last).
+    fn forward_to(&self, x: ArrayView2<'_, f32>, upto: usize) -> Result<Array2<f32>> {
+        let last = self.num_dense() - 1;
+        let mut a: Option<Array2<f32>> = None;
+        for l in 0..=upto {
+            let mut out = Array2::zeros((x.nrows(), self.params[2 * l].ncols()));
+            out.assign(&self.params[2 * l + 1]);
+            let input = a.as_ref().map_or(x.view(), |a| a.view());
+            general_mat_mul(1.0, &input, &self.params[2 * l], 1.0, &mut out);
+            if l < last {
+                self.arch.activation().apply(out.view_mut());
+            }
+            a = Some(out);
+        }
+        Ok(a.expect("at least one layer"))
+    }
+
     /// Softmax probabilities for a batch.
     pub fn probabilities(&self, x: ArrayView2<'_, f32>) -> Result<Array2<f32>> {
         self.check_input(x)?;
@@ -274,18 +291,7 @@ impl Classifier for Mlp {
 
     fn logits(&self, x: ArrayView2<'_, f32>) -> Result<Array2<f32>> {
         self.check_input(x)?;
-        let last = self.num_dense() - 1;
-        let mut a = x.to_owned();
-        for l in 0..=last {
-            let mut out = Array2::zeros((x.nrows(), self.params[2 * l].ncols()));
-            out.assign(&self.params[2 * l + 1]);
-            general_mat_mul(1.0, &a, &self.params[2 * l], 1.0, &mut out);
-            if l < last {
-                self.arch.activation().apply(out.view_mut());
-            }
-            a = out;
-        }
-        Ok(a)
+        self.forward_to(x, self.num_dense() - 1)
     }
 }
 
@@ -314,15 +320,7 @@ impl Representation for Mlp {
     fn representation(&self, x: ArrayView2<'_, f32>, k: usize) -> Result<Array2<f32>> {
         self.layer_dim(k)?;
         self.check_input(x)?;
-        let mut a = x.to_owned();
-        for l in 0..=k {
-            let mut out = Array2::zeros((x.nrows(), self.params[2 * l].ncols()));
-            out.assign(&self.params[2 * l + 1]);
-            general_mat_mul(1.0, &a, &self.params[2 * l], 1.0, &mut out);
-            self.arch.activation().apply(out.view_mut());
-            a = out;
-        }
-        Ok(a)
+        self.forward_to(x, k)
     }
 }
 
