@@ -11,3 +11,8 @@ pub mod optim;
 
 pub use error::{Error, Result};
 pub use model::{Classifier, Differentiable, Representation};
+
+/// The README's example, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctest;
