@@ -69,25 +69,34 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     params.eval_every_epoch = args.verbose;
     let config = params.clone().check()?;
     let mut model = Mlp::new(arch.clone(), args.seed);
-    let bar = ProgressBar::new((params.epochs * mnist.train.len().div_ceil(params.batch_size)) as u64);
-    bar.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} batches {msg} [{elapsed} < {eta}]")?);
-    let report = train(&mut model, &mnist.train, Some(&mnist.test), &config, |p| match p {
-        Progress::Batch { .. } => bar.inc(1),
-        Progress::Epoch(e) => {
-            let mut msg = format!("epoch {} loss {:.4}", e.epoch + 1, e.loss);
-            if let (Some(tr), Some(te)) = (e.train_error, e.test_error) {
-                msg += &format!(" train {:.2}% test {:.2}%", 100.0 * tr, 100.0 * te);
-                bar.suspend(|| eprintln!("{msg}"));
+    let bar =
+        ProgressBar::new((params.epochs * mnist.train.len().div_ceil(params.batch_size)) as u64);
+    bar.set_style(ProgressStyle::with_template(
+        "{bar:40} {pos}/{len} batches {msg} [{elapsed} < {eta}]",
+    )?);
+    let report = train(
+        &mut model,
+        &mnist.train,
+        Some(&mnist.test),
+        &config,
+        |p| match p {
+            Progress::Batch { .. } => bar.inc(1),
+            Progress::Epoch(e) => {
+                let mut msg = format!("epoch {} loss {:.4}", e.epoch + 1, e.loss);
+                if let (Some(tr), Some(te)) = (e.train_error, e.test_error) {
+                    msg += &format!(" train {:.2}% test {:.2}%", 100.0 * tr, 100.0 * te);
+                    bar.suspend(|| eprintln!("{msg}"));
+                }
+                bar.set_message(msg);
             }
-            bar.set_message(msg);
-        }
-    })?;
+        },
+    )?;
     bar.finish_and_clear();
     let test_error = report.test_error.unwrap_or(f32::NAN);
     println!(
         "{}: train error {:.2}%, test error {:.2}%, {} epochs, {:.3} s/epoch",
         arch,
-        100.0 * report.train_error,
+        100.0 * report.train_error.unwrap_or(f32::NAN),
         100.0 * test_error,
         params.epochs,
         report.seconds_per_epoch
@@ -101,7 +110,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "model": args.model,
             "architecture": arch.to_string(),
             "seed": args.seed,
-            "train_error": report.train_error,
+            "train_error": report.train_error.unwrap_or(f32::NAN),
             "test_error": test_error,
             "epochs": params.epochs,
             "learning_rate": params.learning_rate,

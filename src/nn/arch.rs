@@ -34,10 +34,16 @@ impl Architecture {
             return Err(Error::param("input", "input width must be at least 1"));
         }
         if let Some(i) = hidden.iter().position(|&h| h == 0) {
-            return Err(Error::param("hidden", format!("hidden layer {i} has width 0")));
+            return Err(Error::param(
+                "hidden",
+                format!("hidden layer {i} has width 0"),
+            ));
         }
         if classes < 2 {
-            return Err(Error::param("classes", format!("need at least 2 classes, got {classes}")));
+            return Err(Error::param(
+                "classes",
+                format!("need at least 2 classes, got {classes}"),
+            ));
         }
         if !(weight_decay.is_finite() && weight_decay >= 0.0) {
             return Err(Error::param(

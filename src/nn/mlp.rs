@@ -84,10 +84,18 @@ impl Mlp {
         for (l, pair) in widths.windows(2).enumerate() {
             let (w, b) = (&params[2 * l], &params[2 * l + 1]);
             if w.dim() != (pair[0], pair[1]) {
-                return Err(Error::shape(format!("W{l}"), format!("{:?}", (pair[0], pair[1])), format!("{:?}", w.dim())));
+                return Err(Error::shape(
+                    format!("W{l}"),
+                    format!("{:?}", (pair[0], pair[1])),
+                    format!("{:?}", w.dim()),
+                ));
             }
             if b.dim() != (1, pair[1]) {
-                return Err(Error::shape(format!("b{l}"), format!("{:?}", (1, pair[1])), format!("{:?}", b.dim())));
+                return Err(Error::shape(
+                    format!("b{l}"),
+                    format!("{:?}", (1, pair[1])),
+                    format!("{:?}", b.dim()),
+                ));
             }
             if w.iter().chain(b.iter()).any(|v| !v.is_finite()) {
                 return Err(Error::NonFinite {
@@ -121,7 +129,10 @@ impl Mlp {
     /// Buffers for batches of up to `batch` rows.
     pub fn workspace(&self, batch: usize) -> MlpWorkspace {
         let widths = self.arch.widths();
-        let acts: Vec<Array2<f32>> = widths[1..].iter().map(|&w| Array2::zeros((batch, w))).collect();
+        let acts: Vec<Array2<f32>> = widths[1..]
+            .iter()
+            .map(|&w| Array2::zeros((batch, w)))
+            .collect();
         MlpWorkspace {
             deltas: acts.clone(),
             acts,
@@ -136,7 +147,11 @@ impl Mlp {
         let last = self.num_dense() - 1;
         for l in 0..=last {
             let (before, rest) = ws.acts.split_at_mut(l);
-            let input = if l == 0 { x.view() } else { before[l - 1].slice(s![..n, ..]) };
+            let input = if l == 0 {
+                x.view()
+            } else {
+                before[l - 1].slice(s![..n, ..])
+            };
             let mut out = rest[0].slice_mut(s![..n, ..]);
             out.assign(&self.params[2 * l + 1]);
             general_mat_mul(1.0, &input, &self.params[2 * l], 1.0, &mut out);
@@ -178,7 +193,11 @@ impl Mlp {
             let (below, here) = ws.deltas.split_at_mut(l);
             let delta = here[0].slice(s![..n, ..]);
             if let Some(g) = grads.as_deref_mut() {
-                let input = if l == 0 { x.view() } else { ws.acts[l - 1].slice(s![..n, ..]) };
+                let input = if l == 0 {
+                    x.view()
+                } else {
+                    ws.acts[l - 1].slice(s![..n, ..])
+                };
                 general_mat_mul(1.0, &input.t(), &delta, 1.0, &mut g[2 * l]);
                 let mut gb = g[2 * l + 1].row_mut(0);
                 for row in delta.axis_iter(Axis(0)) {
@@ -219,14 +238,21 @@ impl Mlp {
         self.check_input(x)?;
         check_labels(labels, x.nrows(), self.arch.classes())?;
         let n = x.nrows();
-        if ws.capacity() < n || ws.acts.len() != self.num_dense() || ws.acts[0].ncols() != self.params[0].ncols() {
+        if ws.capacity() < n
+            || ws.acts.len() != self.num_dense()
+            || ws.acts[0].ncols() != self.params[0].ncols()
+        {
             *ws = self.workspace(n);
         }
         if losses.len() != n {
             return Err(Error::shape("losses", n, losses.len()));
         }
         if grad.dim() != x.dim() {
-            return Err(Error::shape("input gradient", format!("{:?}", x.dim()), format!("{:?}", grad.dim())));
+            return Err(Error::shape(
+                "input gradient",
+                format!("{:?}", x.dim()),
+                format!("{:?}", grad.dim()),
+            ));
         }
         self.forward_ws(x, Some(labels), ws);
         losses.assign(&ws.losses.slice(s![..n]));
@@ -262,7 +288,11 @@ impl Mlp {
 
 /// Softmax of each row in place, and (with labels) each row's cross-entropy `-log p[y]`,
 /// computed from the logits via log-sum-exp so that it never takes `log(0)`.
-fn softmax_xent_rows(mut z: ArrayViewMut2<'_, f32>, labels: Option<&[usize]>, mut losses: ArrayViewMut1<'_, f32>) {
+fn softmax_xent_rows(
+    mut z: ArrayViewMut2<'_, f32>,
+    labels: Option<&[usize]>,
+    mut losses: ArrayViewMut1<'_, f32>,
+) {
     for (i, mut row) in z.axis_iter_mut(Axis(0)).enumerate() {
         let m = row.fold(f32::NEG_INFINITY, |a, &b| a.max(b));
         let zy = labels.map(|l| row[l[i]]);
@@ -296,7 +326,11 @@ impl Classifier for Mlp {
 }
 
 impl Differentiable for Mlp {
-    fn loss_and_input_grad(&self, x: ArrayView2<'_, f32>, labels: &[usize]) -> Result<(Array1<f32>, Array2<f32>)> {
+    fn loss_and_input_grad(
+        &self,
+        x: ArrayView2<'_, f32>,
+        labels: &[usize],
+    ) -> Result<(Array1<f32>, Array2<f32>)> {
         let mut ws = self.workspace(x.nrows());
         let mut losses = Array1::zeros(x.nrows());
         let mut grad = Array2::zeros(x.raw_dim());
@@ -313,7 +347,13 @@ impl Representation for Mlp {
 
     fn layer_dim(&self, k: usize) -> Result<usize> {
         self.arch.hidden().get(k).copied().ok_or_else(|| {
-            Error::param("layer", format!("layer {k} out of range: the model has {} hidden layers", self.num_layers()))
+            Error::param(
+                "layer",
+                format!(
+                    "layer {k} out of range: the model has {} hidden layers",
+                    self.num_layers()
+                ),
+            )
         })
     }
 
@@ -349,8 +389,17 @@ impl Trainable for Mlp {
     ) -> Result<f32> {
         self.check_input(x)?;
         check_labels(y, x.nrows(), self.arch.classes())?;
-        if grads.len() != self.params.len() || grads.iter().zip(&self.params).any(|(g, p)| g.dim() != p.dim()) {
-            return Err(Error::shape("gradient buffers", "one per parameter, same shapes", "different"));
+        if grads.len() != self.params.len()
+            || grads
+                .iter()
+                .zip(&self.params)
+                .any(|(g, p)| g.dim() != p.dim())
+        {
+            return Err(Error::shape(
+                "gradient buffers",
+                "one per parameter, same shapes",
+                "different",
+            ));
         }
         if ws.capacity() < x.nrows() || ws.acts.len() != self.num_dense() {
             *ws = self.workspace(x.nrows());
@@ -383,6 +432,12 @@ impl Mlp {
     /// Saves the network as `.npz` (arrays `W0, b0, …` and a header with the architecture),
     /// atomically.
     pub fn save(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
+        self.to_model_file().save(path.as_ref())
+    }
+
+    /// The arrays and header that [`Mlp::save`] writes; callers may add header keys (the zoo
+    /// records its cache key there) before saving.
+    pub fn to_model_file(&self) -> crate::nn::ModelFile {
         let mut meta = std::collections::BTreeMap::new();
         meta.insert("kind".to_string(), "mlp".to_string());
         meta.insert("format".to_string(), FORMAT.to_string());
@@ -393,15 +448,24 @@ impl Mlp {
             .params
             .iter()
             .enumerate()
-            .map(|(i, a)| (format!("{}{}", if i % 2 == 0 { "W" } else { "b" }, i / 2), a.clone()))
+            .map(|(i, a)| {
+                (
+                    format!("{}{}", if i % 2 == 0 { "W" } else { "b" }, i / 2),
+                    a.clone(),
+                )
+            })
             .collect();
-        crate::nn::ModelFile { meta, arrays }.save(path.as_ref())
+        crate::nn::ModelFile { meta, arrays }
     }
 
     /// Loads a network saved by [`Mlp::save`], checking the header and every array's shape.
     pub fn load(path: impl AsRef<std::path::Path>) -> Result<Self> {
         let path = path.as_ref();
-        let mut file = crate::nn::ModelFile::load(path)?;
+        Mlp::from_model_file(crate::nn::ModelFile::load(path)?, path)
+    }
+
+    /// Rebuilds a network from a model file read from `path` (named in errors).
+    pub fn from_model_file(mut file: crate::nn::ModelFile, path: &std::path::Path) -> Result<Self> {
         let bad = |problem: String| Error::ModelFile {
             path: path.to_path_buf(),
             problem,
@@ -417,7 +481,8 @@ impl Mlp {
             .parse()
             .map_err(|_| bad("input width is not a number".into()))?;
         let activation: Activation = file.meta_value("activation", path)?.parse()?;
-        let arch = Architecture::parse(file.meta_value("name", path)?, input)?.with_activation(activation);
+        let arch =
+            Architecture::parse(file.meta_value("name", path)?, input)?.with_activation(activation);
         let layers = arch.widths().len() - 1;
         let mut params = Vec::with_capacity(2 * layers);
         for l in 0..layers {

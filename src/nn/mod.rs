@@ -9,4 +9,7 @@ pub use activation::{sigmoid, Activation};
 pub use arch::{Architecture, DEFAULT_WEIGHT_DECAY};
 pub use mlp::{Mlp, MlpWorkspace};
 pub use persist::ModelFile;
-pub use train::{error_rate, train, EpochStats, Progress, Schedule, TrainConfig, TrainParams, TrainReport, Trainable};
+pub use train::{
+    error_rate, fit, train, EpochStats, Progress, Schedule, TrainConfig, TrainParams, TrainReport,
+    Trainable,
+};

@@ -31,7 +31,11 @@ impl ModelFile {
         let result = (|| -> Result<()> {
             let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
             let mut npz = NpzWriter::new(BufWriter::new(file));
-            let header: String = self.meta.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+            let header: String = self
+                .meta
+                .iter()
+                .map(|(k, v)| format!("{k}={v}\n"))
+                .collect();
             let bytes = Array1::from(header.into_bytes());
             let bad = |e: ndarray_npy::WriteNpzError| Error::ModelFile {
                 path: path.to_path_buf(),
@@ -43,7 +47,9 @@ impl ModelFile {
             }
             let mut w = npz.finish().map_err(bad)?;
             w.flush().map_err(|e| Error::io(&tmp, e))?;
-            let file = w.into_inner().map_err(|e| Error::io(&tmp, e.into_error()))?;
+            let file = w
+                .into_inner()
+                .map_err(|e| Error::io(&tmp, e.into_error()))?;
             file.sync_all().map_err(|e| Error::io(&tmp, e))?;
             std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
         })();
@@ -61,12 +67,16 @@ impl ModelFile {
             problem,
         };
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
-        let mut npz = NpzReader::new(BufReader::new(file)).map_err(|e| bad(format!("not an npz archive: {e}")))?;
-        let names = npz.names().map_err(|e| bad(format!("unreadable archive: {e}")))?;
+        let mut npz = NpzReader::new(BufReader::new(file))
+            .map_err(|e| bad(format!("not an npz archive: {e}")))?;
+        let names = npz
+            .names()
+            .map_err(|e| bad(format!("unreadable archive: {e}")))?;
         let bytes: Array1<u8> = npz
             .by_name(META)
             .map_err(|e| bad(format!("no readable `{META}` header: {e}")))?;
-        let text = String::from_utf8(bytes.to_vec()).map_err(|_| bad("header is not UTF-8".into()))?;
+        let text =
+            String::from_utf8(bytes.to_vec()).map_err(|_| bad("header is not UTF-8".into()))?;
         let mut meta = BTreeMap::new();
         for line in text.lines().filter(|l| !l.is_empty()) {
             let (k, v) = line
@@ -90,18 +100,25 @@ impl ModelFile {
 
     /// The header value for `key`, or an error naming the file and the missing key.
     pub fn meta_value(&self, key: &str, path: &Path) -> Result<&str> {
-        self.meta.get(key).map(String::as_str).ok_or_else(|| Error::ModelFile {
-            path: path.to_path_buf(),
-            problem: format!("header has no `{key}`"),
-        })
+        self.meta
+            .get(key)
+            .map(String::as_str)
+            .ok_or_else(|| Error::ModelFile {
+                path: path.to_path_buf(),
+                problem: format!("header has no `{key}`"),
+            })
     }
 
     /// Removes and returns the array called `name`, or an error naming the file.
     pub fn take(&mut self, name: &str, path: &Path) -> Result<Array2<f32>> {
-        let i = self.arrays.iter().position(|(n, _)| n == name).ok_or_else(|| Error::ModelFile {
-            path: path.to_path_buf(),
-            problem: format!("missing array `{name}`"),
-        })?;
+        let i = self
+            .arrays
+            .iter()
+            .position(|(n, _)| n == name)
+            .ok_or_else(|| Error::ModelFile {
+                path: path.to_path_buf(),
+                problem: format!("missing array `{name}`"),
+            })?;
         Ok(self.arrays.remove(i).1)
     }
 }
@@ -109,7 +126,10 @@ impl ModelFile {
 /// A temporary name next to `path`, unique per process, so the final rename stays on one
 /// file system and is atomic.
 pub(crate) fn temp_sibling(path: &Path) -> PathBuf {
-    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     name.push(format!(".tmp{}", std::process::id()));
     path.with_file_name(name)
 }

@@ -87,7 +87,9 @@ impl Default for TrainParams {
             batch_size: 128,
             learning_rate: 0.1,
             momentum: 0.9,
-            schedule: Schedule::Cosine { final_fraction: 0.0 },
+            schedule: Schedule::Cosine {
+                final_fraction: 0.0,
+            },
             seed: 0,
             eval_every_epoch: false,
         }
@@ -140,20 +142,32 @@ impl TrainParams {
             return Err(Error::param("batch_size", "must be at least 1"));
         }
         if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
-            return Err(Error::param("learning_rate", format!("must be finite and > 0, got {}", self.learning_rate)));
+            return Err(Error::param(
+                "learning_rate",
+                format!("must be finite and > 0, got {}", self.learning_rate),
+            ));
         }
         if !(0.0..1.0).contains(&self.momentum) {
-            return Err(Error::param("momentum", format!("must be in [0, 1), got {}", self.momentum)));
+            return Err(Error::param(
+                "momentum",
+                format!("must be in [0, 1), got {}", self.momentum),
+            ));
         }
         match self.schedule {
             Schedule::Step { every, factor } => {
                 if every == 0 || !(factor > 0.0 && factor <= 1.0) {
-                    return Err(Error::param("schedule", "step needs every >= 1 and factor in (0, 1]"));
+                    return Err(Error::param(
+                        "schedule",
+                        "step needs every >= 1 and factor in (0, 1]",
+                    ));
                 }
             }
             Schedule::Cosine { final_fraction } => {
                 if !(0.0..=1.0).contains(&final_fraction) {
-                    return Err(Error::param("schedule", "cosine final_fraction must be in [0, 1]"));
+                    return Err(Error::param(
+                        "schedule",
+                        "cosine final_fraction must be in [0, 1]",
+                    ));
                 }
             }
             Schedule::Constant => {}
@@ -177,9 +191,15 @@ impl TrainConfig {
         let p = &self.0;
         match p.schedule {
             Schedule::Constant => p.learning_rate,
-            Schedule::Step { every, factor } => p.learning_rate * factor.powi((epoch / every) as i32),
+            Schedule::Step { every, factor } => {
+                p.learning_rate * factor.powi((epoch / every) as i32)
+            }
             Schedule::Cosine { final_fraction } => {
-                let t = if p.epochs > 1 { epoch as f32 / (p.epochs - 1) as f32 } else { 0.0 };
+                let t = if p.epochs > 1 {
+                    epoch as f32 / (p.epochs - 1) as f32
+                } else {
+                    0.0
+                };
                 let cos = 0.5 * (1.0 + (std::f32::consts::PI * t).cos());
                 p.learning_rate * (final_fraction + (1.0 - final_fraction) * cos)
             }
@@ -225,8 +245,8 @@ pub enum Progress {
 pub struct TrainReport {
     /// Per-epoch figures.
     pub epochs: Vec<EpochStats>,
-    /// Final error on the training set.
-    pub train_error: f32,
+    /// Final error on the training set (`None` from [`fit`], which does not measure it).
+    pub train_error: Option<f32>,
     /// Final error on the test set, when one was given.
     pub test_error: Option<f32>,
     /// Mean wall time per epoch of updates.
@@ -244,21 +264,25 @@ impl TrainReport {
 /// order, so the result does not depend on how many threads rayon has.
 const PARTS: usize = 2;
 
-/// Trains `model` in place with mini-batch SGD and momentum on `train`, reporting progress to
-/// `on_progress`. The same model, data, and config give the same weights.
+/// Trains a classifier in place with mini-batch SGD and momentum on `train`, reporting progress
+/// to `on_progress`, and measures its train and test error. The same model, data and config give
+/// the same weights.
 pub fn train<M>(
     model: &mut M,
     train: &Dataset,
     test: Option<&Dataset>,
     config: &TrainConfig,
-    mut on_progress: impl FnMut(&Progress),
+    on_progress: impl FnMut(&Progress),
 ) -> Result<TrainReport>
 where
     M: Trainable + Classifier,
 {
-    let p = config.params();
     if train.input_dim() != model.input_dim() {
-        return Err(Error::shape("training images", model.input_dim(), train.input_dim()));
+        return Err(Error::shape(
+            "training images",
+            model.input_dim(),
+            train.input_dim(),
+        ));
     }
     if train.num_classes() > model.num_classes() {
         return Err(Error::LabelOutOfRange {
@@ -266,12 +290,55 @@ where
             classes: model.num_classes(),
         });
     }
+    let mut report = fit_with(
+        model,
+        train,
+        config,
+        |m: &M| {
+            Ok((
+                Some(error_rate(m, train)?),
+                test.map(|t| error_rate(m, t)).transpose()?,
+            ))
+        },
+        on_progress,
+    )?;
+    let last = report.epochs.last().expect("epochs >= 1");
+    report.train_error = last.train_error;
+    report.test_error = last.test_error;
+    Ok(report)
+}
+
+/// Fits any [`Trainable`] model (a classifier, or an autoencoder that ignores the labels) with
+/// the same SGD loop as [`train`], without measuring errors.
+pub fn fit<M: Trainable>(
+    model: &mut M,
+    train: &Dataset,
+    config: &TrainConfig,
+    on_progress: impl FnMut(&Progress),
+) -> Result<TrainReport> {
+    fit_with(model, train, config, |_: &M| Ok((None, None)), on_progress)
+}
+
+/// The SGD loop; `evaluate` gives (train error, test error) after an epoch when asked.
+fn fit_with<M: Trainable>(
+    model: &mut M,
+    train: &Dataset,
+    config: &TrainConfig,
+    mut evaluate: impl FnMut(&M) -> Result<(Option<f32>, Option<f32>)>,
+    mut on_progress: impl FnMut(&Progress),
+) -> Result<TrainReport> {
+    let p = config.params();
     let n = train.len();
     let bs = p.batch_size.min(n);
     let part = bs.div_ceil(PARTS);
     let mut rng = ChaCha8Rng::seed_from_u64(p.seed);
     let shapes: Vec<_> = model.params().iter().map(|a| a.raw_dim()).collect();
-    let zeros = || shapes.iter().map(|d| Array2::<f32>::zeros(d.clone())).collect::<Vec<_>>();
+    let zeros = || {
+        shapes
+            .iter()
+            .map(|d| Array2::<f32>::zeros(d.clone()))
+            .collect::<Vec<_>>()
+    };
     let mut velocity = zeros();
     let mut part_grads: Vec<Vec<Array2<f32>>> = (0..PARTS).map(|_| zeros()).collect();
     let mut workspaces: Vec<M::Workspace> = (0..PARTS).map(|_| model.workspace(part)).collect();
@@ -321,10 +388,17 @@ where
             total += (loss * scale + reg) as f64;
             if !total.is_finite() {
                 return Err(Error::NonFinite {
-                    what: format!("training loss at epoch {epoch}, batch {b} (learning rate too high?)"),
+                    what: format!(
+                        "training loss at epoch {epoch}, batch {b} (learning rate too high?)"
+                    ),
                 });
             }
-            for ((param, g), v) in model.params_mut().iter_mut().zip(&first[0]).zip(&mut velocity) {
+            for ((param, g), v) in model
+                .params_mut()
+                .iter_mut()
+                .zip(&first[0])
+                .zip(&mut velocity)
+            {
                 Zip::from(param).and(v).and(g).for_each(|w, v, &g| {
                     *v = p.momentum * *v - lr * g;
                     *w += *v;
@@ -338,10 +412,7 @@ where
         }
         let seconds = start.elapsed().as_secs_f64();
         let (train_error, test_error) = if p.eval_every_epoch || epoch + 1 == p.epochs {
-            (
-                Some(error_rate(&*model, train)?),
-                test.map(|t| error_rate(&*model, t)).transpose()?,
-            )
+            evaluate(&*model)?
         } else {
             (None, None)
         };
@@ -356,16 +427,20 @@ where
         on_progress(&Progress::Epoch(e.clone()));
         stats.push(e);
     }
-    let last = stats.last().expect("epochs >= 1");
     Ok(TrainReport {
-        train_error: last.train_error.expect("evaluated at the last epoch"),
-        test_error: last.test_error,
+        train_error: None,
+        test_error: None,
         seconds_per_epoch: stats.iter().map(|e| e.seconds).sum::<f64>() / stats.len() as f64,
         epochs: stats,
     })
 }
 
-fn gather(data: &Dataset, idx: &[usize], x: &mut ndarray::ArrayViewMut2<'_, f32>, y: &mut Vec<usize>) {
+fn gather(
+    data: &Dataset,
+    idx: &[usize],
+    x: &mut ndarray::ArrayViewMut2<'_, f32>,
+    y: &mut Vec<usize>,
+) {
     let images = data.images();
     let labels = data.labels();
     y.clear();
@@ -378,7 +453,11 @@ fn gather(data: &Dataset, idx: &[usize], x: &mut ndarray::ArrayViewMut2<'_, f32>
 /// Fraction of `data` that `model` misclassifies, computed in parallel chunks.
 pub fn error_rate<C: Classifier + ?Sized>(model: &C, data: &Dataset) -> Result<f32> {
     if data.input_dim() != model.input_dim() {
-        return Err(Error::shape("dataset images", model.input_dim(), data.input_dim()));
+        return Err(Error::shape(
+            "dataset images",
+            model.input_dim(),
+            data.input_dim(),
+        ));
     }
     let images = data.images();
     let labels = data.labels();
@@ -389,7 +468,11 @@ pub fn error_rate<C: Classifier + ?Sized>(model: &C, data: &Dataset) -> Result<f
             let lo = c * chunk;
             let hi = (lo + chunk).min(data.len());
             let pred = model.predict(images.slice(s![lo..hi, ..]))?;
-            Ok(pred.iter().zip(&labels[lo..hi]).filter(|(p, l)| p != l).count())
+            Ok(pred
+                .iter()
+                .zip(&labels[lo..hi])
+                .filter(|(p, l)| p != l)
+                .count())
         })
         .collect();
     Ok(wrong?.iter().sum::<usize>() as f32 / data.len() as f32)
