@@ -336,7 +336,7 @@ fn fit_with<M: Trainable>(
     let zeros = || {
         shapes
             .iter()
-            .map(|d| Array2::<f32>::zeros(d.clone()))
+            .map(|d| Array2::<f32>::zeros(*d))
             .collect::<Vec<_>>()
     };
     let mut velocity = zeros();
