@@ -1,0 +1,1095 @@
+//! The compact limited-memory BFGS matrix of L-BFGS-B and the two steps that use it: the
+//! generalized Cauchy point and the subspace minimisation.
+//!
+//! The Hessian approximation is `B = θI − W M Wᵀ` with `W = [Y, θS]` (`n × 2·col`) and the
+//! `2·col × 2·col` middle matrix `M = [[−D, Lᵀ], [L, θSᵀS]]⁻¹`, where `D = diag(sᵢᵀyᵢ)` and `L`
+//! is the strictly lower triangle of `SᵀY` (Byrd, Nocedal & Schnabel 1994). Only `SᵀY`, `SᵀS`
+//! and a Cholesky factor of `θSᵀS + L D⁻¹ Lᵀ` are kept; products with `M` go through them.
+//!
+//! Storage: the `n × 2m` pairs are interleaved per variable (`[y₀ … y_{m−1}, s₀ … s_{m−1}]` for
+//! each coordinate), because every hot loop walks coordinates (often through an index set) and
+//! touches all pairs of that coordinate. Pairs live in a ring of `m` slots; chronological pair
+//! `j` is in slot `(head + j) % m`. While `col < m`, `head` is 0, so the used slots are always
+//! `0..col` and the inner loops can run over contiguous slots, permuting only the short
+//! `2·col` coefficient vectors.
+
+use super::dense::{cholesky_upper, solve_upper, solve_upper_transposed, Singular};
+
+/// Kind of bound of one variable: 0 none, 1 lower only, 2 both, 3 upper only.
+pub(crate) type BoundKind = u8;
+
+#[inline]
+pub(crate) fn has_lower(k: BoundKind) -> bool {
+    k == 1 || k == 2
+}
+
+#[inline]
+pub(crate) fn has_upper(k: BoundKind) -> bool {
+    k >= 2
+}
+
+/// Borrowed view of the box.
+#[derive(Clone, Copy)]
+pub(crate) struct Bounds<'a> {
+    pub lower: &'a [f64],
+    pub upper: &'a [f64],
+    pub kind: &'a [BoundKind],
+}
+
+// Status of a variable with respect to its bounds (the reference code's `iwhere`).
+/// No bounds at all: always free.
+pub(crate) const UNBOUNDED: i8 = -1;
+/// Bounded and free at the current Cauchy point.
+pub(crate) const FREE: i8 = 0;
+pub(crate) const AT_LOWER: i8 = 1;
+pub(crate) const AT_UPPER: i8 = 2;
+/// `lower == upper`: never moves.
+pub(crate) const FIXED: i8 = 3;
+/// Bounded, strictly inside, zero gradient: free but no motion along the Cauchy path.
+const FREE_ZERO_GRADIENT: i8 = -3;
+
+/// `M v` for the middle matrix, through the factors of `SᵀY` and `θSᵀS + L D⁻¹ Lᵀ = J Jᵀ`.
+///
+/// `M⁻¹ = [[D^½, 0], [−L D^−½, J]] · [[−D^½, D^−½ Lᵀ], [0, Jᵀ]]`, so two block-triangular
+/// solves suffice.
+fn bmv(
+    m: usize,
+    sy: &[f64],
+    wt: &[f64],
+    col: usize,
+    v: &[f64],
+    p: &mut [f64],
+) -> Result<(), Singular> {
+    if col == 0 {
+        return Ok(());
+    }
+    p[col] = v[col];
+    for i in 1..col {
+        let mut sum = 0.0;
+        for k in 0..i {
+            sum += sy[i + k * m] * v[k] / sy[k + k * m];
+        }
+        p[col + i] = v[col + i] + sum;
+    }
+    solve_upper_transposed(wt, m, 0, col, &mut p[col..2 * col])?;
+    for i in 0..col {
+        p[i] = v[i] / sy[i + i * m].sqrt();
+    }
+    solve_upper(wt, m, 0, col, &mut p[col..2 * col])?;
+    for i in 0..col {
+        p[i] = -p[i] / sy[i + i * m].sqrt();
+    }
+    for i in 0..col {
+        let mut sum = 0.0;
+        for k in i + 1..col {
+            sum += sy[k + i * m] * p[col + k] / sy[i + i * m];
+        }
+        p[i] += sum;
+    }
+    Ok(())
+}
+
+/// Pops the smallest breakpoint of a binary min-heap into the last position (building the
+/// heap first if asked). A heap rather than a full sort because usually only a few of the
+/// breakpoints are ever passed before the Cauchy point is found.
+fn heap_pop_min(t: &mut [f64], order: &mut [usize], build: bool) {
+    let n = t.len();
+    if build {
+        for k in 1..n {
+            let v = t[k];
+            let idx = order[k];
+            let mut i = k;
+            while i > 0 {
+                let parent = (i - 1) / 2;
+                if v < t[parent] {
+                    t[i] = t[parent];
+                    order[i] = order[parent];
+                    i = parent;
+                } else {
+                    break;
+                }
+            }
+            t[i] = v;
+            order[i] = idx;
+        }
+    }
+    if n > 1 {
+        let out = t[0];
+        let out_idx = order[0];
+        let v = t[n - 1];
+        let idx = order[n - 1];
+        let mut i = 0;
+        loop {
+            let mut j = 2 * i + 1;
+            if j + 1 < n {
+                if j + 2 < n && t[j + 1] < t[j] {
+                    j += 1;
+                }
+                if t[j] < v {
+                    t[i] = t[j];
+                    order[i] = order[j];
+                    i = j;
+                    continue;
+                }
+            }
+            break;
+        }
+        t[i] = v;
+        order[i] = idx;
+        t[n - 1] = out;
+        order[n - 1] = out_idx;
+    }
+}
+
+/// Everything the solver keeps between iterations, allocated once per problem size.
+#[derive(Debug, Clone)]
+pub(crate) struct Workspace {
+    pub n: usize,
+    pub m: usize,
+    /// Interleaved pairs, `2m` values per coordinate (see module docs).
+    wyws: Vec<f64>,
+    /// `SᵀY` (lower triangle used; `sy[i + j m] = sᵢᵀyⱼ`), chronological order.
+    sy: Vec<f64>,
+    /// `SᵀS` (upper triangle used).
+    ss: Vec<f64>,
+    /// Upper Cholesky factor of `θSᵀS + L D⁻¹ Lᵀ`.
+    wt: Vec<f64>,
+    /// Factorisation of the `2col × 2col` subspace matrix `K` (leading dimension `2m`).
+    wn: Vec<f64>,
+    /// Inner products over the free/active sets from which `K` is assembled, kept across
+    /// iterations so that a change of active set costs only the entering/leaving variables.
+    wn1: Vec<f64>,
+    pub theta: f64,
+    pub col: usize,
+    head: usize,
+    itail: usize,
+    /// Number of updates since the last reset (tells when the ring starts to wrap).
+    iupdat: usize,
+    /// A pair was added since `wn` was last formed.
+    pub updatd: bool,
+    /// `wn1` no longer matches the stored pairs and free set and must be recomputed in full.
+    pub wn1_rebuild: bool,
+    pub iwhere: Vec<i8>,
+    /// Free variables in `index[..nfree]`, active ones after.
+    index: Vec<usize>,
+    pub nfree: usize,
+    /// Entering variables in `indx2[..nenter]`, leaving ones in `indx2[ileave..]`.
+    indx2: Vec<usize>,
+    nenter: usize,
+    ileave: usize,
+    /// Cauchy point, then the subspace minimiser.
+    pub z: Vec<f64>,
+    /// Cauchy path direction, later the search direction and finally `s`.
+    pub d: Vec<f64>,
+    /// `y = g_{k+1} − g_k`.
+    pub y: Vec<f64>,
+    brk: Vec<f64>,
+    order: Vec<usize>,
+    /// Reduced gradient / subspace direction over the free variables.
+    r: Vec<f64>,
+    /// Saved free components of the Cauchy point.
+    xp: Vec<f64>,
+    p: Vec<f64>,
+    c: Vec<f64>,
+    wbp: Vec<f64>,
+    v: Vec<f64>,
+    wv: Vec<f64>,
+    /// Slot-ordered scratch.
+    sv: Vec<f64>,
+    /// Small accumulation scratch (`6 m²`).
+    acc: Vec<f64>,
+}
+
+impl Workspace {
+    pub fn new(n: usize, m: usize) -> Self {
+        Workspace {
+            n,
+            m,
+            wyws: vec![0.0; n * 2 * m],
+            sy: vec![0.0; m * m],
+            ss: vec![0.0; m * m],
+            wt: vec![0.0; m * m],
+            wn: vec![0.0; 4 * m * m],
+            wn1: vec![0.0; 4 * m * m],
+            theta: 1.0,
+            col: 0,
+            head: 0,
+            itail: 0,
+            iupdat: 0,
+            updatd: false,
+            wn1_rebuild: false,
+            iwhere: vec![0; n],
+            index: (0..n).collect(),
+            nfree: n,
+            indx2: vec![0; n],
+            nenter: 0,
+            ileave: n,
+            z: vec![0.0; n],
+            d: vec![0.0; n],
+            y: vec![0.0; n],
+            brk: vec![0.0; n],
+            order: vec![0; n],
+            r: vec![0.0; n],
+            xp: vec![0.0; n],
+            p: vec![0.0; 2 * m],
+            c: vec![0.0; 2 * m],
+            wbp: vec![0.0; 2 * m],
+            v: vec![0.0; 2 * m],
+            wv: vec![0.0; 2 * m],
+            sv: vec![0.0; 2 * m],
+            acc: vec![0.0; 6 * m * m],
+        }
+    }
+
+    /// Forgets all curvature pairs (used at start, after a failed line search and when a
+    /// factorisation breaks down: a steepest-descent-like restart is always safe).
+    pub fn reset_memory(&mut self) {
+        self.col = 0;
+        self.head = 0;
+        self.itail = 0;
+        self.theta = 1.0;
+        self.iupdat = 0;
+        self.updatd = false;
+        self.wn1_rebuild = false;
+    }
+
+    /// Sets up the variable status for a new run; `x` must already be inside the box.
+    pub fn start(&mut self, b: &Bounds) {
+        self.reset_memory();
+        for i in 0..self.n {
+            self.iwhere[i] = match b.kind[i] {
+                0 => UNBOUNDED,
+                2 if b.upper[i] - b.lower[i] <= 0.0 => FIXED,
+                _ => FREE,
+            };
+            self.index[i] = i;
+        }
+        self.nfree = self.n;
+        self.nenter = 0;
+        self.ileave = self.n;
+    }
+
+    #[inline]
+    fn slot(&self, j: usize) -> usize {
+        (self.head + j) % self.m
+    }
+
+    #[inline]
+    fn row(&self, i: usize) -> &[f64] {
+        let w = 2 * self.m;
+        &self.wyws[i * w..(i + 1) * w]
+    }
+
+    /// Generalized Cauchy point: the first local minimiser of the quadratic model along the
+    /// projected steepest-descent path `P(x − t g)`, found by walking the breakpoints where
+    /// variables hit their bounds in increasing `t`. Leaves the point in `z`, `c = Wᵀ(z − x)`
+    /// for the subspace step, and the variable status in `iwhere`. Returns the number of
+    /// segments explored.
+    pub fn cauchy(
+        &mut self,
+        x: &[f64],
+        g: &[f64],
+        b: &Bounds,
+        sbgnrm: f64,
+    ) -> Result<usize, Singular> {
+        let n = self.n;
+        let m = self.m;
+        let col = self.col;
+        let theta = self.theta;
+        self.c[..2 * col].iter_mut().for_each(|v| *v = 0.0);
+        if sbgnrm <= 0.0 {
+            self.z.copy_from_slice(x);
+            return Ok(0);
+        }
+        let mut bnded = true;
+        let mut n_unbounded_dir = 0usize;
+        let mut nbreak = 0usize;
+        let mut ibkmin = 0usize;
+        let mut bkmin = 0.0;
+        let mut f1 = 0.0;
+        self.sv.iter_mut().for_each(|v| *v = 0.0);
+
+        for i in 0..n {
+            let neggi = -g[i];
+            let kind = b.kind[i];
+            let (mut tl, mut tu) = (0.0, 0.0);
+            let w = self.iwhere[i];
+            if w != FIXED && w != UNBOUNDED {
+                if has_lower(kind) {
+                    tl = x[i] - b.lower[i];
+                }
+                if has_upper(kind) {
+                    tu = b.upper[i] - x[i];
+                }
+                let xlower = has_lower(kind) && tl <= 0.0;
+                let xupper = has_upper(kind) && tu <= 0.0;
+                let mut status = FREE;
+                if xlower {
+                    if neggi <= 0.0 {
+                        status = AT_LOWER;
+                    }
+                } else if xupper {
+                    if neggi >= 0.0 {
+                        status = AT_UPPER;
+                    }
+                } else if neggi.abs() <= 0.0 {
+                    status = FREE_ZERO_GRADIENT;
+                }
+                self.iwhere[i] = status;
+            }
+            let w = self.iwhere[i];
+            if w != FREE && w != UNBOUNDED {
+                self.d[i] = 0.0;
+            } else {
+                self.d[i] = neggi;
+                f1 -= neggi * neggi;
+                if col > 0 {
+                    let row = &self.wyws[i * 2 * m..(i + 1) * 2 * m];
+                    for s in 0..col {
+                        self.sv[s] += row[s] * neggi;
+                        self.sv[m + s] += row[m + s] * neggi;
+                    }
+                }
+                if has_lower(kind) && neggi < 0.0 {
+                    self.order[nbreak] = i;
+                    self.brk[nbreak] = tl / (-neggi);
+                    if nbreak == 0 || self.brk[nbreak] < bkmin {
+                        bkmin = self.brk[nbreak];
+                        ibkmin = nbreak;
+                    }
+                    nbreak += 1;
+                } else if has_upper(kind) && neggi > 0.0 {
+                    self.order[nbreak] = i;
+                    self.brk[nbreak] = tu / neggi;
+                    if nbreak == 0 || self.brk[nbreak] < bkmin {
+                        bkmin = self.brk[nbreak];
+                        ibkmin = nbreak;
+                    }
+                    nbreak += 1;
+                } else {
+                    n_unbounded_dir += 1;
+                    if neggi.abs() > 0.0 {
+                        bnded = false;
+                    }
+                }
+            }
+        }
+
+        // p = Wᵀd in chronological order, with the θ of W = [Y, θS].
+        for j in 0..col {
+            let s = self.slot(j);
+            self.p[j] = self.sv[s];
+            self.p[col + j] = theta * self.sv[m + s];
+        }
+        self.z.copy_from_slice(x);
+        if nbreak == 0 && n_unbounded_dir == 0 {
+            // The path is a single point: x is the Cauchy point.
+            return Ok(0);
+        }
+
+        // f1, f2: first and second derivative of the model along the current segment.
+        let mut f2 = -theta * f1;
+        let f2_org = f2;
+        if col > 0 {
+            bmv(m, &self.sy, &self.wt, col, &self.p, &mut self.v)?;
+            f2 -= dot(&self.v[..2 * col], &self.p[..2 * col]);
+        }
+        let mut dtm = -f1 / f2;
+        let mut tsum = 0.0;
+        let mut nseg = 1;
+        let mut all_fixed = false;
+
+        if nbreak > 0 {
+            let mut nleft = nbreak;
+            let mut iter = 1;
+            let mut tj = 0.0;
+            loop {
+                let tj0 = tj;
+                let ibp;
+                if iter == 1 {
+                    // The smallest breakpoint is already known; often it is the only one
+                    // needed, so the heap is built lazily.
+                    tj = bkmin;
+                    ibp = self.order[ibkmin];
+                } else {
+                    if iter == 2 && ibkmin != nbreak - 1 {
+                        self.brk[ibkmin] = self.brk[nbreak - 1];
+                        self.order[ibkmin] = self.order[nbreak - 1];
+                    }
+                    heap_pop_min(&mut self.brk[..nleft], &mut self.order[..nleft], iter == 2);
+                    tj = self.brk[nleft - 1];
+                    ibp = self.order[nleft - 1];
+                }
+                let dt = tj - tj0;
+                if dtm < dt {
+                    // The minimiser lies inside this segment.
+                    break;
+                }
+                tsum += dt;
+                nleft -= 1;
+                iter += 1;
+                let dibp = self.d[ibp];
+                self.d[ibp] = 0.0;
+                let zibp;
+                if dibp > 0.0 {
+                    zibp = b.upper[ibp] - x[ibp];
+                    self.z[ibp] = b.upper[ibp];
+                    self.iwhere[ibp] = AT_UPPER;
+                } else {
+                    zibp = b.lower[ibp] - x[ibp];
+                    self.z[ibp] = b.lower[ibp];
+                    self.iwhere[ibp] = AT_LOWER;
+                }
+                if nleft == 0 && nbreak == n {
+                    // Every variable reached a bound: that corner is the Cauchy point.
+                    dtm = dt;
+                    all_fixed = true;
+                    break;
+                }
+                nseg += 1;
+                let dibp2 = dibp * dibp;
+                f1 = f1 + dt * f2 + dibp2 - theta * dibp * zibp;
+                f2 -= theta * dibp2;
+                if col > 0 {
+                    for i in 0..2 * col {
+                        self.c[i] += dt * self.p[i];
+                    }
+                    let row = &self.wyws[ibp * 2 * m..(ibp + 1) * 2 * m];
+                    for j in 0..col {
+                        let s = (self.head + j) % m;
+                        self.wbp[j] = row[s];
+                        self.wbp[col + j] = theta * row[m + s];
+                    }
+                    bmv(m, &self.sy, &self.wt, col, &self.wbp, &mut self.v)?;
+                    let wmc = dot(&self.c[..2 * col], &self.v[..2 * col]);
+                    let wmp = dot(&self.p[..2 * col], &self.v[..2 * col]);
+                    let wmw = dot(&self.wbp[..2 * col], &self.v[..2 * col]);
+                    for i in 0..2 * col {
+                        self.p[i] -= dibp * self.wbp[i];
+                    }
+                    f1 += dibp * wmc;
+                    f2 += 2.0 * dibp * wmp - dibp2 * wmw;
+                }
+                // Guard against a vanishing or negative curvature from cancellation.
+                f2 = f2.max(f64::EPSILON * f2_org);
+                if nleft > 0 {
+                    dtm = -f1 / f2;
+                    continue;
+                } else if bnded {
+                    dtm = 0.0;
+                } else {
+                    dtm = -f1 / f2;
+                }
+                break;
+            }
+        }
+
+        if !all_fixed {
+            if dtm <= 0.0 {
+                dtm = 0.0;
+            }
+            tsum += dtm;
+            // Variables whose breakpoints were not reached move along the path.
+            for i in 0..n {
+                self.z[i] += tsum * self.d[i];
+            }
+        }
+        if col > 0 {
+            for i in 0..2 * col {
+                self.c[i] += dtm * self.p[i];
+            }
+        }
+        Ok(nseg)
+    }
+
+    /// Splits the variables into free and active at the Cauchy point and records which ones
+    /// changed status since the last call. Returns whether `K` must be re-formed.
+    pub fn free_variables(&mut self, count_changes: bool) -> bool {
+        let n = self.n;
+        self.nenter = 0;
+        self.ileave = n;
+        if count_changes {
+            for i in 0..self.nfree {
+                let k = self.index[i];
+                if self.iwhere[k] > 0 {
+                    self.ileave -= 1;
+                    self.indx2[self.ileave] = k;
+                }
+            }
+            for i in self.nfree..n {
+                let k = self.index[i];
+                if self.iwhere[k] <= 0 {
+                    self.indx2[self.nenter] = k;
+                    self.nenter += 1;
+                }
+            }
+        }
+        let wrk = self.ileave < n || self.nenter > 0 || self.updatd;
+        let mut nfree = 0;
+        let mut iact = n;
+        for i in 0..n {
+            if self.iwhere[i] <= 0 {
+                self.index[nfree] = i;
+                nfree += 1;
+            } else {
+                iact -= 1;
+                self.index[iact] = i;
+            }
+        }
+        self.nfree = nfree;
+        wrk
+    }
+
+    /// Recomputes all of `wn1` from the current pairs and free set.
+    fn rebuild_wn1(&mut self) {
+        let m = self.m;
+        let m2 = 2 * m;
+        let col = self.col;
+        for j in 0..m2 {
+            for i in 0..m2 {
+                self.wn1[i + j * m2] = 0.0;
+            }
+        }
+        let slots: Vec<usize> = (0..col).map(|j| self.slot(j)).collect();
+        for (pos, &k) in self.index.iter().enumerate() {
+            let free = pos < self.nfree;
+            let row = &self.wyws[k * m2..(k + 1) * m2];
+            for i in 0..col {
+                let (yi, si) = (row[slots[i]], row[m + slots[i]]);
+                if free {
+                    for j in 0..=i {
+                        self.wn1[i + j * m2] += yi * row[slots[j]];
+                    }
+                    for j in i..col {
+                        self.wn1[(m + i) + j * m2] += si * row[slots[j]];
+                    }
+                } else {
+                    for j in 0..=i {
+                        self.wn1[(m + i) + (m + j) * m2] += si * row[m + slots[j]];
+                    }
+                    for j in 0..i {
+                        self.wn1[(m + i) + j * m2] += si * row[slots[j]];
+                    }
+                }
+            }
+        }
+    }
+
+    /// Forms and factorises the subspace matrix
+    /// `K = [[−D − YᵀZZᵀY/θ, L_aᵀ − R_zᵀ], [L_a − R_z, θSᵀAAᵀS]]` as `K = Uᵀ E U` with
+    /// `E = diag(−I, I)`, where `Z`/`A` select the free/active variables, `L_a` is the strict
+    /// lower triangle of `SᵀAAᵀY` and `R_z` the upper triangle of `SᵀZZᵀY`.
+    pub fn form_k(&mut self) -> Result<(), Singular> {
+        let m = self.m;
+        let m2 = 2 * m;
+        let col = self.col;
+        let n = self.n;
+        let theta = self.theta;
+        let w1 = |i: usize, j: usize| i + j * m2;
+
+        if self.wn1_rebuild {
+            self.rebuild_wn1();
+            self.wn1_rebuild = false;
+        } else {
+            let upcl;
+            if self.updatd {
+                if self.iupdat > m {
+                    // The oldest pair was dropped: shift the stored blocks up-left by one.
+                    for jy in 0..m - 1 {
+                        let js = m + jy;
+                        let len = m - 1 - jy;
+                        let src = w1(jy + 1, jy + 1);
+                        self.wn1.copy_within(src..src + len, w1(jy, jy));
+                        let src = w1(js + 1, js + 1);
+                        self.wn1.copy_within(src..src + len, w1(js, js));
+                        let src = w1(m + 1, jy + 1);
+                        self.wn1.copy_within(src..src + m - 1, w1(m, jy));
+                    }
+                }
+                // New row/column for the newest pair.
+                let inew = self.slot(col - 1);
+                let (t1, rest) = self.acc.split_at_mut(m);
+                let (t2, rest) = rest.split_at_mut(m);
+                let (t3, rest) = rest.split_at_mut(m);
+                let tc = &mut rest[..m];
+                t1.iter_mut().for_each(|v| *v = 0.0);
+                t2.iter_mut().for_each(|v| *v = 0.0);
+                t3.iter_mut().for_each(|v| *v = 0.0);
+                tc.iter_mut().for_each(|v| *v = 0.0);
+                for (pos, &k) in self.index.iter().enumerate() {
+                    let row = &self.wyws[k * m2..(k + 1) * m2];
+                    let ynew = row[inew];
+                    let snew = row[m + inew];
+                    if pos < self.nfree {
+                        for s in 0..col {
+                            t1[s] += ynew * row[s];
+                            tc[s] += row[m + s] * ynew;
+                        }
+                    } else {
+                        for s in 0..col {
+                            t2[s] += snew * row[m + s];
+                            t3[s] += snew * row[s];
+                        }
+                    }
+                }
+                let (iy, is) = (col - 1, m + col - 1);
+                for jy in 0..col {
+                    let s = (self.head + jy) % m;
+                    self.wn1[w1(iy, jy)] = t1[s];
+                    self.wn1[w1(is, m + jy)] = t2[s];
+                    self.wn1[w1(is, jy)] = t3[s];
+                }
+                for i in 0..col {
+                    let s = (self.head + i) % m;
+                    self.wn1[w1(m + i, col - 1)] = tc[s];
+                }
+                upcl = col - 1;
+            } else {
+                upcl = col;
+            }
+
+            // Older entries: add the variables that became free, remove those that left.
+            if upcl > 0 && (self.nenter > 0 || self.ileave < n) {
+                let mm = m * m;
+                let (eyy, rest) = self.acc.split_at_mut(mm);
+                let (ess, rest) = rest.split_at_mut(mm);
+                let (esy, rest) = rest.split_at_mut(mm);
+                let (lyy, rest) = rest.split_at_mut(mm);
+                let (lss, rest) = rest.split_at_mut(mm);
+                let lsy = &mut rest[..mm];
+                for a in [
+                    &mut *eyy, &mut *ess, &mut *esy, &mut *lyy, &mut *lss, &mut *lsy,
+                ] {
+                    a.iter_mut().for_each(|v| *v = 0.0);
+                }
+                let slots: [usize; 64] = {
+                    let mut s = [0usize; 64];
+                    for (j, v) in s.iter_mut().enumerate().take(upcl.min(64)) {
+                        *v = (self.head + j) % m;
+                    }
+                    s
+                };
+                let slot_of = |j: usize| {
+                    if j < 64 {
+                        slots[j]
+                    } else {
+                        (self.head + j) % m
+                    }
+                };
+                let accumulate = |set: &[usize], yy: &mut [f64], ss: &mut [f64], sy: &mut [f64]| {
+                    for &k in set {
+                        let row = &self.wyws[k * m2..(k + 1) * m2];
+                        for i in 0..upcl {
+                            let si = slot_of(i);
+                            let (yi, s_i) = (row[si], row[m + si]);
+                            for j in 0..upcl {
+                                let sj = slot_of(j);
+                                if j <= i {
+                                    yy[i + j * m] += yi * row[sj];
+                                    ss[i + j * m] += s_i * row[m + sj];
+                                }
+                                sy[i + j * m] += s_i * row[sj];
+                            }
+                        }
+                    }
+                };
+                accumulate(&self.indx2[..self.nenter], eyy, ess, esy);
+                accumulate(&self.indx2[self.ileave..n], lyy, lss, lsy);
+                for iy in 0..upcl {
+                    for jy in 0..=iy {
+                        let e = iy + jy * m;
+                        self.wn1[w1(iy, jy)] += eyy[e] - lyy[e];
+                        self.wn1[w1(m + iy, m + jy)] += -ess[e] + lss[e];
+                    }
+                }
+                for is in 0..upcl {
+                    for jy in 0..upcl {
+                        let e = is + jy * m;
+                        if is <= jy {
+                            self.wn1[w1(m + is, jy)] += esy[e] - lsy[e];
+                        } else {
+                            self.wn1[w1(m + is, jy)] += -esy[e] + lsy[e];
+                        }
+                    }
+                }
+            }
+        }
+
+        // Assemble the upper triangle of [[D + YᵀZZᵀY/θ, −L_aᵀ + R_zᵀ], [·, θSᵀAAᵀS]].
+        let wn = &mut self.wn;
+        let wn1 = &self.wn1;
+        for iy in 0..col {
+            let is = col + iy;
+            let is1 = m + iy;
+            for jy in 0..=iy {
+                let js = col + jy;
+                let js1 = m + jy;
+                wn[jy + iy * m2] = wn1[w1(iy, jy)] / theta;
+                wn[js + is * m2] = wn1[w1(is1, js1)] * theta;
+            }
+            for jy in 0..iy {
+                wn[jy + is * m2] = -wn1[w1(is1, jy)];
+            }
+            for jy in iy..col {
+                wn[jy + is * m2] = wn1[w1(is1, jy)];
+            }
+            wn[iy + iy * m2] += self.sy[iy + iy * m];
+        }
+        // Block LDLᵀ-style factorisation: Cholesky of the (1,1) block, then the Schur
+        // complement of the (2,2) block, which is positive definite for any free set.
+        cholesky_upper(wn, m2, 0, col)?;
+        {
+            let (left, right) = wn.split_at_mut(col * m2);
+            for jcol in 0..col {
+                let b = &mut right[jcol * m2..jcol * m2 + col];
+                solve_upper_transposed(left, m2, 0, col, b)?;
+            }
+        }
+        for is in col..2 * col {
+            for js in is..2 * col {
+                let mut s = 0.0;
+                for k in 0..col {
+                    s += wn[k + is * m2] * wn[k + js * m2];
+                }
+                wn[is + js * m2] += s;
+            }
+        }
+        cholesky_upper(wn, m2, col, col)?;
+        Ok(())
+    }
+
+    /// Reduced gradient of the model at the Cauchy point over the free variables:
+    /// `r = −Zᵀ(B(z − x) + g)`.
+    pub fn reduced_gradient(
+        &mut self,
+        x: &[f64],
+        g: &[f64],
+        constrained: bool,
+    ) -> Result<(), Singular> {
+        let m = self.m;
+        let col = self.col;
+        let nfree = self.nfree;
+        if !constrained && col > 0 {
+            for i in 0..nfree {
+                self.r[i] = -g[self.index[i]];
+            }
+            return Ok(());
+        }
+        let theta = self.theta;
+        for i in 0..nfree {
+            let k = self.index[i];
+            self.r[i] = -theta * (self.z[k] - x[k]) - g[k];
+        }
+        bmv(m, &self.sy, &self.wt, col, &self.c, &mut self.v)?;
+        for j in 0..col {
+            let s = self.slot(j);
+            self.sv[s] = self.v[j];
+            self.sv[m + s] = theta * self.v[col + j];
+        }
+        for i in 0..nfree {
+            let k = self.index[i];
+            let row = self.row(k);
+            let mut acc = 0.0;
+            for s in 0..col {
+                acc += row[s] * self.sv[s] + row[m + s] * self.sv[m + s];
+            }
+            self.r[i] += acc;
+        }
+        Ok(())
+    }
+
+    /// Subspace minimisation by the direct primal method: the Newton step of the model over
+    /// the free variables from the Cauchy point, then, following Morales & Nocedal (2011),
+    /// projected onto the box; if the projected point is not a descent direction from `x`,
+    /// fall back to the longest feasible step along the Newton direction instead.
+    pub fn subspace_min(&mut self, b: &Bounds, x: &[f64], g: &[f64]) -> Result<(), Singular> {
+        let m = self.m;
+        let m2 = 2 * m;
+        let col = self.col;
+        let nsub = self.nfree;
+        let theta = self.theta;
+        if nsub == 0 {
+            return Ok(());
+        }
+        // wv = Wᵀ Z r
+        self.sv.iter_mut().for_each(|v| *v = 0.0);
+        for i in 0..nsub {
+            let k = self.index[i];
+            let ri = self.r[i];
+            let row = &self.wyws[k * m2..(k + 1) * m2];
+            for s in 0..col {
+                self.sv[s] += row[s] * ri;
+                self.sv[m + s] += row[m + s] * ri;
+            }
+        }
+        for j in 0..col {
+            let s = self.slot(j);
+            self.wv[j] = self.sv[s];
+            self.wv[col + j] = theta * self.sv[m + s];
+        }
+        // wv = K⁻¹ wv = U⁻¹ E U⁻ᵀ wv
+        solve_upper_transposed(&self.wn, m2, 0, 2 * col, &mut self.wv[..2 * col])?;
+        for v in &mut self.wv[..col] {
+            *v = -*v;
+        }
+        solve_upper(&self.wn, m2, 0, 2 * col, &mut self.wv[..2 * col])?;
+        // r = r/θ + Zᵀ W wv / θ²
+        for j in 0..col {
+            let s = self.slot(j);
+            self.sv[s] = self.wv[j] / theta;
+            self.sv[m + s] = self.wv[col + j];
+        }
+        let inv_theta = 1.0 / theta;
+        for i in 0..nsub {
+            let k = self.index[i];
+            let row = &self.wyws[k * m2..(k + 1) * m2];
+            let mut acc = 0.0;
+            for s in 0..col {
+                acc += row[s] * self.sv[s] + row[m + s] * self.sv[m + s];
+            }
+            self.r[i] = (self.r[i] + acc) * inv_theta;
+        }
+
+        // Try the projection of the full Newton step first.
+        let mut hit_bound = false;
+        for i in 0..nsub {
+            let k = self.index[i];
+            let dk = self.r[i];
+            let xk = self.z[k];
+            self.xp[i] = xk;
+            let (l, u) = (b.lower[k], b.upper[k]);
+            self.z[k] = match b.kind[k] {
+                0 => xk + dk,
+                1 => {
+                    let v = l.max(xk + dk);
+                    hit_bound |= v == l;
+                    v
+                }
+                2 => {
+                    let v = u.min(l.max(xk + dk));
+                    hit_bound |= v == l || v == u;
+                    v
+                }
+                _ => {
+                    let v = u.min(xk + dk);
+                    hit_bound |= v == u;
+                    v
+                }
+            };
+        }
+        if !hit_bound {
+            return Ok(());
+        }
+        let mut dd_p = 0.0;
+        for i in 0..self.n {
+            dd_p += (self.z[i] - x[i]) * g[i];
+        }
+        if dd_p <= 0.0 {
+            return Ok(());
+        }
+
+        // Projection is uphill: restore the Cauchy point and truncate the Newton step at the
+        // first bound it meets.
+        for i in 0..nsub {
+            self.z[self.index[i]] = self.xp[i];
+        }
+        let mut alpha: f64 = 1.0;
+        let mut temp1 = alpha;
+        let mut ibd = None;
+        for i in 0..nsub {
+            let k = self.index[i];
+            let dk = self.r[i];
+            let kind = b.kind[k];
+            if kind != 0 {
+                if dk < 0.0 && has_lower(kind) {
+                    let temp2 = b.lower[k] - self.z[k];
+                    if temp2 >= 0.0 {
+                        temp1 = 0.0;
+                    } else if dk * alpha < temp2 {
+                        temp1 = temp2 / dk;
+                    }
+                } else if dk > 0.0 && has_upper(kind) {
+                    let temp2 = b.upper[k] - self.z[k];
+                    if temp2 <= 0.0 {
+                        temp1 = 0.0;
+                    } else if dk * alpha > temp2 {
+                        temp1 = temp2 / dk;
+                    }
+                }
+                if temp1 < alpha {
+                    alpha = temp1;
+                    ibd = Some(i);
+                }
+            }
+        }
+        if alpha < 1.0 {
+            if let Some(i) = ibd {
+                let k = self.index[i];
+                let dk = self.r[i];
+                if dk > 0.0 {
+                    self.z[k] = b.upper[k];
+                    self.r[i] = 0.0;
+                } else if dk < 0.0 {
+                    self.z[k] = b.lower[k];
+                    self.r[i] = 0.0;
+                }
+            }
+        }
+        for i in 0..nsub {
+            let k = self.index[i];
+            self.z[k] += alpha * self.r[i];
+        }
+        Ok(())
+    }
+
+    /// Stores the pair `(s, y) = (self.d, self.y)` and updates `SᵀY`, `SᵀS` and θ.
+    /// `dtd = dᵀd` before scaling by `stp`; `dr = sᵀy`, `rr = yᵀy`.
+    pub fn push_pair(&mut self, rr: f64, dr: f64, stp: f64, dtd: f64) {
+        let m = self.m;
+        let m2 = 2 * m;
+        let n = self.n;
+        self.iupdat += 1;
+        if self.iupdat <= m {
+            self.col = self.iupdat;
+            self.itail = (self.head + self.iupdat - 1) % m;
+        } else {
+            self.itail = (self.itail + 1) % m;
+            self.head = (self.head + 1) % m;
+        }
+        let col = self.col;
+        let tail = self.itail;
+        self.theta = rr / dr;
+
+        if self.iupdat > m {
+            // Drop the oldest pair from the small matrices.
+            for j in 0..col - 1 {
+                for i in 0..=j {
+                    self.ss[i + j * m] = self.ss[(i + 1) + (j + 1) * m];
+                }
+                for i in j..col - 1 {
+                    self.sy[i + j * m] = self.sy[(i + 1) + (j + 1) * m];
+                }
+            }
+        }
+        // Store the pair and, in the same pass, the new row of SᵀY and column of SᵀS.
+        let (a, rest) = self.acc.split_at_mut(m);
+        let bb = &mut rest[..m];
+        a.iter_mut().for_each(|v| *v = 0.0);
+        bb.iter_mut().for_each(|v| *v = 0.0);
+        for i in 0..n {
+            let si = self.d[i];
+            let row = &mut self.wyws[i * m2..(i + 1) * m2];
+            row[tail] = self.y[i];
+            row[m + tail] = si;
+            for s in 0..col {
+                a[s] += si * row[s];
+                bb[s] += row[m + s] * si;
+            }
+        }
+        for j in 0..col - 1 {
+            let s = (self.head + j) % m;
+            self.sy[(col - 1) + j * m] = a[s];
+            self.ss[j + (col - 1) * m] = bb[s];
+        }
+        self.ss[(col - 1) + (col - 1) * m] = if stp == 1.0 { dtd } else { stp * stp * dtd };
+        self.sy[(col - 1) + (col - 1) * m] = dr;
+        self.updatd = true;
+    }
+
+    /// Forms and factorises `T = θSᵀS + L D⁻¹ Lᵀ` (upper triangle, then Cholesky).
+    pub fn form_t(&mut self) -> Result<(), Singular> {
+        let m = self.m;
+        let col = self.col;
+        let theta = self.theta;
+        for j in 0..col {
+            self.wt[j * m] = theta * self.ss[j * m];
+        }
+        for i in 1..col {
+            for j in i..col {
+                let mut ddum = 0.0;
+                for k in 0..i {
+                    ddum += self.sy[i + k * m] * self.sy[j + k * m] / self.sy[k + k * m];
+                }
+                self.wt[i + j * m] = ddum + theta * self.ss[i + j * m];
+            }
+        }
+        cholesky_upper(&mut self.wt, m, 0, col)
+    }
+}
+
+#[inline]
+pub(crate) fn dot(a: &[f64], b: &[f64]) -> f64 {
+    // Four accumulators let the compiler vectorise without reassociating a single sum.
+    let n = a.len().min(b.len());
+    let (mut s0, mut s1, mut s2, mut s3) = (0.0, 0.0, 0.0, 0.0);
+    let chunks = n / 4;
+    for c in 0..chunks {
+        let i = 4 * c;
+        s0 += a[i] * b[i];
+        s1 += a[i + 1] * b[i + 1];
+        s2 += a[i + 2] * b[i + 2];
+        s3 += a[i + 3] * b[i + 3];
+    }
+    let mut s = (s0 + s1) + (s2 + s3);
+    for i in 4 * chunks..n {
+        s += a[i] * b[i];
+    }
+    s
+}
+
+/// Infinity norm of the projected gradient `P(x − g) − x`.
+pub(crate) fn projected_gradient_norm(x: &[f64], g: &[f64], b: &Bounds) -> f64 {
+    let mut norm: f64 = 0.0;
+    for i in 0..x.len() {
+        let mut gi = g[i];
+        let kind = b.kind[i];
+        if kind != 0 {
+            if gi < 0.0 {
+                if has_upper(kind) {
+                    gi = gi.max(x[i] - b.upper[i]);
+                }
+            } else if has_lower(kind) {
+                gi = gi.min(x[i] - b.lower[i]);
+            }
+        }
+        norm = norm.max(gi.abs());
+    }
+    norm
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heap_pops_in_increasing_order() {
+        let mut t = vec![5.0, 1.0, 4.0, 2.0, 3.0, 0.5, 7.0];
+        let mut o: Vec<usize> = (0..t.len()).collect();
+        let mut got = vec![];
+        let mut n = t.len();
+        let mut build = true;
+        while n > 0 {
+            heap_pop_min(&mut t[..n], &mut o[..n], build);
+            build = false;
+            got.push(t[n - 1]);
+            n -= 1;
+        }
+        assert_eq!(got, vec![0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 7.0]);
+    }
+
+    #[test]
+    fn bmv_inverts_the_middle_matrix() {
+        // One pair: M⁻¹ = [[-sᵀy, 0], [0, θ sᵀs]].
+        let m = 2;
+        let (sty, sts, theta): (f64, f64, f64) = (2.0, 3.0, 0.5);
+        let mut sy = vec![0.0; 4];
+        sy[0] = sty;
+        let mut wt = vec![0.0; 4];
+        wt[0] = (theta * sts).sqrt();
+        let v = [1.0, 1.0];
+        let mut p = [0.0; 2];
+        bmv(m, &sy, &wt, 1, &v, &mut p).unwrap();
+        assert!((p[0] + 1.0 / sty).abs() < 1e-15);
+        assert!((p[1] - 1.0 / (theta * sts)).abs() < 1e-15);
+    }
+}

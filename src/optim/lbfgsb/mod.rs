@@ -1,0 +1,690 @@
+//! L-BFGS-B: limited-memory BFGS for bound-constrained problems, as an `argmin` solver.
+//!
+//! The algorithm is that of Byrd, Lu, Nocedal & Zhu (1995) with the subspace step corrected by
+//! Morales & Nocedal (2011), i.e. L-BFGS-B 3.0 as used by SciPy:
+//!
+//! 1. the *generalized Cauchy point* along the projected steepest-descent path of the
+//!    quadratic model built from the compact limited-memory BFGS matrix;
+//! 2. minimisation of the model over the variables that are free at that point (direct primal
+//!    method), projected back into the box or truncated when projection is not downhill;
+//! 3. a Moré–Thuente line search for the strong Wolfe conditions along the resulting feasible
+//!    direction, with the step capped at the boundary of the box.
+
+mod compact;
+mod dcsrch;
+mod dense;
+
+use argmin::core::{
+    ArgminError, CostFunction, Gradient, IterState, Problem, Solver, State, TerminationReason,
+    TerminationStatus, KV,
+};
+use ndarray::Array1;
+
+use crate::Error;
+use compact::{dot, projected_gradient_norm, BoundKind, Bounds, Workspace};
+use dcsrch::{Dcsrch, Verdict};
+
+/// The `argmin` state type [`LBfgsB`] works on.
+type LState = IterState<Array1<f64>, Array1<f64>, (), (), (), f64>;
+
+// Line-search constants of the reference implementation: a loose sufficient-decrease test
+// and a curvature test that accepts most steps, so the unit quasi-Newton step is usually taken.
+const LS_FTOL: f64 = 1e-3;
+const LS_GTOL: f64 = 0.9;
+const LS_XTOL: f64 = 0.1;
+/// Step cap when nothing in the box limits the step.
+const BIG_STEP: f64 = 1e10;
+
+/// Text of the termination reasons [`LBfgsB`] reports through `SolverExit`.
+const REASON_FTOL: &str = "relative reduction below ftol";
+const REASON_LINE_SEARCH: &str = "line search failed";
+const REASON_NON_FINITE: &str = "non-finite cost or gradient";
+const REASON_NON_FINITE_START: &str = "non-finite cost or gradient at the starting point";
+
+/// L-BFGS-B, the limited-memory BFGS method for problems with bounds `lower ≤ x ≤ upper`.
+///
+/// This is the algorithm of Byrd, Lu, Nocedal & Zhu (1995) with the Morales & Nocedal (2011)
+/// subspace correction, the method behind SciPy's `minimize(method="L-BFGS-B")`: generalized
+/// Cauchy point on the compact limited-memory BFGS model, direct primal subspace minimisation
+/// over the free variables, and a Moré–Thuente strong-Wolfe line search that never leaves the
+/// box. Every point at which the problem is evaluated lies inside the box.
+///
+/// Works on any problem implementing [`CostFunction`] and [`Gradient`] over
+/// `Array1<f64>`. At every evaluated point the solver calls `cost(x)` and then
+/// `gradient(x)` with the same `x`, so a problem may compute both in one pass and cache.
+///
+/// # Termination
+///
+/// The reason is in the final state's `termination_status`:
+/// * `Terminated(SolverConverged)`: the infinity norm of the projected gradient is at most
+///   `pgtol` (first-order optimality within tolerance);
+/// * `Terminated(SolverExit("relative reduction below ftol"))`: the normal stop on stalled
+///   progress, `(f_k − f_{k+1}) / max(|f_k|, |f_{k+1}|, 1) ≤ ftol`;
+/// * `Terminated(SolverExit("line search failed"))`: no acceptable step even right after the
+///   memory was reset; the state holds the last accepted point;
+/// * `Terminated(SolverExit("non-finite cost or gradient"))` (or `"… at the starting point"`):
+///   the problem returned NaN or ±∞; the state holds the last finite point;
+/// * `MaxItersReached` as set by the executor.
+///
+/// Function counts are in the result's `problem.counts` (`"cost_count"`, `"gradient_count"`,
+/// always equal), and in the state when the executor is configured with `counting(true)`.
+///
+/// # Example
+///
+/// ```
+/// use argmin::core::{CostFunction, Error, Executor, Gradient, State, TerminationReason,
+///     TerminationStatus};
+/// use blindspot::optim::LBfgsB;
+/// use ndarray::{array, Array1};
+///
+/// /// (x0 - 3)² + (x1 + 1)², minimised over x0 ≤ 1, x1 ≥ 0.
+/// struct Bowl;
+/// impl CostFunction for Bowl {
+///     type Param = Array1<f64>;
+///     type Output = f64;
+///     fn cost(&self, x: &Array1<f64>) -> Result<f64, Error> {
+///         Ok((x[0] - 3.0).powi(2) + (x[1] + 1.0).powi(2))
+///     }
+/// }
+/// impl Gradient for Bowl {
+///     type Param = Array1<f64>;
+///     type Gradient = Array1<f64>;
+///     fn gradient(&self, x: &Array1<f64>) -> Result<Array1<f64>, Error> {
+///         Ok(array![2.0 * (x[0] - 3.0), 2.0 * (x[1] + 1.0)])
+///     }
+/// }
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let solver = LBfgsB::new(array![f64::NEG_INFINITY, 0.0], array![1.0, f64::INFINITY])?
+///     .with_pgtol(1e-8)?;
+/// let res = Executor::new(Bowl, solver)
+///     .configure(|s| s.param(array![-5.0, 5.0]).max_iters(100))
+///     .run()?;
+/// let x = res.state().get_best_param().unwrap();
+/// assert!((x[0] - 1.0).abs() < 1e-10 && x[1].abs() < 1e-10);
+/// assert_eq!(
+///     res.state().get_termination_status(),
+///     &TerminationStatus::Terminated(TerminationReason::SolverConverged)
+/// );
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct LBfgsB {
+    lower: Vec<f64>,
+    upper: Vec<f64>,
+    kind: Vec<BoundKind>,
+    /// Box with at least one finite bound somewhere.
+    constrained: bool,
+    /// Every variable has both bounds finite.
+    boxed: bool,
+    m: usize,
+    pgtol: f64,
+    ftol: f64,
+    max_line_search: usize,
+    work: Option<Workspace>,
+    run: RunInfo,
+}
+
+/// Per-run bookkeeping that is not part of the curvature memory.
+#[derive(Debug, Clone, Default)]
+struct RunInfo {
+    /// Completed iterations since `init`.
+    iter: u64,
+    /// Infinity norm of the projected gradient at the current point.
+    sbgnrm: f64,
+    /// Cost before the last iteration (None until one has been taken).
+    fold: Option<f64>,
+}
+
+impl LBfgsB {
+    /// Creates the solver for the box `lower ≤ x ≤ upper`.
+    ///
+    /// Each variable may have no bound, one or two (use `f64::NEG_INFINITY` /
+    /// `f64::INFINITY` for a missing one); `lower[i] == upper[i]` fixes variable `i`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidBounds`] when the lengths differ, a bound is NaN, a lower bound is
+    /// `+∞`, an upper bound is `−∞`, or `lower[i] > upper[i]`.
+    pub fn new(lower: Array1<f64>, upper: Array1<f64>) -> Result<LBfgsB, Error> {
+        if lower.len() != upper.len() {
+            return Err(Error::InvalidBounds(format!(
+                "lower has {} entries but upper has {}",
+                lower.len(),
+                upper.len()
+            )));
+        }
+        let mut kind = Vec::with_capacity(lower.len());
+        for (i, (&l, &u)) in lower.iter().zip(upper.iter()).enumerate() {
+            if l.is_nan() || u.is_nan() {
+                return Err(Error::InvalidBounds(format!(
+                    "bound of variable {i} is NaN (lower {l}, upper {u})"
+                )));
+            }
+            if l == f64::INFINITY {
+                return Err(Error::InvalidBounds(format!(
+                    "lower bound of variable {i} is +inf"
+                )));
+            }
+            if u == f64::NEG_INFINITY {
+                return Err(Error::InvalidBounds(format!(
+                    "upper bound of variable {i} is -inf"
+                )));
+            }
+            if l > u {
+                return Err(Error::InvalidBounds(format!(
+                    "variable {i}: lower bound {l} is above upper bound {u}"
+                )));
+            }
+            kind.push(match (l.is_finite(), u.is_finite()) {
+                (false, false) => 0,
+                (true, false) => 1,
+                (true, true) => 2,
+                (false, true) => 3,
+            });
+        }
+        let constrained = kind.iter().any(|&k| k != 0);
+        let boxed = kind.iter().all(|&k| k == 2);
+        Ok(LBfgsB {
+            lower: lower.to_vec(),
+            upper: upper.to_vec(),
+            kind,
+            constrained,
+            boxed,
+            m: 10,
+            pgtol: 1e-5,
+            ftol: 2.2e-9,
+            max_line_search: 20,
+            work: None,
+            run: RunInfo::default(),
+        })
+    }
+
+    /// Number of curvature pairs kept (default 10).
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] if `m` is 0.
+    pub fn with_memory(mut self, m: usize) -> Result<Self, Error> {
+        if m == 0 {
+            return Err(Error::param("memory", "must be at least 1"));
+        }
+        self.m = m;
+        self.work = None;
+        Ok(self)
+    }
+
+    /// Stop when the infinity norm of the projected gradient is at most `pgtol`
+    /// (default 1e-5).
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] if `pgtol` is negative or not finite.
+    pub fn with_pgtol(mut self, pgtol: f64) -> Result<Self, Error> {
+        if !(pgtol >= 0.0 && pgtol.is_finite()) {
+            return Err(Error::param(
+                "pgtol",
+                format!("must be finite and >= 0, got {pgtol}"),
+            ));
+        }
+        self.pgtol = pgtol;
+        Ok(self)
+    }
+
+    /// Stop when `(f_k − f_{k+1}) / max(|f_k|, |f_{k+1}|, 1) ≤ ftol` (default 2.2e-9, SciPy's
+    /// `ftol`, i.e. `factr · ε` with `factr = 1e7`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] if `ftol` is negative or not finite.
+    pub fn with_ftol(mut self, ftol: f64) -> Result<Self, Error> {
+        if !(ftol >= 0.0 && ftol.is_finite()) {
+            return Err(Error::param(
+                "ftol",
+                format!("must be finite and >= 0, got {ftol}"),
+            ));
+        }
+        self.ftol = ftol;
+        Ok(self)
+    }
+
+    /// Maximum number of evaluations in one line search (default 20).
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] if `n` is 0.
+    pub fn with_max_line_search(mut self, n: usize) -> Result<Self, Error> {
+        if n == 0 {
+            return Err(Error::param("max_line_search", "must be at least 1"));
+        }
+        self.max_line_search = n;
+        Ok(self)
+    }
+
+    fn bounds(&self) -> Bounds<'_> {
+        Bounds {
+            lower: &self.lower,
+            upper: &self.upper,
+            kind: &self.kind,
+        }
+    }
+}
+
+/// Evaluates cost then gradient at the same point.
+fn evaluate<O>(
+    problem: &mut Problem<O>,
+    x: &Array1<f64>,
+) -> Result<(f64, Array1<f64>), argmin::core::Error>
+where
+    O: CostFunction<Param = Array1<f64>, Output = f64>
+        + Gradient<Param = Array1<f64>, Gradient = Array1<f64>>,
+{
+    let f = problem.cost(x)?;
+    let g = problem.gradient(x)?;
+    if g.len() != x.len() {
+        return Err(Error::shape("gradient", x.len(), g.len()).into());
+    }
+    // The kernels work on contiguous slices.
+    let g = if g.as_slice().is_some() {
+        g
+    } else {
+        g.as_standard_layout().into_owned()
+    };
+    Ok((f, g))
+}
+
+/// Outcome of one line search.
+enum Search {
+    Accepted {
+        stp: f64,
+        f: f64,
+        g: Array1<f64>,
+        gd: f64,
+        gdold: f64,
+        dtd: f64,
+    },
+    Failed,
+    NonFinite,
+}
+
+/// Settings the line search needs, split off so the workspace can be borrowed alongside.
+struct LineSearchSetup<'a> {
+    bounds: Bounds<'a>,
+    constrained: bool,
+    boxed: bool,
+    first_iteration: bool,
+    max_evals: usize,
+}
+
+/// Line search along `d = z − x` (in `w.d`), trial points written to `xt`.
+#[allow(clippy::too_many_arguments)]
+fn line_search<O>(
+    problem: &mut Problem<O>,
+    setup: &LineSearchSetup,
+    w: &Workspace,
+    x: &[f64],
+    f0: f64,
+    g0: &[f64],
+    xt: &mut Array1<f64>,
+) -> Result<Search, argmin::core::Error>
+where
+    O: CostFunction<Param = Array1<f64>, Output = f64>
+        + Gradient<Param = Array1<f64>, Gradient = Array1<f64>>,
+{
+    let b = &setup.bounds;
+    let d = &w.d[..];
+    let n = x.len();
+    let dtd = dot(d, d);
+    let dnorm = dtd.sqrt();
+
+    // Largest step that keeps x + stp d in the box. The first iteration is capped at the unit
+    // step because d then comes from an unscaled gradient.
+    let mut stpmx = BIG_STEP;
+    if setup.constrained {
+        if setup.first_iteration {
+            stpmx = 1.0;
+        } else {
+            for i in 0..n {
+                let kind = b.kind[i];
+                if kind == 0 {
+                    continue;
+                }
+                let a1 = d[i];
+                if a1 < 0.0 && compact::has_lower(kind) {
+                    let a2 = b.lower[i] - x[i];
+                    if a2 >= 0.0 {
+                        stpmx = 0.0;
+                    } else if a1 * stpmx < a2 {
+                        stpmx = a2 / a1;
+                    }
+                } else if a1 > 0.0 && compact::has_upper(kind) {
+                    let a2 = b.upper[i] - x[i];
+                    if a2 <= 0.0 {
+                        stpmx = 0.0;
+                    } else if a1 * stpmx > a2 {
+                        stpmx = a2 / a1;
+                    }
+                }
+            }
+        }
+    }
+    let mut stp = if setup.first_iteration && !setup.boxed {
+        (1.0 / dnorm).min(stpmx)
+    } else {
+        1.0
+    };
+
+    let gdold = dot(g0, d);
+    if !(gdold < 0.0) {
+        // Not a descent direction (rounding, or a stale model).
+        return Ok(Search::Failed);
+    }
+    let (mut ls, mut verdict) =
+        Dcsrch::start(f0, gdold, stp, LS_FTOL, LS_GTOL, LS_XTOL, 0.0, stpmx);
+    let mut evals = 0;
+    let mut last: Option<(f64, Array1<f64>, f64)> = None;
+    loop {
+        match verdict {
+            Verdict::Evaluate => {
+                if evals >= setup.max_evals {
+                    return Ok(Search::Failed);
+                }
+                {
+                    let xt = xt.as_slice_mut().expect("trial buffer is contiguous");
+                    if stp == 1.0 {
+                        xt.copy_from_slice(&w.z);
+                    } else {
+                        for i in 0..n {
+                            xt[i] = x[i] + stp * d[i];
+                        }
+                    }
+                    // Rounding in x + stp d must not put a trial outside the box.
+                    if setup.constrained {
+                        for i in 0..n {
+                            xt[i] = xt[i].max(b.lower[i]).min(b.upper[i]);
+                        }
+                    }
+                }
+                let (f, g) = evaluate(problem, xt)?;
+                evals += 1;
+                let gd = dot(g.as_slice().expect("contiguous"), d);
+                // A NaN or infinite gradient component always makes gᵀd non-finite.
+                if !f.is_finite() || !gd.is_finite() {
+                    return Ok(Search::NonFinite);
+                }
+                verdict = ls.step(f, gd, &mut stp);
+                last = Some((f, g, gd));
+            }
+            Verdict::Converged | Verdict::Warning => {
+                let Some((f, g, gd)) = last else {
+                    return Ok(Search::Failed);
+                };
+                // A warning can hand back a step that went uphill; never accept it.
+                if f > f0 {
+                    return Ok(Search::Failed);
+                }
+                return Ok(Search::Accepted {
+                    stp,
+                    f,
+                    g,
+                    gd,
+                    gdold,
+                    dtd,
+                });
+            }
+            Verdict::Error => return Ok(Search::Failed),
+        }
+    }
+}
+
+impl<O> Solver<O, LState> for LBfgsB
+where
+    O: CostFunction<Param = Array1<f64>, Output = f64>
+        + Gradient<Param = Array1<f64>, Gradient = Array1<f64>>,
+{
+    fn name(&self) -> &str {
+        "L-BFGS-B"
+    }
+
+    fn init(
+        &mut self,
+        problem: &mut Problem<O>,
+        mut state: LState,
+    ) -> Result<(LState, Option<KV>), argmin::core::Error> {
+        let x0 = state
+            .take_param()
+            .ok_or_else(|| ArgminError::NotInitialized {
+                text: "L-BFGS-B needs a starting point: configure the executor with `param(x0)`"
+                    .into(),
+            })?;
+        let n = self.lower.len();
+        if x0.len() != n {
+            return Err(Error::shape("starting point", n, x0.len()).into());
+        }
+        // Project the start into the box.
+        let mut x = Array1::zeros(n);
+        for (i, (xi, &v)) in x.iter_mut().zip(x0.iter()).enumerate() {
+            *xi = v.max(self.lower[i]).min(self.upper[i]);
+            if v.is_nan() || !xi.is_finite() {
+                return Err(Error::NonFinite {
+                    what: format!("starting point, variable {i}"),
+                }
+                .into());
+            }
+        }
+        let moved = x != x0;
+        match &self.work {
+            Some(w) if w.n == n && w.m == self.m => {}
+            _ => self.work = Some(Workspace::new(n, self.m)),
+        }
+        let bounds = Bounds {
+            lower: &self.lower,
+            upper: &self.upper,
+            kind: &self.kind,
+        };
+        let w = self.work.as_mut().expect("allocated above");
+        w.start(&bounds);
+        self.run = RunInfo::default();
+
+        // Reuse a cost and gradient supplied with the start only if they belong to it.
+        let given_cost = state.get_cost();
+        let given_grad = state.take_gradient();
+        let (f, g) = match given_grad {
+            Some(g)
+                if !moved && given_cost.is_finite() && g.len() == n && g.as_slice().is_some() =>
+            {
+                (given_cost, g)
+            }
+            _ => evaluate(problem, &x)?,
+        };
+        if !f.is_finite() || g.iter().any(|v| !v.is_finite()) {
+            let state =
+                state
+                    .param(x)
+                    .cost(f)
+                    .gradient(g)
+                    .terminate_with(TerminationReason::SolverExit(
+                        REASON_NON_FINITE_START.into(),
+                    ));
+            self.run.sbgnrm = f64::INFINITY;
+            return Ok((state, None));
+        }
+        self.run.sbgnrm = projected_gradient_norm(
+            x.as_slice().expect("contiguous"),
+            g.as_slice().expect("contiguous"),
+            &self.bounds(),
+        );
+        Ok((state.param(x).cost(f).gradient(g), None))
+    }
+
+    fn next_iter(
+        &mut self,
+        problem: &mut Problem<O>,
+        mut state: LState,
+    ) -> Result<(LState, Option<KV>), argmin::core::Error> {
+        let LBfgsB {
+            lower,
+            upper,
+            kind,
+            constrained,
+            boxed,
+            max_line_search,
+            work,
+            run,
+            ..
+        } = self;
+        let constrained = *constrained;
+        let bounds = Bounds { lower, upper, kind };
+        let w = work.as_mut().ok_or_else(|| ArgminError::PotentialBug {
+            text: "L-BFGS-B: next_iter before init".into(),
+        })?;
+        let x = state
+            .take_param()
+            .ok_or_else(|| ArgminError::PotentialBug {
+                text: "L-BFGS-B: no parameter vector in state".into(),
+            })?;
+        let g = state
+            .take_gradient()
+            .ok_or_else(|| ArgminError::PotentialBug {
+                text: "L-BFGS-B: no gradient in state".into(),
+            })?;
+        let f = state.get_cost();
+        let n = x.len();
+        // The previous point's buffer becomes this iteration's trial point.
+        let mut xt = state
+            .take_prev_param()
+            .filter(|p| p.len() == n && p.as_slice().is_some())
+            .unwrap_or_else(|| Array1::zeros(n));
+        let xs = x
+            .as_slice()
+            .expect("the solver only stores contiguous points");
+        let gs = g
+            .as_slice()
+            .expect("the solver only stores contiguous gradients");
+
+        let accepted =
+            loop {
+                let wrk;
+                if !constrained && w.col > 0 {
+                    // Without bounds the Cauchy step is pointless: every variable is free and the
+                    // subspace step is the plain L-BFGS step from x.
+                    w.z.copy_from_slice(xs);
+                    wrk = w.updatd;
+                } else {
+                    if w.cauchy(xs, gs, &bounds, run.sbgnrm).is_err() {
+                        w.reset_memory();
+                        continue;
+                    }
+                    wrk = w.free_variables(run.iter > 0 && constrained);
+                }
+                if w.nfree > 0 && w.col > 0 {
+                    if wrk && w.form_k().is_err() {
+                        w.reset_memory();
+                        continue;
+                    }
+                    if w.reduced_gradient(xs, gs, constrained).is_err()
+                        || w.subspace_min(&bounds, xs, gs).is_err()
+                    {
+                        w.reset_memory();
+                        continue;
+                    }
+                } else if w.col > 0 && wrk {
+                    // K was not refreshed for this change of pairs or free set; the incremental
+                    // update next time would start from stale inner products.
+                    w.wn1_rebuild = true;
+                }
+                for i in 0..n {
+                    w.d[i] = w.z[i] - xs[i];
+                }
+                let setup = LineSearchSetup {
+                    bounds,
+                    constrained,
+                    boxed: *boxed,
+                    first_iteration: run.iter == 0,
+                    max_evals: *max_line_search,
+                };
+                match line_search(problem, &setup, w, xs, f, gs, &mut xt)? {
+                    Search::Accepted {
+                        stp,
+                        f,
+                        g,
+                        gd,
+                        gdold,
+                        dtd,
+                    } => break (stp, f, g, gd, gdold, dtd),
+                    Search::Failed if w.col > 0 => {
+                        // The model may be poor: drop the memory and retry from a gradient step.
+                        w.reset_memory();
+                        continue;
+                    }
+                    Search::Failed => {
+                        let state = state.param(x).gradient(g).terminate_with(
+                            TerminationReason::SolverExit(REASON_LINE_SEARCH.into()),
+                        );
+                        return Ok((state, None));
+                    }
+                    Search::NonFinite => {
+                        let state = state.param(x).gradient(g).terminate_with(
+                            TerminationReason::SolverExit(REASON_NON_FINITE.into()),
+                        );
+                        return Ok((state, None));
+                    }
+                }
+            };
+        let (stp, f_new, g_new, gd, gdold, dtd) = accepted;
+        run.iter += 1;
+        run.fold = Some(f);
+        let gn = g_new.as_slice().expect("contiguous");
+        let xts = xt.as_slice().expect("contiguous");
+        run.sbgnrm = projected_gradient_norm(xts, gn, &bounds);
+
+        // Curvature pair: s = stp d, y = g_new − g.
+        let mut rr = 0.0;
+        for i in 0..n {
+            let yi = gn[i] - gs[i];
+            w.y[i] = yi;
+            rr += yi * yi;
+        }
+        let (dr, ddum) = if stp == 1.0 {
+            (gd - gdold, -gdold)
+        } else {
+            for v in w.d.iter_mut() {
+                *v *= stp;
+            }
+            ((gd - gdold) * stp, -gdold * stp)
+        };
+        // Skip pairs whose curvature is negligible (relative to both the decrease along s and
+        // |y|²): they would make the matrix nearly singular or indefinite.
+        if dr <= f64::EPSILON * ddum || dr <= f64::EPSILON * rr {
+            w.updatd = false;
+        } else {
+            w.push_pair(rr, dr, stp, dtd);
+            if w.form_t().is_err() {
+                w.reset_memory();
+            }
+        }
+
+        let state = state
+            .param(x)
+            .param(xt)
+            .gradient(g)
+            .gradient(g_new)
+            .cost(f_new);
+        Ok((state, None))
+    }
+
+    fn terminate(&mut self, state: &LState) -> TerminationStatus {
+        if self.work.is_none() {
+            return TerminationStatus::NotTerminated;
+        }
+        if self.run.sbgnrm <= self.pgtol {
+            return TerminationStatus::Terminated(TerminationReason::SolverConverged);
+        }
+        if let Some(fold) = self.run.fold {
+            let f = state.get_cost();
+            let scale = fold.abs().max(f.abs()).max(1.0);
+            if fold - f <= self.ftol * scale {
+                return TerminationStatus::Terminated(TerminationReason::SolverExit(
+                    REASON_FTOL.into(),
+                ));
+            }
+        }
+        TerminationStatus::NotTerminated
+    }
+}
