@@ -4,7 +4,7 @@
 //! attackable, and [`Representation`] to make it probeable. Inputs are row-major batches:
 //! one example per row of an `n × input_dim` array of `f32`.
 
-use ndarray::{Array1, Array2, ArrayView2, Axis};
+use ndarray::{Array1, Array2, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis};
 
 use crate::error::{Error, Result};
 
@@ -22,19 +22,50 @@ pub trait Classifier: Sync {
     /// The most likely class of each row of `x`.
     fn predict(&self, x: ArrayView2<'_, f32>) -> Result<Vec<usize>> {
         let z = self.logits(x)?;
-        Ok(z.axis_iter(Axis(0)).map(|row| argmax(row.iter().copied())).collect())
+        Ok(z.axis_iter(Axis(0))
+            .map(|row| argmax(row.iter().copied()))
+            .collect())
     }
 }
 
 /// A classifier whose loss can be differentiated with respect to its input: what an attack needs.
+///
+/// Implement [`Differentiable::loss_and_input_grad_with`]; it writes into caller-owned buffers
+/// and may keep reusable buffers in `Scratch`, so that an attack's inner loop allocates nothing.
+/// A model with nothing to reuse sets `type Scratch = ();`.
 pub trait Differentiable: Classifier {
-    /// Per-example cross-entropy toward `labels` (length `n`) and its gradient with respect to
-    /// each input row (`n × input_dim`), computed in one forward and backward pass.
+    /// Reusable per-caller buffers (one per thread in batch attacks).
+    type Scratch: Default + Send;
+
+    /// Per-example cross-entropy toward `labels` (length `n`) into `losses`, and its gradient
+    /// with respect to each input row into `grad` (`n × input_dim`), in one forward and
+    /// backward pass.
+    fn loss_and_input_grad_with(
+        &self,
+        x: ArrayView2<'_, f32>,
+        labels: &[usize],
+        scratch: &mut Self::Scratch,
+        losses: ArrayViewMut1<'_, f32>,
+        grad: ArrayViewMut2<'_, f32>,
+    ) -> Result<()>;
+
+    /// The same, returning owned arrays.
     fn loss_and_input_grad(
         &self,
         x: ArrayView2<'_, f32>,
         labels: &[usize],
-    ) -> Result<(Array1<f32>, Array2<f32>)>;
+    ) -> Result<(Array1<f32>, Array2<f32>)> {
+        let mut losses = Array1::zeros(x.nrows());
+        let mut grad = Array2::zeros(x.raw_dim());
+        self.loss_and_input_grad_with(
+            x,
+            labels,
+            &mut Self::Scratch::default(),
+            losses.view_mut(),
+            grad.view_mut(),
+        )?;
+        Ok((losses, grad))
+    }
 }
 
 /// A model whose hidden layers can be read out: what the probe needs.

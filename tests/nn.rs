@@ -286,3 +286,36 @@ fn training_is_deterministic_and_learns() {
         ra.train_error
     );
 }
+
+#[test]
+fn single_example_kernel_matches_batch_path() {
+    for act in [Activation::Sigmoid, Activation::Relu] {
+        let arch = Architecture::new(30, vec![17, 9], 5, act, 0.0).unwrap();
+        let m = Mlp::new(arch, 8);
+        let (mut x, _) = small_batch(4, 30, 6);
+        x[[2, 3]] = 0.0; // zero pixels take the kernel's skip branch
+        let y = [4, 0, 2, 1];
+        let (batch_loss, batch_grad) = m.loss_and_input_grad(x.view(), &y).unwrap();
+        let mut scratch = Default::default();
+        for i in 0..4 {
+            let xi = x.slice(ndarray::s![i..i + 1, ..]);
+            let mut loss = ndarray::Array1::zeros(1);
+            let mut grad = Array2::zeros((1, 30));
+            m.loss_and_input_grad_with(
+                xi,
+                &y[i..i + 1],
+                &mut scratch,
+                loss.view_mut(),
+                grad.view_mut(),
+            )
+            .unwrap();
+            assert!((loss[0] - batch_loss[i]).abs() < 1e-5);
+            for j in 0..30 {
+                assert!(
+                    (grad[[0, j]] - batch_grad[[i, j]]).abs() < 1e-5,
+                    "{act:?} row {i} col {j}"
+                );
+            }
+        }
+    }
+}

@@ -9,7 +9,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::error::{Error, Result};
 use crate::model::{check_batch, check_labels, Classifier, Differentiable, Representation};
-use crate::nn::{Activation, Architecture, Trainable};
+use crate::nn::{kernels, Activation, Architecture, Trainable};
 
 /// A multilayer perceptron: dense layers with a hidden activation, then a softmax classifier.
 ///
@@ -34,7 +34,7 @@ pub struct Mlp {
 
 /// Preallocated buffers for one batch of forward and backward passes: the activations of every
 /// layer (the last holds softmax probabilities) and the back-propagated errors.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct MlpWorkspace {
     acts: Vec<Array2<f32>>,
     deltas: Vec<Array2<f32>>,
@@ -103,6 +103,17 @@ impl Mlp {
                 });
             }
         }
+        // The single-example kernels read parameters as contiguous row-major slices.
+        let params = params
+            .into_iter()
+            .map(|p| {
+                if p.is_standard_layout() {
+                    p
+                } else {
+                    p.as_standard_layout().into_owned()
+                }
+            })
+            .collect();
         Ok(Mlp { arch, params })
     }
 
@@ -254,6 +265,19 @@ impl Mlp {
                 format!("{:?}", grad.dim()),
             ));
         }
+        if n == 1 {
+            let mut grad = grad;
+            if let (Some(xs), Some(gs)) = (x.as_slice(), grad.as_slice_mut()) {
+                if let Some(loss) = self.one_example(xs, labels[0], ws, gs) {
+                    losses[0] = loss;
+                    return Ok(());
+                }
+            }
+            self.forward_ws(x, Some(labels), ws);
+            losses.assign(&ws.losses.slice(s![..n]));
+            self.backward_ws(x, labels, 1.0, ws, None, Some(grad));
+            return Ok(());
+        }
         self.forward_ws(x, Some(labels), ws);
         losses.assign(&ws.losses.slice(s![..n]));
         self.backward_ws(x, labels, 1.0, ws, None, Some(grad));
@@ -275,6 +299,79 @@ impl Mlp {
             a = Some(out);
         }
         Ok(a.expect("at least one layer"))
+    }
+
+    /// Loss and input gradient of one example with vector kernels on contiguous slices: a
+    /// matrix product with one row pays for packing the whole weight matrix, which costs more
+    /// than the arithmetic. Returns `None` (caller falls back) if a parameter is not contiguous.
+    fn one_example(
+        &self,
+        x: &[f32],
+        label: usize,
+        ws: &mut MlpWorkspace,
+        grad: &mut [f32],
+    ) -> Option<f32> {
+        let last = self.num_dense() - 1;
+        let act = self.arch.activation();
+        let mut loss = 0.0;
+        for l in 0..=last {
+            let w = self.params[2 * l].as_slice()?;
+            let b = self.params[2 * l + 1].as_slice()?;
+            let width = b.len();
+            let (before, rest) = ws.acts.split_at_mut(l);
+            let input: &[f32] = if l == 0 {
+                x
+            } else {
+                &before[l - 1].as_slice()?[..w.len() / width]
+            };
+            let out = &mut rest[0].as_slice_mut()?[..width];
+            out.copy_from_slice(b);
+            for (&xi, wi) in input.iter().zip(w.chunks_exact(width)) {
+                // Most MNIST pixels are 0: skipping them saves most of the first layer.
+                if xi != 0.0 {
+                    kernels::axpy(xi, wi, out);
+                }
+            }
+            let mut view = ArrayViewMut2::from_shape((1, width), out).ok()?;
+            if l < last {
+                act.apply(view);
+            } else {
+                softmax_xent_rows(
+                    view.view_mut(),
+                    Some(&[label]),
+                    ws.losses.slice_mut(s![..1]),
+                );
+                loss = ws.losses[0];
+            }
+        }
+        {
+            let p = &ws.acts[last].as_slice()?[..self.arch.classes()];
+            let d = &mut ws.deltas[last].as_slice_mut()?[..p.len()];
+            d.copy_from_slice(p);
+            d[label] -= 1.0;
+        }
+        for l in (0..=last).rev() {
+            let w = self.params[2 * l].as_slice()?;
+            let width = self.params[2 * l].ncols();
+            let fan_in = self.params[2 * l].nrows();
+            let (below, here) = ws.deltas.split_at_mut(l);
+            let delta = &here[0].as_slice()?[..width];
+            let target: &mut [f32] = if l > 0 {
+                &mut below[l - 1].as_slice_mut()?[..fan_in]
+            } else {
+                &mut *grad
+            };
+            for (t, wi) in target.iter_mut().zip(w.chunks_exact(width)) {
+                *t = kernels::dot(wi, delta);
+            }
+            if l > 0 {
+                let a = ArrayView2::from_shape((1, fan_in), &ws.acts[l - 1].as_slice()?[..fan_in])
+                    .ok()?;
+                let t = ArrayViewMut2::from_shape((1, fan_in), target).ok()?;
+                act.backprop(a, t);
+            }
+        }
+        Some(loss)
     }
 
     /// Softmax probabilities for a batch.
@@ -326,16 +423,17 @@ impl Classifier for Mlp {
 }
 
 impl Differentiable for Mlp {
-    fn loss_and_input_grad(
+    type Scratch = MlpWorkspace;
+
+    fn loss_and_input_grad_with(
         &self,
         x: ArrayView2<'_, f32>,
         labels: &[usize],
-    ) -> Result<(Array1<f32>, Array2<f32>)> {
-        let mut ws = self.workspace(x.nrows());
-        let mut losses = Array1::zeros(x.nrows());
-        let mut grad = Array2::zeros(x.raw_dim());
-        self.loss_and_input_grad_into(x, labels, &mut ws, losses.view_mut(), grad.view_mut())?;
-        Ok((losses, grad))
+        scratch: &mut MlpWorkspace,
+        losses: ArrayViewMut1<'_, f32>,
+        grad: ArrayViewMut2<'_, f32>,
+    ) -> Result<()> {
+        self.loss_and_input_grad_into(x, labels, scratch, losses, grad)
     }
 }
 

@@ -1,0 +1,425 @@
+//! The paper's adversarial generator: box-constrained L-BFGS over `x + r ∈ [0,1]^m` with a
+//! search over the penalty weight `c`.
+
+use std::cell::{Cell, RefCell};
+
+use argmin::core::{CostFunction, Executor, Gradient};
+use ndarray::{Array1, Array2, ArrayView1};
+
+use super::{check_input, outcome, Attack, Outcome, Target};
+use crate::error::{Error, Result};
+use crate::model::Differentiable;
+use crate::optim::LBfgsB;
+
+/// How the size of the perturbation is penalised in `c·pen(r) + loss_f(x + r, l)`.
+///
+/// The paper writes `c|r|`. With the Euclidean norm that term is not differentiable at `r = 0`,
+/// which is where every search starts, and L-BFGS assumes a smooth objective. Both `‖r‖` and
+/// `‖r‖²` are increasing in `‖r‖`, so as `c` sweeps over `(0, ∞)` the two objectives trace the
+/// same family of minimisers (each `c` of one matches some `c'` of the other); the search over
+/// `c` therefore finds the same smallest perturbation with either, and the squared form is the
+/// smooth one. [`Penalty::L2`] is kept for comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Penalty {
+    /// `c·‖r‖₂²` (default: smooth everywhere).
+    #[default]
+    SquaredL2,
+    /// `c·‖r‖₂`, with gradient 0 taken at `r = 0`.
+    L2,
+}
+
+/// Box-constrained L-BFGS attack (Szegedy et al. 2013, §4.1).
+///
+/// For each `c` it minimises `c·pen(r) + CE(f(x + r), l)` over `x + r ∈ [0,1]^m` with
+/// [`LBfgsB`] run by argmin's [`Executor`]; `c` is bracketed by factors of 10 from
+/// `initial_c`, then bisected (in log space) for `search_steps` steps, looking for the largest
+/// `c` whose minimiser the model labels `l`: a larger `c` weighs the norm more, so it gives a
+/// smaller perturbation. The smallest successful perturbation seen is returned, after a fresh
+/// forward pass confirms its label.
+///
+/// ```
+/// use blindspot::attack::{Attack, BoxLbfgs, Target};
+/// use blindspot::nn::{Architecture, Mlp};
+/// use ndarray::Array1;
+///
+/// let model = Mlp::new(Architecture::parse("FC10", 16).unwrap(), 3);
+/// let x = Array1::from_elem(16, 0.5f32);
+/// let label = blindspot::Classifier::predict(&model, x.view().insert_axis(ndarray::Axis(0))).unwrap()[0];
+/// let target = (label + 1) % 10;
+/// let out = BoxLbfgs::default().attack(&model, x.view(), label, Target::Label(target)).unwrap();
+/// assert!(out.adversarial.iter().all(|&v| (0.0..=1.0).contains(&v)));
+/// if out.success {
+///     assert_eq!(out.label, target);
+/// }
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct BoxLbfgs {
+    penalty: Penalty,
+    initial_c: f64,
+    bracket_steps: usize,
+    search_steps: usize,
+    max_iters: u64,
+    memory: usize,
+    pgtol: f64,
+    ftol: f64,
+    warm_start: bool,
+}
+
+impl Default for BoxLbfgs {
+    fn default() -> Self {
+        BoxLbfgs {
+            penalty: Penalty::SquaredL2,
+            initial_c: 1.0,
+            bracket_steps: 8,
+            search_steps: 5,
+            max_iters: 150,
+            memory: 10,
+            pgtol: 1e-5,
+            ftol: 2.2e-9,
+            warm_start: true,
+        }
+    }
+}
+
+fn positive(name: &'static str, v: f64) -> Result<()> {
+    if v.is_finite() && v > 0.0 {
+        Ok(())
+    } else {
+        Err(Error::param(
+            name,
+            format!("must be finite and > 0, got {v}"),
+        ))
+    }
+}
+
+impl BoxLbfgs {
+    /// The paper's method with default settings (see [`Default`]).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Penalty form (default [`Penalty::SquaredL2`]).
+    pub fn with_penalty(mut self, penalty: Penalty) -> Self {
+        self.penalty = penalty;
+        self
+    }
+
+    /// First `c` tried (default 1).
+    pub fn with_initial_c(mut self, c: f64) -> Result<Self> {
+        positive("initial_c", c)?;
+        self.initial_c = c;
+        Ok(self)
+    }
+
+    /// Most factor-of-10 steps when bracketing `c`, each way (default 8).
+    pub fn with_bracket_steps(mut self, n: usize) -> Self {
+        self.bracket_steps = n;
+        self
+    }
+
+    /// Bisection steps on `c` after bracketing (default 5).
+    pub fn with_search_steps(mut self, n: usize) -> Self {
+        self.search_steps = n;
+        self
+    }
+
+    /// Iteration limit of each L-BFGS-B solve (default 150, as Foolbox).
+    pub fn with_max_iters(mut self, n: u64) -> Result<Self> {
+        if n == 0 {
+            return Err(Error::param("max_iters", "must be at least 1"));
+        }
+        self.max_iters = n;
+        Ok(self)
+    }
+
+    /// L-BFGS-B memory (default 10).
+    pub fn with_memory(mut self, m: usize) -> Result<Self> {
+        if m == 0 {
+            return Err(Error::param("memory", "must be at least 1"));
+        }
+        self.memory = m;
+        Ok(self)
+    }
+
+    /// L-BFGS-B tolerances: projected-gradient (default 1e-5) and relative reduction (2.2e-9).
+    pub fn with_tolerances(mut self, pgtol: f64, ftol: f64) -> Result<Self> {
+        positive("pgtol", pgtol)?;
+        positive("ftol", ftol)?;
+        self.pgtol = pgtol;
+        self.ftol = ftol;
+        Ok(self)
+    }
+
+    /// Start each solve from the best adversarial point found so far (default true) instead
+    /// of from `x`.
+    pub fn with_warm_start(mut self, on: bool) -> Self {
+        self.warm_start = on;
+        self
+    }
+
+    fn solver(&self, n: usize) -> Result<LBfgsB> {
+        LBfgsB::new(Array1::zeros(n), Array1::ones(n))?
+            .with_memory(self.memory)?
+            .with_pgtol(self.pgtol)?
+            .with_ftol(self.ftol)
+    }
+
+    /// The c-search for one target label.
+    fn targeted<M: Differentiable + ?Sized>(
+        &self,
+        model: &M,
+        x: ArrayView1<'_, f32>,
+        label: usize,
+        target: usize,
+        solver: &LBfgsB,
+        cache: &RefCell<Cache<M::Scratch>>,
+    ) -> Result<Outcome> {
+        let x64 = x.mapv(f64::from);
+        let evals = Cell::new(0usize);
+        // Best success so far: (distortion², adversarial, c).
+        let mut best: Option<(f64, Array1<f32>, f64)> = None;
+        let mut last_failure: Option<(Array1<f32>, f64)> = None;
+        let solve =
+            |c: f64, best: &Option<(f64, Array1<f32>, f64)>| -> Result<(Array1<f32>, bool)> {
+                let start = match (self.warm_start, best) {
+                    (true, Some((_, adv, _))) => adv.mapv(f64::from),
+                    _ => x64.clone(),
+                };
+                cache.borrow_mut().valid = false;
+                let problem = Objective {
+                    model,
+                    x: &x64,
+                    target,
+                    c,
+                    penalty: self.penalty,
+                    evals: &evals,
+                    cache,
+                };
+                let max_iters = self.max_iters;
+                let res = Executor::new(problem, solver.clone())
+                    .configure(|s| s.param(start).max_iters(max_iters))
+                    .run()
+                    .map_err(|e| Error::Optim(e.to_string()))?;
+                let state = res.state();
+                let z = state
+                    .best_param
+                    .as_ref()
+                    .or(state.param.as_ref())
+                    .ok_or_else(|| Error::Optim("L-BFGS-B returned no point".into()))?;
+                // The solver keeps iterates inside the box; clamping only guards the f64 → f32 cast.
+                let adv: Array1<f32> = z.mapv(|v| v.clamp(0.0, 1.0) as f32);
+                evals.set(evals.get() + 1);
+                let got = model.predict(adv.view().insert_axis(ndarray::Axis(0)))?[0];
+                Ok((adv, got == target))
+            };
+        let mut record =
+            |adv: Array1<f32>, c: f64, ok: bool, best: &mut Option<(f64, Array1<f32>, f64)>| {
+                if ok {
+                    let d2: f64 = adv
+                        .iter()
+                        .zip(x.iter())
+                        .map(|(&a, &b)| ((a - b) as f64).powi(2))
+                        .sum();
+                    if best.as_ref().is_none_or(|(bd, _, _)| d2 < *bd) {
+                        *best = Some((d2, adv, c));
+                    }
+                } else {
+                    last_failure = Some((adv, c));
+                }
+            };
+
+        // Bracket: find c_ok (success) and c_fail (failure) a factor of 10 apart.
+        let mut c = self.initial_c;
+        let (adv, ok) = solve(c, &best)?;
+        record(adv, c, ok, &mut best);
+        let (mut lo, mut hi) = if ok { (Some(c), None) } else { (None, Some(c)) };
+        for _ in 0..self.bracket_steps {
+            if ok {
+                if hi.is_some() {
+                    break;
+                }
+                c *= 10.0;
+            } else {
+                if lo.is_some() {
+                    break;
+                }
+                c /= 10.0;
+            }
+            let (adv, ok_now) = solve(c, &best)?;
+            record(adv, c, ok_now, &mut best);
+            if ok_now {
+                lo = Some(c);
+            } else {
+                hi = Some(c);
+            }
+            if lo.is_some() && hi.is_some() {
+                break;
+            }
+        }
+        // Bisect in log space between the largest success and the smallest failure above it.
+        if let (Some(mut l), Some(mut h)) = (lo, hi) {
+            for _ in 0..self.search_steps {
+                let mid = (l * h).sqrt();
+                let (adv, ok_now) = solve(mid, &best)?;
+                record(adv, mid, ok_now, &mut best);
+                if ok_now {
+                    l = mid;
+                } else {
+                    h = mid;
+                }
+            }
+        }
+        let (adv, c) = match best {
+            Some((_, adv, c)) => (adv, c),
+            None => last_failure.expect("at least one solve ran"),
+        };
+        outcome(model, x, adv, label, Some(target), c, evals.get() + 1)
+    }
+}
+
+impl Attack for BoxLbfgs {
+    fn attack<M: Differentiable + ?Sized>(
+        &self,
+        model: &M,
+        x: ArrayView1<'_, f32>,
+        label: usize,
+        target: Target,
+    ) -> Result<Outcome> {
+        check_input(model, x, label)?;
+        let target = target.resolve(label, model.num_classes())?;
+        let n = x.len();
+        let solver = self.solver(n)?;
+        let cache = RefCell::new(Cache::new(n));
+        match target {
+            Some(t) => self.targeted(model, x, label, t, &solver, &cache),
+            None => {
+                // Untargeted: the smallest successful perturbation over every other label.
+                let mut best: Option<Outcome> = None;
+                let mut evaluations = 0;
+                for t in (0..model.num_classes()).filter(|&t| t != label) {
+                    let out = self.targeted(model, x, label, t, &solver, &cache)?;
+                    evaluations += out.evaluations;
+                    let better = match &best {
+                        None => true,
+                        Some(b) => (out.success, -out.distortion) > (b.success, -b.distortion),
+                    };
+                    if better {
+                        best = Some(out);
+                    }
+                }
+                let mut out = best.expect("at least two classes");
+                out.target = None;
+                out.success = out.label != label;
+                out.evaluations = evaluations;
+                Ok(out)
+            }
+        }
+    }
+}
+
+/// Reused buffers of one attack: the last evaluated point and its cost and gradient (argmin
+/// asks for cost and gradient in two calls at the same point; the second is served from here),
+/// and the model's scratch.
+struct Cache<S> {
+    valid: bool,
+    z: Array1<f64>,
+    cost: f64,
+    grad: Array1<f64>,
+    z32: Array2<f32>,
+    g32: Array2<f32>,
+    loss: Array1<f32>,
+    scratch: S,
+}
+
+impl<S: Default> Cache<S> {
+    fn new(n: usize) -> Self {
+        Cache {
+            valid: false,
+            z: Array1::zeros(n),
+            cost: 0.0,
+            grad: Array1::zeros(n),
+            z32: Array2::zeros((1, n)),
+            g32: Array2::zeros((1, n)),
+            loss: Array1::zeros(1),
+            scratch: S::default(),
+        }
+    }
+}
+
+/// `c·pen(z − x) + CE(f(z), target)` over the box, with `z = x + r`.
+struct Objective<'a, M: Differentiable + ?Sized> {
+    model: &'a M,
+    x: &'a Array1<f64>,
+    target: usize,
+    c: f64,
+    penalty: Penalty,
+    evals: &'a Cell<usize>,
+    cache: &'a RefCell<Cache<M::Scratch>>,
+}
+
+impl<M: Differentiable + ?Sized> Objective<'_, M> {
+    /// Evaluates cost and gradient at `z` once; repeated calls at the same point are free.
+    fn evaluate(&self, z: &Array1<f64>) -> Result<()> {
+        let mut guard = self.cache.borrow_mut();
+        let cache = &mut *guard;
+        if cache.valid && cache.z == z {
+            return Ok(());
+        }
+        for (d, &s) in cache.z32.iter_mut().zip(z.iter()) {
+            *d = s as f32;
+        }
+        self.model.loss_and_input_grad_with(
+            cache.z32.view(),
+            &[self.target],
+            &mut cache.scratch,
+            cache.loss.view_mut(),
+            cache.g32.view_mut(),
+        )?;
+        self.evals.set(self.evals.get() + 1);
+        let sq: f64 = z
+            .iter()
+            .zip(self.x.iter())
+            .map(|(a, b)| (a - b) * (a - b))
+            .sum();
+        let (pen, scale) = match self.penalty {
+            Penalty::SquaredL2 => (sq, 2.0 * self.c),
+            Penalty::L2 => {
+                let norm = sq.sqrt();
+                (norm, if norm > 0.0 { self.c / norm } else { 0.0 })
+            }
+        };
+        cache.cost = self.c * pen + cache.loss[0] as f64;
+        for (((g, &gl), &zi), &xi) in cache
+            .grad
+            .iter_mut()
+            .zip(cache.g32.iter())
+            .zip(z.iter())
+            .zip(self.x.iter())
+        {
+            *g = scale * (zi - xi) + gl as f64;
+        }
+        cache.z.assign(z);
+        cache.valid = true;
+        Ok(())
+    }
+}
+
+impl<M: Differentiable + ?Sized> CostFunction for Objective<'_, M> {
+    type Param = Array1<f64>;
+    type Output = f64;
+
+    fn cost(&self, z: &Array1<f64>) -> std::result::Result<f64, argmin::core::Error> {
+        self.evaluate(z)?;
+        Ok(self.cache.borrow().cost)
+    }
+}
+
+impl<M: Differentiable + ?Sized> Gradient for Objective<'_, M> {
+    type Param = Array1<f64>;
+    type Gradient = Array1<f64>;
+
+    fn gradient(&self, z: &Array1<f64>) -> std::result::Result<Array1<f64>, argmin::core::Error> {
+        self.evaluate(z)?;
+        Ok(self.cache.borrow().grad.clone())
+    }
+}
