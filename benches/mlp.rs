@@ -25,11 +25,21 @@ fn bench(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("FC100-100-10 batch 128");
     g.throughput(Throughput::Elements(128));
-    g.bench_function("forward (logits)", |b| b.iter(|| model.logits(batch.view()).unwrap()));
-    let mut grads: Vec<Array2<f32>> = model.params().iter().map(|p| Array2::zeros(p.raw_dim())).collect();
+    g.bench_function("forward (logits)", |b| {
+        b.iter(|| model.logits(batch.view()).unwrap())
+    });
+    let mut grads: Vec<Array2<f32>> = model
+        .params()
+        .iter()
+        .map(|p| Array2::zeros(p.raw_dim()))
+        .collect();
     let mut ws = Trainable::workspace(&model, 128);
     g.bench_function("forward+backward", |b| {
-        b.iter(|| model.accumulate_grad(batch.view(), &labels, 1.0 / 128.0, &mut grads, &mut ws).unwrap())
+        b.iter(|| {
+            model
+                .accumulate_grad(batch.view(), &labels, 1.0 / 128.0, &mut grads, &mut ws)
+                .unwrap()
+        })
     });
     g.finish();
     eprintln!(
@@ -38,7 +48,11 @@ fn bench(c: &mut Criterion) {
     );
 
     let subset = mnist.train.head(10_000).unwrap();
-    let config = TrainParams::for_arch(&arch).with_epochs(1).with_seed(1).check().unwrap();
+    let config = TrainParams::for_arch(&arch)
+        .with_epochs(1)
+        .with_seed(1)
+        .check()
+        .unwrap();
     let mut e = c.benchmark_group("training");
     e.sample_size(10);
     e.bench_function("one epoch FC100-100-10, 10k examples, batch 128", |b| {
