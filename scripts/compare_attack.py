@@ -1,0 +1,198 @@
+#!/usr/bin/env python3
+"""Side-by-side speed of the targeted box-constrained L-BFGS attack (issue 5).
+
+Python side: SciPy's fmin_l_bfgs_b (m=15, maxiter=150, as Foolbox did) on a NumPy forward and
+backward pass of the same float32 weights, with c searched exactly as blindspot's BoxLbfgs does
+(start at c=1, factors of 10 until success and failure are bracketed, then bisection in log space,
+each solve warm-started from the best adversarial point so far). Rust side: the attack_compare
+example on the same images, model and settings, in the same run.
+
+    python3 scripts/compare_attack.py --model path/to/FC100-100-10.npz --images 200
+
+Needs numpy and scipy (not used by CI).
+"""
+import argparse
+import gzip
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+from scipy.optimize import fmin_l_bfgs_b
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_mnist_train(n):
+    d = os.environ.get("BLINDSPOT_MNIST", os.path.join(ROOT, "data", "mnist"))
+    with gzip.open(os.path.join(d, "train-images-idx3-ubyte.gz")) as f:
+        x = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 784)[:n]
+    with gzip.open(os.path.join(d, "train-labels-idx1-ubyte.gz")) as f:
+        y = np.frombuffer(f.read(), np.uint8, offset=8)[:n]
+    return (x.astype(np.float32) / 255.0), y.astype(int)
+
+
+def load_model(path):
+    z = np.load(path)
+    meta = bytes(z["meta"]).decode()
+    act = dict(l.split("=", 1) for l in meta.splitlines() if l)["activation"]
+    assert act == "sigmoid", act
+    layers = []
+    i = 0
+    while f"W{i}" in z:
+        layers.append((z[f"W{i}"].astype(np.float32), z[f"b{i}"][0].astype(np.float32)))
+        i += 1
+    return layers
+
+
+def sigmoid(v):
+    return 1.0 / (1.0 + np.exp(-v))
+
+
+class Model:
+    def __init__(self, layers):
+        self.layers = layers
+
+    def predict(self, z):
+        a = z.astype(np.float32)
+        for k, (w, b) in enumerate(self.layers):
+            a = a @ w + b
+            if k < len(self.layers) - 1:
+                a = sigmoid(a)
+        return int(np.argmax(a))
+
+    def loss_grad(self, z, t):
+        acts = [z.astype(np.float32)]
+        a = acts[0]
+        for k, (w, b) in enumerate(self.layers):
+            a = a @ w + b
+            if k < len(self.layers) - 1:
+                a = sigmoid(a)
+            acts.append(a)
+        logits = acts[-1]
+        m = logits.max()
+        e = np.exp(logits - m)
+        s = e.sum()
+        loss = np.log(s) + m - logits[t]
+        delta = e / s
+        delta[t] -= 1.0
+        for k in range(len(self.layers) - 1, -1, -1):
+            w, _ = self.layers[k]
+            delta = w @ delta
+            if k > 0:
+                a = acts[k]
+                delta = delta * a * (1.0 - a)
+        return float(loss), delta
+
+
+def attack(model, x, t, m=15, maxiter=150, c0=1.0, bracket_steps=8, search_steps=5):
+    x64 = x.astype(np.float64)
+    evals = [0]
+    bounds = [(0.0, 1.0)] * x.size
+
+    def f(z, c):
+        evals[0] += 1
+        loss, g = model.loss_grad(z, t)
+        r = z - x64
+        return c * float(r @ r) + loss, 2.0 * c * r + g.astype(np.float64)
+
+    best = None  # (d2, adv, c)
+
+    def solve(c):
+        start = best[1].astype(np.float64) if best is not None else x64.copy()
+        z, _, _ = fmin_l_bfgs_b(f, start, args=(c,), bounds=bounds, m=m, maxiter=maxiter)
+        adv = np.clip(z, 0.0, 1.0).astype(np.float32)
+        evals[0] += 1
+        return adv, model.predict(adv) == t
+
+    def record(adv, c, ok):
+        nonlocal best
+        if ok:
+            d2 = float(((adv.astype(np.float64) - x64) ** 2).sum())
+            if best is None or d2 < best[0]:
+                best = (d2, adv, c)
+
+    c = c0
+    adv, ok = solve(c)
+    record(adv, c, ok)
+    lo, hi = (c, None) if ok else (None, c)
+    for _ in range(bracket_steps):
+        if ok:
+            if hi is not None:
+                break
+            c *= 10.0
+        else:
+            if lo is not None:
+                break
+            c /= 10.0
+        adv, ok_now = solve(c)
+        record(adv, c, ok_now)
+        if ok_now:
+            lo = c
+        else:
+            hi = c
+        if lo is not None and hi is not None:
+            break
+    if lo is not None and hi is not None:
+        l, h = lo, hi
+        for _ in range(search_steps):
+            mid = (l * h) ** 0.5
+            adv, ok_now = solve(mid)
+            record(adv, mid, ok_now)
+            if ok_now:
+                l = mid
+            else:
+                h = mid
+    if best is None:
+        return False, 0.0, evals[0]
+    d = float(np.sqrt(best[0] / x.size))
+    return True, d, evals[0]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--images", type=int, default=200)
+    ap.add_argument("--memory", type=int, default=15)
+    ap.add_argument("--max-iters", type=int, default=150)
+    args = ap.parse_args()
+
+    x, y = load_mnist_train(args.images)
+    model = Model(load_model(args.model))
+    times, evals, succ, dist = [], 0, 0, 0.0
+    for i in range(args.images):
+        t0 = time.perf_counter()
+        ok, d, e = attack(model, x[i], (y[i] + 1) % 10, m=args.memory, maxiter=args.max_iters)
+        times.append(time.perf_counter() - t0)
+        evals += e
+        if ok:
+            succ += 1
+            dist += d
+    py = {
+        "images": args.images,
+        "success_rate": succ / args.images,
+        "mean_distortion": dist / max(succ, 1),
+        "evaluations_per_image": evals / args.images,
+        "ms_per_image_mean": 1e3 * sum(times) / args.images,
+        "ms_per_image_median": 1e3 * sorted(times)[args.images // 2],
+    }
+    out = subprocess.run(
+        ["cargo", "run", "--release", "--quiet", "--example", "attack_compare", "--",
+         "--model", args.model, "--images", str(args.images), "--memory", str(args.memory),
+         "--max-iters", str(args.max_iters)],
+        cwd=ROOT, check=True, capture_output=True, text=True)
+    rs = json.loads(out.stdout)
+    print(f"| | SciPy fmin_l_bfgs_b + NumPy | blindspot BoxLbfgs |")
+    print(f"|---|---|---|")
+    for k in ["images", "success_rate", "mean_distortion", "evaluations_per_image",
+              "ms_per_image_mean", "ms_per_image_median"]:
+        print(f"| {k} | {py[k]:.4g} | {rs[k]:.4g} |")
+    print(f"| ms_per_image_batch_all_cores | - | {rs['ms_per_image_batch_all_cores']:.4g} ({rs['threads']} threads) |")
+    print(f"\nspeed-up (median ms per image, one thread each): {py['ms_per_image_median'] / rs['ms_per_image_median']:.1f}x")
+    print(f"speed-up (mean ms per image, one thread each): {py['ms_per_image_mean'] / rs['ms_per_image_mean']:.1f}x")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
