@@ -48,11 +48,12 @@ fn bench(c: &mut Criterion) {
     );
 
     let subset = mnist.train.head(10_000).unwrap();
-    let config = TrainParams::for_arch(&arch)
-        .with_epochs(1)
-        .with_seed(1)
-        .check()
-        .unwrap();
+    let config = TrainParams {
+        batch_size: 128,
+        ..TrainParams::for_arch(&arch).with_epochs(1).with_seed(1)
+    }
+    .check()
+    .unwrap();
     let mut e = c.benchmark_group("training");
     e.sample_size(10);
     e.bench_function("one epoch FC100-100-10, 10k examples, batch 128", |b| {
