@@ -1,0 +1,733 @@
+//! A one-hidden-layer sigmoid autoencoder with hand-written backprop, and the paper's
+//! `AE400-10` classifier built on its code.
+//!
+//! The autoencoder maps `x ↦ h = σ(x·W_enc + b_enc) ↦ x̂ = σ(h·W_dec + b_dec)`. Its
+//! reconstruction loss is the per-pixel binary cross-entropy summed over the pixels,
+//!
+//! ```text
+//! L(x) = −Σ_j [ x_j·ln x̂_j + (1 − x_j)·ln(1 − x̂_j) ]
+//! ```
+//!
+//! which is the standard choice for MNIST autoencoders: pixels lie in `[0, 1]` so they can be
+//! read as Bernoulli means, and paired with the sigmoid output the gradient with respect to
+//! the output pre-activation is simply `x̂ − x` (no vanishing `σ'` factor as with squared
+//! error). It is computed from the pre-activation `z` as `Σ softplus(z) − x·z`, so it never
+//! takes `ln 0` even when the output saturates.
+
+use ndarray::linalg::general_mat_mul;
+use ndarray::{s, Array1, Array2, ArrayView2, ArrayViewMut2, Axis, Zip};
+use ndarray_rand::rand_distr::Uniform;
+use ndarray_rand::RandomExt;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+
+use crate::data::Dataset;
+use crate::error::{Error, Result};
+use crate::model::check_batch;
+use crate::nn::{
+    fit, sigmoid, train, Activation, Architecture, Mlp, ModelFile, Progress, Schedule, TrainParams,
+    TrainReport, Trainable,
+};
+
+/// A sigmoid autoencoder `input → code → input` with untied encoder and decoder weights.
+///
+/// Parameters are `[W_enc, b_enc, W_dec, b_dec]` (weights `in × out`, biases `1 × out`), the
+/// same layout as [`Mlp`], so the generic trainer ([`fit`]) trains it and the encoder can be
+/// lifted into an `Mlp` unchanged. The objective is the mean over a batch of the summed
+/// binary cross-entropy (see the module docs) plus `λ/2 · Σ W²` over the two weight matrices
+/// (biases are not decayed), the same weight-decay convention as [`Mlp`].
+///
+/// ```
+/// use blindspot::nn::Autoencoder;
+/// use ndarray::Array2;
+///
+/// let ae = Autoencoder::new(16, 4, 1e-6, 7).unwrap();
+/// let x = Array2::<f32>::from_elem((3, 16), 0.5);
+/// assert_eq!(ae.encode(x.view()).unwrap().dim(), (3, 4));
+/// assert_eq!(ae.reconstruct(x.view()).unwrap().dim(), (3, 16));
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct Autoencoder {
+    weight_decay: f32,
+    params: Vec<Array2<f32>>,
+}
+
+/// Preallocated buffers for one batch: the code, the output pre-activations (turned into
+/// reconstructions in place), the back-propagated error at the code, and per-example losses.
+#[derive(Debug, Clone)]
+pub struct AutoencoderWorkspace {
+    code: Array2<f32>,
+    out: Array2<f32>,
+    code_delta: Array2<f32>,
+    losses: Array1<f32>,
+}
+
+impl AutoencoderWorkspace {
+    fn capacity(&self) -> usize {
+        self.losses.len()
+    }
+}
+
+/// `ln(1 + e^z)` without overflow for large `z` or loss of precision for very negative `z`.
+#[inline]
+fn softplus(z: f32) -> f32 {
+    if z > 0.0 {
+        z + (-z).exp().ln_1p()
+    } else {
+        z.exp().ln_1p()
+    }
+}
+
+impl Autoencoder {
+    /// A fresh autoencoder for inputs of width `input` with a `code`-unit hidden layer and
+    /// weight decay `weight_decay`: Glorot-uniform weights and zero biases from a ChaCha8
+    /// generator seeded with `seed` (the same seed gives the same autoencoder).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidParameter`] if a width is 0 or λ is negative or not finite.
+    pub fn new(input: usize, code: usize, weight_decay: f32, seed: u64) -> Result<Self> {
+        if input == 0 || code == 0 {
+            return Err(Error::param(
+                "widths",
+                format!("input and code widths must be at least 1, got {input} and {code}"),
+            ));
+        }
+        check_decay(weight_decay)?;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        // Glorot: keeps the sigmoid pre-activations in the unsaturated range at the start.
+        let limit = (6.0 / (input + code) as f32).sqrt();
+        let dist = Uniform::new_inclusive(-limit, limit);
+        let w_enc = Array2::random_using((input, code), dist, &mut rng);
+        let w_dec = Array2::random_using((code, input), dist, &mut rng);
+        Ok(Autoencoder {
+            weight_decay,
+            params: vec![
+                w_enc,
+                Array2::zeros((1, code)),
+                w_dec,
+                Array2::zeros((1, input)),
+            ],
+        })
+    }
+
+    /// Builds an autoencoder from `[W_enc, b_enc, W_dec, b_dec]`, checking shapes and values.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Shape`] if the list or an array has the wrong shape, [`Error::NonFinite`] for
+    /// a NaN or infinite parameter, [`Error::InvalidParameter`] for a bad λ.
+    pub fn from_params(params: Vec<Array2<f32>>, weight_decay: f32) -> Result<Self> {
+        check_decay(weight_decay)?;
+        if params.len() != 4 {
+            return Err(Error::shape("parameter list", "4 arrays", params.len()));
+        }
+        let (input, code) = params[0].dim();
+        let expected = [(input, code), (1, code), (code, input), (1, input)];
+        for (i, (p, want)) in params.iter().zip(expected).enumerate() {
+            if p.dim() != want || p.is_empty() {
+                return Err(Error::shape(
+                    PARAM_NAMES[i],
+                    format!("{want:?}"),
+                    format!("{:?}", p.dim()),
+                ));
+            }
+            if p.iter().any(|v| !v.is_finite()) {
+                return Err(Error::NonFinite {
+                    what: format!("autoencoder parameter {}", PARAM_NAMES[i]),
+                });
+            }
+        }
+        Ok(Autoencoder {
+            weight_decay,
+            params,
+        })
+    }
+
+    /// Input (and output) width.
+    pub fn input_dim(&self) -> usize {
+        self.params[0].nrows()
+    }
+
+    /// Width of the code layer.
+    pub fn code_dim(&self) -> usize {
+        self.params[0].ncols()
+    }
+
+    /// Weight decay λ.
+    pub fn weight_decay(&self) -> f32 {
+        self.weight_decay
+    }
+
+    /// The encoder's weights `input × code` and bias `1 × code`.
+    pub fn encoder(&self) -> (&Array2<f32>, &Array2<f32>) {
+        (&self.params[0], &self.params[1])
+    }
+
+    /// The decoder's weights `code × input` and bias `1 × input`.
+    pub fn decoder(&self) -> (&Array2<f32>, &Array2<f32>) {
+        (&self.params[2], &self.params[3])
+    }
+
+    /// Buffers for batches of up to `batch` rows.
+    pub fn workspace(&self, batch: usize) -> AutoencoderWorkspace {
+        AutoencoderWorkspace {
+            code: Array2::zeros((batch, self.code_dim())),
+            out: Array2::zeros((batch, self.input_dim())),
+            code_delta: Array2::zeros((batch, self.code_dim())),
+            losses: Array1::zeros(batch),
+        }
+    }
+
+    fn check_input(&self, x: ArrayView2<'_, f32>) -> Result<()> {
+        check_batch(x, self.input_dim(), "input batch")?;
+        if x.nrows() == 0 {
+            return Err(Error::EmptyDataset("input batch has no rows".into()));
+        }
+        Ok(())
+    }
+
+    /// `σ(x·W_enc + b_enc)` into `code` (`n × code_dim`).
+    fn encode_into(&self, x: ArrayView2<'_, f32>, mut code: ArrayViewMut2<'_, f32>) {
+        code.assign(&self.params[1]);
+        general_mat_mul(1.0, &x, &self.params[0], 1.0, &mut code);
+        Activation::Sigmoid.apply(code);
+    }
+
+    /// Forward pass into the workspace: the code, the reconstruction `x̂` in `ws.out`, and each
+    /// example's summed cross-entropy in `ws.losses`. Shapes are checked by the callers.
+    fn forward_ws(&self, x: ArrayView2<'_, f32>, ws: &mut AutoencoderWorkspace) {
+        let n = x.nrows();
+        self.encode_into(x, ws.code.slice_mut(s![..n, ..]));
+        let code = ws.code.slice(s![..n, ..]);
+        let mut out = ws.out.slice_mut(s![..n, ..]);
+        out.assign(&self.params[3]);
+        general_mat_mul(1.0, &code, &self.params[2], 1.0, &mut out);
+        // Loss from the pre-activation z (Σ softplus(z) − x·z), then z ← σ(z) in place.
+        for ((mut z_row, x_row), loss) in out
+            .axis_iter_mut(Axis(0))
+            .zip(x.axis_iter(Axis(0)))
+            .zip(ws.losses.iter_mut())
+        {
+            let mut sum = 0.0f32;
+            Zip::from(&mut z_row).and(&x_row).for_each(|z, &xv| {
+                sum += softplus(*z) - xv * *z;
+                *z = sigmoid(*z);
+            });
+            *loss = sum;
+        }
+    }
+
+    /// Back-propagates `scale · Σ_i L(x_i)` after [`Self::forward_ws`], adding the parameter
+    /// gradients into `grads`. Overwrites `ws.out` with the output error.
+    fn backward_ws(
+        &self,
+        x: ArrayView2<'_, f32>,
+        scale: f32,
+        ws: &mut AutoencoderWorkspace,
+        grads: &mut [Array2<f32>],
+    ) {
+        let n = x.nrows();
+        // Output error: d(scale·L)/dz = scale·(x̂ − x), the reason for pairing BCE with σ.
+        let mut d_out = ws.out.slice_mut(s![..n, ..]);
+        Zip::from(&mut d_out)
+            .and(&x)
+            .for_each(|d, &xv| *d = scale * (*d - xv));
+        let d_out = ws.out.slice(s![..n, ..]);
+        let code = ws.code.slice(s![..n, ..]);
+        general_mat_mul(1.0, &code.t(), &d_out, 1.0, &mut grads[2]);
+        add_column_sums(&d_out, &mut grads[3]);
+        let mut d_code = ws.code_delta.slice_mut(s![..n, ..]);
+        general_mat_mul(1.0, &d_out, &self.params[2].t(), 0.0, &mut d_code);
+        Activation::Sigmoid.backprop(code, d_code.view_mut());
+        general_mat_mul(1.0, &x.t(), &d_code, 1.0, &mut grads[0]);
+        add_column_sums(&d_code.view(), &mut grads[1]);
+    }
+
+    /// The codes `σ(x·W_enc + b_enc)` of a batch `n × input_dim`, `n × code_dim`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Shape`] for a wrong width, [`Error::EmptyDataset`] for no rows,
+    /// [`Error::NonFinite`] for NaN or infinite inputs.
+    pub fn encode(&self, x: ArrayView2<'_, f32>) -> Result<Array2<f32>> {
+        self.check_input(x)?;
+        let mut code = Array2::zeros((x.nrows(), self.code_dim()));
+        self.encode_into(x, code.view_mut());
+        Ok(code)
+    }
+
+    /// The reconstructions `x̂` of a batch, each value in `(0, 1)`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Autoencoder::encode`].
+    pub fn reconstruct(&self, x: ArrayView2<'_, f32>) -> Result<Array2<f32>> {
+        self.check_input(x)?;
+        let mut ws = self.workspace(x.nrows());
+        self.forward_ws(x, &mut ws);
+        Ok(ws.out)
+    }
+
+    /// Per-example reconstruction losses (cross-entropy summed over pixels) of a batch.
+    ///
+    /// # Errors
+    ///
+    /// As [`Autoencoder::encode`].
+    pub fn reconstruction_losses(&self, x: ArrayView2<'_, f32>) -> Result<Array1<f32>> {
+        self.check_input(x)?;
+        let mut ws = self.workspace(x.nrows());
+        self.forward_ws(x, &mut ws);
+        Ok(ws.losses)
+    }
+
+    /// The reconstruction error on a dataset: the mean over examples of the cross-entropy
+    /// summed over pixels (the training objective without weight decay), in nats per image.
+    /// Computed in parallel chunks.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Shape`] if the dataset's images are not `input_dim` wide.
+    pub fn reconstruction_error(&self, data: &Dataset) -> Result<f32> {
+        if data.input_dim() != self.input_dim() {
+            return Err(Error::shape(
+                "dataset images",
+                self.input_dim(),
+                data.input_dim(),
+            ));
+        }
+        let images = data.images();
+        let chunk = 1000;
+        let sums: Result<Vec<f64>> = (0..data.len().div_ceil(chunk))
+            .into_par_iter()
+            .map(|c| {
+                let lo = c * chunk;
+                let hi = (lo + chunk).min(data.len());
+                let l = self.reconstruction_losses(images.slice(s![lo..hi, ..]))?;
+                Ok(l.iter().map(|&v| v as f64).sum())
+            })
+            .collect();
+        Ok((sums?.iter().sum::<f64>() / data.len() as f64) as f32)
+    }
+
+    /// The dataset re-expressed by its codes: same labels, images replaced by the
+    /// `code_dim`-wide codes (in `(0, 1)`, so they form a valid [`Dataset`]). The image shape
+    /// is `(s, s)` when `code_dim = s²` (20 × 20 for 400 units), else `(1, code_dim)`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Shape`] if the dataset's images are not `input_dim` wide.
+    pub fn encode_dataset(&self, data: &Dataset) -> Result<Dataset> {
+        if data.input_dim() != self.input_dim() {
+            return Err(Error::shape(
+                "dataset images",
+                self.input_dim(),
+                data.input_dim(),
+            ));
+        }
+        let images = data.images();
+        let chunk = 1000;
+        // ndarray's own rayon support is not enabled, so chunks are encoded in parallel into
+        // separate arrays and copied into place.
+        let parts: Vec<Array2<f32>> = (0..data.len().div_ceil(chunk))
+            .into_par_iter()
+            .map(|c| {
+                let lo = c * chunk;
+                let hi = (lo + chunk).min(data.len());
+                let mut out = Array2::zeros((hi - lo, self.code_dim()));
+                self.encode_into(images.slice(s![lo..hi, ..]), out.view_mut());
+                out
+            })
+            .collect();
+        let mut codes = Array2::zeros((data.len(), self.code_dim()));
+        for (c, part) in parts.iter().enumerate() {
+            codes
+                .slice_mut(s![c * chunk..c * chunk + part.nrows(), ..])
+                .assign(part);
+        }
+        // σ can round to exactly 0 or 1 in f32, which Dataset accepts; never outside.
+        Dataset::new(
+            codes,
+            data.labels().to_vec(),
+            code_shape(self.code_dim()),
+            data.num_classes(),
+        )
+    }
+
+    /// Saves the autoencoder as `.npz` (arrays `W_enc, b_enc, W_dec, b_dec` and a header),
+    /// atomically.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] or [`Error::ModelFile`] if the file cannot be written.
+    pub fn save(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
+        self.to_model_file().save(path.as_ref())
+    }
+
+    /// The arrays and header that [`Autoencoder::save`] writes.
+    pub fn to_model_file(&self) -> ModelFile {
+        let mut meta = std::collections::BTreeMap::new();
+        meta.insert("kind".to_string(), KIND.to_string());
+        meta.insert("format".to_string(), FORMAT.to_string());
+        meta.insert("input".to_string(), self.input_dim().to_string());
+        meta.insert("code".to_string(), self.code_dim().to_string());
+        // `{:e}` prints the shortest representation that parses back to the same f32.
+        meta.insert(
+            "weight_decay".to_string(),
+            format!("{:e}", self.weight_decay),
+        );
+        let arrays = PARAM_NAMES
+            .iter()
+            .zip(&self.params)
+            .map(|(n, a)| (n.to_string(), a.clone()))
+            .collect();
+        ModelFile { meta, arrays }
+    }
+
+    /// Loads an autoencoder saved by [`Autoencoder::save`], checking header and shapes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if unreadable, [`Error::ModelFile`] naming the file if it is not an
+    /// autoencoder file or an array is missing or misshapen.
+    pub fn load(path: impl AsRef<std::path::Path>) -> Result<Self> {
+        let path = path.as_ref();
+        Autoencoder::from_model_file(ModelFile::load(path)?, path)
+    }
+
+    /// Rebuilds an autoencoder from a model file read from `path` (named in errors).
+    ///
+    /// # Errors
+    ///
+    /// As [`Autoencoder::load`].
+    pub fn from_model_file(mut file: ModelFile, path: &std::path::Path) -> Result<Self> {
+        let bad = |problem: String| Error::ModelFile {
+            path: path.to_path_buf(),
+            problem,
+        };
+        let kind = file.meta_value("kind", path)?;
+        if kind != KIND {
+            return Err(bad(format!("kind is {kind:?}, not {KIND:?}")));
+        }
+        let format = file.meta_value("format", path)?;
+        if format != FORMAT {
+            return Err(bad(format!("unsupported format {format:?}")));
+        }
+        let number = |key: &str, file: &ModelFile| -> Result<usize> {
+            file.meta_value(key, path)?
+                .parse()
+                .map_err(|_| bad(format!("`{key}` is not a number")))
+        };
+        let (input, code) = (number("input", &file)?, number("code", &file)?);
+        let weight_decay: f32 = file
+            .meta_value("weight_decay", path)?
+            .parse()
+            .map_err(|_| bad("`weight_decay` is not a number".into()))?;
+        let params = PARAM_NAMES
+            .iter()
+            .map(|n| file.take(n, path))
+            .collect::<Result<Vec<_>>>()?;
+        if params[0].dim() != (input, code) {
+            return Err(bad(format!(
+                "W_enc is {:?} but the header says {input} × {code}",
+                params[0].dim()
+            )));
+        }
+        Autoencoder::from_params(params, weight_decay).map_err(|e| bad(e.to_string()))
+    }
+}
+
+const KIND: &str = "autoencoder";
+const FORMAT: &str = "1";
+const PARAM_NAMES: [&str; 4] = ["W_enc", "b_enc", "W_dec", "b_dec"];
+
+fn check_decay(weight_decay: f32) -> Result<()> {
+    if !(weight_decay.is_finite() && weight_decay >= 0.0) {
+        return Err(Error::param(
+            "weight_decay",
+            format!("must be finite and >= 0, got {weight_decay}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Adds the column sums of `d` (`n × k`) into the `1 × k` bias gradient.
+fn add_column_sums(d: &ArrayView2<'_, f32>, g: &mut Array2<f32>) {
+    let mut gb = g.row_mut(0);
+    for row in d.axis_iter(Axis(0)) {
+        gb += &row;
+    }
+}
+
+/// `(s, s)` for a square code width, else `(1, width)`: how a code is shown as an image.
+fn code_shape(width: usize) -> (usize, usize) {
+    let s = (width as f64).sqrt().round() as usize;
+    if s * s == width {
+        (s, s)
+    } else {
+        (1, width)
+    }
+}
+
+impl Trainable for Autoencoder {
+    type Workspace = AutoencoderWorkspace;
+
+    fn workspace(&self, batch: usize) -> AutoencoderWorkspace {
+        Autoencoder::workspace(self, batch)
+    }
+
+    fn params(&self) -> &[Array2<f32>] {
+        &self.params
+    }
+
+    fn params_mut(&mut self) -> &mut [Array2<f32>] {
+        &mut self.params
+    }
+
+    /// Unsupervised: the labels `y` are ignored.
+    fn accumulate_grad(
+        &self,
+        x: ArrayView2<'_, f32>,
+        _y: &[usize],
+        scale: f32,
+        grads: &mut [Array2<f32>],
+        ws: &mut AutoencoderWorkspace,
+    ) -> Result<f32> {
+        self.check_input(x)?;
+        if grads.len() != self.params.len()
+            || grads
+                .iter()
+                .zip(&self.params)
+                .any(|(g, p)| g.dim() != p.dim())
+        {
+            return Err(Error::shape(
+                "gradient buffers",
+                "one per parameter, same shapes",
+                "different",
+            ));
+        }
+        if ws.capacity() < x.nrows()
+            || ws.code.ncols() != self.code_dim()
+            || ws.out.ncols() != self.input_dim()
+        {
+            *ws = self.workspace(x.nrows());
+        }
+        self.forward_ws(x, ws);
+        let loss = ws.losses.slice(s![..x.nrows()]).sum();
+        self.backward_ws(x, scale, ws, grads);
+        Ok(loss)
+    }
+
+    fn regularize(&self, grads: &mut [Array2<f32>]) -> f32 {
+        let lambda = self.weight_decay;
+        if lambda == 0.0 {
+            return 0.0;
+        }
+        let mut penalty = 0.0;
+        // Weight matrices only (indices 0 and 2), as in the Mlp: biases are not decayed.
+        for (g, w) in grads.iter_mut().zip(&self.params).step_by(2) {
+            Zip::from(g).and(w).for_each(|g, &w| {
+                *g += lambda * w;
+                penalty += w * w;
+            });
+        }
+        0.5 * lambda * penalty
+    }
+}
+
+/// How `AE400-10` is trained: unsupervised pretraining of the autoencoder, a softmax layer
+/// on its codes, then (optionally) fine-tuning the stacked encoder + softmax as one network.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AeRecipe {
+    /// Width of the code (hidden) layer; 400 in the paper.
+    pub code: usize,
+    /// Weight decay of the autoencoder during pretraining.
+    pub ae_weight_decay: f32,
+    /// Weight decay of the classifier (softmax layer, and the stack when fine-tuning); the
+    /// paper's λ = 1e-6.
+    pub weight_decay: f32,
+    /// SGD settings of the autoencoder pretraining (the seed is replaced by the run's seed).
+    pub pretrain: TrainParams,
+    /// SGD settings of the softmax layer trained on the fixed codes.
+    pub softmax: TrainParams,
+    /// SGD settings of the fine-tuning of the whole stack, or `None` to keep the encoder
+    /// frozen.
+    pub finetune: Option<TrainParams>,
+}
+
+impl AeRecipe {
+    /// The recipe for the paper's `AE400-10` on MNIST.
+    ///
+    /// The pretraining learning rate is small because the objective sums the cross-entropy
+    /// over 784 pixels, so its gradients are two orders of magnitude larger than a
+    /// classifier's. The softmax layer on fixed codes converges quickly; fine-tuning then
+    /// trains the 784-400-10 stack like an FC network, starting from the pretrained features.
+    pub fn paper() -> Self {
+        AeRecipe {
+            code: 400,
+            ae_weight_decay: 1e-6,
+            weight_decay: 1e-6,
+            pretrain: TrainParams {
+                epochs: 10,
+                batch_size: 128,
+                learning_rate: 0.01,
+                momentum: 0.9,
+                schedule: Schedule::Cosine {
+                    final_fraction: 0.0,
+                },
+                seed: 0,
+                eval_every_epoch: false,
+            },
+            softmax: TrainParams {
+                epochs: 10,
+                batch_size: 128,
+                learning_rate: 0.1,
+                momentum: 0.9,
+                schedule: Schedule::Cosine {
+                    final_fraction: 0.0,
+                },
+                seed: 0,
+                eval_every_epoch: false,
+            },
+            finetune: Some(TrainParams {
+                epochs: 30,
+                batch_size: 128,
+                learning_rate: 0.1,
+                momentum: 0.9,
+                schedule: Schedule::Cosine {
+                    final_fraction: 0.0,
+                },
+                seed: 0,
+                eval_every_epoch: false,
+            }),
+        }
+    }
+
+    /// The stacked classifier's architecture for inputs of width `input` and `classes`
+    /// classes: one sigmoid hidden layer of `code` units and λ = `weight_decay`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidParameter`] for a zero width or a bad λ.
+    pub fn architecture(&self, input: usize, classes: usize) -> Result<Architecture> {
+        Architecture::new(
+            input,
+            vec![self.code],
+            classes,
+            Activation::Sigmoid,
+            self.weight_decay,
+        )
+    }
+}
+
+/// Which stage of [`train_ae_classifier`] a progress event comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AeStage {
+    /// Unsupervised autoencoder training.
+    Pretrain,
+    /// Softmax layer on the fixed codes.
+    Softmax,
+    /// The whole stack.
+    Finetune,
+}
+
+/// What [`train_ae_classifier`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AeReport {
+    /// Reconstruction error (nats per image) on the training set before pretraining.
+    pub reconstruction_before: f32,
+    /// Reconstruction error after pretraining.
+    pub reconstruction_after: f32,
+    /// The pretraining run.
+    pub pretrain: TrainReport,
+    /// The softmax run on the codes (its train error is the frozen-encoder error).
+    pub softmax: TrainReport,
+    /// The fine-tuning run, if any (its train error is the final one).
+    pub finetune: Option<TrainReport>,
+    /// The pretrained autoencoder (kept for reconstructions and analysis).
+    pub autoencoder: Autoencoder,
+}
+
+/// Trains the paper's `AE400-10` on `data`: pretrains an [`Autoencoder`] with `recipe.code`
+/// units, trains a softmax layer on its codes, stacks `[W_enc, b_enc, W_soft, b_soft]` into an
+/// [`Mlp`] with one sigmoid hidden layer (so the result is a plain `Mlp`: a [`Classifier`],
+/// [`Differentiable`] through the encoder, and a [`Representation`] whose layer 0 is the code)
+/// and, if the recipe says so, fine-tunes the whole stack. Every stage is seeded from `seed`.
+///
+/// `progress` receives each stage's training events.
+///
+/// # Errors
+///
+/// Whatever a stage reports: invalid recipe parameters, a diverging loss
+/// ([`Error::NonFinite`]), or shape errors.
+///
+/// [`Classifier`]: crate::Classifier
+/// [`Differentiable`]: crate::Differentiable
+/// [`Representation`]: crate::Representation
+pub fn train_ae_classifier(
+    data: &Dataset,
+    recipe: &AeRecipe,
+    seed: u64,
+    mut progress: impl FnMut(AeStage, &Progress),
+) -> Result<(Mlp, AeReport)> {
+    let input = data.input_dim();
+    // Distinct seeds per stage so that the stages do not share shuffling orders.
+    let stage_seed = |k: u64| seed.wrapping_mul(4).wrapping_add(k);
+    let pre_cfg = recipe.pretrain.clone().with_seed(stage_seed(0)).check()?;
+    let soft_cfg = recipe.softmax.clone().with_seed(stage_seed(1)).check()?;
+    let fine_cfg = recipe
+        .finetune
+        .clone()
+        .map(|p| p.with_seed(stage_seed(2)).check())
+        .transpose()?;
+    let arch = recipe.architecture(input, data.num_classes().max(2))?;
+
+    let mut ae = Autoencoder::new(input, recipe.code, recipe.ae_weight_decay, seed)?;
+    let reconstruction_before = ae.reconstruction_error(data)?;
+    let pretrain = fit(&mut ae, data, &pre_cfg, |p| progress(AeStage::Pretrain, p))?;
+    let reconstruction_after = ae.reconstruction_error(data)?;
+
+    let codes = ae.encode_dataset(data)?;
+    let soft_arch = Architecture::new(
+        recipe.code,
+        vec![],
+        arch.classes(),
+        Activation::Sigmoid,
+        recipe.weight_decay,
+    )?;
+    let mut soft = Mlp::new(soft_arch, stage_seed(3));
+    let softmax = train(&mut soft, &codes, None, &soft_cfg, |p| {
+        progress(AeStage::Softmax, p)
+    })?;
+    drop(codes);
+
+    let (w_enc, b_enc) = ae.encoder();
+    let params = vec![
+        w_enc.clone(),
+        b_enc.clone(),
+        soft.weights(0).expect("one layer").to_owned(),
+        soft.bias(0)
+            .expect("one layer")
+            .insert_axis(Axis(0))
+            .to_owned(),
+    ];
+    let mut stack = Mlp::from_params(arch, params)?;
+    let finetune = match fine_cfg {
+        Some(cfg) => Some(train(&mut stack, data, None, &cfg, |p| {
+            progress(AeStage::Finetune, p)
+        })?),
+        None => None,
+    };
+    Ok((
+        stack,
+        AeReport {
+            reconstruction_before,
+            reconstruction_after,
+            pretrain,
+            softmax,
+            finetune,
+            autoencoder: ae,
+        },
+    ))
+}
