@@ -1,0 +1,714 @@
+//! Probing what directions in a hidden layer "mean" (paper §3).
+//!
+//! Szegedy et al. show, for a unit vector `v`, the held-out images that maximise
+//! `⟨φ(x), v⟩`, and claim that natural-basis directions (single units, `v = e_i`) and random
+//! directions look equally "semantic". This module finds those images for any
+//! [`Representation`] and turns the visual claim into numbers: the label purity of each
+//! direction's top-k images and a label-free spread statistic, compared between the two kinds
+//! of direction with bootstrap intervals and a permutation test.
+//!
+//! # Example
+//!
+//! ```
+//! use blindspot::nn::{Architecture, Mlp};
+//! use blindspot::probe::{top_k, Direction};
+//! use ndarray::Array2;
+//!
+//! let mlp = Mlp::new(Architecture::parse("FC20-10", 6).unwrap(), 1);
+//! let x = Array2::from_shape_fn((30, 6), |(i, j)| ((i * 7 + j * 3) % 11) as f32 / 10.0);
+//! let tops = top_k(&mlp, x.view(), 0, &[Direction::Unit(3), Direction::Random { seed: 9 }], 5)?;
+//! assert_eq!(tops.len(), 2);
+//! assert_eq!(tops[0].indices.len(), 5);
+//! assert!(tops[0].scores.windows(2).all(|w| w[0] >= w[1]));
+//! # Ok::<(), blindspot::Error>(())
+//! ```
+
+use std::cmp::Ordering;
+
+use ndarray::{s, Array1, Array2, ArrayView1, ArrayView2};
+use ndarray_rand::rand_distr::StandardNormal;
+use ndarray_rand::RandomExt;
+use rand::seq::index::sample;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::data::Dataset;
+use crate::error::{Error, Result};
+use crate::model::Representation;
+
+/// Rows per call to [`Representation::representation`]: bounds the memory a model needs for
+/// intermediate layers while keeping each call a reasonably large matrix product.
+const CHUNK: usize = 1000;
+
+/// A direction in a layer's activation space.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Direction {
+    /// The natural basis vector `e_i`: the activation of unit `i`.
+    Unit(usize),
+    /// A Gaussian random vector, normalised to length 1, drawn from a ChaCha8 generator seeded
+    /// with `seed` (the same seed and layer width give the same vector).
+    Random {
+        /// Seed of the generator.
+        seed: u64,
+    },
+    /// A given vector; it is normalised to length 1 (ranking does not depend on its length,
+    /// but reported scores are then projections on a unit vector).
+    Custom(Array1<f32>),
+}
+
+impl Direction {
+    /// The unit vector of this direction in a layer of width `dim`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidParameter`] if `dim` is 0, a unit index is `>= dim`, or a custom vector
+    /// is zero; [`Error::Shape`] if a custom vector's length is not `dim`;
+    /// [`Error::NonFinite`] if it has a NaN or infinite entry.
+    pub fn vector(&self, dim: usize) -> Result<Array1<f32>> {
+        if dim == 0 {
+            return Err(Error::param("layer_dim", "the layer has width 0"));
+        }
+        match self {
+            Direction::Unit(i) => {
+                if *i >= dim {
+                    return Err(Error::param(
+                        "direction",
+                        format!("unit {i} out of range for a layer of width {dim}"),
+                    ));
+                }
+                let mut v = Array1::zeros(dim);
+                v[*i] = 1.0;
+                Ok(v)
+            }
+            Direction::Random { seed } => {
+                let mut rng = ChaCha8Rng::seed_from_u64(*seed);
+                // A Gaussian vector has norm > 0 with probability 1; retry on the (never seen)
+                // all-zero draw rather than divide by zero.
+                loop {
+                    let v: Array1<f32> = Array1::random_using(dim, StandardNormal, &mut rng);
+                    let norm = v.dot(&v).sqrt();
+                    if norm > 0.0 {
+                        return Ok(v / norm);
+                    }
+                }
+            }
+            Direction::Custom(v) => {
+                if v.len() != dim {
+                    return Err(Error::shape("custom direction", dim, v.len()));
+                }
+                if v.iter().any(|x| !x.is_finite()) {
+                    return Err(Error::NonFinite {
+                        what: "custom direction".into(),
+                    });
+                }
+                // Accumulate in f64: the squares of tiny f32 entries could underflow to 0.
+                let norm = v
+                    .iter()
+                    .map(|&x| (x as f64) * (x as f64))
+                    .sum::<f64>()
+                    .sqrt();
+                if norm == 0.0 {
+                    return Err(Error::param(
+                        "direction",
+                        "a custom direction must not be the zero vector",
+                    ));
+                }
+                Ok(v.mapv(|x| (x as f64 / norm) as f32))
+            }
+        }
+    }
+
+    /// Whether this is a natural-basis direction.
+    pub fn is_unit(&self) -> bool {
+        matches!(self, Direction::Unit(_))
+    }
+}
+
+/// The `k` held-out examples with the largest projection on one direction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopK {
+    /// The direction.
+    pub direction: Direction,
+    /// Row indices into the held-out set, best first (ties broken by the smaller index).
+    pub indices: Vec<usize>,
+    /// The projections `⟨φ(x), v⟩` of those rows, non-increasing.
+    pub scores: Vec<f32>,
+}
+
+/// Activations of layer `layer` for every row of `x`, computed in chunks of rows.
+///
+/// # Errors
+///
+/// [`Error::InvalidParameter`] if `layer >= model.num_layers()`; [`Error::EmptyDataset`] if
+/// `x` has no rows; [`Error::Shape`] if the model returns a batch of the wrong shape;
+/// [`Error::NonFinite`] if an activation is NaN or infinite; any error of the model.
+pub fn layer_activations<R: Representation + ?Sized>(
+    model: &R,
+    x: ArrayView2<'_, f32>,
+    layer: usize,
+) -> Result<Array2<f32>> {
+    let dim = checked_layer_dim(model, layer)?;
+    let n = x.nrows();
+    if n == 0 {
+        return Err(Error::EmptyDataset("probe input has no rows".into()));
+    }
+    let mut acts = Array2::zeros((n, dim));
+    for lo in (0..n).step_by(CHUNK) {
+        let hi = (lo + CHUNK).min(n);
+        let a = model.representation(x.slice(s![lo..hi, ..]), layer)?;
+        if a.dim() != (hi - lo, dim) {
+            return Err(Error::shape(
+                format!("representation of layer {layer}"),
+                format!("{} × {dim}", hi - lo),
+                format!("{} × {}", a.nrows(), a.ncols()),
+            ));
+        }
+        acts.slice_mut(s![lo..hi, ..]).assign(&a);
+    }
+    if acts.iter().any(|v| !v.is_finite()) {
+        return Err(Error::NonFinite {
+            what: format!("activations of layer {layer}"),
+        });
+    }
+    Ok(acts)
+}
+
+/// Width of `layer`, after checking the index against `num_layers` (a hand-written
+/// [`Representation`] might not check it itself).
+fn checked_layer_dim<R: Representation + ?Sized>(model: &R, layer: usize) -> Result<usize> {
+    let layers = model.num_layers();
+    if layer >= layers {
+        return Err(Error::param(
+            "layer",
+            format!("layer {layer} out of range: the model has {layers} readable layers"),
+        ));
+    }
+    model.layer_dim(layer)
+}
+
+/// The directions as the columns of a `dim × N` matrix.
+///
+/// # Errors
+///
+/// As [`Direction::vector`], for the first invalid direction.
+pub fn direction_matrix(directions: &[Direction], dim: usize) -> Result<Array2<f32>> {
+    let mut v = Array2::zeros((dim, directions.len()));
+    for (j, d) in directions.iter().enumerate() {
+        v.column_mut(j).assign(&d.vector(dim)?);
+    }
+    Ok(v)
+}
+
+/// Top `k` rows of precomputed activations (`n × d`) for each direction.
+///
+/// All projections are one matrix product `(n × d)·(d × N)`; each column is then partially
+/// sorted (`select_nth_unstable_by`, O(n)) and only its `k` winners are fully sorted, since
+/// `k ≪ n`.
+///
+/// # Errors
+///
+/// [`Error::InvalidParameter`] if `k` is 0 or larger than `n`, or `directions` is empty;
+/// [`Error::NonFinite`] if an activation is NaN or infinite; as [`Direction::vector`] for
+/// invalid directions.
+pub fn top_k_from_activations(
+    acts: ArrayView2<'_, f32>,
+    directions: &[Direction],
+    k: usize,
+) -> Result<Vec<TopK>> {
+    let (n, dim) = acts.dim();
+    check_k(k, n)?;
+    if directions.is_empty() {
+        return Err(Error::param("directions", "need at least one direction"));
+    }
+    if acts.iter().any(|v| !v.is_finite()) {
+        return Err(Error::NonFinite {
+            what: "activations".into(),
+        });
+    }
+    let v = direction_matrix(directions, dim)?;
+    let scores = acts.dot(&v);
+    let mut order: Vec<usize> = Vec::with_capacity(n);
+    Ok(directions
+        .iter()
+        .enumerate()
+        .map(|(j, d)| {
+            let col = scores.column(j);
+            let indices = top_indices(col, k, &mut order);
+            TopK {
+                direction: d.clone(),
+                scores: indices.iter().map(|&i| col[i]).collect(),
+                indices,
+            }
+        })
+        .collect())
+}
+
+/// Descending score, then ascending index: a total order, so results are deterministic.
+fn by_score_desc(col: &ArrayView1<'_, f32>, a: usize, b: usize) -> Ordering {
+    col[b].total_cmp(&col[a]).then(a.cmp(&b))
+}
+
+/// The `k` best indices of `col`, best first; `order` is reused scratch space.
+fn top_indices(col: ArrayView1<'_, f32>, k: usize, order: &mut Vec<usize>) -> Vec<usize> {
+    order.clear();
+    order.extend(0..col.len());
+    let cmp = |a: &usize, b: &usize| by_score_desc(&col, *a, *b);
+    if k < order.len() {
+        order.select_nth_unstable_by(k - 1, cmp);
+    }
+    let mut top = order[..k].to_vec();
+    top.sort_unstable_by(cmp);
+    top
+}
+
+fn check_k(k: usize, n: usize) -> Result<()> {
+    if k == 0 || k > n {
+        return Err(Error::param(
+            "k",
+            format!("must be in 1..={n} (the number of held-out examples), got {k}"),
+        ));
+    }
+    Ok(())
+}
+
+/// The `k` rows of `x` that maximise `⟨φ_layer(x), v⟩` for each direction `v`: activations
+/// are computed once (see [`layer_activations`]), then [`top_k_from_activations`].
+///
+/// # Errors
+///
+/// As [`layer_activations`] and [`top_k_from_activations`]; `k` is checked before the model
+/// runs.
+pub fn top_k<R: Representation + ?Sized>(
+    model: &R,
+    x: ArrayView2<'_, f32>,
+    layer: usize,
+    directions: &[Direction],
+    k: usize,
+) -> Result<Vec<TopK>> {
+    check_k(k, x.nrows())?;
+    let dim = checked_layer_dim(model, layer)?;
+    // Validate directions before the (possibly slow) forward pass.
+    direction_matrix(directions, dim)?;
+    let acts = layer_activations(model, x, layer)?;
+    top_k_from_activations(acts.view(), directions, k)
+}
+
+/// Share of the most common label among `labels[i]` for `i` in `indices` (1 means all equal).
+/// Returns 0 for an empty `indices`.
+pub fn label_purity(labels: &[usize], indices: &[usize]) -> f64 {
+    if indices.is_empty() {
+        return 0.0;
+    }
+    let mut counts = std::collections::HashMap::new();
+    for &i in indices {
+        *counts.entry(labels[i]).or_insert(0usize) += 1;
+    }
+    let max = counts.values().copied().max().unwrap_or(0);
+    max as f64 / indices.len() as f64
+}
+
+/// Mean Euclidean distance over all pairs of the rows `indices` of `x` (0 for fewer than two).
+pub fn mean_pairwise_distance(x: ArrayView2<'_, f32>, indices: &[usize]) -> f64 {
+    let m = indices.len();
+    if m < 2 {
+        return 0.0;
+    }
+    let mut total = 0.0;
+    for (a, &i) in indices.iter().enumerate() {
+        let xi = x.row(i);
+        for &j in &indices[a + 1..] {
+            let d2: f64 = xi
+                .iter()
+                .zip(x.row(j))
+                .map(|(&p, &q)| {
+                    let d = (p - q) as f64;
+                    d * d
+                })
+                .sum();
+            total += d2.sqrt();
+        }
+    }
+    total / (m * (m - 1) / 2) as f64
+}
+
+/// A two-sided interval.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Interval {
+    /// Lower end.
+    pub lo: f64,
+    /// Upper end.
+    pub hi: f64,
+}
+
+impl Interval {
+    /// Whether `v` lies in `[lo, hi]`.
+    pub fn contains(&self, v: f64) -> bool {
+        self.lo <= v && v <= self.hi
+    }
+}
+
+/// The mean of `values` and a percentile-bootstrap 95% interval for it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MeanCi {
+    /// Sample mean.
+    pub mean: f64,
+    /// Percentile bootstrap 95% interval of the mean.
+    pub ci95: Interval,
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len() as f64
+}
+
+/// The 2.5% and 97.5% percentiles of `stats` (sorted in place), by the nearest-rank rule.
+fn percentile_interval(stats: &mut [f64]) -> Interval {
+    stats.sort_unstable_by(f64::total_cmp);
+    let b = stats.len();
+    let lo = ((0.025 * b as f64).ceil() as usize).clamp(1, b) - 1;
+    let hi = ((0.975 * b as f64).ceil() as usize).clamp(1, b) - 1;
+    Interval {
+        lo: stats[lo],
+        hi: stats[hi],
+    }
+}
+
+fn resample_mean(v: &[f64], rng: &mut impl Rng) -> f64 {
+    (0..v.len())
+        .map(|_| v[rng.gen_range(0..v.len())])
+        .sum::<f64>()
+        / v.len() as f64
+}
+
+/// Mean of `values` with a percentile-bootstrap 95% interval from `resamples` resamples drawn
+/// by a ChaCha8 generator seeded with `seed`.
+///
+/// # Errors
+///
+/// [`Error::EmptyDataset`] if `values` is empty; [`Error::InvalidParameter`] if `resamples`
+/// is 0.
+pub fn bootstrap_mean(values: &[f64], resamples: usize, seed: u64) -> Result<MeanCi> {
+    if values.is_empty() {
+        return Err(Error::EmptyDataset("bootstrap of no values".into()));
+    }
+    if resamples == 0 {
+        return Err(Error::param("resamples", "must be at least 1"));
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut stats: Vec<f64> = (0..resamples)
+        .map(|_| resample_mean(values, &mut rng))
+        .collect();
+    Ok(MeanCi {
+        mean: mean(values),
+        ci95: percentile_interval(&mut stats),
+    })
+}
+
+/// The difference of two groups' means (`a − b`) and how sure we are that it is not 0.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Difference {
+    /// `mean(a) − mean(b)`.
+    pub mean: f64,
+    /// Percentile-bootstrap 95% interval of the difference (each group resampled separately).
+    pub ci95: Interval,
+    /// Two-sided permutation-test p-value of `|mean(a) − mean(b)|` under exchangeable labels,
+    /// `(1 + #{|perm diff| >= |observed|}) / (1 + permutations)`.
+    pub p_value: f64,
+    /// The decision rule used throughout: the groups differ when the bootstrap interval
+    /// excludes 0. (The p-value is reported alongside; the two agree except near the edge.)
+    pub differs: bool,
+}
+
+/// Compares the means of `a` and `b` by bootstrap (`resamples` draws) and permutation test
+/// (the same number of permutations), seeded.
+///
+/// # Errors
+///
+/// [`Error::EmptyDataset`] if a group is empty; [`Error::InvalidParameter`] if `resamples`
+/// is 0.
+pub fn compare_means(a: &[f64], b: &[f64], resamples: usize, seed: u64) -> Result<Difference> {
+    if a.is_empty() || b.is_empty() {
+        return Err(Error::EmptyDataset("comparison of an empty group".into()));
+    }
+    if resamples == 0 {
+        return Err(Error::param("resamples", "must be at least 1"));
+    }
+    let observed = mean(a) - mean(b);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut stats: Vec<f64> = (0..resamples)
+        .map(|_| resample_mean(a, &mut rng) - resample_mean(b, &mut rng))
+        .collect();
+    let ci95 = percentile_interval(&mut stats);
+    let mut pooled: Vec<f64> = a.iter().chain(b).copied().collect();
+    // Compare with a little slack so that permutations equal to the observed split (up to
+    // rounding of the sums) count as "at least as extreme".
+    let threshold = observed.abs() * (1.0 - 1e-12);
+    let mut extreme = 0usize;
+    for _ in 0..resamples {
+        rand::seq::SliceRandom::shuffle(pooled.as_mut_slice(), &mut rng);
+        let d = mean(&pooled[..a.len()]) - mean(&pooled[a.len()..]);
+        if d.abs() >= threshold {
+            extreme += 1;
+        }
+    }
+    Ok(Difference {
+        mean: observed,
+        ci95,
+        p_value: (1 + extreme) as f64 / (1 + resamples) as f64,
+        differs: !ci95.contains(0.0),
+    })
+}
+
+/// Settings of a probe study ([`study`]). `Default` gives the example's values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeConfig {
+    /// Images per direction.
+    pub k: usize,
+    /// Number of natural-basis directions (distinct units drawn at random with the seed).
+    pub n_unit: usize,
+    /// Number of random directions.
+    pub n_random: usize,
+    /// Number of random k-subsets of the held-out set for the baseline.
+    pub baseline_sets: usize,
+    /// Bootstrap resamples (and permutations).
+    pub resamples: usize,
+    /// Seed of everything random: units chosen, random directions, baseline sets, bootstrap.
+    pub seed: u64,
+}
+
+impl Default for ProbeConfig {
+    fn default() -> Self {
+        ProbeConfig {
+            k: 8,
+            n_unit: 50,
+            n_random: 50,
+            baseline_sets: 2000,
+            resamples: 2000,
+            seed: 0,
+        }
+    }
+}
+
+/// Purity and spread of one direction's top-k.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DirectionResult {
+    /// The direction and its top-k images.
+    pub top: TopK,
+    /// Share of the most common label in the top-k.
+    pub purity: f64,
+    /// Mean pairwise input-space distance of the top-k, divided by that of random k-sets.
+    pub spread: f64,
+}
+
+/// Summary of one group of directions (unit or random).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GroupSummary {
+    /// Number of directions.
+    pub n: usize,
+    /// Label purity: mean and bootstrap 95% interval over directions.
+    pub purity: MeanCi,
+    /// Relative spread (label-free; < 1 means tighter than random images): mean and interval.
+    pub spread: MeanCi,
+}
+
+/// What random k-subsets of the held-out set look like: the chance level.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Baseline {
+    /// Number of random k-sets drawn.
+    pub sets: usize,
+    /// Mean label purity of a random k-set.
+    pub purity_mean: f64,
+    /// 2.5% and 97.5% percentiles of a single random k-set's purity.
+    pub purity_range95: Interval,
+    /// Mean pairwise distance within a random k-set, averaged over sets: the spread unit.
+    pub pairwise_distance: f64,
+    /// 2.5% and 97.5% percentiles of a single random k-set's relative spread.
+    pub spread_range95: Interval,
+}
+
+/// The measured version of the paper's §3 claim for one layer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeReport {
+    /// Layer probed.
+    pub layer: usize,
+    /// Its width.
+    pub layer_dim: usize,
+    /// Images per direction.
+    pub k: usize,
+    /// Size of the held-out set.
+    pub heldout: usize,
+    /// Natural-basis directions.
+    pub unit: GroupSummary,
+    /// Random directions.
+    pub random: GroupSummary,
+    /// Random k-sets of images (no direction at all).
+    pub baseline: Baseline,
+    /// Purity, unit minus random.
+    pub purity_difference: Difference,
+    /// Relative spread, unit minus random.
+    pub spread_difference: Difference,
+    /// Per-direction results, unit directions first, then random ones.
+    pub directions: Vec<DirectionResult>,
+}
+
+impl ProbeReport {
+    /// The unit-direction results.
+    pub fn unit_results(&self) -> impl Iterator<Item = &DirectionResult> {
+        self.directions.iter().filter(|d| d.top.direction.is_unit())
+    }
+
+    /// The random-direction results.
+    pub fn random_results(&self) -> impl Iterator<Item = &DirectionResult> {
+        self.directions
+            .iter()
+            .filter(|d| !d.top.direction.is_unit())
+    }
+}
+
+/// Independent, reproducible random streams for the parts of a study, so that changing one
+/// setting (say, the number of baseline sets) does not change the others' draws.
+fn stream(seed: u64, id: u64) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(id);
+    rng
+}
+
+impl ProbeConfig {
+    fn check(&self, dim: usize, n: usize) -> Result<()> {
+        check_k(self.k, n)?;
+        if self.n_unit == 0 || self.n_random == 0 {
+            return Err(Error::param(
+                "n_unit/n_random",
+                "need at least one direction of each kind",
+            ));
+        }
+        if self.n_unit > dim {
+            return Err(Error::param(
+                "n_unit",
+                format!(
+                    "{} unit directions asked of a layer of width {dim}",
+                    self.n_unit
+                ),
+            ));
+        }
+        if self.baseline_sets == 0 || self.resamples == 0 {
+            return Err(Error::param(
+                "baseline_sets/resamples",
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The study's directions: `n_unit` distinct units (ascending) then `n_random` random
+    /// directions, all determined by `seed`.
+    pub fn directions(&self, dim: usize) -> Result<Vec<Direction>> {
+        if self.n_unit > dim {
+            return Err(Error::param(
+                "n_unit",
+                format!(
+                    "{} unit directions asked of a layer of width {dim}",
+                    self.n_unit
+                ),
+            ));
+        }
+        let mut rng = stream(self.seed, 1);
+        let mut units = sample(&mut rng, dim, self.n_unit).into_vec();
+        units.sort_unstable();
+        let mut dirs: Vec<Direction> = units.into_iter().map(Direction::Unit).collect();
+        let mut rng = stream(self.seed, 2);
+        dirs.extend((0..self.n_random).map(|_| Direction::Random { seed: rng.gen() }));
+        Ok(dirs)
+    }
+}
+
+/// Runs the §3 experiment on layer `layer` of `model` with `heldout` as the image pool:
+/// top-k images of `n_unit` unit and `n_random` random directions, their label purity and
+/// relative spread, the random-k-set baseline, and the unit-vs-random comparison.
+///
+/// # Errors
+///
+/// [`Error::InvalidParameter`] for a layer out of range, `k` outside `1..=n`, no directions of
+/// a kind, more unit directions than units, or zero baseline sets or resamples; as
+/// [`layer_activations`] for model failures.
+pub fn study<R: Representation + ?Sized>(
+    model: &R,
+    heldout: &Dataset,
+    layer: usize,
+    config: &ProbeConfig,
+) -> Result<ProbeReport> {
+    let n = heldout.len();
+    let dim = checked_layer_dim(model, layer)?;
+    config.check(dim, n)?;
+    let directions = config.directions(dim)?;
+    let images = heldout.images();
+    let labels = heldout.labels();
+    let acts = layer_activations(model, images, layer)?;
+    let tops = top_k_from_activations(acts.view(), &directions, config.k)?;
+
+    // Chance level: k images drawn without replacement, no direction involved.
+    let mut rng = stream(config.seed, 3);
+    let mut base_purity = Vec::with_capacity(config.baseline_sets);
+    let mut base_dist = Vec::with_capacity(config.baseline_sets);
+    for _ in 0..config.baseline_sets {
+        let idx = sample(&mut rng, n, config.k).into_vec();
+        base_purity.push(label_purity(labels, &idx));
+        base_dist.push(mean_pairwise_distance(images, &idx));
+    }
+    let unit_dist = mean(&base_dist);
+    // All images identical would make every spread 0/0; report 1 (as spread as chance) then.
+    let relative = |d: f64| if unit_dist > 0.0 { d / unit_dist } else { 1.0 };
+    let mut base_spread: Vec<f64> = base_dist.iter().map(|&d| relative(d)).collect();
+    let baseline = Baseline {
+        sets: config.baseline_sets,
+        purity_mean: mean(&base_purity),
+        purity_range95: percentile_interval(&mut base_purity),
+        pairwise_distance: unit_dist,
+        spread_range95: percentile_interval(&mut base_spread),
+    };
+
+    let results: Vec<DirectionResult> = tops
+        .into_iter()
+        .map(|top| DirectionResult {
+            purity: label_purity(labels, &top.indices),
+            spread: relative(mean_pairwise_distance(images, &top.indices)),
+            top,
+        })
+        .collect();
+    let split = |f: fn(&DirectionResult) -> f64| -> (Vec<f64>, Vec<f64>) {
+        let unit = results
+            .iter()
+            .filter(|r| r.top.direction.is_unit())
+            .map(f)
+            .collect();
+        let random = results
+            .iter()
+            .filter(|r| !r.top.direction.is_unit())
+            .map(f)
+            .collect();
+        (unit, random)
+    };
+    let (unit_purity, random_purity) = split(|r| r.purity);
+    let (unit_spread, random_spread) = split(|r| r.spread);
+    // Distinct seeds per statistic, derived from the study seed, keep every interval
+    // reproducible and independent of the others.
+    let bs = |id: u64| stream(config.seed, 10 + id).gen::<u64>();
+    let group = |purity: &[f64], spread: &[f64], id: u64| -> Result<GroupSummary> {
+        Ok(GroupSummary {
+            n: purity.len(),
+            purity: bootstrap_mean(purity, config.resamples, bs(id))?,
+            spread: bootstrap_mean(spread, config.resamples, bs(id + 1))?,
+        })
+    };
+    Ok(ProbeReport {
+        layer,
+        layer_dim: dim,
+        k: config.k,
+        heldout: n,
+        unit: group(&unit_purity, &unit_spread, 0)?,
+        random: group(&random_purity, &random_spread, 2)?,
+        baseline,
+        purity_difference: compare_means(&unit_purity, &random_purity, config.resamples, bs(4))?,
+        spread_difference: compare_means(&unit_spread, &random_spread, config.resamples, bs(5))?,
+        directions: results,
+    })
+}

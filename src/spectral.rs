@@ -1,0 +1,259 @@
+//! Spectral stability bounds (paper §4.3).
+//!
+//! A dense layer `x ↦ σ(xW + b)` is Lipschitz in ℓ2 with constant at most `L_σ · ‖W‖₂`, where
+//! `‖W‖₂` is the operator norm (largest singular value) and `L_σ` the activation's largest
+//! slope (sigmoid 1/4, tanh 1, ReLU 1). The product over layers bounds how far the network's
+//! output can move for an input perturbation `r`: `‖f(x + r) − f(x)‖ ≤ (Π_l L_l) ‖r‖`. Large
+//! bounds are what make adversarial examples *possible*; they do not prove them.
+//!
+//! Here `f` is the network's pre-softmax output (the logits). The softmax itself is
+//! 1-Lipschitz in ℓ2 (its Jacobian `diag(p) − ppᵀ` has norm at most 1/2), so the same product
+//! also bounds the probabilities.
+//!
+//! # Example
+//!
+//! ```
+//! use blindspot::spectral::operator_norm;
+//! use ndarray::array;
+//!
+//! let w = array![[3.0f32, 0.0], [0.0, -5.0], [0.0, 0.0]];
+//! let s = operator_norm(w.view(), 1e-6, 1000)?;
+//! assert!((s - 5.0).abs() < 1e-3);
+//! # Ok::<(), blindspot::Error>(())
+//! ```
+
+use ndarray::{Array1, Array2, ArrayView2, Axis};
+use ndarray_rand::rand_distr::StandardNormal;
+use ndarray_rand::RandomExt;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::error::{Error, Result};
+use crate::model::{check_batch, Classifier};
+use crate::nn::{Activation, Mlp};
+
+/// Seed of the power iteration's start vector in [`operator_norm`].
+pub const DEFAULT_SEED: u64 = 0x5eed;
+
+/// Default relative tolerance of [`layer_bounds`]' power iterations.
+pub const DEFAULT_TOL: f64 = 1e-7;
+
+/// Default iteration cap of [`layer_bounds`]' power iterations.
+pub const DEFAULT_MAX_ITER: usize = 10_000;
+
+/// Result of a power iteration.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NormEstimate {
+    /// Estimated largest singular value.
+    pub value: f64,
+    /// Iterations performed.
+    pub iterations: usize,
+}
+
+/// The largest singular value of `w` by power iteration on `WᵀW`, started from a Gaussian
+/// vector drawn with `seed`, stopping when the estimate changes by at most `tol` relative to
+/// itself between two iterations.
+///
+/// Each iteration computes `u = W v`, `z = Wᵀ u`, `v ← z / ‖z‖` for a unit `v`; the estimate
+/// `‖W v‖` never decreases and never exceeds `‖W‖₂`. Arithmetic is in f64 so that a tight
+/// tolerance is meaningful for f32 weights. The stopping rule bounds the last change, not the
+/// error: when the two largest singular values are close, convergence is slow and the remaining
+/// error can exceed `tol`; the estimate is then still a lower bound of the true norm.
+///
+/// # Errors
+///
+/// [`Error::Shape`] if `w` has no rows or no columns; [`Error::NonFinite`] if an entry is NaN
+/// or infinite; [`Error::InvalidParameter`] if `tol` is not finite and positive or `max_iter`
+/// is 0; [`Error::Optim`] if the estimate has not converged after `max_iter` iterations.
+pub fn power_iteration(
+    w: ArrayView2<'_, f32>,
+    tol: f64,
+    max_iter: usize,
+    seed: u64,
+) -> Result<NormEstimate> {
+    let (m, n) = w.dim();
+    if m == 0 || n == 0 {
+        return Err(Error::shape(
+            "matrix",
+            "at least 1 × 1",
+            format!("{m} × {n}"),
+        ));
+    }
+    if w.iter().any(|v| !v.is_finite()) {
+        return Err(Error::NonFinite {
+            what: "matrix for operator norm".into(),
+        });
+    }
+    if !(tol.is_finite() && tol > 0.0) {
+        return Err(Error::param(
+            "tol",
+            format!("must be finite and > 0, got {tol}"),
+        ));
+    }
+    if max_iter == 0 {
+        return Err(Error::param("max_iter", "must be at least 1"));
+    }
+    let w = w.mapv(f64::from);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut v: Array1<f64> = Array1::random_using(n, StandardNormal, &mut rng);
+    let norm = v.dot(&v).sqrt();
+    if norm == 0.0 {
+        // Never happens for a Gaussian draw; fall back to a constant vector.
+        v.fill(1.0 / (n as f64).sqrt());
+    } else {
+        v /= norm;
+    }
+    let mut prev = 0.0;
+    for it in 1..=max_iter {
+        let u = w.dot(&v);
+        let sigma = u.dot(&u).sqrt();
+        let z = w.t().dot(&u);
+        let zn = z.dot(&z).sqrt();
+        if zn == 0.0 {
+            // W v = 0 for a v with a component along every right singular vector (a Gaussian
+            // start, or its images under WᵀW): then W itself is 0.
+            return Ok(NormEstimate {
+                value: 0.0,
+                iterations: it,
+            });
+        }
+        if it > 1 && (sigma - prev).abs() <= tol * sigma {
+            return Ok(NormEstimate {
+                value: sigma,
+                iterations: it,
+            });
+        }
+        prev = sigma;
+        v = z / zn;
+    }
+    Err(Error::Optim(format!(
+        "power iteration did not reach relative tolerance {tol} in {max_iter} iterations \
+         (last estimate {prev})"
+    )))
+}
+
+/// The operator norm `‖W‖₂` (largest singular value) of `w`, by [`power_iteration`] from a
+/// start vector seeded with [`DEFAULT_SEED`].
+///
+/// # Errors
+///
+/// As [`power_iteration`].
+pub fn operator_norm(w: ArrayView2<'_, f32>, tol: f64, max_iter: usize) -> Result<f32> {
+    Ok(power_iteration(w, tol, max_iter, DEFAULT_SEED)?.value as f32)
+}
+
+/// The Lipschitz bound of one dense layer (the paper's Table 5, one row).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LayerBound {
+    /// Dense layer index (0 is the first hidden layer; the last is the softmax layer).
+    pub layer: usize,
+    /// Input width.
+    pub inputs: usize,
+    /// Output width.
+    pub outputs: usize,
+    /// The activation after the layer, or `None` for the final (pre-softmax) linear layer.
+    pub activation: Option<Activation>,
+    /// Largest singular value of the weights.
+    pub operator_norm: f64,
+    /// Power iterations used.
+    pub iterations: usize,
+    /// Lipschitz constant of the activation (1 for the final linear layer).
+    pub activation_lipschitz: f64,
+    /// `operator_norm × activation_lipschitz`: the layer's upper Lipschitz bound.
+    pub bound: f64,
+}
+
+/// Per-layer upper Lipschitz bounds of `mlp`, first layer to last, with [`DEFAULT_TOL`] and
+/// [`DEFAULT_MAX_ITER`]. The last row is the linear layer that produces the logits (no
+/// activation; the softmax after it is 1-Lipschitz).
+///
+/// An autoencoder-initialised classifier such as AE400-10 is an [`Mlp`] too; its layer 0 is
+/// the code layer.
+///
+/// # Errors
+///
+/// As [`power_iteration`].
+pub fn layer_bounds(mlp: &Mlp) -> Result<Vec<LayerBound>> {
+    layer_bounds_with(mlp, DEFAULT_TOL, DEFAULT_MAX_ITER)
+}
+
+/// [`layer_bounds`] with a chosen tolerance and iteration cap.
+///
+/// # Errors
+///
+/// As [`power_iteration`].
+pub fn layer_bounds_with(mlp: &Mlp, tol: f64, max_iter: usize) -> Result<Vec<LayerBound>> {
+    let last = mlp.num_dense() - 1;
+    (0..=last)
+        .map(|l| {
+            let w = mlp.weights(l).expect("layer index below num_dense");
+            let est = power_iteration(w, tol, max_iter, DEFAULT_SEED.wrapping_add(l as u64))?;
+            let activation = (l < last).then(|| mlp.arch().activation());
+            let lip = activation.map_or(1.0, |a| f64::from(a.lipschitz()));
+            Ok(LayerBound {
+                layer: l,
+                inputs: w.nrows(),
+                outputs: w.ncols(),
+                activation,
+                operator_norm: est.value,
+                iterations: est.iterations,
+                activation_lipschitz: lip,
+                bound: est.value * lip,
+            })
+        })
+        .collect()
+}
+
+/// The whole network's upper Lipschitz bound: the product of the layers' bounds.
+pub fn network_bound(layers: &[LayerBound]) -> f64 {
+    layers.iter().map(|l| l.bound).product()
+}
+
+/// The ratios `‖f(x_i + r_i) − f(x_i)‖ / ‖r_i‖` for each row `i`, with `f` the model's logits.
+///
+/// Rows of `x` and `r` pair up, so any list of (example, perturbation) pairs can be fed in:
+/// random noise, or the perturbations an attack found. Rows with `r_i = 0` give 0.
+///
+/// # Errors
+///
+/// [`Error::Shape`] if `x` and `r` differ in shape or do not match the model's input width;
+/// [`Error::NonFinite`] for NaN or infinite entries; [`Error::EmptyDataset`] if there are no
+/// rows; any error of the model.
+pub fn perturbation_ratios<C: Classifier + ?Sized>(
+    model: &C,
+    x: ArrayView2<'_, f32>,
+    r: ArrayView2<'_, f32>,
+) -> Result<Vec<f64>> {
+    check_batch(x, model.input_dim(), "examples")?;
+    check_batch(r, model.input_dim(), "perturbations")?;
+    if x.nrows() != r.nrows() {
+        return Err(Error::shape("perturbations", x.nrows(), r.nrows()));
+    }
+    if x.nrows() == 0 {
+        return Err(Error::EmptyDataset(
+            "no (example, perturbation) pairs".into(),
+        ));
+    }
+    let moved: Array2<f32> = &x + &r;
+    let f0 = model.logits(x)?;
+    let f1 = model.logits(moved.view())?;
+    Ok(f0
+        .axis_iter(Axis(0))
+        .zip(f1.axis_iter(Axis(0)))
+        .zip(r.axis_iter(Axis(0)))
+        .map(|((a, b), ri)| {
+            let num: f64 = a
+                .iter()
+                .zip(b)
+                .map(|(&p, &q)| (f64::from(q) - f64::from(p)).powi(2))
+                .sum::<f64>()
+                .sqrt();
+            let den: f64 = ri.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>().sqrt();
+            if den > 0.0 {
+                num / den
+            } else {
+                0.0
+            }
+        })
+        .collect())
+}

@@ -1,0 +1,222 @@
+//! Operator norms against known answers, and the Lipschitz bound against measured ratios.
+
+use blindspot::nn::{Activation, Architecture, Mlp};
+use blindspot::spectral::{
+    layer_bounds, network_bound, operator_norm, perturbation_ratios, power_iteration,
+};
+use blindspot::Error;
+use ndarray::{Array1, Array2, Axis};
+use ndarray_rand::rand_distr::{StandardNormal, Uniform};
+use ndarray_rand::RandomExt;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+const TOL: f64 = 1e-9;
+
+/// A random `n × n` orthogonal matrix: Gram–Schmidt (twice, for f64 accuracy) on a Gaussian one.
+fn random_orthogonal(n: usize, rng: &mut ChaCha8Rng) -> Array2<f64> {
+    let mut q: Array2<f64> = Array2::random_using((n, n), StandardNormal, rng);
+    for j in 0..n {
+        for _ in 0..2 {
+            for i in 0..j {
+                let qi = q.column(i).to_owned();
+                let proj = qi.dot(&q.column(j));
+                q.column_mut(j).scaled_add(-proj, &qi);
+            }
+        }
+        let norm = q.column(j).dot(&q.column(j)).sqrt();
+        q.column_mut(j).mapv_inplace(|v| v / norm);
+    }
+    q
+}
+
+/// `Q1 · diag(s) · Q2ᵀ` (`m × n`) with random orthogonal `Q1`, `Q2`: singular values exactly `s`.
+fn with_singular_values(m: usize, n: usize, s: &[f64], seed: u64) -> Array2<f32> {
+    assert!(s.len() <= m.min(n));
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let q1 = random_orthogonal(m, &mut rng);
+    let q2 = random_orthogonal(n, &mut rng);
+    let mut d = Array2::<f64>::zeros((m, n));
+    for (i, &v) in s.iter().enumerate() {
+        d[[i, i]] = v;
+    }
+    q1.dot(&d).dot(&q2.t()).mapv(|v| v as f32)
+}
+
+#[test]
+fn diagonal_matrices_give_their_largest_absolute_entry() {
+    let cases: &[(usize, usize, &[f32])] = &[
+        (1, 1, &[2.5]),
+        (3, 3, &[1.0, -4.0, 2.0]),
+        (5, 3, &[0.5, 0.25, 3.0]),
+        (2, 6, &[-7.0, 6.9]),
+        (4, 4, &[1.0, 1.0, 1.0, 1.0]),
+    ];
+    for &(m, n, diag) in cases {
+        let mut w = Array2::<f32>::zeros((m, n));
+        for (i, &v) in diag.iter().enumerate() {
+            w[[i, i]] = v;
+        }
+        let expected = diag.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+        let got = operator_norm(w.view(), TOL, 100_000).unwrap();
+        assert!(
+            (got - expected).abs() <= 1e-5 * expected,
+            "{m}×{n} diag {diag:?}: got {got}, expected {expected}"
+        );
+    }
+}
+
+#[test]
+fn rotated_matrices_give_their_chosen_singular_value() {
+    // Gaps from wide (fast convergence) to 2% (slow): the tolerance bounds the last change,
+    // and with these gaps the remaining error stays below 1e-5 relative (f32 input rounding
+    // contributes ~1e-7).
+    let cases: &[(usize, usize, &[f64])] = &[
+        (10, 10, &[5.0, 3.0, 1.0, 0.5]),
+        (30, 12, &[2.0, 1.9, 1.5, 0.1]),
+        (8, 40, &[0.3, 0.1]),
+        (50, 50, &[10.0, 9.8, 9.0, 1.0, 1.0]),
+        (300, 100, &[17.0, 12.0, 3.0]),
+    ];
+    for (seed, &(m, n, s)) in cases.iter().enumerate() {
+        let w = with_singular_values(m, n, s, seed as u64);
+        let est = power_iteration(w.view(), TOL, 100_000, 3).unwrap();
+        let rel = (est.value - s[0]).abs() / s[0];
+        assert!(
+            rel <= 1e-5,
+            "{m}×{n} σ = {s:?}: got {} after {} iterations",
+            est.value,
+            est.iterations
+        );
+        // The Rayleigh-quotient estimate approaches from below (up to f32 rounding of W).
+        assert!(est.value <= s[0] * (1.0 + 1e-6));
+        // The transpose has the same norm.
+        let t = operator_norm(w.t(), TOL, 100_000).unwrap() as f64;
+        assert!((t - s[0]).abs() / s[0] <= 1e-5);
+    }
+}
+
+#[test]
+fn zero_matrix_has_norm_zero_and_bad_inputs_are_typed_errors() {
+    let z = Array2::<f32>::zeros((3, 4));
+    assert_eq!(operator_norm(z.view(), TOL, 10).unwrap(), 0.0);
+    let empty = Array2::<f32>::zeros((0, 4));
+    assert!(matches!(
+        operator_norm(empty.view(), TOL, 10),
+        Err(Error::Shape { .. })
+    ));
+    let mut nan = Array2::<f32>::eye(3);
+    nan[[1, 2]] = f32::NAN;
+    assert!(matches!(
+        operator_norm(nan.view(), TOL, 10),
+        Err(Error::NonFinite { .. })
+    ));
+    let eye = Array2::<f32>::eye(3);
+    for tol in [0.0, -1.0, f64::NAN] {
+        assert!(matches!(
+            operator_norm(eye.view(), tol, 10),
+            Err(Error::InvalidParameter { name: "tol", .. })
+        ));
+    }
+    assert!(matches!(
+        operator_norm(eye.view(), TOL, 0),
+        Err(Error::InvalidParameter {
+            name: "max_iter",
+            ..
+        })
+    ));
+    // Nearly equal top singular values converge slowly: two iterations are not enough.
+    let close = with_singular_values(20, 20, &[1.0, 0.999, 0.5], 9);
+    assert!(matches!(
+        power_iteration(close.view(), 1e-12, 2, 1),
+        Err(Error::Optim(_))
+    ));
+}
+
+fn random_batch(n: usize, d: usize, seed: u64) -> Array2<f32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    Array2::random_using((n, d), Uniform::new(0.0f32, 1.0), &mut rng)
+}
+
+#[test]
+fn measured_ratio_never_exceeds_the_bound() {
+    for (i, act) in [
+        Activation::Sigmoid,
+        Activation::Tanh,
+        Activation::Relu,
+        Activation::Identity,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let arch = Architecture::new(12, vec![9, 7], 4, act, 0.0).unwrap();
+        let mlp = Mlp::new(arch, 100 + i as u64);
+        let bounds = layer_bounds(&mlp).unwrap();
+        assert_eq!(bounds.len(), 3);
+        assert_eq!(bounds[0].activation, Some(act));
+        assert_eq!(bounds[2].activation, None);
+        assert_eq!(bounds[2].activation_lipschitz, 1.0);
+        assert_eq!(
+            bounds[0].activation_lipschitz,
+            f64::from(act.lipschitz()),
+            "{act}"
+        );
+        let bound = network_bound(&bounds);
+        assert!(bound > 0.0);
+        let x = random_batch(200, 12, 7 + i as u64);
+        let mut rng = ChaCha8Rng::seed_from_u64(11 + i as u64);
+        let mut worst: f64 = 0.0;
+        for scale in [1e-2f32, 1e-1, 1.0, 10.0] {
+            let r = Array2::<f32>::random_using((200, 12), StandardNormal, &mut rng) * scale;
+            let ratios = perturbation_ratios(&mlp, x.view(), r.view()).unwrap();
+            worst = ratios.iter().copied().fold(worst, f64::max);
+        }
+        // f32 logits differ from the exact ones by ~1e-6, small next to ‖r‖ >= ~0.03.
+        assert!(
+            worst <= bound * (1.0 + 1e-3),
+            "{act}: measured {worst} above bound {bound}"
+        );
+        assert!(worst > 0.0);
+    }
+}
+
+#[test]
+fn bound_is_attained_by_a_single_linear_layer() {
+    // Softmax regression: logits are x W + b, so the ratio is ‖r W‖ / ‖r‖, maximal (= ‖W‖) for
+    // r along W's top left singular vector, which power iteration on W Wᵀ finds.
+    let mlp = Mlp::new(Architecture::parse("FC10", 30).unwrap(), 5);
+    let bounds = layer_bounds(&mlp).unwrap();
+    assert_eq!(bounds.len(), 1);
+    let w = mlp.weights(0).unwrap().mapv(f64::from);
+    let mut u = Array1::<f64>::ones(30);
+    for _ in 0..5000 {
+        let z = w.dot(&w.t().dot(&u));
+        u = &z / z.dot(&z).sqrt();
+    }
+    let r = u.mapv(|v| v as f32).insert_axis(Axis(0));
+    let x = random_batch(1, 30, 1);
+    let ratio = perturbation_ratios(&mlp, x.view(), r.view()).unwrap()[0];
+    let bound = network_bound(&bounds);
+    assert!((ratio - bound).abs() <= 1e-4 * bound, "{ratio} vs {bound}");
+}
+
+#[test]
+fn perturbation_ratios_check_shapes() {
+    let mlp = Mlp::new(Architecture::parse("FC5-3", 4).unwrap(), 1);
+    let x = random_batch(3, 4, 1);
+    let r = random_batch(2, 4, 2);
+    assert!(matches!(
+        perturbation_ratios(&mlp, x.view(), r.view()),
+        Err(Error::Shape { .. })
+    ));
+    let r = random_batch(3, 5, 2);
+    assert!(matches!(
+        perturbation_ratios(&mlp, x.view(), r.view()),
+        Err(Error::Shape { .. })
+    ));
+    let zero = Array2::<f32>::zeros((3, 4));
+    assert_eq!(
+        perturbation_ratios(&mlp, x.view(), zero.view()).unwrap(),
+        vec![0.0; 3]
+    );
+}
