@@ -171,7 +171,7 @@ impl BoxLbfgs {
         x: ArrayView1<'_, f32>,
         label: usize,
         target: usize,
-        solver: &LBfgsB,
+        solver: &RefCell<Option<LBfgsB>>,
         cache: &RefCell<Cache<M::Scratch>>,
     ) -> Result<Outcome> {
         let x64 = x.mapv(f64::from);
@@ -196,11 +196,16 @@ impl BoxLbfgs {
                     cache,
                 };
                 let max_iters = self.max_iters;
-                let res = Executor::new(problem, solver.clone())
+                // The solver comes back from each run with its buffers, which the next run reuses.
+                let s = match solver.borrow_mut().take() {
+                    Some(s) => s,
+                    None => self.solver(x.len())?,
+                };
+                let res = Executor::new(problem, s)
                     .configure(|s| s.param(start).max_iters(max_iters))
                     .run()
                     .map_err(|e| Error::Optim(e.to_string()))?;
-                let state = res.state();
+                let state = res.state;
                 let z = state
                     .best_param
                     .as_ref()
@@ -288,7 +293,7 @@ impl Attack for BoxLbfgs {
         check_input(model, x, label)?;
         let target = target.resolve(label, model.num_classes())?;
         let n = x.len();
-        let solver = self.solver(n)?;
+        let solver = RefCell::new(Some(self.solver(n)?));
         let cache = RefCell::new(Cache::new(n));
         match target {
             Some(t) => self.targeted(model, x, label, t, &solver, &cache),
