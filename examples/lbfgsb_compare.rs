@@ -124,8 +124,8 @@ impl Gradient for Quadratic {
         let mut g = Array1::zeros(xs.len());
         let gs = g.as_slice_mut().expect("contiguous");
         self.ax(xs, gs);
-        for i in 0..xs.len() {
-            gs[i] -= self.b[i];
+        for (gi, bi) in gs.iter_mut().zip(&self.b) {
+            *gi -= bi;
         }
         Ok(g)
     }

@@ -575,6 +575,35 @@ impl Workspace {
         }
     }
 
+    /// Checks the incrementally updated inner products against a full recomputation.
+    #[cfg(test)]
+    fn assert_wn1_matches_rebuild(&self) {
+        let mut fresh = self.clone();
+        fresh.rebuild_wn1();
+        let (m, m2, col) = (self.m, 2 * self.m, self.col);
+        let mut pairs = vec![];
+        for i in 0..col {
+            for j in 0..=i {
+                pairs.push((i, j));
+                pairs.push((m + i, m + j));
+            }
+            for j in 0..col {
+                pairs.push((m + i, j));
+            }
+        }
+        let scale = pairs
+            .iter()
+            .map(|&(i, j)| fresh.wn1[i + j * m2].abs())
+            .fold(1e-300, f64::max);
+        for (i, j) in pairs {
+            let (a, b) = (self.wn1[i + j * m2], fresh.wn1[i + j * m2]);
+            assert!(
+                (a - b).abs() <= 1e-10 * scale,
+                "wn1({i}, {j}): incremental {a} vs rebuilt {b} (col {col})"
+            );
+        }
+    }
+
     /// Forms and factorises the subspace matrix
     /// `K = [[−D − YᵀZZᵀY/θ, L_aᵀ − R_zᵀ], [L_a − R_z, θSᵀAAᵀS]]` as `K = Uᵀ E U` with
     /// `E = diag(−I, I)`, where `Z`/`A` select the free/active variables, `L_a` is the strict
@@ -714,6 +743,9 @@ impl Workspace {
                 }
             }
         }
+
+        #[cfg(test)]
+        self.assert_wn1_matches_rebuild();
 
         // Assemble the upper triangle of [[D + YᵀZZᵀY/θ, −L_aᵀ + R_zᵀ], [·, θSᵀAAᵀS]].
         let wn = &mut self.wn;
@@ -1063,7 +1095,7 @@ mod tests {
 
     #[test]
     fn heap_pops_in_increasing_order() {
-        let mut t = vec![5.0, 1.0, 4.0, 2.0, 3.0, 0.5, 7.0];
+        let mut t = [5.0, 1.0, 4.0, 2.0, 3.0, 0.5, 7.0];
         let mut o: Vec<usize> = (0..t.len()).collect();
         let mut got = vec![];
         let mut n = t.len();

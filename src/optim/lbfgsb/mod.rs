@@ -371,7 +371,7 @@ where
     };
 
     let gdold = dot(g0, d);
-    if !(gdold < 0.0) {
+    if gdold >= 0.0 || gdold.is_nan() {
         // Not a descent direction (rounding, or a stale model).
         return Ok(Search::Failed);
     }
@@ -390,14 +390,14 @@ where
                     if stp == 1.0 {
                         xt.copy_from_slice(&w.z);
                     } else {
-                        for i in 0..n {
-                            xt[i] = x[i] + stp * d[i];
+                        for ((t, &xi), &di) in xt.iter_mut().zip(x).zip(d) {
+                            *t = xi + stp * di;
                         }
                     }
                     // Rounding in x + stp d must not put a trial outside the box.
                     if setup.constrained {
-                        for i in 0..n {
-                            xt[i] = xt[i].max(b.lower[i]).min(b.upper[i]);
+                        for ((t, &l), &u) in xt.iter_mut().zip(b.lower).zip(b.upper) {
+                            *t = t.max(l).min(u);
                         }
                     }
                 }
@@ -560,19 +560,18 @@ where
 
         let accepted =
             loop {
-                let wrk;
-                if !constrained && w.col > 0 {
+                let wrk = if !constrained && w.col > 0 {
                     // Without bounds the Cauchy step is pointless: every variable is free and the
                     // subspace step is the plain L-BFGS step from x.
                     w.z.copy_from_slice(xs);
-                    wrk = w.updatd;
+                    w.updatd
                 } else {
                     if w.cauchy(xs, gs, &bounds, run.sbgnrm).is_err() {
                         w.reset_memory();
                         continue;
                     }
-                    wrk = w.free_variables(run.iter > 0 && constrained);
-                }
+                    w.free_variables(run.iter > 0 && constrained)
+                };
                 if w.nfree > 0 && w.col > 0 {
                     if wrk && w.form_k().is_err() {
                         w.reset_memory();
@@ -589,8 +588,8 @@ where
                     // update next time would start from stale inner products.
                     w.wn1_rebuild = true;
                 }
-                for i in 0..n {
-                    w.d[i] = w.z[i] - xs[i];
+                for ((d, &z), &x) in w.d.iter_mut().zip(&w.z).zip(xs) {
+                    *d = z - x;
                 }
                 let setup = LineSearchSetup {
                     bounds,
@@ -686,5 +685,60 @@ where
             }
         }
         TerminationStatus::NotTerminated
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use argmin::core::Executor;
+    use ndarray::Array2;
+    use proptest::prelude::*;
+
+    /// `½ xᵀAx − bᵀx`.
+    struct Quadratic {
+        a: Array2<f64>,
+        b: Array1<f64>,
+    }
+
+    impl CostFunction for Quadratic {
+        type Param = Array1<f64>;
+        type Output = f64;
+        fn cost(&self, x: &Array1<f64>) -> Result<f64, argmin::core::Error> {
+            Ok(0.5 * x.dot(&self.a.dot(x)) - self.b.dot(x))
+        }
+    }
+
+    impl Gradient for Quadratic {
+        type Param = Array1<f64>;
+        type Gradient = Array1<f64>;
+        fn gradient(&self, x: &Array1<f64>) -> Result<Array1<f64>, argmin::core::Error> {
+            Ok(self.a.dot(x) - &self.b)
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// Small memories and tight boxes make the free set change often and the pair ring wrap,
+        /// which exercises the incremental update of `K` (checked inside `form_k` in test builds).
+        #[test]
+        fn incremental_subspace_matrix_matches_recomputation(
+            n in 3usize..16,
+            m in 1usize..5,
+            vals in proptest::collection::vec(-1.0f64..1.0, 300),
+        ) {
+            let r = Array2::from_shape_fn((n, n), |(i, j)| vals[i * n + j]);
+            let a = r.t().dot(&r) + Array2::<f64>::eye(n) * 0.1;
+            let b = Array1::from_shape_fn(n, |i| 5.0 * vals[256 + i % 40]);
+            let l = Array1::from_shape_fn(n, |i| if i % 4 == 3 { f64::NEG_INFINITY } else { -0.5 + 0.3 * vals[200 + i].abs() - 0.3 });
+            let u = Array1::from_shape_fn(n, |i| if i % 5 == 4 { f64::INFINITY } else { 0.5 - 0.2 * vals[220 + i].abs() });
+            let solver = LBfgsB::new(l, u).unwrap().with_memory(m).unwrap().with_pgtol(1e-10).unwrap().with_ftol(0.0).unwrap();
+            let res = Executor::new(Quadratic { a, b }, solver)
+                .configure(|s| s.param(Array1::zeros(n)).max_iters(300))
+                .run()
+                .unwrap();
+            prop_assert!(res.state().get_cost().is_finite());
+        }
     }
 }
