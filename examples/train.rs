@@ -117,6 +117,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "batch_size": params.batch_size,
             "seconds_per_epoch": report.seconds_per_epoch,
             "loss_per_epoch": report.loss_per_epoch(),
+            "epoch_seconds": report.epochs.iter().map(|e| e.seconds).collect::<Vec<_>>(),
         });
         std::fs::write(path, serde_json::to_string_pretty(&json)?)?;
     }
