@@ -27,6 +27,12 @@ struct Args {
     /// Iteration limit per solve.
     #[arg(long, default_value_t = 150)]
     max_iters: u64,
+    /// L-BFGS-B projected-gradient tolerance.
+    #[arg(long, default_value_t = 1e-5)]
+    pgtol: f64,
+    /// L-BFGS-B relative-reduction tolerance.
+    #[arg(long, default_value_t = 1e-5)]
+    ftol: f64,
     /// Bisection steps on c.
     #[arg(long, default_value_t = 5)]
     search_steps: usize,
@@ -39,6 +45,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let attack = BoxLbfgs::new()
         .with_memory(args.memory)?
         .with_max_iters(args.max_iters)?
+        .with_tolerances(args.pgtol, args.ftol)?
         .with_search_steps(args.search_steps);
     let images = mnist.train.images();
     let labels = mnist.train.labels();

@@ -49,7 +49,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             model
         }
     };
-    println!("test error {:.2}%", 100.0 * error_rate(&model, &mnist.test)?);
+    println!(
+        "test error {:.2}%",
+        100.0 * error_rate(&model, &mnist.test)?
+    );
 
     // Adversarial examples for the first ten test images the model gets right, each pushed to
     // the next label, (y + 1) mod 10.

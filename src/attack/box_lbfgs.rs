@@ -75,7 +75,11 @@ impl Default for BoxLbfgs {
             max_iters: 150,
             memory: 10,
             pgtol: 1e-5,
-            ftol: 2.2e-9,
+            // Looser than L-BFGS-B's usual 2.2e-9: the search only needs each solve's label and
+            // a near-minimal norm. On FC100-100-10 (30 training images, next-label targets)
+            // 1e-5 gave the same mean distortion to 1e-5 relative with 85 instead of 369
+            // evaluations per image.
+            ftol: 1e-5,
             warm_start: true,
         }
     }
@@ -141,7 +145,9 @@ impl BoxLbfgs {
         Ok(self)
     }
 
-    /// L-BFGS-B tolerances: projected-gradient (default 1e-5) and relative reduction (2.2e-9).
+    /// L-BFGS-B tolerances: projected-gradient (default 1e-5) and relative reduction (default
+    /// 1e-5, looser than the solver's own default because each solve only has to settle the
+    /// label and a near-minimal norm).
     pub fn with_tolerances(mut self, pgtol: f64, ftol: f64) -> Result<Self> {
         positive("pgtol", pgtol)?;
         positive("ftol", ftol)?;
