@@ -12,12 +12,18 @@ and prints a markdown table.
 
 import argparse
 import json
+import os
 import pathlib
 import subprocess
 import time
 
-import numpy as np
-from scipy.optimize import minimize
+# One BLAS thread, like the Rust solver: on a small shared machine a threaded BLAS spends
+# most of its time oversubscribing cores on these tiny vector operations. Must precede numpy.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import numpy as np  # noqa: E402
+from scipy.optimize import minimize  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
