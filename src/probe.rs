@@ -34,7 +34,8 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::data::Dataset;
 use crate::error::{Error, Result};
-use crate::model::Representation;
+use crate::model::{check_batch, Classifier, Representation};
+use crate::nn::Mlp;
 
 /// Rows per call to [`Representation::representation`]: bounds the memory a model needs for
 /// intermediate layers while keeping each call a reasonably large matrix product.
@@ -133,6 +134,11 @@ pub struct TopK {
     pub indices: Vec<usize>,
     /// The projections `⟨φ(x), v⟩` of those rows, non-increasing.
     pub scores: Vec<f32>,
+    /// Rows outside the top k whose score equals the k-th score: when > 0 the top-k *set* is
+    /// not determined by the scores and the index tie-break chose. This happens with
+    /// saturated sigmoid units, whose f32 activation is exactly 1 on many images (see
+    /// [`PreActivations`] for a tie-free ranking of single units).
+    pub boundary_ties: usize,
 }
 
 /// Activations of layer `layer` for every row of `x`, computed in chunks of rows.
@@ -234,10 +240,14 @@ pub fn top_k_from_activations(
         .map(|(j, d)| {
             let col = scores.column(j);
             let indices = top_indices(col, k, &mut order);
+            let kth = col[indices[k - 1]];
+            // After the selection, `order[k..]` holds exactly the rows outside the top k.
+            let boundary_ties = order[k..].iter().filter(|&&i| col[i] == kth).count();
             TopK {
                 direction: d.clone(),
                 scores: indices.iter().map(|&i| col[i]).collect(),
                 indices,
+                boundary_ties,
             }
         })
         .collect())
@@ -508,6 +518,9 @@ pub struct GroupSummary {
     pub purity: MeanCi,
     /// Relative spread (label-free; < 1 means tighter than random images): mean and interval.
     pub spread: MeanCi,
+    /// Directions whose top-k set was decided by the index tie-break
+    /// ([`TopK::boundary_ties`] > 0).
+    pub tied: usize,
 }
 
 /// What random k-subsets of the held-out set look like: the chance level.
@@ -692,9 +705,13 @@ pub fn study<R: Representation + ?Sized>(
     // Distinct seeds per statistic, derived from the study seed, keep every interval
     // reproducible and independent of the others.
     let bs = |id: u64| stream(config.seed, 10 + id).gen::<u64>();
-    let group = |purity: &[f64], spread: &[f64], id: u64| -> Result<GroupSummary> {
+    let group = |purity: &[f64], spread: &[f64], unit: bool, id: u64| -> Result<GroupSummary> {
         Ok(GroupSummary {
             n: purity.len(),
+            tied: results
+                .iter()
+                .filter(|r| r.top.direction.is_unit() == unit && r.top.boundary_ties > 0)
+                .count(),
             purity: bootstrap_mean(purity, config.resamples, bs(id))?,
             spread: bootstrap_mean(spread, config.resamples, bs(id + 1))?,
         })
@@ -704,11 +721,48 @@ pub fn study<R: Representation + ?Sized>(
         layer_dim: dim,
         k: config.k,
         heldout: n,
-        unit: group(&unit_purity, &unit_spread, 0)?,
-        random: group(&random_purity, &random_spread, 2)?,
+        unit: group(&unit_purity, &unit_spread, true, 0)?,
+        random: group(&random_purity, &random_spread, false, 2)?,
         baseline,
         purity_difference: compare_means(&unit_purity, &random_purity, config.resamples, bs(4))?,
         spread_difference: compare_means(&unit_spread, &random_spread, config.resamples, bs(5))?,
         directions: results,
     })
+}
+
+/// The hidden-layer *pre-activations* `z_k = φ_{k-1}(x) W_k + b_k` of an [`Mlp`], as a
+/// [`Representation`] (layer `k` is hidden layer `k` before its nonlinearity).
+///
+/// Why: a sigmoid unit's f32 activation rounds to exactly 1 for every `z ≳ 17`, so a
+/// strongly driven unit ties on hundreds of images and its "top-k" is decided by the index
+/// tie-break. The activation is monotone in `z`, so ranking single units by `z` gives the
+/// ranking exact arithmetic would give for `σ(z)`. (For random directions the two spaces
+/// differ: `⟨z, v⟩` is a direction in pre-activation space.)
+#[derive(Debug, Clone, Copy)]
+pub struct PreActivations<'a>(pub &'a Mlp);
+
+impl Representation for PreActivations<'_> {
+    fn num_layers(&self) -> usize {
+        self.0.num_layers()
+    }
+
+    fn layer_dim(&self, k: usize) -> Result<usize> {
+        self.0.layer_dim(k)
+    }
+
+    fn representation(&self, x: ArrayView2<'_, f32>, k: usize) -> Result<Array2<f32>> {
+        self.layer_dim(k)?;
+        let (w, b) = match (self.0.weights(k), self.0.bias(k)) {
+            (Some(w), Some(b)) => (w, b),
+            _ => return Err(Error::param("layer", format!("layer {k} has no weights"))),
+        };
+        let mut z = if k == 0 {
+            check_batch(x, self.0.input_dim(), "input batch")?;
+            x.dot(&w)
+        } else {
+            self.0.representation(x, k - 1)?.dot(&w)
+        };
+        z += &b;
+        Ok(z)
+    }
 }

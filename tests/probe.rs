@@ -280,3 +280,49 @@ fn bad_arguments_are_typed_errors() {
         Err(Error::InvalidParameter { name: "layer", .. })
     ));
 }
+
+#[test]
+fn boundary_ties_are_counted() {
+    // Column 0: five rows tie at the top value 1.0; the top 3 must take rows 0, 2, 3 (index
+    // tie-break) and report the two tied rows left out.
+    let acts = array![[1.0f32], [0.5], [1.0], [1.0], [1.0], [0.2], [1.0]];
+    let t = &top_k_from_activations(acts.view(), &[Direction::Unit(0)], 3).unwrap()[0];
+    assert_eq!(t.indices, vec![0, 2, 3]);
+    assert_eq!(t.boundary_ties, 2);
+    let t = &top_k_from_activations(acts.view(), &[Direction::Unit(0)], 5).unwrap()[0];
+    assert_eq!(t.boundary_ties, 0);
+    let t = &top_k_from_activations(acts.view(), &[Direction::Unit(0)], 6).unwrap()[0];
+    assert_eq!((t.indices[5], t.boundary_ties), (1, 0));
+}
+
+#[test]
+fn pre_activations_are_the_sigmoid_arguments() {
+    use blindspot::nn::sigmoid;
+    use blindspot::probe::PreActivations;
+    let mlp = Mlp::new(Architecture::parse("FC6-5-3", 4).unwrap(), 2);
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let x: Array2<f32> = Array2::random_using((50, 4), Uniform::new(0.0, 1.0), &mut rng);
+    let pre = PreActivations(&mlp);
+    assert_eq!(pre.num_layers(), 2);
+    for layer in 0..2 {
+        let z = pre.representation(x.view(), layer).unwrap();
+        let a = mlp.representation(x.view(), layer).unwrap();
+        assert_eq!(z.dim(), a.dim());
+        for (&z, &a) in z.iter().zip(&a) {
+            assert!((sigmoid(z) - a).abs() < 1e-6);
+        }
+        // Unit rankings agree (σ is monotone) where activations are not tied.
+        let tz = top_k(&pre, x.view(), layer, &[Direction::Unit(1)], 5).unwrap();
+        let ta = top_k(&mlp, x.view(), layer, &[Direction::Unit(1)], 5).unwrap();
+        assert_eq!(tz[0].indices, ta[0].indices);
+    }
+    assert!(matches!(
+        top_k(&pre, x.view(), 2, &[Direction::Unit(0)], 3),
+        Err(Error::InvalidParameter { name: "layer", .. })
+    ));
+    let wrong = Array2::<f32>::zeros((3, 5));
+    assert!(matches!(
+        pre.representation(wrong.view(), 0),
+        Err(Error::Shape { .. })
+    ));
+}
