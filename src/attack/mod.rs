@@ -6,9 +6,11 @@
 
 mod box_lbfgs;
 mod noise;
+pub mod transfer;
 
 pub use box_lbfgs::{BoxLbfgs, Penalty};
 pub use noise::GaussianNoise;
+pub use transfer::{magnify, transfer_error, MAGNIFY_TOLERANCE};
 
 use ndarray::{Array1, ArrayView1, ArrayView2};
 use rand::{Rng, SeedableRng};
