@@ -196,6 +196,8 @@ pub(crate) struct Workspace {
     wv: Vec<f64>,
     /// Slot-ordered scratch.
     sv: Vec<f64>,
+    /// `Wᵀ Z r` in slot order, left by `reduced_gradient` for `subspace_min`.
+    zw: Vec<f64>,
     /// Small accumulation scratch (`6 m²`).
     acc: Vec<f64>,
 }
@@ -237,6 +239,7 @@ impl Workspace {
             v: vec![0.0; 2 * m],
             wv: vec![0.0; 2 * m],
             sv: vec![0.0; 2 * m],
+            zw: vec![0.0; 2 * m],
             acc: vec![0.0; 6 * m * m],
         }
     }
@@ -272,12 +275,6 @@ impl Workspace {
     #[inline]
     fn slot(&self, j: usize) -> usize {
         (self.head + j) % self.m
-    }
-
-    #[inline]
-    fn row(&self, i: usize) -> &[f64] {
-        let w = 2 * self.m;
-        &self.wyws[i * w..(i + 1) * w]
     }
 
     /// Generalized Cauchy point: the first local minimiser of the quadratic model along the
@@ -344,11 +341,13 @@ impl Workspace {
                 self.d[i] = neggi;
                 f1 -= neggi * neggi;
                 if col > 0 {
-                    let row = &self.wyws[i * 2 * m..(i + 1) * 2 * m];
-                    for s in 0..col {
-                        self.sv[s] += row[s] * neggi;
-                        self.sv[m + s] += row[m + s] * neggi;
-                    }
+                    add_scaled_row(
+                        &mut self.sv,
+                        &self.wyws[i * 2 * m..(i + 1) * 2 * m],
+                        m,
+                        col,
+                        neggi,
+                    );
                 }
                 if has_lower(kind) && neggi < 0.0 {
                     self.order[nbreak] = i;
@@ -649,15 +648,24 @@ impl Workspace {
                     let row = &self.wyws[k * m2..(k + 1) * m2];
                     let ynew = row[inew];
                     let snew = row[m + inew];
+                    let (row_y, row_s) = (&row[..col], &row[m..m + col]);
                     if pos < self.nfree {
-                        for s in 0..col {
-                            t1[s] += ynew * row[s];
-                            tc[s] += row[m + s] * ynew;
+                        for ((a, c), (&wy, &ws)) in t1[..col]
+                            .iter_mut()
+                            .zip(tc[..col].iter_mut())
+                            .zip(row_y.iter().zip(row_s))
+                        {
+                            *a += ynew * wy;
+                            *c += ws * ynew;
                         }
                     } else {
-                        for s in 0..col {
-                            t2[s] += snew * row[m + s];
-                            t3[s] += snew * row[s];
+                        for ((a, c), (&wy, &ws)) in t2[..col]
+                            .iter_mut()
+                            .zip(t3[..col].iter_mut())
+                            .zip(row_y.iter().zip(row_s))
+                        {
+                            *a += snew * ws;
+                            *c += snew * wy;
                         }
                     }
                 }
@@ -802,8 +810,18 @@ impl Workspace {
         let col = self.col;
         let nfree = self.nfree;
         if !constrained && col > 0 {
+            self.zw.iter_mut().for_each(|v| *v = 0.0);
             for i in 0..nfree {
-                self.r[i] = -g[self.index[i]];
+                let k = self.index[i];
+                let ri = -g[k];
+                self.r[i] = ri;
+                add_scaled_row(
+                    &mut self.zw,
+                    &self.wyws[k * 2 * m..(k + 1) * 2 * m],
+                    m,
+                    col,
+                    ri,
+                );
             }
             return Ok(());
         }
@@ -818,14 +836,14 @@ impl Workspace {
             self.sv[s] = self.v[j];
             self.sv[m + s] = theta * self.v[col + j];
         }
+        // Fused with the first pass of the subspace step, which needs Wᵀ Z r.
+        self.zw.iter_mut().for_each(|v| *v = 0.0);
         for i in 0..nfree {
             let k = self.index[i];
-            let row = self.row(k);
-            let mut acc = 0.0;
-            for s in 0..col {
-                acc += row[s] * self.sv[s] + row[m + s] * self.sv[m + s];
-            }
-            self.r[i] += acc;
+            let row = &self.wyws[k * 2 * m..(k + 1) * 2 * m];
+            let ri = self.r[i] + row_dot(&self.sv, row, m, col);
+            self.r[i] = ri;
+            add_scaled_row(&mut self.zw, row, m, col, ri);
         }
         Ok(())
     }
@@ -843,21 +861,11 @@ impl Workspace {
         if nsub == 0 {
             return Ok(());
         }
-        // wv = Wᵀ Z r
-        self.sv.iter_mut().for_each(|v| *v = 0.0);
-        for i in 0..nsub {
-            let k = self.index[i];
-            let ri = self.r[i];
-            let row = &self.wyws[k * m2..(k + 1) * m2];
-            for s in 0..col {
-                self.sv[s] += row[s] * ri;
-                self.sv[m + s] += row[m + s] * ri;
-            }
-        }
+        // wv = Wᵀ Z r (accumulated by `reduced_gradient`, which must run first)
         for j in 0..col {
             let s = self.slot(j);
-            self.wv[j] = self.sv[s];
-            self.wv[col + j] = theta * self.sv[m + s];
+            self.wv[j] = self.zw[s];
+            self.wv[col + j] = theta * self.zw[m + s];
         }
         // wv = K⁻¹ wv = U⁻¹ E U⁻ᵀ wv
         solve_upper_transposed(&self.wn, m2, 0, 2 * col, &mut self.wv[..2 * col])?;
@@ -875,11 +883,7 @@ impl Workspace {
         for i in 0..nsub {
             let k = self.index[i];
             let row = &self.wyws[k * m2..(k + 1) * m2];
-            let mut acc = 0.0;
-            for s in 0..col {
-                acc += row[s] * self.sv[s] + row[m + s] * self.sv[m + s];
-            }
-            self.r[i] = (self.r[i] + acc) * inv_theta;
+            self.r[i] = (self.r[i] + row_dot(&self.sv, row, m, col)) * inv_theta;
         }
 
         // Try the projection of the full Newton step first.
@@ -1004,20 +1008,17 @@ impl Workspace {
             }
         }
         // Store the pair and, in the same pass, the new row of SᵀY and column of SᵀS.
-        let (a, rest) = self.acc.split_at_mut(m);
-        let bb = &mut rest[..m];
-        a.iter_mut().for_each(|v| *v = 0.0);
-        bb.iter_mut().for_each(|v| *v = 0.0);
+        // acc[..m] collects sᵀy_j, acc[m..2m] collects s_jᵀs, both by slot.
+        let acc = &mut self.acc[..m2];
+        acc.iter_mut().for_each(|v| *v = 0.0);
         for i in 0..n {
             let si = self.d[i];
             let row = &mut self.wyws[i * m2..(i + 1) * m2];
             row[tail] = self.y[i];
             row[m + tail] = si;
-            for s in 0..col {
-                a[s] += si * row[s];
-                bb[s] += row[m + s] * si;
-            }
+            add_scaled_row(acc, row, m, col, si);
         }
+        let (a, bb) = acc.split_at(m);
         for j in 0..col - 1 {
             let s = (self.head + j) % m;
             self.sy[(col - 1) + j * m] = a[s];
@@ -1047,6 +1048,31 @@ impl Workspace {
         }
         cholesky_upper(&mut self.wt, m, 0, col)
     }
+}
+
+/// `acc += a · row` over the used slots of both halves of one coordinate's pairs.
+#[inline(always)]
+fn add_scaled_row(acc: &mut [f64], row: &[f64], m: usize, col: usize, a: f64) {
+    let (acc_y, acc_s) = acc.split_at_mut(m);
+    let (row_y, row_s) = row.split_at(m);
+    for (o, &w) in acc_y[..col].iter_mut().zip(&row_y[..col]) {
+        *o += w * a;
+    }
+    for (o, &w) in acc_s[..col].iter_mut().zip(&row_s[..col]) {
+        *o += w * a;
+    }
+}
+
+/// `coefᵀ row` over the used slots of both halves of one coordinate's pairs.
+#[inline(always)]
+fn row_dot(coef: &[f64], row: &[f64], m: usize, col: usize) -> f64 {
+    let (row_y, row_s) = row.split_at(m);
+    let (coef_y, coef_s) = coef.split_at(m);
+    row_y[..col]
+        .iter()
+        .zip(&coef_y[..col])
+        .zip(row_s[..col].iter().zip(&coef_s[..col]))
+        .fold(0.0, |acc, ((&wy, &cy), (&ws, &cs))| acc + wy * cy + ws * cs)
 }
 
 #[inline]
