@@ -41,12 +41,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let state = res.state();
     let x = state.get_param().expect("solution");
-    println!("x = [{:.10}, {:.10}], f = {:.3e}", x[0], x[1], state.get_cost());
+    println!(
+        "x = [{:.10}, {:.10}], f = {:.3e}",
+        x[0],
+        x[1],
+        state.get_cost()
+    );
     println!(
         "{} iterations, {} evaluations, stopped: {}",
         state.get_iter(),
         res.problem.counts["cost_count"],
-        state.get_termination_reason().map_or("running", |r| r.text())
+        state
+            .get_termination_reason()
+            .map_or("running", |r| r.text())
     );
     Ok(())
 }

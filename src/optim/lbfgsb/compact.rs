@@ -15,6 +15,11 @@
 
 use super::dense::{cholesky_upper, solve_upper, solve_upper_transposed, Singular};
 
+/// How often `form_k` had to recompute its inner products in full (lets tests prove that
+/// path is exercised).
+#[cfg(test)]
+pub(crate) static REBUILDS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// Kind of bound of one variable: 0 none, 1 lower only, 2 both, 3 upper only.
 pub(crate) type BoundKind = u8;
 
@@ -616,6 +621,8 @@ impl Workspace {
         let w1 = |i: usize, j: usize| i + j * m2;
 
         if self.wn1_rebuild {
+            #[cfg(test)]
+            REBUILDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.rebuild_wn1();
             self.wn1_rebuild = false;
         } else {

@@ -717,6 +717,50 @@ mod tests {
         }
     }
 
+    /// Many tiny convex problems with tight boxes: every run must end at the (unique) KKT
+    /// point. Some of them leave no free variable at a Cauchy point while pairs are stored,
+    /// which forces the full recomputation of `K`'s inner products; the test checks that
+    /// path is taken and that the incremental updates after it stay consistent.
+    #[test]
+    fn small_boxed_quadratics_reach_their_kkt_point() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        for case in 0..1500 {
+            let n = rng.gen_range(2..5);
+            let m = rng.gen_range(1..4);
+            let r = Array2::from_shape_fn((n, n), |_| rng.gen_range(-1.0..1.0));
+            let a = r.t().dot(&r) + Array2::<f64>::eye(n) * rng.gen_range(0.001..1.0);
+            let b = Array1::from_shape_fn(n, |_| rng.gen_range(-5.0..5.0));
+            let l = Array1::from_shape_fn(n, |_| rng.gen_range(-1.0..0.0));
+            let u = Array1::from_shape_fn(n, |_| rng.gen_range(0.0..1.0));
+            let x0 = Array1::from_shape_fn(n, |_| rng.gen_range(-1.0..1.0));
+            let solver = LBfgsB::new(l.clone(), u.clone())
+                .unwrap()
+                .with_memory(m)
+                .unwrap()
+                .with_pgtol(1e-9)
+                .unwrap()
+                .with_ftol(0.0)
+                .unwrap();
+            let problem = Quadratic { a, b };
+            let res = Executor::new(problem, solver)
+                .configure(|s| s.param(x0).max_iters(500))
+                .run()
+                .unwrap();
+            let x = res.state().get_param().unwrap();
+            let g = res.problem.problem.as_ref().unwrap().gradient(x).unwrap();
+            let pg = (0..n)
+                .map(|i| ((x[i] - g[i]).clamp(l[i], u[i]) - x[i]).abs())
+                .fold(0.0, f64::max);
+            assert!(
+                pg <= 1e-6,
+                "case {case}: projected gradient {pg}, {:?}",
+                res.state().get_termination_status()
+            );
+        }
+        assert!(compact::REBUILDS.load(std::sync::atomic::Ordering::Relaxed) > 0);
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(48))]
 
