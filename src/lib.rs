@@ -1,7 +1,26 @@
 //! # blindspot
 //!
 //! Find and study the blind spots of neural networks, after Szegedy et al., *Intriguing
-//! properties of neural networks* (2013).
+//! properties of neural networks* (2013): adversarial examples found by box-constrained
+//! L-BFGS, what single hidden units encode compared with random directions, and per-layer
+//! stability bounds.
+//!
+//! The pieces:
+//! - [`model`]: the trait API. [`Classifier`] (logits, predict), [`Differentiable`] (loss
+//!   toward a label and its gradient with respect to the input: what attacks need) and
+//!   [`Representation`] (hidden activations: what probes need). Implement them for your own
+//!   model and the rest of the crate takes it unchanged.
+//! - [`nn`]: fully connected networks and an autoencoder in pure ndarray with hand-written
+//!   backpropagation, named as in the paper (`"FC100-100-10"`, `"FC10(1e-4)"`), a seeded SGD
+//!   trainer, and `.npz` persistence.
+//! - [`data`]: IDX files (raw or gzip), [`data::Dataset`] and [`data::Mnist`].
+//! - [`optim`]: [`optim::LBfgsB`], L-BFGS-B for argmin.
+//! - [`attack`]: [`attack::BoxLbfgs`] (the paper's method), [`attack::GaussianNoise`], and the
+//!   paper's distortion measure.
+//! - [`image`]: PNG grids of images and magnified perturbations.
+//!
+//! Every fallible function returns [`Result`] with a typed [`Error`]; bad input (a wrong
+//! shape, NaN, a label out of range, a corrupt file) is an error, never a panic.
 pub mod attack;
 pub mod data;
 pub mod error;
@@ -11,6 +30,7 @@ pub mod nn;
 pub mod optim;
 pub mod probe;
 pub mod spectral;
+pub mod zoo;
 
 pub use error::{Error, Result};
 pub use model::{Classifier, Differentiable, Representation};
