@@ -9,6 +9,14 @@
 //!    method), projected back into the box or truncated when projection is not downhill;
 //! 3. a Moré–Thuente line search for the strong Wolfe conditions along the resulting feasible
 //!    direction, with the step capped at the boundary of the box.
+//!
+//! Deliberate differences from the reference code, all in degenerate situations: trial points
+//! are clipped to the box so rounding in `x + stp·d` cannot leave it; a line search that gives
+//! up (a MINPACK "warning") with a cost above the starting one counts as a failure rather than
+//! an accepted step; a pair is also skipped when `sᵀy ≤ ε·yᵀy` (besides the reference's
+//! `sᵀy ≤ −ε·gᵀs`); NaN or infinite values end the run instead of entering the model; and the
+//! inner products behind the subspace matrix are recomputed in full when an iteration with no
+//! free variable left them out of date.
 
 mod compact;
 mod dcsrch;
@@ -65,6 +73,11 @@ const REASON_NON_FINITE_START: &str = "non-finite cost or gradient at the starti
 /// * `Terminated(SolverExit("non-finite cost or gradient"))` (or `"… at the starting point"`):
 ///   the problem returned NaN or ±∞; the state holds the last finite point;
 /// * `MaxItersReached` as set by the executor.
+///
+/// The state's final `param`/`cost` is the solver's answer: the solver never accepts a step
+/// that raises the cost, and that is the point the stopping test was made at. `best_param`
+/// (argmin's record of the lowest cost, updated on strict decrease only) is the same point or
+/// an earlier one with equal cost.
 ///
 /// Function counts are in the result's `problem.counts` (`"cost_count"`, `"gradient_count"`,
 /// always equal), and in the state when the executor is configured with `counting(true)`.
