@@ -72,9 +72,8 @@ fn parameter_gradients_match_finite_differences() {
     m.regularize(&mut grads);
     let step = 1e-3f32;
     let mut checked = 0;
-    for p in 0..grads.len() {
-        for idx in 0..grads[p].len() {
-            let (r, c) = (idx / grads[p].ncols(), idx % grads[p].ncols());
+    for (p, gp) in grads.iter().enumerate() {
+        for ((r, c), &g) in gp.indexed_iter() {
             let orig = m.params()[p][[r, c]];
             m.params_mut()[p][[r, c]] = orig + step;
             let up = objective(&m, x.view());
@@ -82,7 +81,7 @@ fn parameter_gradients_match_finite_differences() {
             let down = objective(&m, x.view());
             m.params_mut()[p][[r, c]] = orig;
             let fd = (up - down) / (2.0 * step as f64);
-            let g = grads[p][[r, c]] as f64;
+            let g = g as f64;
             assert!(close(fd, g), "param {p} [{r},{c}]: fd {fd} vs backprop {g}");
             checked += 1;
         }

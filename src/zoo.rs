@@ -1,0 +1,464 @@
+//! The paper's model zoo: every network of Szegedy et al. (2013) by name, with its training
+//! recipe in one place, trained reproducibly from a seed and cached on disk.
+//!
+//! A model is identified by its name, the seed, the training data (a caller-given tag such as
+//! `"mnist-train"` or `"P1-seed7"`, its length and a fingerprint of its labels) and the
+//! version of its recipe (a hash of every hyperparameter). The cache file's name is derived
+//! from the identity (name, seed, tag, length); the full key, including the recipe version, is
+//! written into the file's header and compared on load, so a file left over from another
+//! recipe, or a corrupt file, is detected, retrained and overwritten (atomically) rather than
+//! used.
+//!
+//! ```no_run
+//! use blindspot::data::Mnist;
+//! use blindspot::zoo::Zoo;
+//! use blindspot::Classifier;
+//!
+//! let mnist = Mnist::load_default()?;
+//! let entry = Zoo::new().model("FC100-100-10", 1, &mnist.train, "mnist-train")?;
+//! println!("{} from cache: {}", entry.name, entry.from_cache);
+//! let _labels = entry.model.predict(mnist.test.images())?;
+//! # Ok::<(), blindspot::Error>(())
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::data::Dataset;
+use crate::error::{Error, Result};
+use crate::nn::{
+    train, train_ae_classifier, AeRecipe, AeStage, Architecture, Mlp, ModelFile, Progress,
+    TrainParams,
+};
+
+/// The six networks of the paper's Table 1, in its order.
+pub const TABLE1: [&str; 6] = [
+    "FC10(1e-4)",
+    "FC10(1e-2)",
+    "FC10(1)",
+    "FC100-100-10",
+    "FC200-200-10",
+    "AE400-10",
+];
+
+/// Every model the zoo knows: Table 1 plus `FC123-456-10`, the paper's third network trained
+/// on a disjoint half of the data in the cross-training experiment (Table 3).
+pub const MODELS: [&str; 7] = [
+    "FC10(1e-4)",
+    "FC10(1e-2)",
+    "FC10(1)",
+    "FC100-100-10",
+    "FC200-200-10",
+    "AE400-10",
+    "FC123-456-10",
+];
+
+/// The paper's (training error, test error) for a Table 1 model, as fractions.
+pub fn paper_errors(name: &str) -> Option<(f32, f32)> {
+    Some(match name.trim() {
+        "FC10(1e-4)" => (0.067, 0.074),
+        "FC10(1e-2)" => (0.10, 0.094),
+        "FC10(1)" => (0.212, 0.20),
+        "FC100-100-10" => (0.0, 0.0164),
+        "FC200-200-10" => (0.0, 0.0154),
+        "AE400-10" => (0.0057, 0.019),
+        _ => return None,
+    })
+}
+
+/// Bumped whenever the meaning of a recipe or the cache layout changes in a way the recipe's
+/// own fields do not capture, so that old cache files stop matching.
+const ZOO_FORMAT: &str = "1";
+
+/// How a zoo model is trained.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Recipe {
+    /// A fully connected classifier trained from a fresh [`Mlp`] with SGD.
+    Fc {
+        /// The network.
+        arch: Architecture,
+        /// SGD settings (the seed is replaced by the model's seed).
+        params: TrainParams,
+    },
+    /// The paper's autoencoder-based classifier (see [`train_ae_classifier`]).
+    Ae(AeRecipe),
+}
+
+impl Recipe {
+    /// A canonical text of every hyperparameter that influences the trained weights; the seed
+    /// (given per model) and per-epoch evaluation (which does not change weights) are left out.
+    pub fn describe(&self) -> String {
+        let canon = |p: &TrainParams| TrainParams {
+            seed: 0,
+            eval_every_epoch: false,
+            ..p.clone()
+        };
+        match self {
+            Recipe::Fc { arch, params } => format!(
+                "fc arch={arch} activation={} input={} params={:?}",
+                arch.activation(),
+                arch.input(),
+                canon(params)
+            ),
+            Recipe::Ae(r) => format!(
+                "ae code={} ae_decay={:e} decay={:e} pretrain={:?} softmax={:?} finetune={:?}",
+                r.code,
+                r.ae_weight_decay,
+                r.weight_decay,
+                canon(&r.pretrain),
+                canon(&r.softmax),
+                r.finetune.as_ref().map(canon)
+            ),
+        }
+    }
+
+    /// The recipe's version: 16 hex digits of a stable hash (FNV-1a, unlike std's hasher fixed
+    /// across Rust releases) of [`Recipe::describe`] and the zoo's format number. Any change of
+    /// a hyperparameter changes it.
+    pub fn version(&self) -> String {
+        format!(
+            "{:016x}",
+            fnv1a(format!("{ZOO_FORMAT}|{}", self.describe()).as_bytes())
+        )
+    }
+
+    /// The architecture of the trained classifier for inputs of width `input` and `classes`
+    /// classes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidParameter`] if the widths are invalid.
+    pub fn architecture(&self, input: usize, classes: usize) -> Result<Architecture> {
+        match self {
+            Recipe::Fc { arch, .. } => Ok(arch.clone()),
+            Recipe::Ae(r) => r.architecture(input, classes),
+        }
+    }
+}
+
+/// The recipe of a zoo model for MNIST-sized (784-pixel) inputs.
+///
+/// FC models train with [`TrainParams::for_arch`]; `AE400-10` with [`AeRecipe::paper`].
+///
+/// # Errors
+///
+/// [`Error::ModelName`] if `name` is not one of [`MODELS`].
+pub fn recipe(name: &str) -> Result<Recipe> {
+    recipe_for(name, 784)
+}
+
+/// The recipe of a zoo model for inputs of width `input`.
+///
+/// # Errors
+///
+/// [`Error::ModelName`] if `name` is not one of [`MODELS`].
+pub fn recipe_for(name: &str, input: usize) -> Result<Recipe> {
+    let name = name.trim();
+    if !MODELS.contains(&name) {
+        return Err(Error::ModelName {
+            name: name.to_string(),
+            reason: format!("not a zoo model; the zoo has {}", MODELS.join(", ")),
+        });
+    }
+    if name == "AE400-10" {
+        return Ok(Recipe::Ae(AeRecipe::paper()));
+    }
+    let arch = Architecture::parse(name, input)?;
+    let params = TrainParams::for_arch(&arch);
+    Ok(Recipe::Fc { arch, params })
+}
+
+/// Which training stage a zoo progress event comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Training an FC network.
+    Fc,
+    /// A stage of the autoencoder classifier.
+    Ae(AeStage),
+}
+
+/// A zoo model, trained or loaded.
+#[derive(Debug, Clone)]
+pub struct ZooEntry {
+    /// The trained classifier.
+    pub model: Mlp,
+    /// The zoo name, e.g. `"FC100-100-10"`.
+    pub name: String,
+    /// The seed it was trained from.
+    pub seed: u64,
+    /// The tag of the data it was trained on.
+    pub data_tag: String,
+    /// The full cache key (also stored in the file's header).
+    pub key: String,
+    /// The cache file.
+    pub path: PathBuf,
+    /// Whether the model was loaded from the cache rather than trained now.
+    pub from_cache: bool,
+    /// Why the cache was not used, when the model was trained now (no file, stale key,
+    /// unreadable file…).
+    pub cache_miss: Option<String>,
+    /// Wall time the training took (recorded in the cache file, so also known when loaded).
+    pub train_seconds: f64,
+    /// Wall time of this call (loading, or training and saving).
+    pub seconds: f64,
+    /// Error on the training data at the end of training, as measured by the trainer.
+    pub train_error: Option<f32>,
+}
+
+/// The environment variable that overrides the default cache directory.
+pub const ZOO_DIR_ENV: &str = "BLINDSPOT_ZOO";
+
+/// A cache of trained zoo models in a directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Zoo {
+    dir: PathBuf,
+}
+
+impl Default for Zoo {
+    fn default() -> Self {
+        Zoo::new()
+    }
+}
+
+impl Zoo {
+    /// A zoo in [`Zoo::default_dir`].
+    pub fn new() -> Self {
+        Zoo {
+            dir: Zoo::default_dir(),
+        }
+    }
+
+    /// A zoo caching in `dir` (created when the first model is saved).
+    pub fn with_dir(dir: impl Into<PathBuf>) -> Self {
+        Zoo { dir: dir.into() }
+    }
+
+    /// The same zoo caching in `dir` instead.
+    pub fn cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.dir = dir.into();
+        self
+    }
+
+    /// `$BLINDSPOT_ZOO` if set and non-empty, else `target/blindspot-zoo` in this crate.
+    pub fn default_dir() -> PathBuf {
+        match std::env::var_os(ZOO_DIR_ENV) {
+            Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+            _ => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target/blindspot-zoo")),
+        }
+    }
+
+    /// The cache directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The cache file of a model: one per (name, seed, data tag, data length), whatever the
+    /// recipe, so that a new recipe overwrites the stale file instead of piling up files.
+    pub fn cache_path(&self, name: &str, seed: u64, data_tag: &str, data_len: usize) -> PathBuf {
+        // The slugs are readable; the hash keeps names that slug alike (`a/b`, `a_b`) apart.
+        let (name, tag) = (name.trim(), data_tag.trim());
+        let h = fnv1a(format!("{name}\u{0}{tag}").as_bytes()) as u32;
+        self.dir.join(format!(
+            "{}_s{seed}_{}_n{data_len}_{h:08x}.npz",
+            slug(name),
+            slug(tag)
+        ))
+    }
+
+    /// The zoo model `name` trained from `seed` on `data` (tagged `data_tag`): loaded from the
+    /// cache if a valid file is there, else trained with the model's [`recipe`] and cached.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ModelName`] for a name not in [`MODELS`]; training errors; [`Error::Io`] or
+    /// [`Error::ModelFile`] if the trained model cannot be saved. A bad cache file is never an
+    /// error: it is retrained.
+    pub fn model(&self, name: &str, seed: u64, data: &Dataset, data_tag: &str) -> Result<ZooEntry> {
+        self.model_with_progress(name, seed, data, data_tag, |_, _| {})
+    }
+
+    /// [`Zoo::model`] reporting training progress to `progress`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Zoo::model`].
+    pub fn model_with_progress(
+        &self,
+        name: &str,
+        seed: u64,
+        data: &Dataset,
+        data_tag: &str,
+        progress: impl FnMut(Stage, &Progress),
+    ) -> Result<ZooEntry> {
+        let recipe = recipe_for(name, data.input_dim())?;
+        self.model_with_recipe(name.trim(), &recipe, seed, data, data_tag, progress)
+    }
+
+    /// A model trained with an explicit recipe under the name `name` (which need not be a zoo
+    /// name): the hook for custom models and for testing the cache.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidParameter`] for an empty name or tag; otherwise as [`Zoo::model`].
+    pub fn model_with_recipe(
+        &self,
+        name: &str,
+        recipe: &Recipe,
+        seed: u64,
+        data: &Dataset,
+        data_tag: &str,
+        mut progress: impl FnMut(Stage, &Progress),
+    ) -> Result<ZooEntry> {
+        if name.trim().is_empty() {
+            return Err(Error::param("name", "model name is empty"));
+        }
+        if data_tag.trim().is_empty() {
+            return Err(Error::param("data_tag", "data tag is empty"));
+        }
+        let start = Instant::now();
+        let arch = recipe.architecture(data.input_dim(), data.num_classes().max(2))?;
+        if arch.input() != data.input_dim() {
+            return Err(Error::shape(
+                "training images",
+                arch.input(),
+                data.input_dim(),
+            ));
+        }
+        let key = cache_key(name, seed, data, data_tag, recipe);
+        let path = self.cache_path(name, seed, data_tag, data.len());
+        let make_entry = |model, from_cache, cache_miss, train_seconds, train_error| ZooEntry {
+            model,
+            name: name.to_string(),
+            seed,
+            data_tag: data_tag.to_string(),
+            key: key.clone(),
+            path: path.clone(),
+            from_cache,
+            cache_miss,
+            train_seconds,
+            seconds: start.elapsed().as_secs_f64(),
+            train_error,
+        };
+        let cache_miss = match load_cached(&path, &key, &arch) {
+            Ok((model, train_seconds, train_error)) => {
+                return Ok(make_entry(model, true, None, train_seconds, train_error));
+            }
+            Err(reason) => reason,
+        };
+
+        let train_start = Instant::now();
+        let (model, train_error) = match recipe {
+            Recipe::Fc { arch, params } => {
+                let config = params.clone().with_seed(seed).check()?;
+                let mut mlp = Mlp::new(arch.clone(), seed);
+                let report = train(&mut mlp, data, None, &config, |p| progress(Stage::Fc, p))?;
+                (mlp, report.train_error)
+            }
+            Recipe::Ae(r) => {
+                let (mlp, report) =
+                    train_ae_classifier(data, r, seed, |s, p| progress(Stage::Ae(s), p))?;
+                let err = match &report.finetune {
+                    Some(f) => f.train_error,
+                    None => report.softmax.train_error,
+                };
+                (mlp, err)
+            }
+        };
+        let train_seconds = train_start.elapsed().as_secs_f64();
+
+        let mut file = model.to_model_file();
+        file.meta.insert(KEY.to_string(), key.clone());
+        file.meta
+            .insert("train_seconds".to_string(), format!("{train_seconds}"));
+        if let Some(e) = train_error {
+            file.meta.insert("train_error".to_string(), format!("{e}"));
+        }
+        std::fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
+        // ModelFile::save writes a temporary sibling and renames it over the old file, so a
+        // reader never sees a half-written model and a stale file is replaced in one step.
+        file.save(&path)?;
+        Ok(make_entry(
+            model,
+            false,
+            Some(cache_miss),
+            train_seconds,
+            train_error,
+        ))
+    }
+}
+
+/// Header key holding the cache key.
+const KEY: &str = "zoo_key";
+
+/// The full identity of a trained model. The labels' fingerprint guards against two
+/// different datasets given the same tag and length.
+fn cache_key(name: &str, seed: u64, data: &Dataset, data_tag: &str, recipe: &Recipe) -> String {
+    let mut labels = Vec::with_capacity(8 * data.len());
+    for &l in data.labels() {
+        labels.extend_from_slice(&(l as u64).to_le_bytes());
+    }
+    format!(
+        "zoo{ZOO_FORMAT} name={name} seed={seed} data={data_tag} n={} labels={:016x} recipe={}",
+        data.len(),
+        fnv1a(&labels),
+        recipe.version()
+    )
+}
+
+/// The cached model at `path` if the file is readable, carries exactly `key` and holds a
+/// network of architecture `arch`; otherwise why not.
+fn load_cached(
+    path: &Path,
+    key: &str,
+    arch: &Architecture,
+) -> std::result::Result<(Mlp, f64, Option<f32>), String> {
+    if !path.exists() {
+        return Err("no cache file".to_string());
+    }
+    let file = ModelFile::load(path).map_err(|e| format!("unreadable cache file: {e}"))?;
+    match file.meta.get(KEY) {
+        Some(k) if k == key => {}
+        Some(k) => return Err(format!("stale cache file: key {k:?}, wanted {key:?}")),
+        None => return Err("cache file has no zoo key".to_string()),
+    }
+    let train_seconds = file
+        .meta
+        .get("train_seconds")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0.0);
+    let train_error = file.meta.get("train_error").and_then(|s| s.parse().ok());
+    let model =
+        Mlp::from_model_file(file, path).map_err(|e| format!("unreadable cache file: {e}"))?;
+    if model.arch() != arch {
+        return Err(format!(
+            "cache file holds {} ({}), wanted {arch} ({})",
+            model.arch(),
+            model.arch().activation(),
+            arch.activation()
+        ));
+    }
+    Ok((model, train_seconds, train_error))
+}
+
+/// 64-bit FNV-1a: tiny, and stable across platforms and Rust versions.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// A file-name-safe form of `s`: ASCII letters, digits, `-` and `.` kept, the rest `_`.
+fn slug(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
