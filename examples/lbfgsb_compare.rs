@@ -202,6 +202,14 @@ fn main() {
         rows.push(("rosenbrock", n, o, t));
     }
     {
+        // No bounds at all: the solver's plain L-BFGS path.
+        let n = 1000;
+        let l = Array1::from_elem(n, f64::NEG_INFINITY);
+        let u = Array1::from_elem(n, f64::INFINITY);
+        let (o, t) = timed(|| Rosenbrock, &l, &u, &rosenbrock_start(n), reps);
+        rows.push(("rosenbrock-unbounded", n, o, t));
+    }
+    {
         let n = 1000;
         let l = Array1::from_elem(n, -1.0);
         let u = Array1::from_elem(n, 1.0);
