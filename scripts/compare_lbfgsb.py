@@ -103,7 +103,7 @@ def main():
                   np.full(n, -np.inf), np.full(n, np.inf)))
     cases.append(("quadratic", n, quadratic(n), np.zeros(n), np.full(n, -1.0), np.full(n, 1.0)))
 
-    print("| problem | n | f ours | f scipy | rel diff (/max(|f|,1)) | evals ours/scipy | iters ours/scipy "
+    print("| problem | n | f ours | f scipy | rel diff (÷ max(abs f, 1)) | evals ours/scipy | iters ours/scipy "
           "| ms ours/scipy (median) | stop ours / scipy |")
     print("|---|---|---|---|---|---|---|---|---|")
     for name, n, fun, x0, lo, hi in cases:
