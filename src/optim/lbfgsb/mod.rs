@@ -79,6 +79,10 @@ const REASON_NON_FINITE_START: &str = "non-finite cost or gradient at the starti
 /// (argmin's record of the lowest cost, updated on strict decrease only) is the same point or
 /// an earlier one with equal cost.
 ///
+/// Observers receive, per iteration, `step` (line-search step along `z − x`), `free` (free
+/// variables at the Cauchy point), `memory` (stored pairs), `theta` (BFGS scaling) and
+/// `proj_grad_norm`.
+///
 /// Function counts are in the result's `problem.counts` (`"cost_count"`, `"gradient_count"`,
 /// always equal), and in the state when the executor is configured with `counting(true)`.
 ///
@@ -672,13 +676,20 @@ where
             }
         }
 
+        let kv = argmin::kv!(
+            "step" => stp;
+            "free" => w.nfree as u64;
+            "memory" => w.col as u64;
+            "theta" => w.theta;
+            "proj_grad_norm" => run.sbgnrm;
+        );
         let state = state
             .param(x)
             .param(xt)
             .gradient(g)
             .gradient(g_new)
             .cost(f_new);
-        Ok((state, None))
+        Ok((state, Some(kv)))
     }
 
     fn terminate(&mut self, state: &LState) -> TerminationStatus {
