@@ -11,13 +11,12 @@
 //! cargo run --release --example lipschitz -- --json out/lipschitz.json
 //! ```
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use blindspot::data::Mnist;
-use blindspot::nn::{
-    error_rate, train, train_ae_classifier, AeRecipe, Architecture, Mlp, TrainParams,
-};
+use blindspot::nn::{error_rate, Mlp};
 use blindspot::spectral::{layer_bounds, network_bound, perturbation_ratios, LayerBound};
+use blindspot::zoo::{Zoo, TABLE1};
 use clap::Parser;
 use ndarray::{s, Array2};
 use ndarray_rand::rand_distr::StandardNormal;
@@ -26,24 +25,21 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Value};
 
-/// The six models of the paper's Table 1.
-const TABLE1: &str = "FC10(1e-4),FC10(1e-2),FC10(1),FC100-100-10,FC200-200-10,AE400-10";
-
 #[derive(Parser)]
 #[command(about = "Per-layer Lipschitz upper bounds vs measured output/input ratios")]
 struct Args {
-    /// Comma-separated model names.
-    #[arg(long, default_value = TABLE1)]
-    models: String,
+    /// Comma-separated zoo names (default: the six Table 1 models).
+    #[arg(long, value_delimiter = ',')]
+    models: Option<Vec<String>>,
     /// Seed of the models.
     #[arg(long, default_value_t = 1)]
     model_seed: u64,
-    /// Directory of cached models.
-    #[arg(long, default_value = "out/models")]
-    model_dir: PathBuf,
-    /// Train (and cache) models missing from the cache instead of skipping them.
+    /// Zoo cache directory (default: $BLINDSPOT_ZOO or target/blindspot-zoo).
     #[arg(long)]
-    train_missing: bool,
+    cache: Option<PathBuf>,
+    /// Skip models not in the cache instead of training them.
+    #[arg(long)]
+    cached_only: bool,
     /// Test images perturbed per noise scale.
     #[arg(long, default_value_t = 1000)]
     n: usize,
@@ -108,55 +104,6 @@ fn gaussian_sets(mnist: &Mnist, n: usize, sigmas: &[f32], seed: u64) -> Vec<Pert
         .collect()
 }
 
-fn file_stem(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
-/// The model from the cache, or trained and cached when `train_missing`, else `None`.
-fn obtain_model(
-    name: &str,
-    seed: u64,
-    mnist: &Mnist,
-    dir: &Path,
-    train_missing: bool,
-) -> blindspot::Result<Option<Mlp>> {
-    let path = dir.join(format!("{}-seed{seed}.npz", file_stem(name)));
-    if path.is_file() {
-        return Mlp::load(&path).map(Some);
-    }
-    if !train_missing {
-        eprintln!("{name}: not in {} (use --train-missing)", dir.display());
-        return Ok(None);
-    }
-    eprintln!(
-        "training {name} (seed {seed}); cached at {}",
-        path.display()
-    );
-    let model = if name == "AE400-10" {
-        train_ae_classifier(&mnist.train, &AeRecipe::paper(), seed, |_, _| {})?.0
-    } else {
-        let arch = Architecture::parse(name, mnist.train.input_dim())?;
-        let config = TrainParams::for_arch(&arch).with_seed(seed).check()?;
-        let mut m = Mlp::new(arch, seed);
-        train(&mut m, &mnist.train, None, &config, |_| {})?;
-        m
-    };
-    std::fs::create_dir_all(dir).map_err(|e| blindspot::Error::Io {
-        path: dir.to_path_buf(),
-        source: e,
-    })?;
-    model.save(&path)?;
-    Ok(Some(model))
-}
-
 fn layer_json(b: &LayerBound) -> Value {
     json!({
         "layer": b.layer, "inputs": b.inputs, "outputs": b.outputs,
@@ -180,22 +127,31 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
          constant of the activation after it (sigmoid 1/4; none on the last layer; the softmax \
          is 1-Lipschitz, so the product also bounds the probabilities).\n"
     );
-    for name in args
-        .models
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-    {
-        let Some(model) = obtain_model(
-            name,
-            args.model_seed,
-            &mnist,
-            &args.model_dir,
-            args.train_missing,
-        )?
-        else {
+    let zoo = match &args.cache {
+        Some(dir) => Zoo::with_dir(dir),
+        None => Zoo::new(),
+    };
+    let names: Vec<String> = match &args.models {
+        Some(m) => m.iter().map(|s| s.trim().to_string()).collect(),
+        None => TABLE1.iter().map(|s| s.to_string()).collect(),
+    };
+    for name in names.iter().map(String::as_str) {
+        let path = zoo.cache_path(name, args.model_seed, "mnist-train", mnist.train.len());
+        if args.cached_only && !path.is_file() {
+            eprintln!("{name}: not cached at {} (skipped)", path.display());
             continue;
-        };
+        }
+        let entry = zoo.model(name, args.model_seed, &mnist.train, "mnist-train")?;
+        eprintln!(
+            "{name}: {} ({})",
+            if entry.from_cache {
+                "loaded"
+            } else {
+                "trained"
+            },
+            entry.path.display()
+        );
+        let model: Mlp = entry.model;
         let bounds = layer_bounds(&model)?;
         let product = network_bound(&bounds);
         let measured = measure(&model, &sets)?;

@@ -20,10 +20,10 @@ use std::path::{Path, PathBuf};
 
 use blindspot::data::{Dataset, Mnist};
 use blindspot::image::Grid;
-use blindspot::nn::{train, train_ae_classifier, AeRecipe, Architecture, Mlp, TrainParams};
 use blindspot::probe::{
     study, Difference, Direction, MeanCi, PreActivations, ProbeConfig, ProbeReport,
 };
+use blindspot::zoo::Zoo;
 use clap::Parser;
 use serde_json::{json, Value};
 
@@ -57,44 +57,16 @@ struct Args {
     /// Directory of the PNG grids.
     #[arg(long, default_value = "out/probe")]
     out: PathBuf,
-    /// Directory of cached models (trained there when missing).
-    #[arg(long, default_value = "out/models")]
-    models: PathBuf,
+    /// Zoo cache directory (default: $BLINDSPOT_ZOO or target/blindspot-zoo); models missing
+    /// from it are trained with the zoo's recipe and cached.
+    #[arg(long)]
+    cache: Option<PathBuf>,
     /// MNIST directory (default: $BLINDSPOT_MNIST or the crate's data/mnist).
     #[arg(long)]
     data: Option<PathBuf>,
     /// Write the statistics as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
-}
-
-/// The trained model `name` (FC… or AE400-10) with `seed`, loaded from `dir` or trained on
-/// `train_set` and saved there.
-fn obtain_model(name: &str, seed: u64, mnist: &Mnist, dir: &Path) -> blindspot::Result<Mlp> {
-    let path = dir.join(format!("{}-seed{seed}.npz", file_stem(name)));
-    if path.is_file() {
-        eprintln!("loading {name} from {}", path.display());
-        return Mlp::load(&path);
-    }
-    eprintln!(
-        "training {name} (seed {seed}); cached at {}",
-        path.display()
-    );
-    let model = if name == "AE400-10" {
-        train_ae_classifier(&mnist.train, &AeRecipe::paper(), seed, |_, _| {})?.0
-    } else {
-        let arch = Architecture::parse(name, mnist.train.input_dim())?;
-        let config = TrainParams::for_arch(&arch).with_seed(seed).check()?;
-        let mut m = Mlp::new(arch, seed);
-        train(&mut m, &mnist.train, None, &config, |_| {})?;
-        m
-    };
-    std::fs::create_dir_all(dir).map_err(|e| blindspot::Error::Io {
-        path: dir.to_path_buf(),
-        source: e,
-    })?;
-    model.save(&path)?;
-    Ok(model)
 }
 
 /// A file-name-safe form of a model name: `FC10(1e-4)` → `FC10_1e-4_`.
@@ -207,10 +179,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         seed: args.seed,
     };
     std::fs::create_dir_all(&args.out)?;
+    let zoo = match &args.cache {
+        Some(dir) => Zoo::with_dir(dir),
+        None => Zoo::new(),
+    };
     let plan: [(&str, &[usize]); 2] = [("FC100-100-10", &[0, 1]), ("AE400-10", &[0])];
     let mut reports = Vec::new();
     for (name, layers) in plan {
-        let model = obtain_model(name, args.model_seed, &mnist, &args.models)?;
+        let entry = zoo.model(name, args.model_seed, &mnist.train, "mnist-train")?;
+        eprintln!(
+            "{name}: {} ({})",
+            if entry.from_cache {
+                "loaded"
+            } else {
+                "trained"
+            },
+            entry.path.display()
+        );
+        let model = entry.model;
         for &layer in layers {
             for space in ["activation", "pre-activation"] {
                 let t = std::time::Instant::now();
