@@ -52,8 +52,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let n = args.images.min(mnist.train.len());
     let mut times = Vec::with_capacity(n);
     let (mut evals, mut successes, mut dist) = (0usize, 0usize, 0.0f64);
-    for i in 0..n {
-        let y = labels[i];
+    for (i, &y) in labels[..n].iter().enumerate() {
         let start = Instant::now();
         let out = attack.attack(&model, images.row(i), y, Target::Label((y + 1) % 10))?;
         times.push(start.elapsed().as_secs_f64());

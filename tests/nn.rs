@@ -56,6 +56,7 @@ fn parameter_gradients_match_finite_differences() {
         m.regularize(&mut grads);
         let h = 1e-3f32;
         let mut checked = 0;
+        #[allow(clippy::needless_range_loop)] // p indexes both the gradients and the model
         for p in 0..grads.len() {
             for idx in 0..grads[p].len() {
                 let (r, c) = (idx / grads[p].ncols(), idx % grads[p].ncols());

@@ -219,6 +219,7 @@ impl BoxLbfgs {
                     .ok_or_else(|| Error::Optim("L-BFGS-B returned no point".into()))?;
                 // The solver keeps iterates inside the box; clamping only guards the f64 → f32 cast.
                 let adv: Array1<f32> = z.mapv(|v| v.clamp(0.0, 1.0) as f32);
+                *solver.borrow_mut() = Some(res.solver);
                 evals.set(evals.get() + 1);
                 let got = model.predict(adv.view().insert_axis(ndarray::Axis(0)))?[0];
                 Ok((adv, got == target))
