@@ -22,7 +22,7 @@ struct Args {
     #[arg(long, default_value_t = 200)]
     images: usize,
     /// L-BFGS-B memory.
-    #[arg(long, default_value_t = 15)]
+    #[arg(long, default_value_t = 10)]
     memory: usize,
     /// Iteration limit per solve.
     #[arg(long, default_value_t = 150)]
@@ -31,7 +31,7 @@ struct Args {
     #[arg(long, default_value_t = 1e-5)]
     pgtol: f64,
     /// L-BFGS-B relative-reduction tolerance.
-    #[arg(long, default_value_t = 1e-5)]
+    #[arg(long, default_value_t = 3e-6)]
     ftol: f64,
     /// Bisection steps on c.
     #[arg(long, default_value_t = 5)]

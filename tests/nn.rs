@@ -311,6 +311,10 @@ fn single_example_kernel_matches_batch_path() {
             )
             .unwrap();
             assert!((loss[0] - batch_loss[i]).abs() < 1e-5);
+            let (one, all) = (m.logits(xi).unwrap(), m.logits(x.view()).unwrap());
+            for k in 0..5 {
+                assert!((one[[0, k]] - all[[i, k]]).abs() < 1e-5, "logits row {i}");
+            }
             for j in 0..30 {
                 assert!(
                     (grad[[0, j]] - batch_grad[[i, j]]).abs() < 1e-5,

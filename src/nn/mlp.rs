@@ -292,7 +292,22 @@ impl Mlp {
             let mut out = Array2::zeros((x.nrows(), self.params[2 * l].ncols()));
             out.assign(&self.params[2 * l + 1]);
             let input = a.as_ref().map_or(x.view(), |a| a.view());
-            general_mat_mul(1.0, &input, &self.params[2 * l], 1.0, &mut out);
+            match (
+                input.nrows(),
+                input.as_slice(),
+                self.params[2 * l].as_slice(),
+                out.as_slice_mut(),
+            ) {
+                // One row: vector kernels, since a matrix product would pack all of W first.
+                (1, Some(xs), Some(w), Some(o)) => {
+                    for (&xi, wi) in xs.iter().zip(w.chunks_exact(o.len())) {
+                        if xi != 0.0 {
+                            kernels::axpy(xi, wi, o);
+                        }
+                    }
+                }
+                _ => general_mat_mul(1.0, &input, &self.params[2 * l], 1.0, &mut out),
+            }
             if l < last {
                 self.arch.activation().apply(out.view_mut());
             }
