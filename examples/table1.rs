@@ -1,0 +1,196 @@
+//! The paper's Table 1: for each model, its training and test error and the mean minimal
+//! distortion of the adversarial examples that box-constrained L-BFGS finds for it.
+//!
+//! ```text
+//! cargo run --release --example table1 -- --images 1000 --json out/table1.json
+//! cargo run --release --example table1 -- --models "FC100-100-10,AE400-10" --set test --images 200
+//! ```
+//!
+//! Models come from the zoo cache (trained on first use). By default each image gets the
+//! untargeted attack, the smallest perturbation over all nine other labels, on training images
+//! as in the paper; an image the model already misclassifies needs no perturbation.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use blindspot::attack::{Attack, BoxLbfgs, Target};
+use blindspot::data::Mnist;
+use blindspot::image::Grid;
+use blindspot::nn::error_rate;
+use blindspot::zoo::{paper_errors, Zoo, TABLE1};
+use clap::{Parser, ValueEnum};
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Set {
+    Train,
+    Test,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Aim {
+    /// The smallest perturbation over every other label.
+    Untargeted,
+    /// The label after the true one, (y + 1) mod 10.
+    Next,
+    /// A label drawn per image from a seed.
+    Random,
+}
+
+#[derive(Parser)]
+#[command(about = "Reproduce Table 1 of Szegedy et al. (2013)")]
+struct Args {
+    /// Comma-separated model names (default: the six Table 1 models).
+    #[arg(long)]
+    models: Option<String>,
+    /// Images attacked per model.
+    #[arg(long, default_value_t = 1000)]
+    images: usize,
+    /// Which set the attacked images come from.
+    #[arg(long, value_enum, default_value_t = Set::Train)]
+    set: Set,
+    /// Which label the attack aims at.
+    #[arg(long, value_enum, default_value_t = Aim::Untargeted)]
+    target: Aim,
+    /// Bisection steps of the search over c.
+    #[arg(long, default_value_t = 5)]
+    search_steps: usize,
+    /// Seed of the zoo models (and of random targets).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Write every figure as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Directory for the PNG grids (original | adversarial | perturbation magnified).
+    #[arg(long, default_value = "out/table1")]
+    png_dir: PathBuf,
+}
+
+/// The paper's mean minimal distortion per model (Table 1).
+fn paper_distortion(name: &str) -> Option<f64> {
+    Some(match name {
+        "FC10(1e-4)" => 0.062,
+        "FC10(1e-2)" => 0.1,
+        "FC10(1)" => 0.14,
+        "FC100-100-10" => 0.058,
+        "FC200-200-10" => 0.065,
+        "AE400-10" => 0.086,
+        _ => return None,
+    })
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
+    let start_all = Instant::now();
+    let mnist = Mnist::load_default()?;
+    let names: Vec<String> = match &args.models {
+        Some(list) => list.split(',').map(|s| s.trim().to_string()).collect(),
+        None => TABLE1.iter().map(|s| s.to_string()).collect(),
+    };
+    let set = match args.set {
+        Set::Train => &mnist.train,
+        Set::Test => &mnist.test,
+    };
+    let n = args.images.min(set.len());
+    let xs = set.images().slice(ndarray::s![..n, ..]).to_owned();
+    let labels = &set.labels()[..n];
+    let targets: Vec<Target> = (0..n)
+        .map(|i| match args.target {
+            Aim::Untargeted => Target::Untargeted,
+            Aim::Next => Target::Label((labels[i] + 1) % 10),
+            Aim::Random => Target::Random {
+                seed: args.seed.wrapping_mul(1_000_003).wrapping_add(i as u64),
+            },
+        })
+        .collect();
+    let attack = BoxLbfgs::new().with_search_steps(args.search_steps);
+    let zoo = Zoo::new();
+    std::fs::create_dir_all(&args.png_dir)?;
+
+    let mut rows = Vec::new();
+    for name in &names {
+        let entry = zoo.model(name, args.seed, &mnist.train, "mnist-train")?;
+        let model = &entry.model;
+        let train_error = error_rate(model, &mnist.train)?;
+        let test_error = error_rate(model, &mnist.test)?;
+        let t = Instant::now();
+        let outs = attack.attack_batch(model, xs.view(), labels, &targets)?;
+        let seconds = t.elapsed().as_secs_f64();
+        let ok: Vec<_> = outs.iter().filter(|o| o.success).collect();
+        let mean_distortion = ok.iter().map(|o| o.distortion).sum::<f64>() / ok.len().max(1) as f64;
+        let success_rate = ok.len() as f64 / n as f64;
+        let evaluations = outs.iter().map(|o| o.evaluations).sum::<usize>() as f64 / n as f64;
+        let mut grid = Grid::new(28, 28, 3)?.with_scale(2)?;
+        for (i, o) in outs.iter().take(10).enumerate() {
+            grid.push(xs.row(i))?;
+            grid.push(o.adversarial.view())?;
+            grid.push_perturbation(o.perturbation.view())?;
+        }
+        let file = name.replace(['(', ')'], "_");
+        grid.save(args.png_dir.join(format!("{file}.png")))?;
+        eprintln!(
+            "{name}: {} ({:.1} s training), {n} images attacked in {seconds:.1} s",
+            if entry.from_cache {
+                "from cache"
+            } else {
+                "trained"
+            },
+            entry.train_seconds
+        );
+        rows.push(serde_json::json!({
+            "model": name,
+            "train_error": train_error,
+            "test_error": test_error,
+            "mean_distortion": mean_distortion,
+            "success_rate": success_rate,
+            "images": n,
+            "ms_per_image": 1e3 * seconds / n as f64,
+            "evaluations_per_image": evaluations,
+            "paper_train_error": paper_errors(name).map(|p| p.0),
+            "paper_test_error": paper_errors(name).map(|p| p.1),
+            "paper_mean_distortion": paper_distortion(name),
+        }));
+    }
+
+    println!(
+        "Table 1 ({} attack, {n} {} images per model, {} threads)\n",
+        match args.target {
+            Aim::Untargeted => "untargeted",
+            Aim::Next => "next-label",
+            Aim::Random => "random-target",
+        },
+        match args.set {
+            Set::Train => "training",
+            Set::Test => "test",
+        },
+        rayon::current_num_threads()
+    );
+    println!("| model | train error (paper) | test error (paper) | mean distortion (paper) | success | ms/image | evals/image |");
+    println!("|---|---|---|---|---|---|---|");
+    let pct = |v: &serde_json::Value| {
+        v.as_f64()
+            .map_or("-".into(), |f| format!("{:.2}%", 100.0 * f))
+    };
+    let num = |v: &serde_json::Value| v.as_f64().map_or("-".into(), |f| format!("{f:.3}"));
+    for r in &rows {
+        println!(
+            "| {} | {} ({}) | {} ({}) | {} ({}) | {:.1}% | {:.1} | {:.0} |",
+            r["model"].as_str().unwrap_or_default(),
+            pct(&r["train_error"]),
+            pct(&r["paper_train_error"]),
+            pct(&r["test_error"]),
+            pct(&r["paper_test_error"]),
+            num(&r["mean_distortion"]),
+            num(&r["paper_mean_distortion"]),
+            100.0 * r["success_rate"].as_f64().unwrap_or(0.0),
+            r["ms_per_image"].as_f64().unwrap_or(0.0),
+            r["evaluations_per_image"].as_f64().unwrap_or(0.0),
+        );
+    }
+    let total = start_all.elapsed().as_secs_f64();
+    println!("\nwall time of the whole run: {total:.1} s");
+    if let Some(path) = &args.json {
+        let json = serde_json::json!({ "rows": rows, "wall_seconds": total });
+        std::fs::write(path, serde_json::to_string_pretty(&json)?)?;
+    }
+    Ok(())
+}
