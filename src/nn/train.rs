@@ -336,18 +336,8 @@ fn fit_with<M: Trainable>(
     let p = config.params();
     let n = train.len();
     let bs = p.batch_size.min(n);
-    let part = bs.div_ceil(PARTS);
     let mut rng = ChaCha8Rng::seed_from_u64(p.seed);
-    let shapes: Vec<_> = model.params().iter().map(|a| a.raw_dim()).collect();
-    let zeros = || {
-        shapes
-            .iter()
-            .map(|d| Array2::<f32>::zeros(*d))
-            .collect::<Vec<_>>()
-    };
-    let mut velocity = zeros();
-    let mut part_grads: Vec<Vec<Array2<f32>>> = (0..PARTS).map(|_| zeros()).collect();
-    let mut workspaces: Vec<M::Workspace> = (0..PARTS).map(|_| model.workspace(part)).collect();
+    let mut sgd = SgdStep::new(&*model, bs);
     let mut xb = Array2::<f32>::zeros((bs, train.input_dim()));
     let mut yb: Vec<usize> = Vec::with_capacity(bs);
     let batches = n.div_ceil(bs);
@@ -361,55 +351,15 @@ fn fit_with<M: Trainable>(
             let m = idx.len();
             let mut xv = xb.slice_mut(s![..m, ..]);
             gather(train, idx, &mut xv, &mut yb);
-            let scale = 1.0 / m as f32;
-            let model_ref: &M = model;
-            let xv = xb.slice(s![..m, ..]);
-            let losses: Vec<Result<f32>> = part_grads
-                .par_iter_mut()
-                .zip(workspaces.par_iter_mut())
-                .enumerate()
-                .map(|(k, (g, ws))| {
-                    for a in g.iter_mut() {
-                        a.fill(0.0);
-                    }
-                    let lo = (k * part).min(m);
-                    let hi = ((k + 1) * part).min(m);
-                    if lo == hi {
-                        return Ok(0.0);
-                    }
-                    model_ref.accumulate_grad(xv.slice(s![lo..hi, ..]), &yb[lo..hi], scale, g, ws)
-                })
-                .collect();
-            let mut loss = 0.0;
-            for l in losses {
-                loss += l?;
-            }
-            let (first, rest) = part_grads.split_at_mut(1);
-            for other in rest.iter() {
-                for (a, b) in first[0].iter_mut().zip(other) {
-                    *a += b;
-                }
-            }
-            let reg = model.regularize(&mut first[0]);
-            total += (loss * scale + reg) as f64;
-            if !total.is_finite() {
-                return Err(Error::NonFinite {
-                    what: format!(
-                        "training loss at epoch {epoch}, batch {b} (learning rate too high?)"
-                    ),
-                });
-            }
-            for ((param, g), v) in model
-                .params_mut()
-                .iter_mut()
-                .zip(&first[0])
-                .zip(&mut velocity)
-            {
-                Zip::from(param).and(v).and(g).for_each(|w, v, &g| {
-                    *v = p.momentum * *v - lr * g;
-                    *w += *v;
-                });
-            }
+            let loss = sgd
+                .step(model, xb.slice(s![..m, ..]), &yb, lr, p.momentum)
+                .map_err(|e| match e {
+                    Error::NonFinite { what } => Error::NonFinite {
+                        what: format!("{what} at epoch {epoch}, batch {b}"),
+                    },
+                    other => other,
+                })?;
+            total += loss as f64;
             on_progress(&Progress::Batch {
                 epoch,
                 batch: b,
@@ -439,6 +389,107 @@ fn fit_with<M: Trainable>(
         seconds_per_epoch: stats.iter().map(|e| e.seconds).sum::<f64>() / stats.len() as f64,
         epochs: stats,
     })
+}
+
+/// One momentum-SGD update on a mini-batch, with the buffers it needs kept between batches:
+/// the velocity, a gradient and a workspace per part of the batch. Shared by [`train`] and the
+/// adversarial trainer so both update the same way.
+pub(crate) struct SgdStep<M: Trainable> {
+    velocity: Vec<Array2<f32>>,
+    part_grads: Vec<Vec<Array2<f32>>>,
+    workspaces: Vec<M::Workspace>,
+    part: usize,
+}
+
+impl<M: Trainable> SgdStep<M> {
+    /// Buffers for `model` and mini-batches of up to `batch` rows.
+    pub(crate) fn new(model: &M, batch: usize) -> Self {
+        let part = batch.div_ceil(PARTS).max(1);
+        let zeros = || -> Vec<Array2<f32>> {
+            model
+                .params()
+                .iter()
+                .map(|a| Array2::zeros(a.raw_dim()))
+                .collect()
+        };
+        SgdStep {
+            velocity: zeros(),
+            part_grads: (0..PARTS).map(|_| zeros()).collect(),
+            workspaces: (0..PARTS).map(|_| model.workspace(part)).collect(),
+            part,
+        }
+    }
+
+    /// Computes the mean-loss gradient plus the regulariser on `(x, y)` (at most the batch
+    /// size given to [`SgdStep::new`] rows), updates the parameters, and returns the
+    /// objective's value before the update.
+    pub(crate) fn step(
+        &mut self,
+        model: &mut M,
+        x: ArrayView2<'_, f32>,
+        y: &[usize],
+        lr: f32,
+        momentum: f32,
+    ) -> Result<f32> {
+        let m = x.nrows();
+        if m == 0 || m > PARTS * self.part {
+            return Err(Error::shape(
+                "mini-batch",
+                format!("1..={} rows", PARTS * self.part),
+                m,
+            ));
+        }
+        let scale = 1.0 / m as f32;
+        let part = self.part;
+        let model_ref: &M = model;
+        let losses: Vec<Result<f32>> = self
+            .part_grads
+            .par_iter_mut()
+            .zip(self.workspaces.par_iter_mut())
+            .enumerate()
+            .map(|(k, (g, ws))| {
+                for a in g.iter_mut() {
+                    a.fill(0.0);
+                }
+                let lo = (k * part).min(m);
+                let hi = ((k + 1) * part).min(m);
+                if lo == hi {
+                    return Ok(0.0);
+                }
+                model_ref.accumulate_grad(x.slice(s![lo..hi, ..]), &y[lo..hi], scale, g, ws)
+            })
+            .collect();
+        let mut loss = 0.0;
+        for l in losses {
+            loss += l?;
+        }
+        let (first, rest) = self.part_grads.split_at_mut(1);
+        for other in rest.iter() {
+            for (a, b) in first[0].iter_mut().zip(other) {
+                *a += b;
+            }
+        }
+        let reg = model.regularize(&mut first[0]);
+        let objective = loss * scale + reg;
+        // A diverged step must not reach the parameters.
+        if !objective.is_finite() || first[0].iter().any(|g| g.iter().any(|v| !v.is_finite())) {
+            return Err(Error::NonFinite {
+                what: "training objective or gradient (learning rate too high?)".into(),
+            });
+        }
+        for ((param, g), v) in model
+            .params_mut()
+            .iter_mut()
+            .zip(&first[0])
+            .zip(&mut self.velocity)
+        {
+            Zip::from(param).and(v).and(g).for_each(|w, v, &g| {
+                *v = momentum * *v - lr * g;
+                *w += *v;
+            });
+        }
+        Ok(objective)
+    }
 }
 
 fn gather(
