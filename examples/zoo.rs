@@ -94,7 +94,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             entry.train_seconds
         };
         eprintln!(
-            "{name}: train {:.2}% test {:.2}% in {seconds:.1} s{}",
+            "{name}: train {:.2}% test {:.2}% in {seconds:.3} s{}",
             100.0 * train_error,
             100.0 * test_error,
             if entry.from_cache {
@@ -103,8 +103,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 format!(" ({})", entry.cache_miss.as_deref().unwrap_or("trained"))
             }
         );
+        // Cache loads take milliseconds: show them with enough digits to be seen.
+        let shown = if seconds < 1.0 {
+            format!("{seconds:.3}")
+        } else {
+            format!("{seconds:.1}")
+        };
         table += &format!(
-            "| {name} | {} | {} | {} | {} | {seconds:.1} | {} |\n",
+            "| {name} | {} | {} | {} | {} | {shown} | {} |\n",
             pct(Some(train_error)),
             pct(paper.map(|p| p.0)),
             pct(Some(test_error)),
