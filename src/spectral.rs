@@ -41,13 +41,19 @@ pub const DEFAULT_TOL: f64 = 1e-7;
 /// Default iteration cap of [`layer_bounds`]' power iterations.
 pub const DEFAULT_MAX_ITER: usize = 10_000;
 
-/// Result of a power iteration.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// Result of a power iteration on `W` (`m × n`).
+#[derive(Debug, Clone, PartialEq)]
 pub struct NormEstimate {
     /// Estimated largest singular value.
     pub value: f64,
     /// Iterations performed.
     pub iterations: usize,
+    /// The matching left singular vector (length `m`, unit norm; zero if `W = 0`). For a
+    /// layer computing `x W` on row vectors `x`, this is the input direction that `W`
+    /// stretches most: `‖u W‖ = value`.
+    pub left: Array1<f64>,
+    /// The matching right singular vector (length `n`, unit norm): `W v = value · u`.
+    pub right: Array1<f64>,
 }
 
 /// The largest singular value of `w` by power iteration on `WᵀW`, started from a Gaussian
@@ -115,12 +121,16 @@ pub fn power_iteration(
             return Ok(NormEstimate {
                 value: 0.0,
                 iterations: it,
+                left: Array1::zeros(m),
+                right: v,
             });
         }
         if it > 1 && (sigma - prev).abs() <= tol * sigma {
             return Ok(NormEstimate {
                 value: sigma,
                 iterations: it,
+                left: u / sigma,
+                right: v,
             });
         }
         prev = sigma;
