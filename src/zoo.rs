@@ -68,7 +68,7 @@ pub fn paper_errors(name: &str) -> Option<(f32, f32)> {
 
 /// Bumped whenever the meaning of a recipe or the cache layout changes in a way the recipe's
 /// own fields do not capture, so that old cache files stop matching.
-const ZOO_FORMAT: &str = "1";
+const ZOO_FORMAT: &str = "2";
 
 /// How a zoo model is trained.
 #[derive(Debug, Clone, PartialEq)]

@@ -135,7 +135,8 @@ impl Architecture {
     pub fn activation(&self) -> Activation {
         self.activation
     }
-    /// L2 weight decay λ: the objective adds `λ/2 · Σ W²` over weight matrices (not biases).
+    /// L2 weight decay λ: the objective adds `λ/2 · Σ θ²` over every parameter θ (weights and
+    /// biases), so SGD shrinks each parameter by `lr·λ·θ` per step.
     pub fn weight_decay(&self) -> f32 {
         self.weight_decay
     }

@@ -35,8 +35,8 @@ use crate::nn::{
 /// Parameters are `[W_enc, b_enc, W_dec, b_dec]` (weights `in × out`, biases `1 × out`), the
 /// same layout as [`Mlp`], so the generic trainer ([`fit`]) trains it and the encoder can be
 /// lifted into an `Mlp` unchanged. The objective is the mean over a batch of the summed
-/// binary cross-entropy (see the module docs) plus `λ/2 · Σ W²` over the two weight matrices
-/// (biases are not decayed), the same weight-decay convention as [`Mlp`].
+/// binary cross-entropy (see the module docs) plus `λ/2 · Σ θ²` over every parameter,
+/// the same weight-decay convention as [`Mlp`].
 ///
 /// ```
 /// use blindspot::nn::Autoencoder;
@@ -525,8 +525,8 @@ impl Trainable for Autoencoder {
             return 0.0;
         }
         let mut penalty = 0.0;
-        // Weight matrices only (indices 0 and 2), as in the Mlp: biases are not decayed.
-        for (g, w) in grads.iter_mut().zip(&self.params).step_by(2) {
+        // Every parameter, biases included, as in the Mlp.
+        for (g, w) in grads.iter_mut().zip(&self.params) {
             Zip::from(g).and(w).for_each(|g, &w| {
                 *g += lambda * w;
                 penalty += w * w;
