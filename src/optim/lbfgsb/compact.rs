@@ -14,6 +14,7 @@
 //! `2·col` coefficient vectors.
 
 use super::dense::{cholesky_upper, solve_upper, solve_upper_transposed, Singular};
+use super::rows;
 
 /// How often `form_k` had to recompute its inner products in full (lets tests prove that
 /// path is exercised).
@@ -345,15 +346,6 @@ impl Workspace {
             } else {
                 self.d[i] = neggi;
                 f1 -= neggi * neggi;
-                if col > 0 {
-                    add_scaled_row(
-                        &mut self.sv,
-                        &self.wyws[i * 2 * m..(i + 1) * 2 * m],
-                        m,
-                        col,
-                        neggi,
-                    );
-                }
                 if has_lower(kind) && neggi < 0.0 {
                     self.order[nbreak] = i;
                     self.brk[nbreak] = tl / (-neggi);
@@ -380,6 +372,14 @@ impl Workspace {
         }
 
         // p = Wᵀd in chronological order, with the θ of W = [Y, θS].
+        if col > 0 {
+            rows::accumulate(
+                &self.wyws,
+                2 * m,
+                self.d.iter().copied().enumerate(),
+                &mut self.sv,
+            );
+        }
         for j in 0..col {
             let s = self.slot(j);
             self.p[j] = self.sv[s];
@@ -643,39 +643,19 @@ impl Workspace {
                 }
                 // New row/column for the newest pair.
                 let inew = self.slot(col - 1);
-                let (t1, rest) = self.acc.split_at_mut(m);
-                let (t2, rest) = rest.split_at_mut(m);
-                let (t3, rest) = rest.split_at_mut(m);
-                let tc = &mut rest[..m];
-                t1.iter_mut().for_each(|v| *v = 0.0);
-                t2.iter_mut().for_each(|v| *v = 0.0);
-                t3.iter_mut().for_each(|v| *v = 0.0);
-                tc.iter_mut().for_each(|v| *v = 0.0);
-                for (pos, &k) in self.index.iter().enumerate() {
-                    let row = &self.wyws[k * m2..(k + 1) * m2];
-                    let ynew = row[inew];
-                    let snew = row[m + inew];
-                    let (row_y, row_s) = (&row[..col], &row[m..m + col]);
-                    if pos < self.nfree {
-                        for ((a, c), (&wy, &ws)) in t1[..col]
-                            .iter_mut()
-                            .zip(tc[..col].iter_mut())
-                            .zip(row_y.iter().zip(row_s))
-                        {
-                            *a += ynew * wy;
-                            *c += ws * ynew;
-                        }
-                    } else {
-                        for ((a, c), (&wy, &ws)) in t2[..col]
-                            .iter_mut()
-                            .zip(t3[..col].iter_mut())
-                            .zip(row_y.iter().zip(row_s))
-                        {
-                            *a += snew * ws;
-                            *c += snew * wy;
-                        }
-                    }
-                }
+                // Free variables: [t1, tc] = Σ ynew·row; active ones: [t3, t2] = Σ snew·row.
+                let (free_acc, rest) = self.acc.split_at_mut(m2);
+                let act_acc = &mut rest[..m2];
+                free_acc.iter_mut().for_each(|v| *v = 0.0);
+                act_acc.iter_mut().for_each(|v| *v = 0.0);
+                let wyws = &self.wyws;
+                let (free, active) = self.index.split_at(self.nfree);
+                let items = free.iter().map(|&k| (k, wyws[k * m2 + inew]));
+                rows::accumulate(wyws, m2, items, free_acc);
+                let items = active.iter().map(|&k| (k, wyws[k * m2 + m + inew]));
+                rows::accumulate(wyws, m2, items, act_acc);
+                let (t1, tc) = free_acc.split_at(m);
+                let (t3, t2) = act_acc.split_at(m);
                 let (iy, is) = (col - 1, m + col - 1);
                 for jy in 0..col {
                     let s = (self.head + jy) % m;
@@ -819,17 +799,13 @@ impl Workspace {
         if !constrained && col > 0 {
             self.zw.iter_mut().for_each(|v| *v = 0.0);
             for i in 0..nfree {
-                let k = self.index[i];
-                let ri = -g[k];
-                self.r[i] = ri;
-                add_scaled_row(
-                    &mut self.zw,
-                    &self.wyws[k * 2 * m..(k + 1) * 2 * m],
-                    m,
-                    col,
-                    ri,
-                );
+                self.r[i] = -g[self.index[i]];
             }
+            let items = self.index[..nfree]
+                .iter()
+                .copied()
+                .zip(self.r[..nfree].iter().copied());
+            rows::accumulate(&self.wyws, 2 * m, items, &mut self.zw);
             return Ok(());
         }
         let theta = self.theta;
@@ -838,6 +814,7 @@ impl Workspace {
             self.r[i] = -theta * (self.z[k] - x[k]) - g[k];
         }
         bmv(m, &self.sy, &self.wt, col, &self.c, &mut self.v)?;
+        self.sv.iter_mut().for_each(|v| *v = 0.0);
         for j in 0..col {
             let s = self.slot(j);
             self.sv[s] = self.v[j];
@@ -845,13 +822,14 @@ impl Workspace {
         }
         // Fused with the first pass of the subspace step, which needs Wᵀ Z r.
         self.zw.iter_mut().for_each(|v| *v = 0.0);
-        for i in 0..nfree {
-            let k = self.index[i];
-            let row = &self.wyws[k * 2 * m..(k + 1) * 2 * m];
-            let ri = self.r[i] + row_dot(&self.sv, row, m, col);
-            self.r[i] = ri;
-            add_scaled_row(&mut self.zw, row, m, col, ri);
-        }
+        rows::dot_then_accumulate(
+            &self.wyws,
+            2 * m,
+            &self.index[..nfree],
+            &self.sv,
+            &mut self.r[..nfree],
+            &mut self.zw,
+        );
         Ok(())
     }
 
@@ -881,17 +859,21 @@ impl Workspace {
         }
         solve_upper(&self.wn, m2, 0, 2 * col, &mut self.wv[..2 * col])?;
         // r = r/θ + Zᵀ W wv / θ²
+        self.sv.iter_mut().for_each(|v| *v = 0.0);
         for j in 0..col {
             let s = self.slot(j);
             self.sv[s] = self.wv[j] / theta;
             self.sv[m + s] = self.wv[col + j];
         }
         let inv_theta = 1.0 / theta;
-        for i in 0..nsub {
-            let k = self.index[i];
-            let row = &self.wyws[k * m2..(k + 1) * m2];
-            self.r[i] = (self.r[i] + row_dot(&self.sv, row, m, col)) * inv_theta;
-        }
+        rows::dot_update(
+            &self.wyws,
+            m2,
+            &self.index[..nsub],
+            &self.sv,
+            inv_theta,
+            &mut self.r[..nsub],
+        );
 
         // Try the projection of the full Newton step first.
         let mut hit_bound = false;
@@ -1018,13 +1000,16 @@ impl Workspace {
         // acc[..m] collects sᵀy_j, acc[m..2m] collects s_jᵀs, both by slot.
         let acc = &mut self.acc[..m2];
         acc.iter_mut().for_each(|v| *v = 0.0);
-        for i in 0..n {
-            let si = self.d[i];
-            let row = &mut self.wyws[i * m2..(i + 1) * m2];
-            row[tail] = self.y[i];
+        for ((row, &yi), &si) in self
+            .wyws
+            .chunks_exact_mut(m2)
+            .zip(&self.y[..n])
+            .zip(&self.d[..n])
+        {
+            row[tail] = yi;
             row[m + tail] = si;
-            add_scaled_row(acc, row, m, col, si);
         }
+        rows::accumulate(&self.wyws, m2, self.d[..n].iter().copied().enumerate(), acc);
         let (a, bb) = acc.split_at(m);
         for j in 0..col - 1 {
             let s = (self.head + j) % m;
@@ -1055,31 +1040,6 @@ impl Workspace {
         }
         cholesky_upper(&mut self.wt, m, 0, col)
     }
-}
-
-/// `acc += a · row` over the used slots of both halves of one coordinate's pairs.
-#[inline(always)]
-fn add_scaled_row(acc: &mut [f64], row: &[f64], m: usize, col: usize, a: f64) {
-    let (acc_y, acc_s) = acc.split_at_mut(m);
-    let (row_y, row_s) = row.split_at(m);
-    for (o, &w) in acc_y[..col].iter_mut().zip(&row_y[..col]) {
-        *o += w * a;
-    }
-    for (o, &w) in acc_s[..col].iter_mut().zip(&row_s[..col]) {
-        *o += w * a;
-    }
-}
-
-/// `coefᵀ row` over the used slots of both halves of one coordinate's pairs.
-#[inline(always)]
-fn row_dot(coef: &[f64], row: &[f64], m: usize, col: usize) -> f64 {
-    let (row_y, row_s) = row.split_at(m);
-    let (coef_y, coef_s) = coef.split_at(m);
-    row_y[..col]
-        .iter()
-        .zip(&coef_y[..col])
-        .zip(row_s[..col].iter().zip(&coef_s[..col]))
-        .fold(0.0, |acc, ((&wy, &cy), (&ws, &cs))| acc + wy * cy + ws * cs)
 }
 
 #[inline]

@@ -21,6 +21,7 @@
 mod compact;
 mod dcsrch;
 mod dense;
+mod rows;
 
 use argmin::core::{
     ArgminError, CostFunction, Gradient, IterState, Problem, Solver, State, TerminationReason,

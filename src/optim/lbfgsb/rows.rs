@@ -1,0 +1,231 @@
+//! Kernels over the interleaved pair storage (`2m` values per coordinate, see `compact`).
+//!
+//! Every hot loop of the solver either accumulates `Σ cₖ rowₖ` over a set of coordinates or
+//! takes `coefᵀ rowₖ` per coordinate. These kernels are specialised at compile time for the
+//! common row widths so the `2m` accumulators stay in registers across the whole pass, and they
+//! always work on the full row: the lanes of unused slots hold zeros or old (finite) pairs,
+//! and whatever they accumulate is never read.
+//!
+//! Results are bit-for-bit those of the straightforward loops over the used slots:
+//! * accumulations keep, lane by lane, the same sequence of `acc + row·c` operations; terms
+//!   with `c == 0` are skipped, which changes nothing because every accumulator starts at
+//!   `+0` and so can never become `−0` (adding `±0` to it is the identity), and the rows are
+//!   finite;
+//! * dot products keep the interleaved order `((acc + y₀c₀) + s₀c'₀) + y₁c₁ + …`, and the
+//!   callers zero the coefficients of unused slots, so the extra terms are `±0`.
+
+/// Calls `$f::<W>` for the common widths `W = 2m`, or `$dynamic` otherwise.
+macro_rules! by_width {
+    ($w:expr, $f:ident, $dynamic:ident, ($($arg:expr),*)) => {
+        match $w {
+            2 => $f::<2>($($arg),*),
+            4 => $f::<4>($($arg),*),
+            6 => $f::<6>($($arg),*),
+            8 => $f::<8>($($arg),*),
+            10 => $f::<10>($($arg),*),
+            12 => $f::<12>($($arg),*),
+            14 => $f::<14>($($arg),*),
+            16 => $f::<16>($($arg),*),
+            20 => $f::<20>($($arg),*),
+            24 => $f::<24>($($arg),*),
+            30 => $f::<30>($($arg),*),
+            40 => $f::<40>($($arg),*),
+            _ => $dynamic($($arg),*),
+        }
+    };
+}
+
+/// `acc[..w] += Σ c · rows[k]` over the `(k, c)` pairs, in order (`c == 0` skipped).
+#[inline]
+pub(crate) fn accumulate<I>(rows: &[f64], w: usize, items: I, acc: &mut [f64])
+where
+    I: Iterator<Item = (usize, f64)>,
+{
+    by_width!(w, accumulate_fixed, accumulate_dyn, (rows, w, items, acc))
+}
+
+#[inline(always)]
+fn accumulate_fixed<const W: usize>(
+    rows: &[f64],
+    _w: usize,
+    items: impl Iterator<Item = (usize, f64)>,
+    acc: &mut [f64],
+) {
+    let mut a: [f64; W] = acc[..W].try_into().expect("width");
+    for (k, c) in items {
+        if c == 0.0 {
+            continue;
+        }
+        let row: &[f64; W] = rows[k * W..k * W + W].try_into().expect("width");
+        for j in 0..W {
+            a[j] += row[j] * c;
+        }
+    }
+    acc[..W].copy_from_slice(&a);
+}
+
+fn accumulate_dyn<I>(rows: &[f64], w: usize, items: I, acc: &mut [f64])
+where
+    I: Iterator<Item = (usize, f64)>,
+{
+    let acc = &mut acc[..w];
+    for (k, c) in items {
+        if c == 0.0 {
+            continue;
+        }
+        for (a, &r) in acc.iter_mut().zip(&rows[k * w..k * w + w]) {
+            *a += r * c;
+        }
+    }
+}
+
+/// Interleaved dot product `Σⱼ (row[j]·coef[j] + row[m+j]·coef[m+j])`, `m = W/2`.
+#[inline(always)]
+fn row_dot_fixed<const W: usize>(coef: &[f64; W], row: &[f64; W]) -> f64 {
+    let m = W / 2;
+    let mut acc = 0.0;
+    for j in 0..m {
+        acc = acc + row[j] * coef[j] + row[m + j] * coef[m + j];
+    }
+    acc
+}
+
+#[inline(always)]
+fn row_dot_dyn(coef: &[f64], row: &[f64]) -> f64 {
+    let m = row.len() / 2;
+    let (ry, rs) = row.split_at(m);
+    let (cy, cs) = coef.split_at(m);
+    let mut acc = 0.0;
+    for j in 0..m {
+        acc = acc + ry[j] * cy[j] + rs[j] * cs[j];
+    }
+    acc
+}
+
+/// For `i < r.len()`, with `k = index[i]`: `r[i] += coefᵀ rows[k]`, then `acc += r[i] · rows[k]`
+/// (the reduced gradient fused with the first product of the subspace step).
+#[inline]
+pub(crate) fn dot_then_accumulate(
+    rows: &[f64],
+    w: usize,
+    index: &[usize],
+    coef: &[f64],
+    r: &mut [f64],
+    acc: &mut [f64],
+) {
+    by_width!(
+        w,
+        dot_then_accumulate_fixed,
+        dot_then_accumulate_dyn,
+        (rows, w, index, coef, r, acc)
+    )
+}
+
+#[inline(always)]
+fn dot_then_accumulate_fixed<const W: usize>(
+    rows: &[f64],
+    _w: usize,
+    index: &[usize],
+    coef: &[f64],
+    r: &mut [f64],
+    acc: &mut [f64],
+) {
+    let coef: &[f64; W] = coef[..W].try_into().expect("width");
+    let mut a: [f64; W] = acc[..W].try_into().expect("width");
+    for (ri, &k) in r.iter_mut().zip(index) {
+        let row: &[f64; W] = rows[k * W..k * W + W].try_into().expect("width");
+        let v = *ri + row_dot_fixed(coef, row);
+        *ri = v;
+        if v != 0.0 {
+            for j in 0..W {
+                a[j] += row[j] * v;
+            }
+        }
+    }
+    acc[..W].copy_from_slice(&a);
+}
+
+fn dot_then_accumulate_dyn(
+    rows: &[f64],
+    w: usize,
+    index: &[usize],
+    coef: &[f64],
+    r: &mut [f64],
+    acc: &mut [f64],
+) {
+    let coef = &coef[..w];
+    let acc = &mut acc[..w];
+    for (ri, &k) in r.iter_mut().zip(index) {
+        let row = &rows[k * w..k * w + w];
+        let v = *ri + row_dot_dyn(coef, row);
+        *ri = v;
+        if v != 0.0 {
+            for (a, &x) in acc.iter_mut().zip(row) {
+                *a += x * v;
+            }
+        }
+    }
+}
+
+/// For `i < r.len()`, with `k = index[i]`: `r[i] = (r[i] + coefᵀ rows[k]) · scale`.
+#[inline]
+pub(crate) fn dot_update(
+    rows: &[f64],
+    w: usize,
+    index: &[usize],
+    coef: &[f64],
+    scale: f64,
+    r: &mut [f64],
+) {
+    by_width!(
+        w,
+        dot_update_fixed,
+        dot_update_dyn,
+        (rows, w, index, coef, scale, r)
+    )
+}
+
+#[inline(always)]
+fn dot_update_fixed<const W: usize>(
+    rows: &[f64],
+    _w: usize,
+    index: &[usize],
+    coef: &[f64],
+    scale: f64,
+    r: &mut [f64],
+) {
+    let coef: &[f64; W] = coef[..W].try_into().expect("width");
+    // Two coordinates at a time: their sums are independent chains.
+    let mut ri = r.chunks_exact_mut(2);
+    let mut ki = index.chunks_exact(2);
+    for (rr, kk) in (&mut ri).zip(&mut ki) {
+        let r0: &[f64; W] = rows[kk[0] * W..kk[0] * W + W].try_into().expect("width");
+        let r1: &[f64; W] = rows[kk[1] * W..kk[1] * W + W].try_into().expect("width");
+        let m = W / 2;
+        let (mut a0, mut a1) = (0.0, 0.0);
+        for j in 0..m {
+            a0 = a0 + r0[j] * coef[j] + r0[m + j] * coef[m + j];
+            a1 = a1 + r1[j] * coef[j] + r1[m + j] * coef[m + j];
+        }
+        rr[0] = (rr[0] + a0) * scale;
+        rr[1] = (rr[1] + a1) * scale;
+    }
+    for (rr, &k) in ri.into_remainder().iter_mut().zip(ki.remainder()) {
+        let row: &[f64; W] = rows[k * W..k * W + W].try_into().expect("width");
+        *rr = (*rr + row_dot_fixed(coef, row)) * scale;
+    }
+}
+
+fn dot_update_dyn(
+    rows: &[f64],
+    w: usize,
+    index: &[usize],
+    coef: &[f64],
+    scale: f64,
+    r: &mut [f64],
+) {
+    let coef = &coef[..w];
+    for (ri, &k) in r.iter_mut().zip(index) {
+        *ri = (*ri + row_dot_dyn(coef, &rows[k * w..k * w + w])) * scale;
+    }
+}
