@@ -11,8 +11,26 @@
 //!   with `c == 0` are skipped, which changes nothing because every accumulator starts at
 //!   `+0` and so can never become `−0` (adding `±0` to it is the identity), and the rows are
 //!   finite;
-//! * dot products keep the interleaved order `((acc + y₀c₀) + s₀c'₀) + y₁c₁ + …`, and the
-//!   callers zero the coefficients of unused slots, so the extra terms are `±0`.
+//! * dot products keep the interleaved order `((acc + y₀c₀) + s₀c'₀) + y₁c₁ + …` over the
+//!   first `used` slots (the used ones while the ring is not full, all of them after).
+//!
+//! On x86-64 CPUs with AVX the same code is compiled a second time for 256-bit vectors and
+//! picked at run time. Rust never contracts `a·b + c` into a fused multiply-add, so both
+//! versions round identically.
+
+/// Runs `$generic(args)` compiled with AVX when the CPU has it.
+macro_rules! with_avx {
+    ($avx:ident, $generic:ident, ($($arg:expr),*)) => {{
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx") {
+                // SAFETY: the CPU supports AVX (checked just above).
+                return unsafe { $avx($($arg),*) };
+            }
+        }
+        $generic($($arg),*)
+    }};
+}
 
 /// Calls `$f::<W>` for the common widths `W = 2m`, or `$dynamic` otherwise.
 macro_rules! by_width {
@@ -41,6 +59,23 @@ pub(crate) fn accumulate<I>(rows: &[f64], w: usize, items: I, acc: &mut [f64])
 where
     I: Iterator<Item = (usize, f64)>,
 {
+    with_avx!(accumulate_avx, accumulate_generic, (rows, w, items, acc))
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn accumulate_avx<I>(rows: &[f64], w: usize, items: I, acc: &mut [f64])
+where
+    I: Iterator<Item = (usize, f64)>,
+{
+    accumulate_generic(rows, w, items, acc)
+}
+
+#[inline(always)]
+fn accumulate_generic<I>(rows: &[f64], w: usize, items: I, acc: &mut [f64])
+where
+    I: Iterator<Item = (usize, f64)>,
+{
     by_width!(w, accumulate_fixed, accumulate_dyn, (rows, w, items, acc))
 }
 
@@ -64,6 +99,7 @@ fn accumulate_fixed<const W: usize>(
     acc[..W].copy_from_slice(&a);
 }
 
+#[inline(always)]
 fn accumulate_dyn<I>(rows: &[f64], w: usize, items: I, acc: &mut [f64])
 where
     I: Iterator<Item = (usize, f64)>,
@@ -79,24 +115,24 @@ where
     }
 }
 
-/// Interleaved dot product `Σⱼ (row[j]·coef[j] + row[m+j]·coef[m+j])`, `m = W/2`.
+/// Interleaved dot product `Σ_{j<used} (row[j]·coef[j] + row[m+j]·coef[m+j])`, `m = W/2`.
 #[inline(always)]
-fn row_dot_fixed<const W: usize>(coef: &[f64; W], row: &[f64; W]) -> f64 {
+fn row_dot_fixed<const W: usize>(coef: &[f64; W], row: &[f64; W], used: usize) -> f64 {
     let m = W / 2;
     let mut acc = 0.0;
-    for j in 0..m {
+    for j in 0..used.min(m) {
         acc = acc + row[j] * coef[j] + row[m + j] * coef[m + j];
     }
     acc
 }
 
 #[inline(always)]
-fn row_dot_dyn(coef: &[f64], row: &[f64]) -> f64 {
+fn row_dot_dyn(coef: &[f64], row: &[f64], used: usize) -> f64 {
     let m = row.len() / 2;
     let (ry, rs) = row.split_at(m);
     let (cy, cs) = coef.split_at(m);
     let mut acc = 0.0;
-    for j in 0..m {
+    for j in 0..used.min(m) {
         acc = acc + ry[j] * cy[j] + rs[j] * cs[j];
     }
     acc
@@ -108,6 +144,38 @@ fn row_dot_dyn(coef: &[f64], row: &[f64]) -> f64 {
 pub(crate) fn dot_then_accumulate(
     rows: &[f64],
     w: usize,
+    used: usize,
+    index: &[usize],
+    coef: &[f64],
+    r: &mut [f64],
+    acc: &mut [f64],
+) {
+    with_avx!(
+        dot_then_accumulate_avx,
+        dot_then_accumulate_generic,
+        (rows, w, used, index, coef, r, acc)
+    )
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn dot_then_accumulate_avx(
+    rows: &[f64],
+    w: usize,
+    used: usize,
+    index: &[usize],
+    coef: &[f64],
+    r: &mut [f64],
+    acc: &mut [f64],
+) {
+    dot_then_accumulate_generic(rows, w, used, index, coef, r, acc)
+}
+
+#[inline(always)]
+fn dot_then_accumulate_generic(
+    rows: &[f64],
+    w: usize,
+    used: usize,
     index: &[usize],
     coef: &[f64],
     r: &mut [f64],
@@ -117,7 +185,7 @@ pub(crate) fn dot_then_accumulate(
         w,
         dot_then_accumulate_fixed,
         dot_then_accumulate_dyn,
-        (rows, w, index, coef, r, acc)
+        (rows, w, used, index, coef, r, acc)
     )
 }
 
@@ -125,6 +193,7 @@ pub(crate) fn dot_then_accumulate(
 fn dot_then_accumulate_fixed<const W: usize>(
     rows: &[f64],
     _w: usize,
+    used: usize,
     index: &[usize],
     coef: &[f64],
     r: &mut [f64],
@@ -134,7 +203,7 @@ fn dot_then_accumulate_fixed<const W: usize>(
     let mut a: [f64; W] = acc[..W].try_into().expect("width");
     for (ri, &k) in r.iter_mut().zip(index) {
         let row: &[f64; W] = rows[k * W..k * W + W].try_into().expect("width");
-        let v = *ri + row_dot_fixed(coef, row);
+        let v = *ri + row_dot_fixed(coef, row, used);
         *ri = v;
         if v != 0.0 {
             for j in 0..W {
@@ -145,9 +214,11 @@ fn dot_then_accumulate_fixed<const W: usize>(
     acc[..W].copy_from_slice(&a);
 }
 
+#[inline(always)]
 fn dot_then_accumulate_dyn(
     rows: &[f64],
     w: usize,
+    used: usize,
     index: &[usize],
     coef: &[f64],
     r: &mut [f64],
@@ -157,7 +228,7 @@ fn dot_then_accumulate_dyn(
     let acc = &mut acc[..w];
     for (ri, &k) in r.iter_mut().zip(index) {
         let row = &rows[k * w..k * w + w];
-        let v = *ri + row_dot_dyn(coef, row);
+        let v = *ri + row_dot_dyn(coef, row, used);
         *ri = v;
         if v != 0.0 {
             for (a, &x) in acc.iter_mut().zip(row) {
@@ -172,6 +243,38 @@ fn dot_then_accumulate_dyn(
 pub(crate) fn dot_update(
     rows: &[f64],
     w: usize,
+    used: usize,
+    index: &[usize],
+    coef: &[f64],
+    scale: f64,
+    r: &mut [f64],
+) {
+    with_avx!(
+        dot_update_avx,
+        dot_update_generic,
+        (rows, w, used, index, coef, scale, r)
+    )
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn dot_update_avx(
+    rows: &[f64],
+    w: usize,
+    used: usize,
+    index: &[usize],
+    coef: &[f64],
+    scale: f64,
+    r: &mut [f64],
+) {
+    dot_update_generic(rows, w, used, index, coef, scale, r)
+}
+
+#[inline(always)]
+fn dot_update_generic(
+    rows: &[f64],
+    w: usize,
+    used: usize,
     index: &[usize],
     coef: &[f64],
     scale: f64,
@@ -181,7 +284,7 @@ pub(crate) fn dot_update(
         w,
         dot_update_fixed,
         dot_update_dyn,
-        (rows, w, index, coef, scale, r)
+        (rows, w, used, index, coef, scale, r)
     )
 }
 
@@ -189,6 +292,7 @@ pub(crate) fn dot_update(
 fn dot_update_fixed<const W: usize>(
     rows: &[f64],
     _w: usize,
+    used: usize,
     index: &[usize],
     coef: &[f64],
     scale: f64,
@@ -203,7 +307,7 @@ fn dot_update_fixed<const W: usize>(
         let r1: &[f64; W] = rows[kk[1] * W..kk[1] * W + W].try_into().expect("width");
         let m = W / 2;
         let (mut a0, mut a1) = (0.0, 0.0);
-        for j in 0..m {
+        for j in 0..used.min(m) {
             a0 = a0 + r0[j] * coef[j] + r0[m + j] * coef[m + j];
             a1 = a1 + r1[j] * coef[j] + r1[m + j] * coef[m + j];
         }
@@ -212,13 +316,15 @@ fn dot_update_fixed<const W: usize>(
     }
     for (rr, &k) in ri.into_remainder().iter_mut().zip(ki.remainder()) {
         let row: &[f64; W] = rows[k * W..k * W + W].try_into().expect("width");
-        *rr = (*rr + row_dot_fixed(coef, row)) * scale;
+        *rr = (*rr + row_dot_fixed(coef, row, used)) * scale;
     }
 }
 
+#[inline(always)]
 fn dot_update_dyn(
     rows: &[f64],
     w: usize,
+    used: usize,
     index: &[usize],
     coef: &[f64],
     scale: f64,
@@ -226,6 +332,6 @@ fn dot_update_dyn(
 ) {
     let coef = &coef[..w];
     for (ri, &k) in r.iter_mut().zip(index) {
-        *ri = (*ri + row_dot_dyn(coef, &rows[k * w..k * w + w])) * scale;
+        *ri = (*ri + row_dot_dyn(coef, &rows[k * w..k * w + w], used)) * scale;
     }
 }
