@@ -33,6 +33,9 @@ struct Args {
     /// L-BFGS-B relative-reduction tolerance.
     #[arg(long, default_value_t = 3e-6)]
     ftol: f64,
+    /// Attack untargeted (smallest perturbation over all other labels) instead of y+1.
+    #[arg(long)]
+    untargeted: bool,
     /// Bisection steps on c.
     #[arg(long, default_value_t = 5)]
     search_steps: usize,
@@ -54,7 +57,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (mut evals, mut successes, mut dist) = (0usize, 0usize, 0.0f64);
     for (i, &y) in labels[..n].iter().enumerate() {
         let start = Instant::now();
-        let out = attack.attack(&model, images.row(i), y, Target::Label((y + 1) % 10))?;
+        let target = if args.untargeted {
+            Target::Untargeted
+        } else {
+            Target::Label((y + 1) % 10)
+        };
+        let out = attack.attack(&model, images.row(i), y, target)?;
         times.push(start.elapsed().as_secs_f64());
         evals += out.evaluations;
         if out.success {
@@ -68,7 +76,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let xs = images.slice(ndarray::s![..n, ..]);
     let targets: Vec<Target> = labels[..n]
         .iter()
-        .map(|&y| Target::Label((y + 1) % 10))
+        .map(|&y| {
+            if args.untargeted {
+                Target::Untargeted
+            } else {
+                Target::Label((y + 1) % 10)
+            }
+        })
         .collect();
     let start = Instant::now();
     attack.attack_batch(&model, xs, &labels[..n], &targets)?;
