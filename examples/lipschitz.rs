@@ -3,9 +3,9 @@
 //! `‖f(x + r) − f(x)‖ / ‖r‖` over perturbations of test images, where `f` is the network's
 //! pre-softmax output (the logits).
 //!
-//! The perturbations are Gaussian noise of several scales for now; any list of (x, r) pairs
-//! can be measured the same way (see [`PerturbationSet`]), e.g. the adversarial perturbations
-//! an attack found.
+//! The perturbations: Gaussian noise of several scales, a step along the first layer's most
+//! stretched input direction, and the adversarial perturbations that the box-constrained
+//! L-BFGS attack finds (untargeted, on the first `--adversarial` test images).
 //!
 //! ```text
 //! cargo run --release --example lipschitz -- --json out/lipschitz.json
@@ -13,6 +13,7 @@
 
 use std::path::PathBuf;
 
+use blindspot::attack::{Attack, BoxLbfgs, Target};
 use blindspot::data::Mnist;
 use blindspot::nn::{error_rate, Mlp};
 use blindspot::spectral::{
@@ -52,6 +53,9 @@ struct Args {
     /// Seed of the perturbations.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Test images attacked (untargeted BoxLbfgs) for the adversarial perturbations; 0 skips.
+    #[arg(long, default_value_t = 200)]
+    adversarial: usize,
     /// MNIST directory (default: $BLINDSPOT_MNIST or the crate's data/mnist).
     #[arg(long)]
     data: Option<PathBuf>,
@@ -130,6 +134,31 @@ fn gaussian_sets(mnist: &Mnist, n: usize, sigmas: &[f32], seed: u64) -> Vec<Pert
         .collect()
 }
 
+/// The perturbations `r = x' − x` of the adversarial examples the paper's attack finds for
+/// `model` on the first `n` test images (only successful, non-zero ones).
+fn adversarial_set(model: &Mlp, mnist: &Mnist, n: usize) -> blindspot::Result<PerturbationSet> {
+    let n = n.min(mnist.test.len());
+    let x = mnist.test.images().slice(s![..n, ..]).to_owned();
+    let labels = &mnist.test.labels()[..n];
+    let outs =
+        BoxLbfgs::new().attack_batch(model, x.view(), labels, &vec![Target::Untargeted; n])?;
+    let keep: Vec<usize> = (0..n)
+        .filter(|&i| outs[i].success && outs[i].distortion > 0.0)
+        .collect();
+    let xs = Array2::from_shape_fn((keep.len(), x.ncols()), |(i, j)| x[[keep[i], j]]);
+    let rs = Array2::from_shape_fn((keep.len(), x.ncols()), |(i, j)| {
+        outs[keep[i]].perturbation[j]
+    });
+    Ok(PerturbationSet {
+        source: format!(
+            "adversarial (BoxLbfgs, untargeted), {} of {n} images",
+            keep.len()
+        ),
+        x: xs,
+        r: rs,
+    })
+}
+
 fn layer_json(b: &LayerBound) -> Value {
     json!({
         "layer": b.layer, "inputs": b.inputs, "outputs": b.outputs,
@@ -189,6 +218,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             x: s.x.clone(),
             r: s.r.clone(),
         }));
+        if args.adversarial > 0 {
+            model_sets.push(adversarial_set(&model, &mnist, args.adversarial)?);
+        }
         let measured = measure(&model, &model_sets)?;
         let test_error = error_rate(&model, &mnist.test)?;
         println!("### {name} (test error {:.2}%)\n", 100.0 * test_error);
@@ -221,14 +253,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             );
         }
         println!();
-        let worst = |gaussian: bool| {
+        let worst = |prefix: &str| {
             measured
                 .iter()
-                .filter(|m| m.source.starts_with("gaussian") == gaussian)
+                .filter(|m| m.source.starts_with(prefix))
                 .map(|m| m.max)
                 .fold(0.0, f64::max)
         };
-        summary.push((name.to_string(), product, worst(true), worst(false)));
+        summary.push((
+            name.to_string(),
+            product,
+            worst("gaussian"),
+            worst("top singular"),
+            worst("adversarial"),
+        ));
         out.push(json!({
             "model": name, "seed": args.model_seed, "test_error": test_error,
             "layers": bounds.iter().map(layer_json).collect::<Vec<_>>(),
@@ -240,14 +278,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!("### Summary\n");
     println!(
-        "| model | product bound | max ratio, Gaussian | / bound | max ratio, W0 top direction | / bound |"
+        "| model | product bound | max ratio, Gaussian | / bound | max ratio, W0 top direction | / bound | max ratio, adversarial | / bound |"
     );
-    println!("|---|---|---|---|---|---|");
-    for (name, bound, gauss, top) in &summary {
+    println!("|---|---|---|---|---|---|---|---|");
+    for (name, bound, gauss, top, adv) in &summary {
         println!(
-            "| {name} | {bound:.4} | {gauss:.4} | {:.3} | {top:.4} | {:.3} |",
+            "| {name} | {bound:.4} | {gauss:.4} | {:.3} | {top:.4} | {:.3} | {adv:.4} | {:.3} |",
             gauss / bound,
-            top / bound
+            top / bound,
+            adv / bound
         );
     }
     if let Some(path) = &args.json {
@@ -257,7 +296,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let v = json!({
             "f": "pre-softmax output (logits)",
             "perturbations": "Gaussian N(0, σ²) per pixel on the first n test images, unclipped; \
-                ε·(top left singular vector of W0) on the same images",
+                ε·(top left singular vector of W0) on the same images; adversarial perturbations \
+                of untargeted BoxLbfgs on the first `adversarial` test images",
+            "adversarial": args.adversarial,
             "n": args.n.min(mnist.test.len()), "sigmas": args.sigmas, "seed": args.seed,
             "models": out,
         });
