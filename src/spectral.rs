@@ -247,18 +247,25 @@ pub fn perturbation_ratios<C: Classifier + ?Sized>(
     let moved: Array2<f32> = &x + &r;
     let f0 = model.logits(x)?;
     let f1 = model.logits(moved.view())?;
+    // The denominator is the perturbation as realised in f32, `(x + r) − x`: for tiny r the
+    // rounding of `x + r` can double or erase it, and the ratio must use what the model saw.
     Ok(f0
         .axis_iter(Axis(0))
         .zip(f1.axis_iter(Axis(0)))
-        .zip(r.axis_iter(Axis(0)))
-        .map(|((a, b), ri)| {
+        .zip(moved.axis_iter(Axis(0)).zip(x.axis_iter(Axis(0))))
+        .map(|((a, b), (mi, xi))| {
             let num: f64 = a
                 .iter()
                 .zip(b)
                 .map(|(&p, &q)| (f64::from(q) - f64::from(p)).powi(2))
                 .sum::<f64>()
                 .sqrt();
-            let den: f64 = ri.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>().sqrt();
+            let den: f64 = mi
+                .iter()
+                .zip(xi)
+                .map(|(&m, &v)| (f64::from(m) - f64::from(v)).powi(2))
+                .sum::<f64>()
+                .sqrt();
             if den > 0.0 {
                 num / den
             } else {
