@@ -529,16 +529,19 @@ impl Workspace {
             }
         }
         let wrk = self.ileave < n || self.nenter > 0 || self.updatd;
+        // Branch-free partition: each variable is written at both candidate positions and
+        // only the count on its side advances. A write into the wrong side lands either on
+        // the next free slot (overwritten by the next free variable) or, once every free
+        // variable has been placed, on a slot the active variables fill afterwards.
+        let index = &mut self.index[..n];
         let mut nfree = 0;
         let mut iact = n;
-        for i in 0..n {
-            if self.iwhere[i] <= 0 {
-                self.index[nfree] = i;
-                nfree += 1;
-            } else {
-                iact -= 1;
-                self.index[iact] = i;
-            }
+        for (i, &w) in self.iwhere[..n].iter().enumerate() {
+            let free = w <= 0;
+            index[nfree.min(n - 1)] = i;
+            index[(iact - 1).min(n - 1)] = i;
+            nfree += free as usize;
+            iact -= (!free) as usize;
         }
         self.nfree = nfree;
         wrk
