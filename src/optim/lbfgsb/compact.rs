@@ -147,6 +147,34 @@ fn heap_pop_min(t: &mut [f64], order: &mut [usize], build: bool) {
     }
 }
 
+/// Breakpoints after the first that the Cauchy search finds by scanning before it builds the
+/// heap.
+const MAX_SCANS: usize = 6;
+
+/// Position of the smallest breakpoint above `last` (the previous one taken) if it is unique,
+/// i.e. if a heap would necessarily pop it next. With `check_last`, `last` itself must also
+/// occur only once (it was taken without a heap).
+fn next_breakpoint(t: &[f64], last: f64, check_last: bool) -> Option<usize> {
+    let mut best = f64::INFINITY;
+    let mut at = usize::MAX;
+    let mut ties = 0usize;
+    let mut equal_last = 0usize;
+    for (q, &v) in t.iter().enumerate() {
+        equal_last += (v == last) as usize;
+        if v > last {
+            if v < best {
+                best = v;
+                at = q;
+                ties = 0;
+            } else if v == best {
+                ties += 1;
+            }
+        }
+    }
+    let unique = at != usize::MAX && ties == 0 && (!check_last || equal_last == 1);
+    unique.then_some(at)
+}
+
 /// Everything the solver keeps between iterations, allocated once per problem size.
 #[derive(Debug, Clone)]
 pub(crate) struct Workspace {
@@ -406,6 +434,7 @@ impl Workspace {
         if nbreak > 0 {
             let mut nleft = nbreak;
             let mut iter = 1;
+            let mut scanning = true;
             let mut tj = 0.0;
             loop {
                 let tj0 = tj;
@@ -416,13 +445,39 @@ impl Workspace {
                     tj = bkmin;
                     ibp = self.order[ibkmin];
                 } else {
-                    if iter == 2 && ibkmin != nbreak - 1 {
-                        self.brk[ibkmin] = self.brk[nbreak - 1];
-                        self.order[ibkmin] = self.order[nbreak - 1];
+                    // The next few breakpoints are found by scanning, which is much cheaper
+                    // than building the heap when only a handful are passed. A scan gives the
+                    // heap's answer whenever that answer is unique (no tie with another
+                    // breakpoint); on a tie, or after `MAX_SCANS` scans, the heap is built and
+                    // the pops made so far are replayed so the walk continues exactly as the
+                    // reference one.
+                    let mut found = None;
+                    if scanning && iter - 1 <= MAX_SCANS {
+                        found = next_breakpoint(&self.brk[..nbreak], tj, iter == 2);
                     }
-                    heap_pop_min(&mut self.brk[..nleft], &mut self.order[..nleft], iter == 2);
-                    tj = self.brk[nleft - 1];
-                    ibp = self.order[nleft - 1];
+                    if let Some(q) = found {
+                        tj = self.brk[q];
+                        ibp = self.order[q];
+                    } else {
+                        if scanning {
+                            scanning = false;
+                            for it in 2..iter {
+                                let nl = nbreak - (it - 1);
+                                if it == 2 && ibkmin != nbreak - 1 {
+                                    self.brk[ibkmin] = self.brk[nbreak - 1];
+                                    self.order[ibkmin] = self.order[nbreak - 1];
+                                }
+                                heap_pop_min(&mut self.brk[..nl], &mut self.order[..nl], it == 2);
+                            }
+                        }
+                        if iter == 2 && ibkmin != nbreak - 1 {
+                            self.brk[ibkmin] = self.brk[nbreak - 1];
+                            self.order[ibkmin] = self.order[nbreak - 1];
+                        }
+                        heap_pop_min(&mut self.brk[..nleft], &mut self.order[..nleft], iter == 2);
+                        tj = self.brk[nleft - 1];
+                        ibp = self.order[nleft - 1];
+                    }
                 }
                 let dt = tj - tj0;
                 if dtm < dt {
