@@ -151,6 +151,20 @@ fn heap_pop_min(t: &mut [f64], order: &mut [usize], build: bool) {
 /// heap.
 const MAX_SCANS: usize = 6;
 
+#[cfg(test)]
+thread_local! {
+    /// Lets tests run the Cauchy search with the heap from the first pop on.
+    static FORCE_HEAP: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+#[inline]
+fn force_heap() -> bool {
+    #[cfg(test)]
+    return FORCE_HEAP.with(|f| f.get());
+    #[cfg(not(test))]
+    false
+}
+
 /// Position of the smallest breakpoint above `last` (the previous one taken) if it is unique,
 /// i.e. if a heap would necessarily pop it next. With `check_last`, `last` itself must also
 /// occur only once (it was taken without a heap).
@@ -434,7 +448,7 @@ impl Workspace {
         if nbreak > 0 {
             let mut nleft = nbreak;
             let mut iter = 1;
-            let mut scanning = true;
+            let mut scanning = !force_heap();
             let mut tj = 0.0;
             loop {
                 let tj0 = tj;
@@ -1172,6 +1186,60 @@ mod tests {
             n -= 1;
         }
         assert_eq!(got, vec![0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 7.0]);
+    }
+
+    /// Scanning for the next breakpoints (with its fallback to the heap on ties) must walk
+    /// the path exactly as the heap does, ties included.
+    #[test]
+    fn breakpoint_scan_matches_the_heap() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        let mut fallbacks = 0;
+        for case in 0..400 {
+            let n = rng.gen_range(2..60);
+            let lower = vec![0.0; n];
+            let upper = vec![1.0; n];
+            let kind = vec![2u8; n];
+            let b = Bounds {
+                lower: &lower,
+                upper: &upper,
+                kind: &kind,
+            };
+            // Coarse grids make equal breakpoints common.
+            let x: Vec<f64> = (0..n).map(|_| rng.gen_range(0..5) as f64 / 4.0).collect();
+            let g: Vec<f64> = (0..n)
+                .map(|_| rng.gen_range(-3i32..4) as f64 * if case % 2 == 0 { 1.0 } else { 0.37 })
+                .collect();
+            let sbgnrm = projected_gradient_norm(&x, &g, &b);
+            let run = |heap: bool| {
+                FORCE_HEAP.with(|f| f.set(heap));
+                let mut w = Workspace::new(n, 3);
+                w.start(&b);
+                w.theta = rng_theta(case);
+                let nseg = w.cauchy(&x, &g, &b, sbgnrm).unwrap();
+                FORCE_HEAP.with(|f| f.set(false));
+                (nseg, w.z.clone(), w.iwhere.clone(), w.d.clone())
+            };
+            let scanned = run(false);
+            let heap = run(true);
+            if scanned.0 > MAX_SCANS {
+                fallbacks += 1;
+            }
+            assert_eq!(scanned.0, heap.0, "case {case}: segments");
+            for i in 0..n {
+                assert_eq!(
+                    scanned.1[i].to_bits(),
+                    heap.1[i].to_bits(),
+                    "case {case}: z[{i}]"
+                );
+                assert_eq!(scanned.2[i], heap.2[i], "case {case}: iwhere[{i}]");
+            }
+        }
+        assert!(fallbacks > 0);
+    }
+
+    fn rng_theta(case: usize) -> f64 {
+        [1.0, 0.25, 3.0, 0.01][case % 4]
     }
 
     #[test]
