@@ -23,16 +23,16 @@
 
 use std::time::Instant;
 
-use ndarray::{s, Array2, Zip};
+use ndarray::{s, Array2};
 use rand::seq::index::sample;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rayon::prelude::*;
 
 use crate::attack::{Attack, Target};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::model::Differentiable;
+use crate::nn::train::SgdStep;
 use crate::nn::{error_rate, TrainConfig, TrainParams, Trainable};
 
 /// Which label the attacks that fill the pool aim at.
@@ -463,10 +463,6 @@ pub struct AdversarialReport {
     pub attack_seconds: f64,
 }
 
-/// Each mini-batch is split into this many fixed parts whose gradients are summed in a fixed
-/// order, so the result does not depend on rayon's thread count (as in the plain trainer).
-const PARTS: usize = 2;
-
 /// Stream of the pool's generator, kept apart from the shuffling generator so that the clean
 /// example order is that of plain training from the same seed.
 const POOL_STREAM: u64 = 0x6164_765f_706f_6f6c;
@@ -522,21 +518,11 @@ where
     let n = train.len();
     let bs = p.batch_size.min(n);
     let k_adv = config.adversarial_per_batch().min(bs - 1);
-    let part = bs.div_ceil(PARTS);
     let mut rng = ChaCha8Rng::seed_from_u64(p.seed);
     let mut pool_rng = ChaCha8Rng::seed_from_u64(p.seed);
     pool_rng.set_stream(POOL_STREAM);
 
-    let shapes: Vec<_> = model.params().iter().map(|a| a.raw_dim()).collect();
-    let zeros = || {
-        shapes
-            .iter()
-            .map(|d| Array2::<f32>::zeros(*d))
-            .collect::<Vec<_>>()
-    };
-    let mut velocity = zeros();
-    let mut part_grads: Vec<Vec<Array2<f32>>> = (0..PARTS).map(|_| zeros()).collect();
-    let mut workspaces: Vec<M::Workspace> = (0..PARTS).map(|_| model.workspace(part)).collect();
+    let mut sgd = SgdStep::new(&*model, bs);
     let mut xb = Array2::<f32>::zeros((bs, train.input_dim()));
     let mut yb: Vec<usize> = Vec::with_capacity(bs);
     let mut pool: Option<AdversarialPool> = None;
@@ -612,56 +598,15 @@ where
                 }
                 _ => c,
             };
-            let scale = 1.0 / m as f32;
-            let model_ref: &M = model;
-            let xv = xb.slice(s![..m, ..]);
-            let yv = &yb;
-            let losses: Vec<Result<f32>> = part_grads
-                .par_iter_mut()
-                .zip(workspaces.par_iter_mut())
-                .enumerate()
-                .map(|(q, (g, ws))| {
-                    for a in g.iter_mut() {
-                        a.fill(0.0);
-                    }
-                    let lo = (q * part).min(m);
-                    let hi = ((q + 1) * part).min(m);
-                    if lo == hi {
-                        return Ok(0.0);
-                    }
-                    model_ref.accumulate_grad(xv.slice(s![lo..hi, ..]), &yv[lo..hi], scale, g, ws)
-                })
-                .collect();
-            let mut loss = 0.0;
-            for l in losses {
-                loss += l?;
-            }
-            let (first, rest) = part_grads.split_at_mut(1);
-            for other in rest.iter() {
-                for (a, b) in first[0].iter_mut().zip(other) {
-                    *a += b;
-                }
-            }
-            let reg = model.regularize(&mut first[0]);
-            total += (loss * scale + reg) as f64;
-            if !total.is_finite() {
-                return Err(Error::NonFinite {
-                    what: format!(
-                        "adversarial training loss at epoch {epoch}, batch {b} (learning rate too high?)"
-                    ),
-                });
-            }
-            for ((param, g), v) in model
-                .params_mut()
-                .iter_mut()
-                .zip(&first[0])
-                .zip(&mut velocity)
-            {
-                Zip::from(param).and(v).and(g).for_each(|w, v, &g| {
-                    *v = p.momentum * *v - lr * g;
-                    *w += *v;
-                });
-            }
+            let loss = sgd
+                .step(model, xb.slice(s![..m, ..]), &yb, lr, p.momentum)
+                .map_err(|e| match e {
+                    Error::NonFinite { what } => Error::NonFinite {
+                        what: format!("adversarial {what} at epoch {epoch}, batch {b}"),
+                    },
+                    other => other,
+                })?;
+            total += loss as f64;
             sgd_seconds += t.elapsed().as_secs_f64();
             on_progress(&AdversarialProgress::Batch {
                 epoch,
