@@ -2,10 +2,11 @@
 
 use std::fmt;
 
-use ndarray::{Array2, ArrayView1, ArrayView2, Axis};
+use ndarray::{s, Array2, ArrayView1, ArrayView2, Axis};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 
@@ -287,6 +288,25 @@ impl Dataset {
             pos: 0,
             batch_size,
         })
+    }
+
+    /// Applies `f` to consecutive chunks of at most 1,000 examples in parallel (rayon) and
+    /// returns the results in chunk order; `f` gets the index of the chunk's first example and
+    /// the chunk's images and labels. Whole-dataset evaluations (errors, codes, losses) use it.
+    pub fn map_chunks<T, F>(&self, f: F) -> Result<Vec<T>>
+    where
+        T: Send,
+        F: Fn(usize, ArrayView2<'_, f32>, &[usize]) -> Result<T> + Sync,
+    {
+        const CHUNK: usize = 1000;
+        (0..self.len().div_ceil(CHUNK))
+            .into_par_iter()
+            .map(|c| {
+                let lo = c * CHUNK;
+                let hi = (lo + CHUNK).min(self.len());
+                f(lo, self.images.slice(s![lo..hi, ..]), &self.labels[lo..hi])
+            })
+            .collect()
     }
 
     /// Number of examples of each class, indexed by label (length `num_classes()`).

@@ -20,7 +20,6 @@ use ndarray_rand::rand_distr::Uniform;
 use ndarray_rand::RandomExt;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use rayon::prelude::*;
 
 use crate::data::Dataset;
 use crate::error::{Error, Result};
@@ -297,18 +296,11 @@ impl Autoencoder {
                 data.input_dim(),
             ));
         }
-        let images = data.images();
-        let chunk = 1000;
-        let sums: Result<Vec<f64>> = (0..data.len().div_ceil(chunk))
-            .into_par_iter()
-            .map(|c| {
-                let lo = c * chunk;
-                let hi = (lo + chunk).min(data.len());
-                let l = self.reconstruction_losses(images.slice(s![lo..hi, ..]))?;
-                Ok(l.iter().map(|&v| v as f64).sum())
-            })
-            .collect();
-        Ok((sums?.iter().sum::<f64>() / data.len() as f64) as f32)
+        let sums = data.map_chunks(|_, images, _| {
+            let l = self.reconstruction_losses(images)?;
+            Ok(l.iter().map(|&v| v as f64).sum::<f64>())
+        })?;
+        Ok((sums.iter().sum::<f64>() / data.len() as f64) as f32)
     }
 
     /// The dataset re-expressed by its codes: same labels, images replaced by the
@@ -326,24 +318,17 @@ impl Autoencoder {
                 data.input_dim(),
             ));
         }
-        let images = data.images();
-        let chunk = 1000;
         // ndarray's own rayon support is not enabled, so chunks are encoded in parallel into
         // separate arrays and copied into place.
-        let parts: Vec<Array2<f32>> = (0..data.len().div_ceil(chunk))
-            .into_par_iter()
-            .map(|c| {
-                let lo = c * chunk;
-                let hi = (lo + chunk).min(data.len());
-                let mut out = Array2::zeros((hi - lo, self.code_dim()));
-                self.encode_into(images.slice(s![lo..hi, ..]), out.view_mut());
-                out
-            })
-            .collect();
+        let parts = data.map_chunks(|lo, images, _| {
+            let mut out = Array2::zeros((images.nrows(), self.code_dim()));
+            self.encode_into(images, out.view_mut());
+            Ok((lo, out))
+        })?;
         let mut codes = Array2::zeros((data.len(), self.code_dim()));
-        for (c, part) in parts.iter().enumerate() {
+        for (lo, part) in &parts {
             codes
-                .slice_mut(s![c * chunk..c * chunk + part.nrows(), ..])
+                .slice_mut(s![*lo..*lo + part.nrows(), ..])
                 .assign(part);
         }
         // σ can round to exactly 0 or 1 in f32, which Dataset accepts; never outside.

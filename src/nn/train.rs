@@ -516,21 +516,9 @@ pub fn error_rate<C: Classifier + ?Sized>(model: &C, data: &Dataset) -> Result<f
             data.input_dim(),
         ));
     }
-    let images = data.images();
-    let labels = data.labels();
-    let chunk = 1000;
-    let wrong: Result<Vec<usize>> = (0..data.len().div_ceil(chunk))
-        .into_par_iter()
-        .map(|c| {
-            let lo = c * chunk;
-            let hi = (lo + chunk).min(data.len());
-            let pred = model.predict(images.slice(s![lo..hi, ..]))?;
-            Ok(pred
-                .iter()
-                .zip(&labels[lo..hi])
-                .filter(|(p, l)| p != l)
-                .count())
-        })
-        .collect();
-    Ok(wrong?.iter().sum::<usize>() as f32 / data.len() as f32)
+    let wrong = data.map_chunks(|_, images, labels| {
+        let pred = model.predict(images)?;
+        Ok(pred.iter().zip(labels).filter(|(p, l)| p != l).count())
+    })?;
+    Ok(wrong.iter().sum::<usize>() as f32 / data.len() as f32)
 }
