@@ -299,13 +299,7 @@ impl Mlp {
                 out.as_slice_mut(),
             ) {
                 // One row: vector kernels, since a matrix product would pack all of W first.
-                (1, Some(xs), Some(w), Some(o)) => {
-                    for (&xi, wi) in xs.iter().zip(w.chunks_exact(o.len())) {
-                        if xi != 0.0 {
-                            kernels::axpy(xi, wi, o);
-                        }
-                    }
-                }
+                (1, Some(xs), Some(w), Some(o)) => kernels::vecmat_acc(xs, w, o.len(), o),
                 _ => general_mat_mul(1.0, &input, &self.params[2 * l], 1.0, &mut out),
             }
             if l < last {
@@ -341,12 +335,7 @@ impl Mlp {
             };
             let out = &mut rest[0].as_slice_mut()?[..width];
             out.copy_from_slice(b);
-            for (&xi, wi) in input.iter().zip(w.chunks_exact(width)) {
-                // Most MNIST pixels are 0: skipping them saves most of the first layer.
-                if xi != 0.0 {
-                    kernels::axpy(xi, wi, out);
-                }
-            }
+            kernels::vecmat_acc(input, w, width, out);
             let mut view = ArrayViewMut2::from_shape((1, width), out).ok()?;
             if l < last {
                 act.apply(view);
@@ -376,9 +365,7 @@ impl Mlp {
             } else {
                 &mut *grad
             };
-            for (t, wi) in target.iter_mut().zip(w.chunks_exact(width)) {
-                *t = kernels::dot(wi, delta);
-            }
+            kernels::matvec(w, width, delta, target);
             if l > 0 {
                 let a = ArrayView2::from_shape((1, fan_in), &ws.acts[l - 1].as_slice()?[..fan_in])
                     .ok()?;
