@@ -119,30 +119,35 @@ mod avx {
         )
     }
 
-    /// Accumulates `B` registers (`8·B` outputs starting at column `j0`) over the rows in
-    /// `nz` (index, coefficient).
+    /// Accumulates `B` registers (`8·B` outputs from column `j0`, the last register limited
+    /// to the lanes in `last`) over the rows in `nz` (index, coefficient).
     #[inline(always)]
     unsafe fn vecmat_block<const B: usize>(
         nz: &[(usize, f32)],
         w: *const f32,
         width: usize,
         j0: usize,
+        last: __m256i,
         out: *mut f32,
     ) {
         let mut acc = [_mm256_setzero_ps(); B];
-        for (b, a) in acc.iter_mut().enumerate() {
+        for (b, a) in acc.iter_mut().enumerate().take(B - 1) {
             *a = _mm256_loadu_ps(out.add(j0 + 8 * b));
         }
+        acc[B - 1] = _mm256_maskload_ps(out.add(j0 + 8 * (B - 1)), last);
         for &(i, xi) in nz {
             let row = w.add(i * width + j0);
             let vx = _mm256_set1_ps(xi);
-            for (b, a) in acc.iter_mut().enumerate() {
+            for (b, a) in acc.iter_mut().enumerate().take(B - 1) {
                 *a = _mm256_fmadd_ps(vx, _mm256_loadu_ps(row.add(8 * b)), *a);
             }
+            let r = _mm256_maskload_ps(row.add(8 * (B - 1)), last);
+            acc[B - 1] = _mm256_fmadd_ps(vx, r, acc[B - 1]);
         }
-        for (b, a) in acc.iter().enumerate() {
+        for (b, a) in acc.iter().enumerate().take(B - 1) {
             _mm256_storeu_ps(out.add(j0 + 8 * b), *a);
         }
+        _mm256_maskstore_ps(out.add(j0 + 8 * (B - 1)), last, acc[B - 1]);
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -150,6 +155,7 @@ mod avx {
         assert!(w.len() >= x.len() * width && out.len() >= width);
         // The nonzero inputs, gathered once and reused by every column block.
         let mut buf = [(0usize, 0.0f32); 1024];
+        let all = _mm256_set1_epi32(-1);
         let mut start = 0;
         while start < x.len() {
             let chunk = &x[start..(start + buf.len()).min(x.len())];
@@ -160,32 +166,30 @@ mod avx {
             }
             let nz = &buf[..k];
             let (wp, op) = (w.as_ptr(), out.as_mut_ptr());
+            // Blocks of 64 columns, then the rest (up to 104) in one pass over the rows, so
+            // that a width such as 100 reads each weight row once, in order.
             let mut j = 0;
-            while j + 64 <= width {
-                vecmat_block::<8>(nz, wp, width, j, op);
+            while width - j > 104 {
+                vecmat_block::<8>(nz, wp, width, j, all, op);
                 j += 64;
             }
-            if j + 32 <= width {
-                vecmat_block::<4>(nz, wp, width, j, op);
-                j += 32;
-            }
-            if j + 16 <= width {
-                vecmat_block::<2>(nz, wp, width, j, op);
-                j += 16;
-            }
-            if j + 8 <= width {
-                vecmat_block::<1>(nz, wp, width, j, op);
-                j += 8;
-            }
-            if j < width {
-                // The last columns with masked loads (never reading past a row's end).
-                let mask = tail_mask(width - j);
-                let mut a = _mm256_maskload_ps(op.add(j), mask);
-                for &(i, xi) in nz {
-                    let r = _mm256_maskload_ps(wp.add(i * width + j), mask);
-                    a = _mm256_fmadd_ps(_mm256_set1_ps(xi), r, a);
-                }
-                _mm256_maskstore_ps(op.add(j), mask, a);
+            let rest = width - j;
+            let regs = rest.div_ceil(8);
+            let last = if rest % 8 == 0 { all } else { tail_mask(rest % 8) };
+            match regs {
+                1 => vecmat_block::<1>(nz, wp, width, j, last, op),
+                2 => vecmat_block::<2>(nz, wp, width, j, last, op),
+                3 => vecmat_block::<3>(nz, wp, width, j, last, op),
+                4 => vecmat_block::<4>(nz, wp, width, j, last, op),
+                5 => vecmat_block::<5>(nz, wp, width, j, last, op),
+                6 => vecmat_block::<6>(nz, wp, width, j, last, op),
+                7 => vecmat_block::<7>(nz, wp, width, j, last, op),
+                8 => vecmat_block::<8>(nz, wp, width, j, last, op),
+                9 => vecmat_block::<9>(nz, wp, width, j, last, op),
+                10 => vecmat_block::<10>(nz, wp, width, j, last, op),
+                11 => vecmat_block::<11>(nz, wp, width, j, last, op),
+                12 => vecmat_block::<12>(nz, wp, width, j, last, op),
+                _ => vecmat_block::<13>(nz, wp, width, j, last, op),
             }
             start += chunk.len();
         }
