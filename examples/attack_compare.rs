@@ -22,7 +22,7 @@ struct Args {
     #[arg(long, default_value_t = 200)]
     images: usize,
     /// L-BFGS-B memory.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 5)]
     memory: usize,
     /// Iteration limit per solve.
     #[arg(long, default_value_t = 150)]
@@ -36,6 +36,9 @@ struct Args {
     /// Attack untargeted (smallest perturbation over all other labels) instead of y+1.
     #[arg(long)]
     untargeted: bool,
+    /// Start every solve with an empty L-BFGS-B memory.
+    #[arg(long)]
+    cold_memory: bool,
     /// Bisection steps on c.
     #[arg(long, default_value_t = 5)]
     search_steps: usize,
@@ -49,7 +52,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_memory(args.memory)?
         .with_max_iters(args.max_iters)?
         .with_tolerances(args.pgtol, args.ftol)?
-        .with_search_steps(args.search_steps);
+        .with_search_steps(args.search_steps)
+        .with_warm_memory(!args.cold_memory);
     let images = mnist.train.images();
     let labels = mnist.train.labels();
     let n = args.images.min(mnist.train.len());

@@ -736,3 +736,124 @@ fn starting_point_of_the_wrong_length_is_an_error() {
     let err = res.err().expect("length mismatch is an error");
     assert!(err.downcast_ref::<Error>().is_some(), "{err}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Warm memory across a sequence of problems
+
+/// The tridiagonal quadratic plus `c/2·‖x‖²`.
+struct Shifted {
+    q: TridiagonalQuadratic,
+    c: f64,
+}
+
+impl CostFunction for Shifted {
+    type Param = Vector;
+    type Output = f64;
+    fn cost(&self, x: &Vector) -> Result<f64, ArgminError> {
+        Ok(self.q.cost(x)? + 0.5 * self.c * x.dot(x))
+    }
+}
+
+impl Gradient for Shifted {
+    type Param = Vector;
+    type Gradient = Vector;
+    fn gradient(&self, x: &Vector) -> Result<Vector, ArgminError> {
+        Ok(self.q.gradient(x)? + &(x * self.c))
+    }
+}
+
+/// A search over a penalty weight, solved once with a fresh memory per run and once with the
+/// pairs carried over and shifted exactly: both must end at the KKT point of every problem,
+/// and carrying the pairs must not cost more evaluations in total.
+#[test]
+fn warm_memory_with_shifted_pairs_solves_a_penalty_sequence() {
+    let n = 300;
+    let l = Vector::from_elem(n, -1.0);
+    let u = Vector::from_elem(n, 1.0);
+    let solver = || {
+        LBfgsB::new(l.clone(), u.clone())
+            .unwrap()
+            .with_memory(5)
+            .unwrap()
+            .with_pgtol(1e-6)
+            .unwrap()
+            .with_ftol(0.0)
+            .unwrap()
+    };
+    let weights = [0.0, 5.0, 0.5, 2.0, 1.0];
+    let (mut cold_evals, mut warm_evals) = (0, 0);
+    let mut warm = solver().with_warm_memory(true);
+    let mut last_c: Option<f64> = None;
+    let mut x_warm = Vector::zeros(n);
+    for &c in &weights {
+        let problem = || Shifted {
+            q: TridiagonalQuadratic::new(n),
+            c,
+        };
+        let (cold, p) = run(problem(), solver(), Vector::zeros(n), 500);
+        assert!(normal_end(&cold.status), "{:?}", cold.status);
+        assert_kkt(&cold.x, &p.gradient(&cold.x).unwrap(), &l, &u, 1e-5);
+        cold_evals += cold.cost_count;
+
+        if let Some(prev) = last_c {
+            let kept = warm.shift_curvature(c - prev);
+            assert!(kept > 0, "pairs dropped when moving from c = {prev} to {c}");
+        }
+        last_c = Some(c);
+        let mut res = Executor::new(problem(), warm)
+            .configure(|s| s.param(x_warm.clone()).max_iters(500))
+            .run()
+            .unwrap();
+        let state = res.state();
+        assert!(
+            normal_end(state.get_termination_status()),
+            "c = {c}: {:?} after {} iterations, pg {}",
+            state.get_termination_status(),
+            state.get_iter(),
+            projected_gradient_norm(
+                state.get_param().unwrap(),
+                state.get_gradient().unwrap(),
+                &l,
+                &u
+            )
+        );
+        x_warm = state.get_param().unwrap().clone();
+        let p = res.problem.take_problem().unwrap();
+        assert_kkt(&x_warm, &p.gradient(&x_warm).unwrap(), &l, &u, 1e-5);
+        let diff = (&x_warm - &cold.x)
+            .mapv(f64::abs)
+            .fold(0.0, |a: f64, &b| a.max(b));
+        assert!(
+            diff < 1e-5,
+            "c = {c}: warm and cold answers differ by {diff}"
+        );
+        warm_evals += res.problem.counts["cost_count"];
+        warm = res.solver;
+    }
+    assert!(
+        warm_evals <= cold_evals,
+        "warm memory {warm_evals} evaluations, cold {cold_evals}"
+    );
+    // Clearing the memory makes the next run identical to a fresh solver's.
+    warm.clear_memory();
+    let (fresh, _) = run(
+        Shifted {
+            q: TridiagonalQuadratic::new(n),
+            c: 1.0,
+        },
+        solver(),
+        x_warm.clone(),
+        500,
+    );
+    let res = Executor::new(
+        Shifted {
+            q: TridiagonalQuadratic::new(n),
+            c: 1.0,
+        },
+        warm,
+    )
+    .configure(|s| s.param(x_warm.clone()).max_iters(500))
+    .run()
+    .unwrap();
+    assert_eq!(res.state().get_param().unwrap(), &fresh.x);
+}

@@ -63,6 +63,7 @@ pub struct BoxLbfgs {
     pgtol: f64,
     ftol: f64,
     warm_start: bool,
+    warm_memory: bool,
 }
 
 impl Default for BoxLbfgs {
@@ -73,7 +74,11 @@ impl Default for BoxLbfgs {
             bracket_steps: 8,
             search_steps: 5,
             max_iters: 150,
-            memory: 10,
+            // Each solve is short (about ten iterations) and starts from the previous solve's
+            // pairs, so a small memory is enough; on FC100-100-10 (200 training images,
+            // next-label targets) 5 pairs gave a slightly smaller mean distortion than 10 with
+            // 7% more evaluations but cheaper iterations (2.6 vs 3.1 ms per image).
+            memory: 5,
             pgtol: 1e-5,
             // Looser than L-BFGS-B's usual 2.2e-9: the search only needs each solve's label and
             // a near-minimal norm. On FC100-100-10 (50 training images, next-label targets)
@@ -81,6 +86,7 @@ impl Default for BoxLbfgs {
             // 360 evaluations per image.
             ftol: 3e-6,
             warm_start: true,
+            warm_memory: true,
         }
     }
 }
@@ -136,7 +142,7 @@ impl BoxLbfgs {
         Ok(self)
     }
 
-    /// L-BFGS-B memory (default 10).
+    /// L-BFGS-B memory (default 5).
     pub fn with_memory(mut self, m: usize) -> Result<Self> {
         if m == 0 {
             return Err(Error::param("memory", "must be at least 1"));
@@ -163,11 +169,25 @@ impl BoxLbfgs {
         self
     }
 
+    /// Carry L-BFGS-B's curvature pairs from one solve of the `c`-search to the next
+    /// (default true; used with [`Penalty::SquaredL2`] only).
+    ///
+    /// Between solves only `c` changes, and with the squared penalty the objective changes by
+    /// `(c' − c)·‖r‖²`, whose Hessian is the constant `2(c' − c)·I`: every stored pair is
+    /// corrected exactly (`y += 2(c' − c)·s`, see [`LBfgsB::shift_curvature`]), so each solve
+    /// after the first starts with a quasi-Newton model of its own objective instead of a
+    /// gradient step.
+    pub fn with_warm_memory(mut self, on: bool) -> Self {
+        self.warm_memory = on;
+        self
+    }
+
     fn solver(&self, n: usize) -> Result<LBfgsB> {
-        LBfgsB::new(Array1::zeros(n), Array1::ones(n))?
+        Ok(LBfgsB::new(Array1::zeros(n), Array1::ones(n))?
             .with_memory(self.memory)?
             .with_pgtol(self.pgtol)?
-            .with_ftol(self.ftol)
+            .with_ftol(self.ftol)?
+            .with_warm_memory(self.warm_memory && self.penalty == Penalty::SquaredL2))
     }
 
     /// The c-search for one target label.
@@ -182,6 +202,7 @@ impl BoxLbfgs {
     ) -> Result<Outcome> {
         let x64 = x.mapv(f64::from);
         let evals = Cell::new(0usize);
+        let last_c = Cell::new(None::<f64>);
         // Best success so far: (distortion², adversarial, c).
         let mut best: Option<(f64, Array1<f32>, f64)> = None;
         let mut last_failure: Option<(Array1<f32>, f64)> = None;
@@ -203,10 +224,18 @@ impl BoxLbfgs {
                 };
                 let max_iters = self.max_iters;
                 // The solver comes back from each run with its buffers, which the next run reuses.
-                let s = match solver.borrow_mut().take() {
+                let mut s = match solver.borrow_mut().take() {
                     Some(s) => s,
                     None => self.solver(x.len())?,
                 };
+                // Pairs from the previous solve for this target, corrected for the new c;
+                // none from another target's objective.
+                match last_c.replace(Some(c)) {
+                    Some(prev) => {
+                        s.shift_curvature(2.0 * (c - prev));
+                    }
+                    None => s.clear_memory(),
+                }
                 let res = Executor::new(problem, s)
                     .configure(|s| s.param(start).max_iters(max_iters))
                     .run()

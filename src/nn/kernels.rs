@@ -175,7 +175,11 @@ mod avx {
             }
             let rest = width - j;
             let regs = rest.div_ceil(8);
-            let last = if rest % 8 == 0 { all } else { tail_mask(rest % 8) };
+            let last = if rest % 8 == 0 {
+                all
+            } else {
+                tail_mask(rest % 8)
+            };
             match regs {
                 1 => vecmat_block::<1>(nz, wp, width, j, last, op),
                 2 => vecmat_block::<2>(nz, wp, width, j, last, op),

@@ -40,6 +40,8 @@ pub(crate) struct Bounds<'a> {
     pub lower: &'a [f64],
     pub upper: &'a [f64],
     pub kind: &'a [BoundKind],
+    /// Every variable has both bounds finite (lets hot loops skip the per-variable kind).
+    pub boxed: bool,
 }
 
 // Status of a variable with respect to its bounds (the reference code's `iwhere`).
@@ -307,6 +309,63 @@ impl Workspace {
     /// Sets up the variable status for a new run; `x` must already be inside the box.
     pub fn start(&mut self, b: &Bounds) {
         self.reset_memory();
+        self.reset_status(b);
+    }
+
+    /// Like [`start`](Self::start) but keeps the stored pairs as the initial model. The free
+    /// set starts afresh, so the subspace matrix is formed from scratch at the first step.
+    pub fn restart(&mut self, b: &Bounds) {
+        self.reset_status(b);
+        if self.col > 0 {
+            self.updatd = true;
+            self.wn1_rebuild = true;
+        }
+    }
+
+    /// Makes the stored pairs describe the objective plus `δ/2·‖x‖²`: for the same steps `s`
+    /// its gradient differences are `y + δ·s` exactly. Pairs that would lose positive
+    /// curvature empty the memory. Returns whether any pair is kept.
+    pub fn shift_curvature(&mut self, delta: f64) -> bool {
+        let (m, m2, col) = (self.m, 2 * self.m, self.col);
+        if col == 0 {
+            return false;
+        }
+        if !delta.is_finite() {
+            self.reset_memory();
+            return false;
+        }
+        let slots: Vec<usize> = (0..col).map(|j| self.slot(j)).collect();
+        let mut yy = vec![0.0; col];
+        for row in self.wyws.chunks_exact_mut(m2) {
+            for (j, &s) in slots.iter().enumerate() {
+                let y = row[s] + delta * row[m + s];
+                row[s] = y;
+                yy[j] += y * y;
+            }
+        }
+        // sy[i + j m] = sᵢᵀyⱼ (i ≥ j); ss[j + i m] = sⱼᵀsᵢ (j ≤ i).
+        for j in 0..col {
+            for i in j..col {
+                self.sy[i + j * m] += delta * self.ss[j + i * m];
+            }
+        }
+        let positive = (0..col).all(|j| {
+            let sty = self.sy[j + j * m];
+            sty > f64::EPSILON * yy[j] && sty.is_finite()
+        });
+        if !positive {
+            self.reset_memory();
+            return false;
+        }
+        self.theta = yy[col - 1] / self.sy[(col - 1) + (col - 1) * m];
+        if self.form_t().is_err() {
+            self.reset_memory();
+            return false;
+        }
+        true
+    }
+
+    fn reset_status(&mut self, b: &Bounds) {
         for i in 0..self.n {
             self.iwhere[i] = match b.kind[i] {
                 0 => UNBOUNDED,
@@ -354,65 +413,105 @@ impl Workspace {
         let mut f1 = 0.0;
         self.sv.iter_mut().for_each(|v| *v = 0.0);
 
-        for i in 0..n {
-            let neggi = -g[i];
-            let kind = b.kind[i];
-            let (mut tl, mut tu) = (0.0, 0.0);
-            let w = self.iwhere[i];
-            if w != FIXED && w != UNBOUNDED {
-                if has_lower(kind) {
-                    tl = x[i] - b.lower[i];
-                }
-                if has_upper(kind) {
-                    tu = b.upper[i] - x[i];
-                }
-                let xlower = has_lower(kind) && tl <= 0.0;
-                let xupper = has_upper(kind) && tu <= 0.0;
-                let mut status = FREE;
-                if xlower {
-                    if neggi <= 0.0 {
-                        status = AT_LOWER;
-                    }
-                } else if xupper {
-                    if neggi >= 0.0 {
-                        status = AT_UPPER;
-                    }
-                } else if neggi.abs() <= 0.0 {
-                    status = FREE_ZERO_GRADIENT;
-                }
-                self.iwhere[i] = status;
+        if b.boxed {
+            // Every variable has two finite bounds (the attack's [0,1] box): the same
+            // classification without data-dependent branches, which a mix of variables at and
+            // off their bounds would mispredict at every step.
+            let (lower, upper) = (&b.lower[..n], &b.upper[..n]);
+            let (iwhere, d) = (&mut self.iwhere[..n], &mut self.d[..n]);
+            let (brk, order) = (&mut self.brk[..n], &mut self.order[..n]);
+            let mut bk = f64::INFINITY;
+            for i in 0..n {
+                let gi = g[i];
+                let tl = x[i] - lower[i];
+                let tu = upper[i] - x[i];
+                let xlower = tl <= 0.0;
+                let xupper = !xlower & (tu <= 0.0);
+                let at_lower = xlower & (gi >= 0.0);
+                let at_upper = xupper & (gi <= 0.0);
+                let zero = !xlower & !xupper & (gi == 0.0);
+                let fixed = iwhere[i] == FIXED;
+                // The three cases are mutually exclusive, so the status is their weighted sum.
+                let free_status = at_lower as i8 * AT_LOWER
+                    + at_upper as i8 * AT_UPPER
+                    + zero as i8 * FREE_ZERO_GRADIENT;
+                let status = free_status + fixed as i8 * (FIXED - free_status);
+                iwhere[i] = status;
+                // Moving along the path; then gᵢ ≠ 0 and the variable meets a bound.
+                let moving = status == FREE;
+                let di = f64::from_bits((-gi).to_bits() & (moving as u64).wrapping_neg());
+                d[i] = di;
+                f1 -= di * di;
+                let dist = if gi > 0.0 { tl } else { tu };
+                let t = dist / gi.abs();
+                brk[nbreak] = t;
+                order[nbreak] = i;
+                let better = moving & ((nbreak == 0) | (t < bk));
+                bk = if better { t } else { bk };
+                ibkmin = if better { nbreak } else { ibkmin };
+                nbreak += moving as usize;
             }
-            let w = self.iwhere[i];
-            if w != FREE && w != UNBOUNDED {
-                self.d[i] = 0.0;
-            } else {
-                self.d[i] = neggi;
-                f1 -= neggi * neggi;
-                if has_lower(kind) && neggi < 0.0 {
-                    self.order[nbreak] = i;
-                    self.brk[nbreak] = tl / (-neggi);
-                    if nbreak == 0 || self.brk[nbreak] < bkmin {
-                        bkmin = self.brk[nbreak];
-                        ibkmin = nbreak;
+            bkmin = bk;
+        } else {
+            for i in 0..n {
+                let neggi = -g[i];
+                let kind = b.kind[i];
+                let (mut tl, mut tu) = (0.0, 0.0);
+                let w = self.iwhere[i];
+                if w != FIXED && w != UNBOUNDED {
+                    if has_lower(kind) {
+                        tl = x[i] - b.lower[i];
                     }
-                    nbreak += 1;
-                } else if has_upper(kind) && neggi > 0.0 {
-                    self.order[nbreak] = i;
-                    self.brk[nbreak] = tu / neggi;
-                    if nbreak == 0 || self.brk[nbreak] < bkmin {
-                        bkmin = self.brk[nbreak];
-                        ibkmin = nbreak;
+                    if has_upper(kind) {
+                        tu = b.upper[i] - x[i];
                     }
-                    nbreak += 1;
+                    let xlower = has_lower(kind) && tl <= 0.0;
+                    let xupper = has_upper(kind) && tu <= 0.0;
+                    let mut status = FREE;
+                    if xlower {
+                        if neggi <= 0.0 {
+                            status = AT_LOWER;
+                        }
+                    } else if xupper {
+                        if neggi >= 0.0 {
+                            status = AT_UPPER;
+                        }
+                    } else if neggi.abs() <= 0.0 {
+                        status = FREE_ZERO_GRADIENT;
+                    }
+                    self.iwhere[i] = status;
+                }
+                let w = self.iwhere[i];
+                if w != FREE && w != UNBOUNDED {
+                    self.d[i] = 0.0;
                 } else {
-                    n_unbounded_dir += 1;
-                    if neggi.abs() > 0.0 {
-                        bnded = false;
+                    self.d[i] = neggi;
+                    f1 -= neggi * neggi;
+                    if has_lower(kind) && neggi < 0.0 {
+                        self.order[nbreak] = i;
+                        self.brk[nbreak] = tl / (-neggi);
+                        if nbreak == 0 || self.brk[nbreak] < bkmin {
+                            bkmin = self.brk[nbreak];
+                            ibkmin = nbreak;
+                        }
+                        nbreak += 1;
+                    } else if has_upper(kind) && neggi > 0.0 {
+                        self.order[nbreak] = i;
+                        self.brk[nbreak] = tu / neggi;
+                        if nbreak == 0 || self.brk[nbreak] < bkmin {
+                            bkmin = self.brk[nbreak];
+                            ibkmin = nbreak;
+                        }
+                        nbreak += 1;
+                    } else {
+                        n_unbounded_dir += 1;
+                        if neggi.abs() > 0.0 {
+                            bnded = false;
+                        }
                     }
                 }
             }
         }
-
         // p = Wᵀd in chronological order, with the θ of W = [Y, θS].
         if col > 0 {
             rows::accumulate(
@@ -1144,12 +1243,14 @@ pub(crate) fn projected_gradient_norm(x: &[f64], g: &[f64], b: &Bounds) -> f64 {
     let (g, lower, upper) = (&g[..n], &b.lower[..n], &b.upper[..n]);
     let proj = |i: usize| {
         let gi = g[i];
-        let pi = if gi < 0.0 {
-            gi.max(x[i] - upper[i])
-        } else {
-            gi.min(x[i] - lower[i])
-        };
-        pi.abs()
+        let (xu, xl) = (x[i] - upper[i], x[i] - lower[i]);
+        // max(gᵢ, xᵢ − uᵢ) if gᵢ < 0, else min(gᵢ, xᵢ − lᵢ); both computed and one kept by
+        // masking, because the sign of gᵢ is as good as random and a branch on it would be
+        // mispredicted about every other variable.
+        let up = if xu > gi { xu } else { gi };
+        let down = if xl < gi { xl } else { gi };
+        let neg = ((gi < 0.0) as u64).wrapping_neg();
+        f64::from_bits((up.to_bits() & neg) | (down.to_bits() & !neg)).abs()
     };
     // The maximum of finite values does not depend on the order they are visited in, so
     // four independent running maxima give exactly the same result with a shorter chain.
@@ -1189,7 +1290,8 @@ mod tests {
     }
 
     /// Scanning for the next breakpoints (with its fallback to the heap on ties) must walk
-    /// the path exactly as the heap does, ties included.
+    /// the path exactly as the heap does, ties included; the branch-free first pass for boxes
+    /// must classify exactly as the general one.
     #[test]
     fn breakpoint_scan_matches_the_heap() {
         use rand::{Rng, SeedableRng};
@@ -1197,21 +1299,32 @@ mod tests {
         let mut fallbacks = 0;
         for case in 0..400 {
             let n = rng.gen_range(2..60);
-            let lower = vec![0.0; n];
-            let upper = vec![1.0; n];
+            // Some variables fixed (lower == upper), the rest in [0, 1].
+            let fixed: Vec<bool> = (0..n).map(|i| i % 7 == 3).collect();
+            let lower: Vec<f64> = (0..n).map(|i| if fixed[i] { 0.5 } else { 0.0 }).collect();
+            let upper: Vec<f64> = (0..n).map(|i| if fixed[i] { 0.5 } else { 1.0 }).collect();
             let kind = vec![2u8; n];
-            let b = Bounds {
-                lower: &lower,
-                upper: &upper,
-                kind: &kind,
-            };
             // Coarse grids make equal breakpoints common.
-            let x: Vec<f64> = (0..n).map(|_| rng.gen_range(0..5) as f64 / 4.0).collect();
+            let x: Vec<f64> = (0..n)
+                .map(|i| {
+                    if fixed[i] {
+                        0.5
+                    } else {
+                        rng.gen_range(0..5) as f64 / 4.0
+                    }
+                })
+                .collect();
             let g: Vec<f64> = (0..n)
                 .map(|_| rng.gen_range(-3i32..4) as f64 * if case % 2 == 0 { 1.0 } else { 0.37 })
                 .collect();
-            let sbgnrm = projected_gradient_norm(&x, &g, &b);
-            let run = |heap: bool| {
+            let run = |heap: bool, boxed: bool| {
+                let b = Bounds {
+                    lower: &lower,
+                    upper: &upper,
+                    kind: &kind,
+                    boxed,
+                };
+                let sbgnrm = projected_gradient_norm(&x, &g, &b);
                 FORCE_HEAP.with(|f| f.set(heap));
                 let mut w = Workspace::new(n, 3);
                 w.start(&b);
@@ -1220,19 +1333,25 @@ mod tests {
                 FORCE_HEAP.with(|f| f.set(false));
                 (nseg, w.z.clone(), w.iwhere.clone(), w.d.clone())
             };
-            let scanned = run(false);
-            let heap = run(true);
+            let scanned = run(false, false);
             if scanned.0 > MAX_SCANS {
                 fallbacks += 1;
             }
-            assert_eq!(scanned.0, heap.0, "case {case}: segments");
-            for i in 0..n {
-                assert_eq!(
-                    scanned.1[i].to_bits(),
-                    heap.1[i].to_bits(),
-                    "case {case}: z[{i}]"
-                );
-                assert_eq!(scanned.2[i], heap.2[i], "case {case}: iwhere[{i}]");
+            for other in [run(true, false), run(false, true), run(true, true)] {
+                assert_eq!(scanned.0, other.0, "case {case}: segments");
+                for i in 0..n {
+                    assert_eq!(
+                        scanned.1[i].to_bits(),
+                        other.1[i].to_bits(),
+                        "case {case}: z[{i}]"
+                    );
+                    assert_eq!(scanned.2[i], other.2[i], "case {case}: iwhere[{i}]");
+                    assert_eq!(
+                        scanned.3[i].to_bits(),
+                        other.3[i].to_bits(),
+                        "case {case}: d[{i}]"
+                    );
+                }
             }
         }
         assert!(fallbacks > 0);
@@ -1256,5 +1375,63 @@ mod tests {
         bmv(m, &sy, &wt, 1, &v, &mut p).unwrap();
         assert!((p[0] + 1.0 / sty).abs() < 1e-15);
         assert!((p[1] - 1.0 / (theta * sts)).abs() < 1e-15);
+    }
+
+    /// Shifting the stored pairs by `δ` must give exactly the matrices built from the pairs
+    /// `(s, y + δs)` directly, including after the ring has wrapped.
+    #[test]
+    fn shifted_pairs_equal_pairs_of_the_shifted_objective() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let (n, m, delta) = (7, 3, 0.75);
+        let mut plain = Workspace::new(n, m);
+        let mut direct = Workspace::new(n, m);
+        for _ in 0..5 {
+            let s: Vec<f64> = (0..n).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            // y = A s with A = diag(1..n): positive curvature.
+            let y: Vec<f64> = (0..n).map(|i| (i + 1) as f64 * s[i]).collect();
+            let y2: Vec<f64> = (0..n).map(|i| y[i] + delta * s[i]).collect();
+            for (w, y) in [(&mut plain, &y), (&mut direct, &y2)] {
+                w.d.copy_from_slice(&s);
+                w.y.copy_from_slice(y);
+                let rr = dot(y, y);
+                let dr = dot(&s, y);
+                w.push_pair(rr, dr, 1.0, dot(&s, &s));
+                w.form_t().unwrap();
+            }
+        }
+        assert!(plain.shift_curvature(delta));
+        assert_eq!(plain.col, direct.col);
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-12 * a.abs().max(b.abs()).max(1.0);
+        assert!(
+            close(plain.theta, direct.theta),
+            "{} {}",
+            plain.theta,
+            direct.theta
+        );
+        for j in 0..m {
+            for i in j..m {
+                assert!(
+                    close(plain.sy[i + j * m], direct.sy[i + j * m]),
+                    "sy({i},{j})"
+                );
+            }
+            for i in 0..=j {
+                assert!(
+                    close(plain.ss[i + j * m], direct.ss[i + j * m]),
+                    "ss({i},{j})"
+                );
+                assert!(
+                    close(plain.wt[i + j * m], direct.wt[i + j * m]),
+                    "wt({i},{j})"
+                );
+            }
+        }
+        for (a, b) in plain.wyws.iter().zip(&direct.wyws) {
+            assert!(close(*a, *b));
+        }
+        // A shift that destroys positive curvature empties the memory.
+        assert!(!plain.shift_curvature(-100.0));
+        assert_eq!(plain.col, 0);
     }
 }

@@ -140,6 +140,7 @@ pub struct LBfgsB {
     pgtol: f64,
     ftol: f64,
     max_line_search: usize,
+    warm_memory: bool,
     work: Option<Workspace>,
     run: RunInfo,
 }
@@ -213,6 +214,7 @@ impl LBfgsB {
             pgtol: 1e-5,
             ftol: 2.2e-9,
             max_line_search: 20,
+            warm_memory: false,
             work: None,
             run: RunInfo::default(),
         })
@@ -275,11 +277,50 @@ impl LBfgsB {
         Ok(self)
     }
 
+    /// Start each run from the curvature pairs the previous run on this solver left behind,
+    /// instead of from an empty memory (default false).
+    ///
+    /// Useful when a sequence of closely related problems is solved one after another from
+    /// nearby starting points, as in a search over a penalty weight: the first steps are then
+    /// quasi-Newton steps rather than scaled gradient steps. If the objective changed by a
+    /// multiple of `½‖x‖²` between runs, say so with
+    /// [`shift_curvature`](Self::shift_curvature) so the pairs stay exact. The memory is
+    /// still kept only if the new run has the same dimension and memory size.
+    pub fn with_warm_memory(mut self, on: bool) -> Self {
+        self.warm_memory = on;
+        self
+    }
+
+    /// Adjusts the stored curvature pairs for an objective that gained `δ/2·‖x‖²` (any
+    /// constant or linear change may come with it): every gradient difference `y` becomes
+    /// `y + δ·s`, which is exact. Pairs that would lose positive curvature (possible for
+    /// `δ < 0`) empty the memory. Has an effect only with
+    /// [`with_warm_memory`](Self::with_warm_memory). Returns the number of pairs kept.
+    pub fn shift_curvature(&mut self, delta: f64) -> usize {
+        let Some(w) = self.work.as_mut().filter(|_| self.warm_memory) else {
+            return 0;
+        };
+        if w.shift_curvature(delta) {
+            w.col
+        } else {
+            0
+        }
+    }
+
+    /// Forgets the stored curvature pairs, so the next run starts from an empty memory even
+    /// with [`with_warm_memory`](Self::with_warm_memory).
+    pub fn clear_memory(&mut self) {
+        if let Some(w) = self.work.as_mut() {
+            w.reset_memory();
+        }
+    }
+
     fn bounds(&self) -> Bounds<'_> {
         Bounds {
             lower: &self.lower,
             upper: &self.upper,
             kind: &self.kind,
+            boxed: self.boxed,
         }
     }
 }
@@ -305,6 +346,45 @@ where
         g.as_standard_layout().into_owned()
     };
     Ok((f, g))
+}
+
+/// Largest `t ≤ BIG_STEP` with `x + t·d` inside a box where every bound is finite.
+///
+/// Each variable's limit is computed without branching on the sign of `dᵢ` (which follows
+/// no pattern), and four running minima keep the reduction short.
+fn max_step_boxed(x: &[f64], d: &[f64], lower: &[f64], upper: &[f64]) -> f64 {
+    let n = x.len();
+    let (d, lower, upper) = (&d[..n], &lower[..n], &upper[..n]);
+    let limit = |i: usize| {
+        let di = d[i];
+        // Room left towards the bound d points at (0 or less: none).
+        let room = if di < 0.0 {
+            lower[i] - x[i]
+        } else {
+            upper[i] - x[i]
+        };
+        let t = room / di;
+        let blocked = ((di < 0.0) & (room >= 0.0)) | ((di > 0.0) & (room <= 0.0));
+        let t = if blocked { 0.0 } else { t };
+        if di == 0.0 {
+            f64::INFINITY
+        } else {
+            t
+        }
+    };
+    let vmin = |a: f64, b: f64| if b < a { b } else { a };
+    let mut acc = [BIG_STEP; 4];
+    let chunks = n / 4;
+    for c in 0..chunks {
+        for (l, a) in acc.iter_mut().enumerate() {
+            *a = vmin(*a, limit(4 * c + l));
+        }
+    }
+    let mut t = vmin(vmin(acc[0], acc[1]), vmin(acc[2], acc[3]));
+    for i in 4 * chunks..n {
+        t = vmin(t, limit(i));
+    }
+    t
 }
 
 /// Outcome of one line search.
@@ -357,6 +437,8 @@ where
     if setup.constrained {
         if setup.first_iteration {
             stpmx = 1.0;
+        } else if b.boxed {
+            stpmx = max_step_boxed(x, d, b.lower, b.upper);
         } else {
             for i in 0..n {
                 let kind = b.kind[i];
@@ -495,9 +577,14 @@ where
             lower: &self.lower,
             upper: &self.upper,
             kind: &self.kind,
+            boxed: self.boxed,
         };
         let w = self.work.as_mut().expect("allocated above");
-        w.start(&bounds);
+        if self.warm_memory {
+            w.restart(&bounds);
+        } else {
+            w.start(&bounds);
+        }
         self.run = RunInfo::default();
 
         // Reuse a cost and gradient supplied with the start only if they belong to it.
@@ -548,7 +635,12 @@ where
             ..
         } = self;
         let constrained = *constrained;
-        let bounds = Bounds { lower, upper, kind };
+        let bounds = Bounds {
+            lower,
+            upper,
+            kind,
+            boxed: *boxed,
+        };
         let w = work.as_mut().ok_or_else(|| ArgminError::PotentialBug {
             text: "L-BFGS-B: next_iter before init".into(),
         })?;

@@ -6,13 +6,12 @@
 //! always work on the full row: the lanes of unused slots hold zeros or old (finite) pairs,
 //! and whatever they accumulate is never read.
 //!
-//! Results are bit-for-bit those of the straightforward loops over the used slots:
-//! * accumulations keep, lane by lane, the same sequence of `acc + row·c` operations; terms
-//!   with `c == 0` are skipped, which changes nothing because every accumulator starts at
-//!   `+0` and so can never become `−0` (adding `±0` to it is the identity), and the rows are
-//!   finite;
-//! * dot products keep the interleaved order `((acc + y₀c₀) + s₀c'₀) + y₁c₁ + …` over the
-//!   first `used` slots (the used ones while the ring is not full, all of them after).
+//! Accumulations are bit-for-bit those of the straightforward loops over the used slots: they
+//! keep, lane by lane, the same sequence of `acc + row·c` operations; terms with `c == 0` are
+//! skipped, which changes nothing because every accumulator starts at `+0` and so can never
+//! become `−0` (adding `±0` to it is the identity), and the rows are finite. Dot products sum
+//! in four interleaved partial sums (a tree per row rather than one serial chain), so they
+//! may differ from a sequential sum in the last bits.
 //!
 //! On x86-64 CPUs with AVX the same code is compiled a second time for 256-bit vectors and
 //! picked at run time. Rust never contracts `a·b + c` into a fused multiply-add, so both
@@ -115,15 +114,16 @@ where
     }
 }
 
-/// Interleaved dot product `Σ_{j<used} (row[j]·coef[j] + row[m+j]·coef[m+j])`, `m = W/2`.
+/// `Σⱼ row[j]·coef[j]` over the whole row. Coefficients of unused slots are zero (and the
+/// rows finite), so they add nothing. Four partial sums: the terms of one row form a short
+/// tree instead of one serial chain of additions, whose latency would bound the whole pass.
 #[inline(always)]
-fn row_dot_fixed<const W: usize>(coef: &[f64; W], row: &[f64; W], used: usize) -> f64 {
-    let m = W / 2;
-    let mut acc = 0.0;
-    for j in 0..used.min(m) {
-        acc = acc + row[j] * coef[j] + row[m + j] * coef[m + j];
+fn row_dot_fixed<const W: usize>(coef: &[f64; W], row: &[f64; W], _used: usize) -> f64 {
+    let mut s = [0.0f64; 4];
+    for j in 0..W {
+        s[j % 4] += row[j] * coef[j];
     }
-    acc
+    (s[0] + s[1]) + (s[2] + s[3])
 }
 
 #[inline(always)]
@@ -299,22 +299,7 @@ fn dot_update_fixed<const W: usize>(
     r: &mut [f64],
 ) {
     let coef: &[f64; W] = coef[..W].try_into().expect("width");
-    // Two coordinates at a time: their sums are independent chains.
-    let mut ri = r.chunks_exact_mut(2);
-    let mut ki = index.chunks_exact(2);
-    for (rr, kk) in (&mut ri).zip(&mut ki) {
-        let r0: &[f64; W] = rows[kk[0] * W..kk[0] * W + W].try_into().expect("width");
-        let r1: &[f64; W] = rows[kk[1] * W..kk[1] * W + W].try_into().expect("width");
-        let m = W / 2;
-        let (mut a0, mut a1) = (0.0, 0.0);
-        for j in 0..used.min(m) {
-            a0 = a0 + r0[j] * coef[j] + r0[m + j] * coef[m + j];
-            a1 = a1 + r1[j] * coef[j] + r1[m + j] * coef[m + j];
-        }
-        rr[0] = (rr[0] + a0) * scale;
-        rr[1] = (rr[1] + a1) * scale;
-    }
-    for (rr, &k) in ri.into_remainder().iter_mut().zip(ki.remainder()) {
+    for (rr, &k) in r.iter_mut().zip(index) {
         let row: &[f64; W] = rows[k * W..k * W + W].try_into().expect("width");
         *rr = (*rr + row_dot_fixed(coef, row, used)) * scale;
     }
