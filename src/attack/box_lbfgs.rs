@@ -403,12 +403,28 @@ impl<M: Differentiable + ?Sized> Objective<'_, M> {
     fn evaluate(&self, z: &Array1<f64>) -> Result<()> {
         let mut guard = self.cache.borrow_mut();
         let cache = &mut *guard;
-        if cache.valid && cache.z == z {
+        let n = self.x.len();
+        let (Some(zs), Some(xs)) = (z.as_slice(), self.x.as_slice()) else {
+            return Err(Error::Optim("non-contiguous point".into()));
+        };
+        if zs.len() != n {
+            return Err(Error::shape("point", n, zs.len()));
+        }
+        let cz = cache.z.as_slice_mut().expect("owned and contiguous");
+        if cache.valid && cz == zs {
             return Ok(());
         }
-        for (d, &s) in cache.z32.iter_mut().zip(z.iter()) {
-            *d = s as f32;
+        // One pass: remember the point, convert it for the model, and sum ‖z − x‖².
+        let z32 = cache.z32.as_slice_mut().expect("owned and contiguous");
+        let mut sq = 0.0;
+        for i in 0..n {
+            let zi = zs[i];
+            cz[i] = zi;
+            z32[i] = zi as f32;
+            let r = zi - xs[i];
+            sq += r * r;
         }
+        cache.valid = false;
         self.model.loss_and_input_grad_with(
             cache.z32.view(),
             &[self.target],
@@ -417,11 +433,6 @@ impl<M: Differentiable + ?Sized> Objective<'_, M> {
             cache.g32.view_mut(),
         )?;
         self.evals.set(self.evals.get() + 1);
-        let sq: f64 = z
-            .iter()
-            .zip(self.x.iter())
-            .map(|(a, b)| (a - b) * (a - b))
-            .sum();
         let (pen, scale) = match self.penalty {
             Penalty::SquaredL2 => (sq, 2.0 * self.c),
             Penalty::L2 => {
@@ -430,16 +441,11 @@ impl<M: Differentiable + ?Sized> Objective<'_, M> {
             }
         };
         cache.cost = self.c * pen + cache.loss[0] as f64;
-        for (((g, &gl), &zi), &xi) in cache
-            .grad
-            .iter_mut()
-            .zip(cache.g32.iter())
-            .zip(z.iter())
-            .zip(self.x.iter())
-        {
-            *g = scale * (zi - xi) + gl as f64;
+        let grad = cache.grad.as_slice_mut().expect("owned and contiguous");
+        let g32 = cache.g32.as_slice().expect("owned and contiguous");
+        for i in 0..n {
+            grad[i] = scale * (zs[i] - xs[i]) + g32[i] as f64;
         }
-        cache.z.assign(z);
         cache.valid = true;
         Ok(())
     }

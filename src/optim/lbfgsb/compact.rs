@@ -191,6 +191,156 @@ fn next_breakpoint(t: &[f64], last: f64, check_last: bool) -> Option<usize> {
     unique.then_some(at)
 }
 
+/// Running state of the Cauchy search's first pass: breakpoints found, the position and
+/// value of the smallest, and the model slope `f1 = −Σ dᵢ²` so far.
+struct BreakScan {
+    nbreak: usize,
+    ibkmin: usize,
+    bkmin: f64,
+    f1: f64,
+}
+
+/// Outputs of the first pass, one entry per variable (`brk`/`order` filled up to `nbreak`).
+struct BoxedOut<'a> {
+    iwhere: &'a mut [i8],
+    d: &'a mut [f64],
+    brk: &'a mut [f64],
+    order: &'a mut [usize],
+}
+
+impl BreakScan {
+    /// Records variable `i` with status `status`, path direction `di` and breakpoint `t`.
+    #[inline(always)]
+    fn push(&mut self, out: &mut BoxedOut, i: usize, status: i8, di: f64, t: f64) {
+        out.iwhere[i] = status;
+        out.d[i] = di;
+        self.f1 -= di * di;
+        // Written unconditionally and kept only if the variable moves: a branch on that
+        // would be mispredicted as often as not.
+        out.brk[self.nbreak] = t;
+        out.order[self.nbreak] = i;
+        let moving = status == FREE;
+        let better = moving & ((self.nbreak == 0) | (t < self.bkmin));
+        self.bkmin = if better { t } else { self.bkmin };
+        self.ibkmin = if better { self.nbreak } else { self.ibkmin };
+        self.nbreak += moving as usize;
+    }
+}
+
+/// The first pass of the Cauchy search when every variable has two finite bounds (the
+/// attack's `[0,1]` box): each variable's status, its direction `−gᵢ` (or 0), and the
+/// breakpoints of the moving ones, in index order. Exactly the general pass's results, without
+/// data-dependent branches (a mix of variables at and off their bounds would mispredict at
+/// every step), four variables at a time with AVX2 when the CPU has it.
+fn classify_boxed(
+    x: &[f64],
+    g: &[f64],
+    lower: &[f64],
+    upper: &[f64],
+    mut out: BoxedOut,
+    scan: &mut BreakScan,
+) {
+    let n = x.len();
+    let mut start = 0;
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2 (checked just above); lengths are checked inside.
+            start = unsafe { classify_boxed_avx2(x, g, lower, upper, &mut out, scan) };
+        }
+    }
+    for i in start..n {
+        let gi = g[i];
+        let tl = x[i] - lower[i];
+        let tu = upper[i] - x[i];
+        let xlower = tl <= 0.0;
+        let xupper = !xlower & (tu <= 0.0);
+        let at_lower = xlower & (gi >= 0.0);
+        let at_upper = xupper & (gi <= 0.0);
+        let zero = !xlower & !xupper & (gi == 0.0);
+        let status = boxed_status(out.iwhere[i] == FIXED, at_lower, at_upper, zero);
+        let di = f64::from_bits((-gi).to_bits() & ((status == FREE) as u64).wrapping_neg());
+        let dist = if gi > 0.0 { tl } else { tu };
+        scan.push(&mut out, i, status, di, dist / gi.abs());
+    }
+}
+
+/// Status from the mutually exclusive cases, as their weighted sum (no branches).
+#[inline(always)]
+fn boxed_status(fixed: bool, at_lower: bool, at_upper: bool, zero: bool) -> i8 {
+    let free_status =
+        at_lower as i8 * AT_LOWER + at_upper as i8 * AT_UPPER + zero as i8 * FREE_ZERO_GRADIENT;
+    free_status + fixed as i8 * (FIXED - free_status)
+}
+
+/// AVX2 body of [`classify_boxed`] over whole groups of four; returns where it stopped.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn classify_boxed_avx2(
+    x: &[f64],
+    g: &[f64],
+    lower: &[f64],
+    upper: &[f64],
+    out: &mut BoxedOut,
+    scan: &mut BreakScan,
+) -> usize {
+    use std::arch::x86_64::*;
+    let n = x.len();
+    assert!(g.len() >= n && lower.len() >= n && upper.len() >= n && out.iwhere.len() >= n);
+    let zero = _mm256_setzero_pd();
+    let sign = _mm256_set1_pd(-0.0);
+    let mut d4 = [0.0f64; 4];
+    let mut t4 = [0.0f64; 4];
+    let mut i = 0;
+    while i + 4 <= n {
+        let xv = _mm256_loadu_pd(x.as_ptr().add(i));
+        let gv = _mm256_loadu_pd(g.as_ptr().add(i));
+        let tl = _mm256_sub_pd(xv, _mm256_loadu_pd(lower.as_ptr().add(i)));
+        let tu = _mm256_sub_pd(_mm256_loadu_pd(upper.as_ptr().add(i)), xv);
+        let xlower = _mm256_cmp_pd::<_CMP_LE_OQ>(tl, zero);
+        let xupper = _mm256_andnot_pd(xlower, _mm256_cmp_pd::<_CMP_LE_OQ>(tu, zero));
+        let at_lower = _mm256_and_pd(xlower, _mm256_cmp_pd::<_CMP_GE_OQ>(gv, zero));
+        let at_upper = _mm256_and_pd(xupper, _mm256_cmp_pd::<_CMP_LE_OQ>(gv, zero));
+        let zero_g = _mm256_andnot_pd(
+            _mm256_or_pd(xlower, xupper),
+            _mm256_cmp_pd::<_CMP_EQ_OQ>(gv, zero),
+        );
+        let (ml, mu, mz) = (
+            _mm256_movemask_pd(at_lower),
+            _mm256_movemask_pd(at_upper),
+            _mm256_movemask_pd(zero_g),
+        );
+        let mut moving_bits = 0;
+        let mut status = [0i8; 4];
+        for (l, st) in status.iter_mut().enumerate() {
+            let fixed = out.iwhere[i + l] == FIXED;
+            *st = boxed_status(
+                fixed,
+                (ml >> l) & 1 != 0,
+                (mu >> l) & 1 != 0,
+                (mz >> l) & 1 != 0,
+            );
+            moving_bits |= ((*st == FREE) as i64) << l;
+        }
+        // Lane masks of the moving variables: −gᵢ there, +0 elsewhere.
+        let lanes = _mm256_set_epi64x(8, 4, 2, 1);
+        let moving = _mm256_castsi256_pd(_mm256_cmpeq_epi64(
+            _mm256_and_si256(_mm256_set1_epi64x(moving_bits), lanes),
+            lanes,
+        ));
+        let dv = _mm256_and_pd(moving, _mm256_xor_pd(gv, sign));
+        let dist = _mm256_blendv_pd(tu, tl, _mm256_cmp_pd::<_CMP_GT_OQ>(gv, zero));
+        let tv = _mm256_div_pd(dist, _mm256_andnot_pd(sign, gv));
+        _mm256_storeu_pd(d4.as_mut_ptr(), dv);
+        _mm256_storeu_pd(t4.as_mut_ptr(), tv);
+        for l in 0..4 {
+            scan.push(out, i + l, status[l], d4[l], t4[l]);
+        }
+        i += 4;
+    }
+    i
+}
+
 /// Everything the solver keeps between iterations, allocated once per problem size.
 #[derive(Debug, Clone)]
 pub(crate) struct Workspace {
@@ -417,40 +567,23 @@ impl Workspace {
             // Every variable has two finite bounds (the attack's [0,1] box): the same
             // classification without data-dependent branches, which a mix of variables at and
             // off their bounds would mispredict at every step.
-            let (lower, upper) = (&b.lower[..n], &b.upper[..n]);
-            let (iwhere, d) = (&mut self.iwhere[..n], &mut self.d[..n]);
-            let (brk, order) = (&mut self.brk[..n], &mut self.order[..n]);
-            let mut bk = f64::INFINITY;
-            for i in 0..n {
-                let gi = g[i];
-                let tl = x[i] - lower[i];
-                let tu = upper[i] - x[i];
-                let xlower = tl <= 0.0;
-                let xupper = !xlower & (tu <= 0.0);
-                let at_lower = xlower & (gi >= 0.0);
-                let at_upper = xupper & (gi <= 0.0);
-                let zero = !xlower & !xupper & (gi == 0.0);
-                let fixed = iwhere[i] == FIXED;
-                // The three cases are mutually exclusive, so the status is their weighted sum.
-                let free_status = at_lower as i8 * AT_LOWER
-                    + at_upper as i8 * AT_UPPER
-                    + zero as i8 * FREE_ZERO_GRADIENT;
-                let status = free_status + fixed as i8 * (FIXED - free_status);
-                iwhere[i] = status;
-                // Moving along the path; then gᵢ ≠ 0 and the variable meets a bound.
-                let moving = status == FREE;
-                let di = f64::from_bits((-gi).to_bits() & (moving as u64).wrapping_neg());
-                d[i] = di;
-                f1 -= di * di;
-                let dist = if gi > 0.0 { tl } else { tu };
-                let t = dist / gi.abs();
-                brk[nbreak] = t;
-                order[nbreak] = i;
-                let better = moving & ((nbreak == 0) | (t < bk));
-                bk = if better { t } else { bk };
-                ibkmin = if better { nbreak } else { ibkmin };
-                nbreak += moving as usize;
-            }
+            let mut scan = BreakScan {
+                nbreak: 0,
+                ibkmin: 0,
+                bkmin: f64::INFINITY,
+                f1,
+            };
+            let out = BoxedOut {
+                iwhere: &mut self.iwhere[..n],
+                d: &mut self.d[..n],
+                brk: &mut self.brk[..n],
+                order: &mut self.order[..n],
+            };
+            classify_boxed(x, g, b.lower, b.upper, out, &mut scan);
+            nbreak = scan.nbreak;
+            ibkmin = scan.ibkmin;
+            f1 = scan.f1;
+            let bk = scan.bkmin;
             bkmin = bk;
         } else {
             for i in 0..n {
