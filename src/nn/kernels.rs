@@ -153,18 +153,20 @@ mod avx {
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn vecmat_acc(x: &[f32], w: &[f32], width: usize, out: &mut [f32]) {
         assert!(w.len() >= x.len() * width && out.len() >= width);
-        // The nonzero inputs, gathered once and reused by every column block.
-        let mut buf = [(0usize, 0.0f32); 1024];
+        // The nonzero inputs, gathered once and reused by every column block. Left
+        // uninitialised: zeroing 1024 entries would cost as much as gathering them.
+        let mut buf = [const { std::mem::MaybeUninit::<(usize, f32)>::uninit() }; 1024];
         let all = _mm256_set1_epi32(-1);
         let mut start = 0;
         while start < x.len() {
             let chunk = &x[start..(start + buf.len()).min(x.len())];
             let mut k = 0;
             for (i, &xi) in chunk.iter().enumerate() {
-                buf[k] = (start + i, xi);
+                buf[k] = std::mem::MaybeUninit::new((start + i, xi));
                 k += (xi != 0.0) as usize;
             }
-            let nz = &buf[..k];
+            // SAFETY: the first k entries were written just above.
+            let nz: &[(usize, f32)] = std::slice::from_raw_parts(buf.as_ptr().cast(), k);
             let (wp, op) = (w.as_ptr(), out.as_mut_ptr());
             // Blocks of 64 columns, then the rest (up to 104) in one pass over the rows, so
             // that a width such as 100 reads each weight row once, in order.

@@ -6,12 +6,10 @@
 //! always work on the full row: the lanes of unused slots hold zeros or old (finite) pairs,
 //! and whatever they accumulate is never read.
 //!
-//! Accumulations are bit-for-bit those of the straightforward loops over the used slots: they
-//! keep, lane by lane, the same sequence of `acc + row·c` operations; terms with `c == 0` are
-//! skipped, which changes nothing because every accumulator starts at `+0` and so can never
-//! become `−0` (adding `±0` to it is the identity), and the rows are finite. Dot products sum
-//! in four interleaved partial sums (a tree per row rather than one serial chain), so they
-//! may differ from a sequential sum in the last bits.
+//! Sums are not taken in the straightforward sequential order: accumulations alternate terms
+//! between two sets of accumulators and dot products use four partial sums, so that no long
+//! chain of dependent additions bounds a pass. Results may therefore differ from a sequential
+//! sum in the last bits (the rows are finite, so skipping `c == 0` terms changes nothing).
 //!
 //! On x86-64 CPUs with AVX the same code is compiled a second time for 256-bit vectors and
 //! picked at run time. Rust never contracts `a·b + c` into a fused multiply-add, so both
@@ -85,17 +83,27 @@ fn accumulate_fixed<const W: usize>(
     items: impl Iterator<Item = (usize, f64)>,
     acc: &mut [f64],
 ) {
+    // Two sets of accumulators, taking alternate terms, halve the chain of dependent
+    // additions each lane would otherwise wait on.
     let mut a: [f64; W] = acc[..W].try_into().expect("width");
-    for (k, c) in items {
-        if c == 0.0 {
-            continue;
-        }
-        let row: &[f64; W] = rows[k * W..k * W + W].try_into().expect("width");
+    let mut b = [0.0f64; W];
+    let mut items = items.filter(|&(_, c)| c != 0.0);
+    while let Some((k0, c0)) = items.next() {
+        let r0: &[f64; W] = rows[k0 * W..k0 * W + W].try_into().expect("width");
         for j in 0..W {
-            a[j] += row[j] * c;
+            a[j] += r0[j] * c0;
+        }
+        let Some((k1, c1)) = items.next() else {
+            break;
+        };
+        let r1: &[f64; W] = rows[k1 * W..k1 * W + W].try_into().expect("width");
+        for j in 0..W {
+            b[j] += r1[j] * c1;
         }
     }
-    acc[..W].copy_from_slice(&a);
+    for j in 0..W {
+        acc[j] = a[j] + b[j];
+    }
 }
 
 #[inline(always)]
@@ -200,18 +208,34 @@ fn dot_then_accumulate_fixed<const W: usize>(
     acc: &mut [f64],
 ) {
     let coef: &[f64; W] = coef[..W].try_into().expect("width");
+    // Alternate coordinates feed two sets of accumulators (see `accumulate_fixed`).
     let mut a: [f64; W] = acc[..W].try_into().expect("width");
-    for (ri, &k) in r.iter_mut().zip(index) {
+    let mut b = [0.0f64; W];
+    let mut rc = r.chunks_exact_mut(2);
+    let mut kc = index.chunks_exact(2);
+    for (rr, kk) in (&mut rc).zip(&mut kc) {
+        let r0: &[f64; W] = rows[kk[0] * W..kk[0] * W + W].try_into().expect("width");
+        let r1: &[f64; W] = rows[kk[1] * W..kk[1] * W + W].try_into().expect("width");
+        let v0 = rr[0] + row_dot_fixed(coef, r0, used);
+        let v1 = rr[1] + row_dot_fixed(coef, r1, used);
+        rr[0] = v0;
+        rr[1] = v1;
+        for j in 0..W {
+            a[j] += r0[j] * v0;
+            b[j] += r1[j] * v1;
+        }
+    }
+    for (ri, &k) in rc.into_remainder().iter_mut().zip(kc.remainder()) {
         let row: &[f64; W] = rows[k * W..k * W + W].try_into().expect("width");
         let v = *ri + row_dot_fixed(coef, row, used);
         *ri = v;
-        if v != 0.0 {
-            for j in 0..W {
-                a[j] += row[j] * v;
-            }
+        for j in 0..W {
+            a[j] += row[j] * v;
         }
     }
-    acc[..W].copy_from_slice(&a);
+    for j in 0..W {
+        acc[j] = a[j] + b[j];
+    }
 }
 
 #[inline(always)]
