@@ -360,9 +360,14 @@ impl Attack for BoxLbfgs {
 
 /// Reused buffers of one attack: the last evaluated point and its cost and gradient (argmin
 /// asks for cost and gradient in two calls at the same point; the second is served from here),
-/// and the model's scratch.
+/// the model's loss and input gradient at the last `f32` input it saw, and its scratch.
 struct Cache<S> {
+    /// `cost`/`grad` belong to `z` (and the current objective).
     valid: bool,
+    /// `loss`/`g32` belong to `z32` and this target label. They do not depend on `c`, so a
+    /// solve warm-started where the previous one ended needs no model call for its first
+    /// point.
+    model_target: Option<usize>,
     z: Array1<f64>,
     cost: f64,
     grad: Array1<f64>,
@@ -376,6 +381,7 @@ impl<S: Default> Cache<S> {
     fn new(n: usize) -> Self {
         Cache {
             valid: false,
+            model_target: None,
             z: Array1::zeros(n),
             cost: 0.0,
             grad: Array1::zeros(n),
@@ -414,25 +420,33 @@ impl<M: Differentiable + ?Sized> Objective<'_, M> {
         if cache.valid && cz == zs {
             return Ok(());
         }
-        // One pass: remember the point, convert it for the model, and sum ‖z − x‖².
+        // One pass: remember the point, convert it for the model (noting whether the model
+        // already saw exactly this input), and sum ‖z − x‖².
         let z32 = cache.z32.as_slice_mut().expect("owned and contiguous");
         let mut sq = 0.0;
+        let mut same = true;
         for i in 0..n {
             let zi = zs[i];
             cz[i] = zi;
-            z32[i] = zi as f32;
+            let zi32 = zi as f32;
+            same &= z32[i] == zi32;
+            z32[i] = zi32;
             let r = zi - xs[i];
             sq += r * r;
         }
         cache.valid = false;
-        self.model.loss_and_input_grad_with(
-            cache.z32.view(),
-            &[self.target],
-            &mut cache.scratch,
-            cache.loss.view_mut(),
-            cache.g32.view_mut(),
-        )?;
-        self.evals.set(self.evals.get() + 1);
+        if !(same && cache.model_target == Some(self.target)) {
+            cache.model_target = None;
+            self.model.loss_and_input_grad_with(
+                cache.z32.view(),
+                &[self.target],
+                &mut cache.scratch,
+                cache.loss.view_mut(),
+                cache.g32.view_mut(),
+            )?;
+            self.evals.set(self.evals.get() + 1);
+            cache.model_target = Some(self.target);
+        }
         let (pen, scale) = match self.penalty {
             Penalty::SquaredL2 => (sq, 2.0 * self.c),
             Penalty::L2 => {

@@ -303,7 +303,11 @@ impl Mlp {
                 _ => general_mat_mul(1.0, &input, &self.params[2 * l], 1.0, &mut out),
             }
             if l < last {
-                self.arch.activation().apply(out.view_mut());
+                match (self.arch.activation(), out.nrows(), out.as_slice_mut()) {
+                    // The same vector logistic as the single-example gradient pass.
+                    (Activation::Sigmoid, 1, Some(o)) => kernels::sigmoid_inplace(o),
+                    (act, _, _) => act.apply(out.view_mut()),
+                }
             }
             a = Some(out);
         }
@@ -336,6 +340,10 @@ impl Mlp {
             let out = &mut rest[0].as_slice_mut()?[..width];
             out.copy_from_slice(b);
             kernels::vecmat_acc(input, w, width, out);
+            if l < last && act == Activation::Sigmoid {
+                kernels::sigmoid_inplace(out);
+                continue;
+            }
             let mut view = ArrayViewMut2::from_shape((1, width), out).ok()?;
             if l < last {
                 act.apply(view);

@@ -936,6 +936,25 @@ mod tests {
         assert!(compact::REBUILDS.load(std::sync::atomic::Ordering::Relaxed) > 0);
     }
 
+    /// The AVX2 step limit equals the portable one, including blocked and zero directions.
+    #[test]
+    fn boxed_step_limit_matches_the_portable_loop() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        for case in 0..300 {
+            let n = rng.gen_range(1..40);
+            let lower = vec![0.0; n];
+            let upper = vec![1.0; n];
+            let x: Vec<f64> = (0..n).map(|_| rng.gen_range(0..5) as f64 / 4.0).collect();
+            let d: Vec<f64> = (0..n)
+                .map(|_| rng.gen_range(-3i32..4) as f64 * 0.3)
+                .collect();
+            let want = max_step_boxed_generic(&x, &d, &lower, &upper);
+            let got = max_step_boxed(&x, &d, &lower, &upper);
+            assert_eq!(got.to_bits(), want.to_bits(), "case {case}");
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(48))]
 
