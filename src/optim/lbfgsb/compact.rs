@@ -369,6 +369,11 @@ pub(crate) struct Workspace {
     pub updatd: bool,
     /// `wn1` no longer matches the stored pairs and free set and must be recomputed in full.
     pub wn1_rebuild: bool,
+    /// `wn1` is current but `K` must be factorised again (its pairs were shifted).
+    refactor: bool,
+    /// The free/active partition in `index` was kept from the previous run, so the first
+    /// iteration must record which variables enter or leave it.
+    partition_kept: bool,
     pub iwhere: Vec<i8>,
     /// Free variables in `index[..nfree]`, active ones after.
     index: Vec<usize>,
@@ -420,6 +425,8 @@ impl Workspace {
             iupdat: 0,
             updatd: false,
             wn1_rebuild: false,
+            refactor: false,
+            partition_kept: false,
             iwhere: vec![0; n],
             index: (0..n).collect(),
             nfree: n,
@@ -454,6 +461,12 @@ impl Workspace {
         self.iupdat = 0;
         self.updatd = false;
         self.wn1_rebuild = false;
+        self.refactor = false;
+    }
+
+    /// `K` must be formed again before the next subspace step even if nothing changed.
+    pub fn needs_refactor(&self) -> bool {
+        self.refactor
     }
 
     /// Sets up the variable status for a new run; `x` must already be inside the box.
@@ -462,14 +475,17 @@ impl Workspace {
         self.reset_status(b);
     }
 
-    /// Like [`start`](Self::start) but keeps the stored pairs as the initial model. The free
-    /// set starts afresh, so the subspace matrix is formed from scratch at the first step.
+    /// Like [`start`](Self::start) but keeps the stored pairs as the initial model, and with
+    /// them the free/active partition their inner products were accumulated over.
     pub fn restart(&mut self, b: &Bounds) {
-        self.reset_status(b);
-        if self.col > 0 {
-            self.updatd = true;
-            self.wn1_rebuild = true;
+        if self.col == 0 {
+            self.start(b);
+            return;
         }
+        // Keep the partition `wn1` was built for: the first iteration then updates `wn1` for
+        // the variables that change sides instead of recomputing it over every variable.
+        self.partition_kept = true;
+        self.refactor = true;
     }
 
     /// Makes the stored pairs describe the objective plus `δ/2·‖x‖²`: for the same steps `s`
@@ -484,6 +500,18 @@ impl Workspace {
             self.reset_memory();
             return false;
         }
+        // Bring the inner products up to date for the stored pairs (a pair pushed after the
+        // last factorisation is still pending) so the shift can be applied to them exactly.
+        if !self.wn1_rebuild {
+            if self.updatd {
+                self.nenter = 0;
+                self.ileave = self.n;
+                self.update_wn1();
+                self.updatd = false;
+            }
+            self.shift_wn1(delta);
+        }
+        self.refactor = true;
         let slots: Vec<usize> = (0..col).map(|j| self.slot(j)).collect();
         let mut yy = vec![0.0; col];
         for row in self.wyws.chunks_exact_mut(m2) {
@@ -515,6 +543,55 @@ impl Workspace {
         true
     }
 
+    /// Applies `Y → Y + δS` to the inner products in `wn1` over the current partition, using
+    /// `SᵀS`, `SᵀY` (before the shift) and `SᵀAAᵀS` to recover the free parts it does not
+    /// store: `SᵀZZᵀS = SᵀS − SᵀAAᵀS` and, below the diagonal, `SᵀZZᵀY = SᵀY − SᵀAAᵀY`.
+    fn shift_wn1(&mut self, delta: f64) {
+        let (m, m2, col) = (self.m, 2 * self.m, self.col);
+        let w1 = |i: usize, j: usize| i + j * m2;
+        let ss = |i: usize, j: usize| self.ss[i.min(j) + i.max(j) * m];
+        let ss_act = |i: usize, j: usize| self.wn1[w1(m + i.max(j), m + i.min(j))];
+        let ss_free = |i: usize, j: usize| ss(i, j) - ss_act(i, j);
+        // sᵢᵀZZᵀyⱼ: stored for i ≤ j, recovered below the diagonal.
+        let sy_free = |i: usize, j: usize| {
+            if i <= j {
+                self.wn1[w1(m + i, j)]
+            } else {
+                self.sy[i + j * m] - self.wn1[w1(m + i, j)]
+            }
+        };
+        // All new values from the old ones first (once per run, so allocating is fine).
+        let mut yy = Vec::with_capacity(col * (col + 1) / 2);
+        for i in 0..col {
+            for j in 0..=i {
+                yy.push(
+                    self.wn1[w1(i, j)]
+                        + delta * (sy_free(i, j) + sy_free(j, i))
+                        + delta * delta * ss_free(i, j),
+                );
+            }
+        }
+        // SᵀZZᵀY gains δ·SᵀZZᵀS (stored for i ≤ j), SᵀAAᵀY gains δ·SᵀAAᵀS (i > j).
+        let mut sy = Vec::with_capacity(col * col);
+        for i in 0..col {
+            for j in 0..col {
+                let add = if i <= j { ss_free(i, j) } else { ss_act(i, j) };
+                sy.push(self.wn1[w1(m + i, j)] + delta * add);
+            }
+        }
+        let (mut yy, mut sy) = (yy.into_iter(), sy.into_iter());
+        for i in 0..col {
+            for j in 0..=i {
+                self.wn1[w1(i, j)] = yy.next().expect("one value per entry");
+            }
+        }
+        for i in 0..col {
+            for j in 0..col {
+                self.wn1[w1(m + i, j)] = sy.next().expect("one value per entry");
+            }
+        }
+    }
+
     fn reset_status(&mut self, b: &Bounds) {
         for i in 0..self.n {
             self.iwhere[i] = match b.kind[i] {
@@ -527,6 +604,7 @@ impl Workspace {
         self.nfree = self.n;
         self.nenter = 0;
         self.ileave = self.n;
+        self.partition_kept = false;
     }
 
     #[inline]
@@ -813,7 +891,7 @@ impl Workspace {
         let n = self.n;
         self.nenter = 0;
         self.ileave = n;
-        if count_changes {
+        if count_changes || std::mem::take(&mut self.partition_kept) {
             for i in 0..self.nfree {
                 let k = self.index[i];
                 if self.iwhere[k] > 0 {
@@ -829,7 +907,7 @@ impl Workspace {
                 }
             }
         }
-        let wrk = self.ileave < n || self.nenter > 0 || self.updatd;
+        let wrk = self.ileave < n || self.nenter > 0 || self.updatd || self.refactor;
         // Branch-free partition: each variable is written at both candidate positions and
         // only the count on its side advances. A write into the wrong side lands either on
         // the next free slot (overwritten by the next free variable) or, once every free
@@ -912,16 +990,13 @@ impl Workspace {
         }
     }
 
-    /// Forms and factorises the subspace matrix
-    /// `K = [[−D − YᵀZZᵀY/θ, L_aᵀ − R_zᵀ], [L_a − R_z, θSᵀAAᵀS]]` as `K = Uᵀ E U` with
-    /// `E = diag(−I, I)`, where `Z`/`A` select the free/active variables, `L_a` is the strict
-    /// lower triangle of `SᵀAAᵀY` and `R_z` the upper triangle of `SᵀZZᵀY`.
-    pub fn form_k(&mut self) -> Result<(), Singular> {
+    /// Brings the inner products in `wn1` up to date: in full after `wn1_rebuild`, otherwise
+    /// for a newly stored pair and for the variables that entered or left the free set.
+    fn update_wn1(&mut self) {
         let m = self.m;
         let m2 = 2 * m;
         let col = self.col;
         let n = self.n;
-        let theta = self.theta;
         let w1 = |i: usize, j: usize| i + j * m2;
 
         if self.wn1_rebuild {
@@ -1042,6 +1117,20 @@ impl Workspace {
                 }
             }
         }
+    }
+
+    /// Forms and factorises the subspace matrix
+    /// `K = [[−D − YᵀZZᵀY/θ, L_aᵀ − R_zᵀ], [L_a − R_z, θSᵀAAᵀS]]` as `K = Uᵀ E U` with
+    /// `E = diag(−I, I)`, where `Z`/`A` select the free/active variables, `L_a` is the strict
+    /// lower triangle of `SᵀAAᵀY` and `R_z` the upper triangle of `SᵀZZᵀY`.
+    pub fn form_k(&mut self) -> Result<(), Singular> {
+        self.update_wn1();
+        self.refactor = false;
+        let m = self.m;
+        let m2 = 2 * m;
+        let col = self.col;
+        let theta = self.theta;
+        let w1 = |i: usize, j: usize| i + j * m2;
 
         #[cfg(test)]
         self.assert_wn1_matches_rebuild();
@@ -1198,7 +1287,7 @@ impl Workspace {
                 }
                 2 => {
                     let v = u.min(l.max(xk + dk));
-                    hit_bound |= v == l || v == u;
+                    hit_bound |= (v == l) | (v == u);
                     v
                 }
                 _ => {
@@ -1211,9 +1300,19 @@ impl Workspace {
         if !hit_bound {
             return Ok(());
         }
-        let mut dd_p = 0.0;
-        for i in 0..self.n {
-            dd_p += (self.z[i] - x[i]) * g[i];
+        // Only the sign matters; four partial sums keep the pass from waiting on one chain.
+        let n = self.n;
+        let (z, x, g) = (&self.z[..n], &x[..n], &g[..n]);
+        let mut acc = [0.0f64; 4];
+        for c in 0..n / 4 {
+            for (l, a) in acc.iter_mut().enumerate() {
+                let i = 4 * c + l;
+                *a += (z[i] - x[i]) * g[i];
+            }
+        }
+        let mut dd_p = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+        for i in 4 * (n / 4)..n {
+            dd_p += (z[i] - x[i]) * g[i];
         }
         if dd_p <= 0.0 {
             return Ok(());
