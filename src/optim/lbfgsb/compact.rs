@@ -59,10 +59,12 @@ const FREE_ZERO_GRADIENT: i8 = -3;
 /// `M v` for the middle matrix, through the factors of `SᵀY` and `θSᵀS + L D⁻¹ Lᵀ = J Jᵀ`.
 ///
 /// `M⁻¹ = [[D^½, 0], [−L D^−½, J]] · [[−D^½, D^−½ Lᵀ], [0, Jᵀ]]`, so two block-triangular
-/// solves suffice.
+/// solves suffice. `dsqrt[i]` is `√(sᵢᵀyᵢ)`, kept by `form_t` because the Cauchy search calls
+/// this once per breakpoint.
 fn bmv(
     m: usize,
     sy: &[f64],
+    dsqrt: &[f64],
     wt: &[f64],
     col: usize,
     v: &[f64],
@@ -81,11 +83,11 @@ fn bmv(
     }
     solve_upper_transposed(wt, m, 0, col, &mut p[col..2 * col])?;
     for i in 0..col {
-        p[i] = v[i] / sy[i + i * m].sqrt();
+        p[i] = v[i] / dsqrt[i];
     }
     solve_upper(wt, m, 0, col, &mut p[col..2 * col])?;
     for i in 0..col {
-        p[i] = -p[i] / sy[i + i * m].sqrt();
+        p[i] = -p[i] / dsqrt[i];
     }
     for i in 0..col {
         let mut sum = 0.0;
@@ -171,24 +173,38 @@ fn force_heap() -> bool {
 /// i.e. if a heap would necessarily pop it next. With `check_last`, `last` itself must also
 /// occur only once (it was taken without a heap).
 fn next_breakpoint(t: &[f64], last: f64, check_last: bool) -> Option<usize> {
-    let mut best = f64::INFINITY;
-    let mut at = usize::MAX;
-    let mut ties = 0usize;
-    let mut equal_last = 0usize;
-    for (q, &v) in t.iter().enumerate() {
-        equal_last += (v == last) as usize;
-        if v > last {
-            if v < best {
-                best = v;
-                at = q;
-                ties = 0;
-            } else if v == best {
-                ties += 1;
-            }
+    // Two branch-free passes (the comparisons follow no pattern a predictor could learn):
+    // the smallest value above `last` and how often `last` occurs, then how often that
+    // smallest value occurs.
+    let mut lo = [f64::INFINITY; 4];
+    let mut equal_last = [0usize; 4];
+    let mut chunks = t.chunks_exact(4);
+    for c in &mut chunks {
+        for l in 0..4 {
+            let v = c[l];
+            let cand = if v > last { v } else { f64::INFINITY };
+            lo[l] = if cand < lo[l] { cand } else { lo[l] };
+            equal_last[l] += (v == last) as usize;
         }
     }
-    let unique = at != usize::MAX && ties == 0 && (!check_last || equal_last == 1);
-    unique.then_some(at)
+    let mut best = lo
+        .iter()
+        .fold(f64::INFINITY, |a, &b| if b < a { b } else { a });
+    let mut eq_last: usize = equal_last.iter().sum();
+    for &v in chunks.remainder() {
+        if v > last && v < best {
+            best = v;
+        }
+        eq_last += (v == last) as usize;
+    }
+    if best == f64::INFINITY || (check_last && eq_last != 1) {
+        return None;
+    }
+    let count = t.iter().map(|&v| (v == best) as usize).sum::<usize>();
+    if count != 1 {
+        return None;
+    }
+    t.iter().position(|&v| v == best)
 }
 
 /// Running state of the Cauchy search's first pass: breakpoints found, the position and
@@ -354,6 +370,8 @@ pub(crate) struct Workspace {
     ss: Vec<f64>,
     /// Upper Cholesky factor of `θSᵀS + L D⁻¹ Lᵀ`.
     wt: Vec<f64>,
+    /// `√(sᵢᵀyᵢ)` per stored pair (chronological), refreshed with `wt`.
+    dsqrt: Vec<f64>,
     /// Factorisation of the `2col × 2col` subspace matrix `K` (leading dimension `2m`).
     wn: Vec<f64>,
     /// Inner products over the free/active sets from which `K` is assembled, kept across
@@ -416,6 +434,7 @@ impl Workspace {
             sy: vec![0.0; m * m],
             ss: vec![0.0; m * m],
             wt: vec![0.0; m * m],
+            dsqrt: vec![0.0; m],
             wn: vec![0.0; 4 * m * m],
             wn1: vec![0.0; 4 * m * m],
             theta: 1.0,
@@ -747,7 +766,15 @@ impl Workspace {
         let mut f2 = -theta * f1;
         let f2_org = f2;
         if col > 0 {
-            bmv(m, &self.sy, &self.wt, col, &self.p, &mut self.v)?;
+            bmv(
+                m,
+                &self.sy,
+                &self.dsqrt,
+                &self.wt,
+                col,
+                &self.p,
+                &mut self.v,
+            )?;
             f2 -= dot(&self.v[..2 * col], &self.p[..2 * col]);
         }
         let mut dtm = -f1 / f2;
@@ -843,7 +870,15 @@ impl Workspace {
                         self.wbp[j] = row[s];
                         self.wbp[col + j] = theta * row[m + s];
                     }
-                    bmv(m, &self.sy, &self.wt, col, &self.wbp, &mut self.v)?;
+                    bmv(
+                        m,
+                        &self.sy,
+                        &self.dsqrt,
+                        &self.wt,
+                        col,
+                        &self.wbp,
+                        &mut self.v,
+                    )?;
                     let wmc = dot(&self.c[..2 * col], &self.v[..2 * col]);
                     let wmp = dot(&self.p[..2 * col], &self.v[..2 * col]);
                     let wmw = dot(&self.wbp[..2 * col], &self.v[..2 * col]);
@@ -1206,7 +1241,15 @@ impl Workspace {
             let k = self.index[i];
             self.r[i] = -theta * (self.z[k] - x[k]) - g[k];
         }
-        bmv(m, &self.sy, &self.wt, col, &self.c, &mut self.v)?;
+        bmv(
+            m,
+            &self.sy,
+            &self.dsqrt,
+            &self.wt,
+            col,
+            &self.c,
+            &mut self.v,
+        )?;
         self.sv.iter_mut().for_each(|v| *v = 0.0);
         for j in 0..col {
             let s = self.slot(j);
@@ -1433,6 +1476,7 @@ impl Workspace {
         let theta = self.theta;
         for j in 0..col {
             self.wt[j * m] = theta * self.ss[j * m];
+            self.dsqrt[j] = self.sy[j + j * m].sqrt();
         }
         for i in 1..col {
             for j in i..col {
@@ -1604,7 +1648,7 @@ mod tests {
         wt[0] = (theta * sts).sqrt();
         let v = [1.0, 1.0];
         let mut p = [0.0; 2];
-        bmv(m, &sy, &wt, 1, &v, &mut p).unwrap();
+        bmv(m, &sy, &[sty.sqrt()], &wt, 1, &v, &mut p).unwrap();
         assert!((p[0] + 1.0 / sty).abs() < 1e-15);
         assert!((p[1] - 1.0 / (theta * sts)).abs() < 1e-15);
     }
