@@ -207,13 +207,38 @@ fn next_breakpoint(t: &[f64], last: f64, check_last: bool) -> Option<usize> {
     t.iter().position(|&v| v == best)
 }
 
-/// Running state of the Cauchy search's first pass: breakpoints found, the position and
-/// value of the smallest, and the model slope `f1 = −Σ dᵢ²` so far.
+/// Running state of the Cauchy search's first pass: breakpoints found so far, and per lane
+/// `i mod 4` the smallest breakpoint and the sum of `dᵢ²`. The slope `f1 = −Σ dᵢ²` is summed in
+/// those four lanes (by the general pass too, so both give the same bits) because one serial
+/// sum would be the longest chain of the pass.
 struct BreakScan {
     nbreak: usize,
-    ibkmin: usize,
-    bkmin: f64,
-    f1: f64,
+    lane_min: [f64; 4],
+    lane_dd: [f64; 4],
+}
+
+impl BreakScan {
+    fn new() -> Self {
+        BreakScan {
+            nbreak: 0,
+            lane_min: [f64::INFINITY; 4],
+            lane_dd: [0.0; 4],
+        }
+    }
+
+    /// `f1`, the smallest breakpoint and its position in the list (first of equals).
+    fn finish(&self, brk: &[f64]) -> (f64, f64, usize) {
+        let d = &self.lane_dd;
+        let f1 = 0.0 - ((d[0] + d[1]) + (d[2] + d[3]));
+        let m = &self.lane_min;
+        let vmin = |a: f64, b: f64| if b < a { b } else { a };
+        let bkmin = vmin(vmin(m[0], m[1]), vmin(m[2], m[3]));
+        let ibkmin = brk[..self.nbreak]
+            .iter()
+            .position(|&t| t == bkmin)
+            .unwrap_or(0);
+        (f1, bkmin, ibkmin)
+    }
 }
 
 /// Outputs of the first pass, one entry per variable (`brk`/`order` filled up to `nbreak`).
@@ -222,25 +247,6 @@ struct BoxedOut<'a> {
     d: &'a mut [f64],
     brk: &'a mut [f64],
     order: &'a mut [usize],
-}
-
-impl BreakScan {
-    /// Records variable `i` with status `status`, path direction `di` and breakpoint `t`.
-    #[inline(always)]
-    fn push(&mut self, out: &mut BoxedOut, i: usize, status: i8, di: f64, t: f64) {
-        out.iwhere[i] = status;
-        out.d[i] = di;
-        self.f1 -= di * di;
-        // Written unconditionally and kept only if the variable moves: a branch on that
-        // would be mispredicted as often as not.
-        out.brk[self.nbreak] = t;
-        out.order[self.nbreak] = i;
-        let moving = status == FREE;
-        let better = moving & ((self.nbreak == 0) | (t < self.bkmin));
-        self.bkmin = if better { t } else { self.bkmin };
-        self.ibkmin = if better { self.nbreak } else { self.ibkmin };
-        self.nbreak += moving as usize;
-    }
 }
 
 /// The first pass of the Cauchy search when every variable has two finite bounds (the
@@ -253,7 +259,7 @@ fn classify_boxed(
     g: &[f64],
     lower: &[f64],
     upper: &[f64],
-    mut out: BoxedOut,
+    out: &mut BoxedOut,
     scan: &mut BreakScan,
 ) {
     let n = x.len();
@@ -262,7 +268,7 @@ fn classify_boxed(
     {
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU supports AVX2 (checked just above); lengths are checked inside.
-            start = unsafe { classify_boxed_avx2(x, g, lower, upper, &mut out, scan) };
+            start = unsafe { classify_boxed_avx2(x, g, lower, upper, out, scan) };
         }
     }
     for i in start..n {
@@ -275,9 +281,20 @@ fn classify_boxed(
         let at_upper = xupper & (gi <= 0.0);
         let zero = !xlower & !xupper & (gi == 0.0);
         let status = boxed_status(out.iwhere[i] == FIXED, at_lower, at_upper, zero);
-        let di = f64::from_bits((-gi).to_bits() & ((status == FREE) as u64).wrapping_neg());
+        out.iwhere[i] = status;
+        let moving = status == FREE;
+        let di = f64::from_bits((-gi).to_bits() & (moving as u64).wrapping_neg());
+        out.d[i] = di;
+        let lane = i % 4;
+        scan.lane_dd[lane] += di * di;
         let dist = if gi > 0.0 { tl } else { tu };
-        scan.push(&mut out, i, status, di, dist / gi.abs());
+        let t = dist / gi.abs();
+        // Written unconditionally and kept only if the variable moves.
+        out.brk[scan.nbreak] = t;
+        out.order[scan.nbreak] = i;
+        let m = &mut scan.lane_min[lane];
+        *m = if moving & (t < *m) { t } else { *m };
+        scan.nbreak += moving as usize;
     }
 }
 
@@ -288,6 +305,28 @@ fn boxed_status(fixed: bool, at_lower: bool, at_upper: bool, zero: bool) -> i8 {
         at_lower as i8 * AT_LOWER + at_upper as i8 * AT_UPPER + zero as i8 * FREE_ZERO_GRADIENT;
     free_status + fixed as i8 * (FIXED - free_status)
 }
+
+/// For each 4-bit mask, the 32-bit lane indices that move the selected 64-bit lanes to the
+/// front, in order (a compress for `_mm256_permutevar8x32`).
+#[cfg(target_arch = "x86_64")]
+const COMPRESS: [[i32; 8]; 16] = {
+    let mut table = [[0i32; 8]; 16];
+    let mut mask = 0;
+    while mask < 16 {
+        let mut k = 0;
+        let mut lane: usize = 0;
+        while lane < 4 {
+            if mask & (1 << lane) != 0 {
+                table[mask][2 * k] = (2 * lane) as i32;
+                table[mask][2 * k + 1] = (2 * lane + 1) as i32;
+                k += 1;
+            }
+            lane += 1;
+        }
+        mask += 1;
+    }
+    table
+};
 
 /// AVX2 body of [`classify_boxed`] over whole groups of four; returns where it stopped.
 #[cfg(target_arch = "x86_64")]
@@ -302,11 +341,16 @@ unsafe fn classify_boxed_avx2(
 ) -> usize {
     use std::arch::x86_64::*;
     let n = x.len();
-    assert!(g.len() >= n && lower.len() >= n && upper.len() >= n && out.iwhere.len() >= n);
+    assert!(g.len() >= n && lower.len() >= n && upper.len() >= n);
+    assert!(out.iwhere.len() >= n && out.d.len() >= n && out.brk.len() >= n);
+    assert!(out.order.len() >= n && scan.nbreak == 0);
     let zero = _mm256_setzero_pd();
     let sign = _mm256_set1_pd(-0.0);
-    let mut d4 = [0.0f64; 4];
-    let mut t4 = [0.0f64; 4];
+    let inf = _mm256_set1_pd(f64::INFINITY);
+    let lanes = _mm256_set_epi64x(8, 4, 2, 1);
+    let mut dd = _mm256_loadu_pd(scan.lane_dd.as_ptr());
+    let mut tmin = _mm256_loadu_pd(scan.lane_min.as_ptr());
+    let mut nbreak = 0usize;
     let mut i = 0;
     while i + 4 <= n {
         let xv = _mm256_loadu_pd(x.as_ptr().add(i));
@@ -326,34 +370,44 @@ unsafe fn classify_boxed_avx2(
             _mm256_movemask_pd(at_upper),
             _mm256_movemask_pd(zero_g),
         );
-        let mut moving_bits = 0;
-        let mut status = [0i8; 4];
-        for (l, st) in status.iter_mut().enumerate() {
-            let fixed = out.iwhere[i + l] == FIXED;
-            *st = boxed_status(
-                fixed,
+        let mut moving_bits = 0usize;
+        for l in 0..4 {
+            let w = out.iwhere.get_unchecked_mut(i + l);
+            let st = boxed_status(
+                *w == FIXED,
                 (ml >> l) & 1 != 0,
                 (mu >> l) & 1 != 0,
                 (mz >> l) & 1 != 0,
             );
-            moving_bits |= ((*st == FREE) as i64) << l;
+            *w = st;
+            moving_bits |= ((st == FREE) as usize) << l;
         }
-        // Lane masks of the moving variables: −gᵢ there, +0 elsewhere.
-        let lanes = _mm256_set_epi64x(8, 4, 2, 1);
         let moving = _mm256_castsi256_pd(_mm256_cmpeq_epi64(
-            _mm256_and_si256(_mm256_set1_epi64x(moving_bits), lanes),
+            _mm256_and_si256(_mm256_set1_epi64x(moving_bits as i64), lanes),
             lanes,
         ));
+        // −gᵢ on moving lanes, +0 elsewhere.
         let dv = _mm256_and_pd(moving, _mm256_xor_pd(gv, sign));
+        _mm256_storeu_pd(out.d.as_mut_ptr().add(i), dv);
+        dd = _mm256_add_pd(dd, _mm256_mul_pd(dv, dv));
         let dist = _mm256_blendv_pd(tu, tl, _mm256_cmp_pd::<_CMP_GT_OQ>(gv, zero));
         let tv = _mm256_div_pd(dist, _mm256_andnot_pd(sign, gv));
-        _mm256_storeu_pd(d4.as_mut_ptr(), dv);
-        _mm256_storeu_pd(t4.as_mut_ptr(), tv);
-        for l in 0..4 {
-            scan.push(out, i + l, status[l], d4[l], t4[l]);
-        }
+        let tm = _mm256_blendv_pd(inf, tv, moving);
+        // Same selection as `if t < min { t }`, lane by lane.
+        tmin = _mm256_blendv_pd(tmin, tm, _mm256_cmp_pd::<_CMP_LT_OQ>(tm, tmin));
+        // Append the moving lanes' breakpoints and indices.
+        let idx = _mm256_loadu_si256(COMPRESS[moving_bits].as_ptr() as *const __m256i);
+        let packed_t = _mm256_permutevar8x32_ps(_mm256_castpd_ps(tv), idx);
+        _mm256_storeu_ps(out.brk.as_mut_ptr().add(nbreak) as *mut f32, packed_t);
+        let ids = _mm256_set_epi64x(i as i64 + 3, i as i64 + 2, i as i64 + 1, i as i64);
+        let packed_i = _mm256_permutevar8x32_epi32(ids, idx);
+        _mm256_storeu_si256(out.order.as_mut_ptr().add(nbreak) as *mut __m256i, packed_i);
+        nbreak += moving_bits.count_ones() as usize;
         i += 4;
     }
+    _mm256_storeu_pd(scan.lane_dd.as_mut_ptr(), dd);
+    _mm256_storeu_pd(scan.lane_min.as_mut_ptr(), tmin);
+    scan.nbreak = nbreak;
     i
 }
 
@@ -657,32 +711,26 @@ impl Workspace {
         let mut nbreak = 0usize;
         let mut ibkmin = 0usize;
         let mut bkmin = 0.0;
-        let mut f1 = 0.0;
+        let mut f1;
         self.sv.iter_mut().for_each(|v| *v = 0.0);
 
         if b.boxed {
             // Every variable has two finite bounds (the attack's [0,1] box): the same
             // classification without data-dependent branches, which a mix of variables at and
             // off their bounds would mispredict at every step.
-            let mut scan = BreakScan {
-                nbreak: 0,
-                ibkmin: 0,
-                bkmin: f64::INFINITY,
-                f1,
-            };
-            let out = BoxedOut {
+            let mut scan = BreakScan::new();
+            let mut out = BoxedOut {
                 iwhere: &mut self.iwhere[..n],
                 d: &mut self.d[..n],
                 brk: &mut self.brk[..n],
                 order: &mut self.order[..n],
             };
-            classify_boxed(x, g, b.lower, b.upper, out, &mut scan);
+            classify_boxed(x, g, b.lower, b.upper, &mut out, &mut scan);
             nbreak = scan.nbreak;
-            ibkmin = scan.ibkmin;
-            f1 = scan.f1;
-            let bk = scan.bkmin;
-            bkmin = bk;
+            (f1, bkmin, ibkmin) = scan.finish(&self.brk[..n]);
         } else {
+            // Same lane-wise sum of dᵢ² as the boxed pass (see `BreakScan`).
+            let mut lane_dd = [0.0f64; 4];
             for i in 0..n {
                 let neggi = -g[i];
                 let kind = b.kind[i];
@@ -716,7 +764,7 @@ impl Workspace {
                     self.d[i] = 0.0;
                 } else {
                     self.d[i] = neggi;
-                    f1 -= neggi * neggi;
+                    lane_dd[i % 4] += neggi * neggi;
                     if has_lower(kind) && neggi < 0.0 {
                         self.order[nbreak] = i;
                         self.brk[nbreak] = tl / (-neggi);
@@ -741,6 +789,7 @@ impl Workspace {
                     }
                 }
             }
+            f1 = 0.0 - ((lane_dd[0] + lane_dd[1]) + (lane_dd[2] + lane_dd[3]));
         }
         // p = Wᵀd in chronological order, with the θ of W = [Y, θS].
         if col > 0 {
