@@ -976,20 +976,28 @@ impl Workspace {
         self.nenter = 0;
         self.ileave = n;
         if count_changes || std::mem::take(&mut self.partition_kept) {
-            for i in 0..self.nfree {
-                let k = self.index[i];
-                if self.iwhere[k] > 0 {
-                    self.ileave -= 1;
-                    self.indx2[self.ileave] = k;
-                }
+            // Appends without branches (whether a variable changed side follows no pattern):
+            // every candidate is written, and only the count of those that changed advances.
+            // Leaving variables fill `indx2` from the top down, entering ones from the bottom
+            // up; a write past the current end is overwritten or left unused.
+            let (index, iwhere, indx2) = (&self.index[..n], &self.iwhere[..n], &mut self.indx2);
+            let mut ileave = n;
+            // While a free variable is left to examine, at least one slot below `ileave` is
+            // unused, so `ileave − 1` is always a valid target.
+            for &k in &index[..self.nfree] {
+                indx2[ileave - 1] = k;
+                ileave -= (iwhere[k] > 0) as usize;
             }
-            for i in self.nfree..n {
-                let k = self.index[i];
-                if self.iwhere[k] <= 0 {
-                    self.indx2[self.nenter] = k;
-                    self.nenter += 1;
+            let mut nenter = 0;
+            for &k in &index[self.nfree..] {
+                let enters = iwhere[k] <= 0;
+                if nenter < ileave {
+                    indx2[nenter] = k;
                 }
+                nenter += enters as usize;
             }
+            self.ileave = ileave;
+            self.nenter = nenter;
         }
         let wrk = self.ileave < n || self.nenter > 0 || self.updatd || self.refactor;
         // Branch-free partition: each variable is written at both candidate positions and
