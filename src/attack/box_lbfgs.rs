@@ -210,10 +210,13 @@ impl BoxLbfgs {
         // Best success so far: (distortion², adversarial, c).
         let mut best: Option<(f64, Array1<f32>, f64)> = None;
         let mut last_failure: Option<(Array1<f32>, f64)> = None;
+        // End point of the latest solve: the start of the next one while nothing succeeded.
+        let last_end: RefCell<Option<Array1<f32>>> = RefCell::new(None);
         let solve =
             |c: f64, best: &Option<(f64, Array1<f32>, f64)>| -> Result<(Array1<f32>, bool)> {
-                let start = match (self.warm_start, best) {
-                    (true, Some((_, adv, _))) => adv.mapv(f64::from),
+                let start = match (self.warm_start, best, last_end.borrow().as_ref()) {
+                    (true, Some((_, adv, _)), _) => adv.mapv(f64::from),
+                    (true, None, Some(end)) => end.mapv(f64::from),
                     _ => x64.clone(),
                 };
                 cache.borrow_mut().valid = false;
@@ -253,6 +256,7 @@ impl BoxLbfgs {
                 // The solver keeps iterates inside the box; clamping only guards the f64 → f32 cast.
                 let adv: Array1<f32> = z.mapv(|v| v.clamp(0.0, 1.0) as f32);
                 *solver.borrow_mut() = Some(res.solver);
+                *last_end.borrow_mut() = Some(adv.clone());
                 // If the model's last evaluation was at exactly this input and gave the target a
                 // probability above one half, the target is its label; otherwise ask.
                 {
