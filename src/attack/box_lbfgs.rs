@@ -78,16 +78,15 @@ impl Default for BoxLbfgs {
             bracket_steps: 8,
             search_steps: 5,
             max_iters: 150,
-            // Each solve is short (about ten iterations) and starts from the previous solve's
-            // pairs, so a small memory is enough; on FC100-100-10 (200 training images,
-            // next-label targets) 5 pairs gave a slightly smaller mean distortion than 10 with
-            // 7% more evaluations but cheaper iterations (2.6 vs 3.1 ms per image).
+            // Each solve is short (about nine iterations) and starts from the previous solve's
+            // pairs, so a small memory is enough. On FC100-100-10 (200 training images,
+            // next-label targets) 5 pairs needed 81 evaluations per image and 10 pairs 77, at
+            // the same mean distortion, but the cheaper iterations made 5 about 10% faster.
             memory: 5,
             pgtol: 1e-5,
             // Looser than L-BFGS-B's usual 2.2e-9: the search only needs each solve's label and
-            // a near-minimal norm. On FC100-100-10 (50 training images, next-label targets)
-            // 3e-6 gave a mean distortion no larger than at 2.2e-9 with 98 instead of about
-            // 360 evaluations per image.
+            // a near-minimal norm. In the same test the mean distortion was 0.058872 at 3e-6
+            // and 0.058870 at 2.2e-9, with 81 instead of 264 evaluations per image.
             ftol: 3e-6,
             warm_start: true,
             warm_memory: true,
@@ -166,8 +165,8 @@ impl BoxLbfgs {
         Ok(self)
     }
 
-    /// Start each solve from the best adversarial point found so far (default true) instead
-    /// of from `x`.
+    /// Start each solve from the best adversarial point found so far, or while there is none
+    /// from where the previous solve ended (default true), instead of from `x`.
     pub fn with_warm_start(mut self, on: bool) -> Self {
         self.warm_start = on;
         self
@@ -180,7 +179,8 @@ impl BoxLbfgs {
     /// `(c' − c)·‖r‖²`, whose Hessian is the constant `2(c' − c)·I`: every stored pair is
     /// corrected exactly (`y += 2(c' − c)·s`, see [`LBfgsB::shift_curvature`]), so each solve
     /// after the first starts with a quasi-Newton model of its own objective instead of a
-    /// gradient step.
+    /// gradient step. On FC100-100-10 (200 training images, next-label targets) this took the
+    /// evaluations per image from 93.5 to 81 at the same mean distortion.
     pub fn with_warm_memory(mut self, on: bool) -> Self {
         self.warm_memory = on;
         self
