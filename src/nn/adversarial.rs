@@ -1,25 +1,4 @@
-//! Adversarial training (paper §4.1): SGD on mini-batches that mix clean examples with
-//! adversarial examples of the model being trained.
-//!
-//! The paper reports a non-convolutional MNIST network below 1.2% test error "by keeping a pool
-//! of adversarial examples a random subset of which is continuously replaced by newly generated
-//! adversarial examples and which is mixed into the original training set all the time". Here:
-//!
-//! - after `warmup_epochs` clean epochs an [`AdversarialPool`] of `pool_size` adversarial
-//!   examples is generated for the current model from random training images (the attack
-//!   starts from a model that classifies something, so its examples are meaningful);
-//! - every `refresh_every` mini-batches a random `refresh_fraction` of the pool's slots is
-//!   replaced by examples newly generated against the current weights, so the pool follows the
-//!   model as it changes;
-//! - every mini-batch then holds `round(batch_share · batch_size)` examples drawn uniformly
-//!   from the pool, with their true labels, and the rest from the clean data; an epoch is one
-//!   pass over the clean data, so it has `n / (batch_size − k)` batches.
-//!
-//! The attack is any [`Attack`]; the pool stores whatever it returns, successful or not (a
-//! failed search still ends near the decision boundary, which is where the example is useful).
-//! Everything is drawn from generators seeded with the configured seed, mini-batch gradients
-//! are summed in a fixed order, and each attack is deterministic, so the same seed gives the
-//! same weights whatever the number of threads.
+//! Adversarial training (paper §4.1): see [`train_adversarial`].
 
 use std::time::Instant;
 
@@ -467,9 +446,32 @@ pub struct AdversarialReport {
 /// example order is that of plain training from the same seed.
 const POOL_STREAM: u64 = 0x6164_765f_706f_6f6c;
 
-/// Trains `model` in place with adversarial training (see the [module docs](self)) on `train`,
-/// generating the pool's examples with `attack`; measures the final train and test errors
-/// (and every epoch's if `eval_every_epoch` is set).
+/// Trains `model` in place with adversarial training on `train`, generating the pool's
+/// examples with `attack`; measures the final train and test errors (and every epoch's if
+/// `eval_every_epoch` is set).
+///
+/// Adversarial training (paper §4.1) is SGD on mini-batches that mix clean examples with
+/// adversarial examples of the model being trained.
+///
+/// The paper reports a non-convolutional MNIST network below 1.2% test error "by keeping a pool
+/// of adversarial examples a random subset of which is continuously replaced by newly generated
+/// adversarial examples and which is mixed into the original training set all the time". Here:
+///
+/// - after `warmup_epochs` clean epochs an [`AdversarialPool`] of `pool_size` adversarial
+///   examples is generated for the current model from random training images (the attack
+///   starts from a model that classifies something, so its examples are meaningful);
+/// - every `refresh_every` mini-batches a random `refresh_fraction` of the pool's slots is
+///   replaced by examples newly generated against the current weights, so the pool follows the
+///   model as it changes;
+/// - every mini-batch then holds `round(batch_share · batch_size)` examples drawn uniformly
+///   from the pool, with their true labels, and the rest from the clean data; an epoch is one
+///   pass over the clean data, so it has `n / (batch_size − k)` batches.
+///
+/// The attack is any [`Attack`]; the pool stores whatever it returns, successful or not (a
+/// failed search still ends near the decision boundary, which is where the example is useful).
+/// Everything is drawn from generators seeded with the configured seed, mini-batch gradients
+/// are summed in a fixed order, and each attack is deterministic, so the same seed gives the
+/// same weights whatever the number of threads.
 ///
 /// During the warm-up epochs the batches are exactly those of [`crate::nn::train`] from the
 /// same seed.
