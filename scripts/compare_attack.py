@@ -4,9 +4,10 @@
 Python side: SciPy's fmin_l_bfgs_b (m=15, maxiter=150, as Foolbox did) on a NumPy forward and
 backward pass of the same float32 weights, with c searched exactly as blindspot's BoxLbfgs does
 (start at c=1, factors of 10 until success and failure are bracketed, then bisection in log space,
-each solve warm-started from the best adversarial point so far). Rust side: the attack_compare
-example on the same images and model, in the same run, with the crate's defaults (m=10,
-relative-reduction tolerance 3e-6 instead of SciPy's 2.2e-9: see BoxLbfgs).
+each solve started from the best adversarial point so far, or while there is none from where the
+previous solve ended). Rust side: the attack_compare example on the same images and model, in the
+same run, with the crate's defaults (memory 5 carried across the solves, relative-reduction
+tolerance 3e-6 instead of SciPy's 2.2e-9: see BoxLbfgs).
 
     python3 scripts/compare_attack.py --model path/to/FC100-100-10.npz --images 200
 
@@ -100,11 +101,19 @@ def attack(model, x, t, m=15, maxiter=150, c0=1.0, bracket_steps=8, search_steps
         return c * float(r @ r) + loss, 2.0 * c * r + g.astype(np.float64)
 
     best = None  # (d2, adv, c)
+    last_end = None
 
     def solve(c):
-        start = best[1].astype(np.float64) if best is not None else x64.copy()
+        nonlocal last_end
+        if best is not None:
+            start = best[1].astype(np.float64)
+        elif last_end is not None:
+            start = last_end.astype(np.float64)
+        else:
+            start = x64.copy()
         z, _, _ = fmin_l_bfgs_b(f, start, args=(c,), bounds=bounds, m=m, maxiter=maxiter)
         adv = np.clip(z, 0.0, 1.0).astype(np.float32)
+        last_end = adv
         evals[0] += 1
         return adv, model.predict(adv) == t
 
