@@ -1318,7 +1318,6 @@ impl Workspace {
         rows::dot_then_accumulate(
             &self.wyws,
             2 * m,
-            col,
             &self.index[..nfree],
             &self.sv,
             &mut self.r[..nfree],
@@ -1363,7 +1362,6 @@ impl Workspace {
         rows::dot_update(
             &self.wyws,
             m2,
-            col,
             &self.index[..nsub],
             &self.sv,
             inv_theta,

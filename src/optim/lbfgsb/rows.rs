@@ -16,20 +16,6 @@
 //! picked at run time. Rust never contracts `a·b + c` into a fused multiply-add, so both
 //! versions round identically.
 
-/// Runs `$generic(args)` compiled with AVX when the CPU has it.
-macro_rules! with_avx {
-    ($avx:ident, $generic:ident, ($($arg:expr),*)) => {{
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx") {
-                // SAFETY: the CPU supports AVX (checked just above).
-                return unsafe { $avx($($arg),*) };
-            }
-        }
-        $generic($($arg),*)
-    }};
-}
-
 /// Calls `$f::<W>` for the common widths `W = 2m`, or `$dynamic` otherwise.
 macro_rules! by_width {
     ($w:expr, $f:ident, $dynamic:ident, ($($arg:expr),*)) => {
@@ -51,30 +37,42 @@ macro_rules! by_width {
     };
 }
 
-/// `acc[..w] += Σ c · rows[k]` over the `(k, c)` pairs.
-#[inline]
-pub(crate) fn accumulate<I>(rows: &[f64], w: usize, items: I, acc: &mut [f64])
-where
-    I: Iterator<Item = (usize, f64)>,
-{
-    with_avx!(accumulate_avx, accumulate_generic, (rows, w, items, acc))
+/// Defines the kernel `$name`: `$fixed::<W>` for the common widths (`$dynamic` otherwise),
+/// compiled a second time with AVX and that copy picked at run time when the CPU has it.
+macro_rules! row_kernel {
+    (
+        $(#[$doc:meta])*
+        fn $name:ident[$($gen:tt)*]($($arg:ident: $ty:ty),* $(,)?), width $w:ident
+            => $fixed:ident | $dynamic:ident
+    ) => {
+        $(#[$doc])*
+        #[inline]
+        pub(crate) fn $name<$($gen)*>($($arg: $ty),*) {
+            #[inline(always)]
+            fn generic<$($gen)*>($($arg: $ty),*) {
+                by_width!($w, $fixed, $dynamic, ($($arg),*))
+            }
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx")]
+            unsafe fn avx<$($gen)*>($($arg: $ty),*) {
+                generic($($arg),*)
+            }
+            #[cfg(target_arch = "x86_64")]
+            {
+                if std::arch::is_x86_feature_detected!("avx") {
+                    // SAFETY: the CPU supports AVX (checked just above).
+                    return unsafe { avx($($arg),*) };
+                }
+            }
+            generic($($arg),*)
+        }
+    };
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx")]
-unsafe fn accumulate_avx<I>(rows: &[f64], w: usize, items: I, acc: &mut [f64])
-where
-    I: Iterator<Item = (usize, f64)>,
-{
-    accumulate_generic(rows, w, items, acc)
-}
-
-#[inline(always)]
-fn accumulate_generic<I>(rows: &[f64], w: usize, items: I, acc: &mut [f64])
-where
-    I: Iterator<Item = (usize, f64)>,
-{
-    by_width!(w, accumulate_fixed, accumulate_dyn, (rows, w, items, acc))
+row_kernel! {
+    /// `acc[..w] += Σ c · rows[k]` over the `(k, c)` pairs.
+    fn accumulate[I: Iterator<Item = (usize, f64)>](rows: &[f64], w: usize, items: I, acc: &mut [f64]),
+        width w => accumulate_fixed | accumulate_dyn
 }
 
 #[inline(always)]
@@ -124,7 +122,7 @@ where
 /// rows finite), so they add nothing. Four partial sums: the terms of one row form a short
 /// tree instead of one serial chain of additions, whose latency would bound the whole pass.
 #[inline(always)]
-fn row_dot_fixed<const W: usize>(coef: &[f64; W], row: &[f64; W], _used: usize) -> f64 {
+fn row_dot_fixed<const W: usize>(coef: &[f64; W], row: &[f64; W]) -> f64 {
     let mut s = [0.0f64; 4];
     for j in 0..W {
         s[j % 4] += row[j] * coef[j];
@@ -133,73 +131,32 @@ fn row_dot_fixed<const W: usize>(coef: &[f64; W], row: &[f64; W], _used: usize) 
 }
 
 #[inline(always)]
-fn row_dot_dyn(coef: &[f64], row: &[f64], used: usize) -> f64 {
-    let m = row.len() / 2;
-    let (ry, rs) = row.split_at(m);
-    let (cy, cs) = coef.split_at(m);
-    let mut acc = 0.0;
-    for j in 0..used.min(m) {
-        acc = acc + ry[j] * cy[j] + rs[j] * cs[j];
+fn row_dot_dyn(coef: &[f64], row: &[f64]) -> f64 {
+    let mut s = [0.0f64; 4];
+    for (j, (&r, &c)) in row.iter().zip(coef).enumerate() {
+        s[j % 4] += r * c;
     }
-    acc
+    (s[0] + s[1]) + (s[2] + s[3])
 }
 
-/// For `i < r.len()`, with `k = index[i]`: `r[i] += coefᵀ rows[k]`, then `acc += r[i] · rows[k]`
-/// (the reduced gradient fused with the first product of the subspace step).
-#[inline]
-pub(crate) fn dot_then_accumulate(
-    rows: &[f64],
-    w: usize,
-    used: usize,
-    index: &[usize],
-    coef: &[f64],
-    r: &mut [f64],
-    acc: &mut [f64],
-) {
-    with_avx!(
-        dot_then_accumulate_avx,
-        dot_then_accumulate_generic,
-        (rows, w, used, index, coef, r, acc)
-    )
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx")]
-unsafe fn dot_then_accumulate_avx(
-    rows: &[f64],
-    w: usize,
-    used: usize,
-    index: &[usize],
-    coef: &[f64],
-    r: &mut [f64],
-    acc: &mut [f64],
-) {
-    dot_then_accumulate_generic(rows, w, used, index, coef, r, acc)
-}
-
-#[inline(always)]
-fn dot_then_accumulate_generic(
-    rows: &[f64],
-    w: usize,
-    used: usize,
-    index: &[usize],
-    coef: &[f64],
-    r: &mut [f64],
-    acc: &mut [f64],
-) {
-    by_width!(
-        w,
-        dot_then_accumulate_fixed,
-        dot_then_accumulate_dyn,
-        (rows, w, used, index, coef, r, acc)
-    )
+row_kernel! {
+    /// For `i < r.len()`, with `k = index[i]`: `r[i] += coefᵀ rows[k]`, then
+    /// `acc += r[i] · rows[k]` (the reduced gradient fused with the first product of the
+    /// subspace step).
+    fn dot_then_accumulate[](
+        rows: &[f64],
+        w: usize,
+        index: &[usize],
+        coef: &[f64],
+        r: &mut [f64],
+        acc: &mut [f64],
+    ), width w => dot_then_accumulate_fixed | dot_then_accumulate_dyn
 }
 
 #[inline(always)]
 fn dot_then_accumulate_fixed<const W: usize>(
     rows: &[f64],
     _w: usize,
-    used: usize,
     index: &[usize],
     coef: &[f64],
     r: &mut [f64],
@@ -214,8 +171,8 @@ fn dot_then_accumulate_fixed<const W: usize>(
     for (rr, kk) in (&mut rc).zip(&mut kc) {
         let r0: &[f64; W] = rows[kk[0] * W..kk[0] * W + W].try_into().expect("width");
         let r1: &[f64; W] = rows[kk[1] * W..kk[1] * W + W].try_into().expect("width");
-        let v0 = rr[0] + row_dot_fixed(coef, r0, used);
-        let v1 = rr[1] + row_dot_fixed(coef, r1, used);
+        let v0 = rr[0] + row_dot_fixed(coef, r0);
+        let v1 = rr[1] + row_dot_fixed(coef, r1);
         rr[0] = v0;
         rr[1] = v1;
         for j in 0..W {
@@ -225,7 +182,7 @@ fn dot_then_accumulate_fixed<const W: usize>(
     }
     for (ri, &k) in rc.into_remainder().iter_mut().zip(kc.remainder()) {
         let row: &[f64; W] = rows[k * W..k * W + W].try_into().expect("width");
-        let v = *ri + row_dot_fixed(coef, row, used);
+        let v = *ri + row_dot_fixed(coef, row);
         *ri = v;
         for j in 0..W {
             a[j] += row[j] * v;
@@ -240,7 +197,6 @@ fn dot_then_accumulate_fixed<const W: usize>(
 fn dot_then_accumulate_dyn(
     rows: &[f64],
     w: usize,
-    used: usize,
     index: &[usize],
     coef: &[f64],
     r: &mut [f64],
@@ -250,71 +206,30 @@ fn dot_then_accumulate_dyn(
     let acc = &mut acc[..w];
     for (ri, &k) in r.iter_mut().zip(index) {
         let row = &rows[k * w..k * w + w];
-        let v = *ri + row_dot_dyn(coef, row, used);
+        let v = *ri + row_dot_dyn(coef, row);
         *ri = v;
-        if v != 0.0 {
-            for (a, &x) in acc.iter_mut().zip(row) {
-                *a += x * v;
-            }
+        for (a, &x) in acc.iter_mut().zip(row) {
+            *a += x * v;
         }
     }
 }
 
-/// For `i < r.len()`, with `k = index[i]`: `r[i] = (r[i] + coefᵀ rows[k]) · scale`.
-#[inline]
-pub(crate) fn dot_update(
-    rows: &[f64],
-    w: usize,
-    used: usize,
-    index: &[usize],
-    coef: &[f64],
-    scale: f64,
-    r: &mut [f64],
-) {
-    with_avx!(
-        dot_update_avx,
-        dot_update_generic,
-        (rows, w, used, index, coef, scale, r)
-    )
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx")]
-unsafe fn dot_update_avx(
-    rows: &[f64],
-    w: usize,
-    used: usize,
-    index: &[usize],
-    coef: &[f64],
-    scale: f64,
-    r: &mut [f64],
-) {
-    dot_update_generic(rows, w, used, index, coef, scale, r)
-}
-
-#[inline(always)]
-fn dot_update_generic(
-    rows: &[f64],
-    w: usize,
-    used: usize,
-    index: &[usize],
-    coef: &[f64],
-    scale: f64,
-    r: &mut [f64],
-) {
-    by_width!(
-        w,
-        dot_update_fixed,
-        dot_update_dyn,
-        (rows, w, used, index, coef, scale, r)
-    )
+row_kernel! {
+    /// For `i < r.len()`, with `k = index[i]`: `r[i] = (r[i] + coefᵀ rows[k]) · scale`.
+    fn dot_update[](
+        rows: &[f64],
+        w: usize,
+        index: &[usize],
+        coef: &[f64],
+        scale: f64,
+        r: &mut [f64],
+    ), width w => dot_update_fixed | dot_update_dyn
 }
 
 #[inline(always)]
 fn dot_update_fixed<const W: usize>(
     rows: &[f64],
     _w: usize,
-    used: usize,
     index: &[usize],
     coef: &[f64],
     scale: f64,
@@ -323,7 +238,7 @@ fn dot_update_fixed<const W: usize>(
     let coef: &[f64; W] = coef[..W].try_into().expect("width");
     for (rr, &k) in r.iter_mut().zip(index) {
         let row: &[f64; W] = rows[k * W..k * W + W].try_into().expect("width");
-        *rr = (*rr + row_dot_fixed(coef, row, used)) * scale;
+        *rr = (*rr + row_dot_fixed(coef, row)) * scale;
     }
 }
 
@@ -331,7 +246,6 @@ fn dot_update_fixed<const W: usize>(
 fn dot_update_dyn(
     rows: &[f64],
     w: usize,
-    used: usize,
     index: &[usize],
     coef: &[f64],
     scale: f64,
@@ -339,6 +253,70 @@ fn dot_update_dyn(
 ) {
     let coef = &coef[..w];
     for (ri, &k) in r.iter_mut().zip(index) {
-        *ri = (*ri + row_dot_dyn(coef, &rows[k * w..k * w + w], used)) * scale;
+        *ri = (*ri + row_dot_dyn(coef, &rows[k * w..k * w + w])) * scale;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::needless_range_loop)]
+    use super::*;
+
+    /// Every kernel equals the plain loops, for a width with a fixed-size copy (10) and one
+    /// without (18), with zero coefficients among the others.
+    #[test]
+    fn kernels_match_plain_loops() {
+        for w in [10usize, 18] {
+            let n = 37;
+            let rows: Vec<f64> = (0..n * w)
+                .map(|i| ((i * 31 % 17) as f64 - 8.0) / 5.0)
+                .collect();
+            let coef: Vec<f64> = (0..w)
+                .map(|j| if j % 3 == 0 { 0.0 } else { j as f64 - 4.5 })
+                .collect();
+            let index: Vec<usize> = (0..n).filter(|k| k % 4 != 1).collect();
+            let row = |k: usize| &rows[k * w..(k + 1) * w];
+            let dot = |k: usize| row(k).iter().zip(&coef).map(|(a, b)| a * b).sum::<f64>();
+            let close = |a: f64, b: f64| (a - b).abs() <= 1e-12 * (1.0 + b.abs());
+
+            let mut acc = vec![0.5; w];
+            let items = index.iter().map(|&k| (k, k as f64 * 0.25 - 3.0));
+            accumulate(&rows, w, items, &mut acc);
+            for j in 0..w {
+                let want = 0.5
+                    + index
+                        .iter()
+                        .map(|&k| (k as f64 * 0.25 - 3.0) * row(k)[j])
+                        .sum::<f64>();
+                assert!(close(acc[j], want), "accumulate w={w} j={j}");
+            }
+
+            let r0: Vec<f64> = index.iter().map(|&k| k as f64 / 7.0).collect();
+            let (mut r, mut acc) = (r0.clone(), vec![0.0; w]);
+            dot_then_accumulate(&rows, w, &index, &coef, &mut r, &mut acc);
+            for (i, &k) in index.iter().enumerate() {
+                assert!(
+                    close(r[i], r0[i] + dot(k)),
+                    "dot_then_accumulate w={w} r[{i}]"
+                );
+            }
+            for j in 0..w {
+                let want = index
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &k)| r[i] * row(k)[j])
+                    .sum::<f64>();
+                assert!(close(acc[j], want), "dot_then_accumulate w={w} acc[{j}]");
+            }
+
+            let mut r = r0.clone();
+            dot_update(&rows, w, &index, &coef, 0.5, &mut r);
+            for (i, &k) in index.iter().enumerate() {
+                assert!(
+                    close(r[i], (r0[i] + dot(k)) * 0.5),
+                    "dot_update w={w} r[{i}]"
+                );
+            }
+        }
     }
 }
