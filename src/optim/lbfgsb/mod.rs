@@ -892,6 +892,19 @@ mod tests {
         }
     }
 
+    /// A solver with memory `m` that runs until the projected gradient is below 1e-9 (no
+    /// stop on a small relative reduction).
+    fn to_kkt_solver(l: &Array1<f64>, u: &Array1<f64>, m: usize) -> LBfgsB {
+        LBfgsB::new(l.clone(), u.clone())
+            .unwrap()
+            .with_memory(m)
+            .unwrap()
+            .with_pgtol(1e-9)
+            .unwrap()
+            .with_ftol(0.0)
+            .unwrap()
+    }
+
     /// Infinity norm of the projected gradient at a run's final point.
     fn final_projected_gradient(
         res: &argmin::core::OptimizationResult<Quadratic, LBfgsB, LState>,
@@ -922,14 +935,7 @@ mod tests {
             let l = Array1::from_shape_fn(n, |_| rng.gen_range(-1.0..0.0));
             let u = Array1::from_shape_fn(n, |_| rng.gen_range(0.0..1.0));
             let x0 = Array1::from_shape_fn(n, |_| rng.gen_range(-1.0..1.0));
-            let solver = LBfgsB::new(l.clone(), u.clone())
-                .unwrap()
-                .with_memory(m)
-                .unwrap()
-                .with_pgtol(1e-9)
-                .unwrap()
-                .with_ftol(0.0)
-                .unwrap();
+            let solver = to_kkt_solver(&l, &u, m);
             let problem = Quadratic { a, b };
             let res = Executor::new(problem, solver)
                 .configure(|s| s.param(x0).max_iters(500))
@@ -961,15 +967,7 @@ mod tests {
             let b = Array1::from_shape_fn(n, |_| rng.gen_range(-4.0..4.0));
             let l = Array1::from_elem(n, -0.5);
             let u = Array1::from_elem(n, 0.5);
-            let mut solver = LBfgsB::new(l.clone(), u.clone())
-                .unwrap()
-                .with_memory(m)
-                .unwrap()
-                .with_pgtol(1e-9)
-                .unwrap()
-                .with_ftol(0.0)
-                .unwrap()
-                .with_warm_memory(true);
+            let mut solver = to_kkt_solver(&l, &u, m).with_warm_memory(true);
             let mut x = Array1::zeros(n);
             let mut prev: Option<f64> = None;
             for _ in 0..5 {
