@@ -10,9 +10,10 @@
 //!   toward a label and its gradient with respect to the input: what attacks need) and
 //!   [`Representation`] (hidden activations: what probes need). Implement them for your own
 //!   model and the rest of the crate takes it unchanged.
-//! - [`nn`]: fully connected networks and an autoencoder in pure ndarray with hand-written
-//!   backpropagation, named as in the paper (`"FC100-100-10"`, `"FC10(1e-4)"`), a seeded SGD
-//!   trainer, and `.npz` persistence.
+//! - [`nn`]: networks as stacks of layers (dense, convolution, max-pooling, activation) and an
+//!   autoencoder in pure ndarray with one hand-written backpropagation engine, named as in the
+//!   paper (`"FC100-100-10"`, `"FC10(1e-4)"`, `"CONV16-32-FC128-10"`), a seeded SGD trainer,
+//!   and `.npz` persistence.
 //! - [`data`]: IDX files (raw or gzip), [`data::Dataset`] and [`data::Mnist`].
 //! - [`optim`]: [`optim::LBfgsB`], L-BFGS-B for argmin.
 //! - [`attack`]: [`attack::BoxLbfgs`] (the paper's method), [`attack::GaussianNoise`], and the

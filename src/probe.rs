@@ -34,8 +34,8 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::data::Dataset;
 use crate::error::{Error, Result};
-use crate::model::{check_batch, Classifier, Representation};
-use crate::nn::Mlp;
+use crate::model::Representation;
+use crate::nn::{Layer, Mlp};
 
 /// Rows per call to [`Representation::representation`]: bounds the memory a model needs for
 /// intermediate layers while keeping each call a reasonably large matrix product.
@@ -730,14 +730,16 @@ pub fn study<R: Representation + ?Sized>(
     })
 }
 
-/// The hidden-layer *pre-activations* `z_k = φ_{k-1}(x) W_k + b_k` of an [`Mlp`], as a
-/// [`Representation`] (layer `k` is hidden layer `k` before its nonlinearity).
+/// The hidden-layer *pre-activations* of an [`Mlp`], as a [`Representation`]: layer `k` is
+/// the same layer as the network's own representation layer `k`, read before its
+/// nonlinearity (`z_k = φ_{k-1}(x) W_k + b_k` for a dense layer).
 ///
 /// Why: a sigmoid unit's f32 activation rounds to exactly 1 for every `z ≳ 17`, so a
 /// strongly driven unit ties on hundreds of images and its "top-k" is decided by the index
 /// tie-break. The activation is monotone in `z`, so ranking single units by `z` gives the
 /// ranking exact arithmetic would give for `σ(z)`. (For random directions the two spaces
-/// differ: `⟨z, v⟩` is a direction in pre-activation space.)
+/// differ: `⟨z, v⟩` is a direction in pre-activation space.) A convolutional stage that ends
+/// in max-pooling has no single pre-activation map; asking for one is an error.
 #[derive(Debug, Clone, Copy)]
 pub struct PreActivations<'a>(pub &'a Mlp);
 
@@ -752,17 +754,21 @@ impl Representation for PreActivations<'_> {
 
     fn representation(&self, x: ArrayView2<'_, f32>, k: usize) -> Result<Array2<f32>> {
         self.layer_dim(k)?;
-        let (w, b) = match (self.0.weights(k), self.0.bias(k)) {
-            (Some(w), Some(b)) => (w, b),
-            _ => return Err(Error::param("layer", format!("layer {k} has no weights"))),
-        };
-        let mut z = if k == 0 {
-            check_batch(x, self.0.input_dim(), "input batch")?;
-            x.dot(&w)
-        } else {
-            self.0.representation(x, k - 1)?.dot(&w)
-        };
-        z += &b;
-        Ok(z)
+        let i = self
+            .0
+            .readable_layer(k)
+            .ok_or_else(|| Error::param("layer", format!("layer {k} out of range")))?;
+        match (
+            i.checked_sub(1).map(|p| &self.0.layers()[p]),
+            &self.0.layers()[i],
+        ) {
+            (Some(Layer::Dense(_) | Layer::Conv2d(_)), Layer::Activation(_)) => {
+                self.0.layer_output(x, i - 1)
+            }
+            _ => Err(Error::param(
+                "layer",
+                format!("layer {k} ends in pooling and has no pre-activation map"),
+            )),
+        }
     }
 }

@@ -161,7 +161,7 @@ fn run(seed: u64, threads: usize) -> (Vec<ndarray::Array2<f32>>, f32, usize) {
         .install(|| train_adversarial(&mut model, &data, None, &quick_attack(), &cfg, |_| {}))
         .unwrap();
     (
-        model.params().to_vec(),
+        model.params().into_iter().cloned().collect(),
         report.train_error,
         report.generated,
     )

@@ -14,8 +14,7 @@
 //! error). It is computed from the pre-activation `z` as `Σ softplus(z) − x·z`, so it never
 //! takes `ln 0` even when the output saturates.
 
-use ndarray::linalg::general_mat_mul;
-use ndarray::{s, Array1, Array2, ArrayView2, ArrayViewMut2, Axis, Zip};
+use ndarray::{s, Array1, Array2, ArrayView2, Axis, Zip};
 use ndarray_rand::rand_distr::Uniform;
 use ndarray_rand::RandomExt;
 use rand::SeedableRng;
@@ -24,6 +23,8 @@ use rand_chacha::ChaCha8Rng;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::model::check_batch;
+use crate::nn::layer::{weight_decay, Dense, Layer};
+use crate::nn::stack::{check_grads, Stack, Workspace};
 use crate::nn::{
     fit, sigmoid, train, Activation, Architecture, Mlp, ModelFile, Progress, Schedule, TrainParams,
     TrainReport, Trainable,
@@ -31,11 +32,12 @@ use crate::nn::{
 
 /// A sigmoid autoencoder `input → code → input` with untied encoder and decoder weights.
 ///
-/// Parameters are `[W_enc, b_enc, W_dec, b_dec]` (weights `in × out`, biases `1 × out`), the
-/// same layout as [`Mlp`], so the generic trainer ([`fit`]) trains it and the encoder can be
-/// lifted into an `Mlp` unchanged. The objective is the mean over a batch of the summed
-/// binary cross-entropy (see the module docs) plus `λ/2 · Σ θ²` over every parameter,
-/// the same weight-decay convention as [`Mlp`].
+/// It is the layer stack `Dense → sigmoid → Dense` with a sigmoid cross-entropy loss on top,
+/// run by the same engine as [`Mlp`]. Parameters are `[W_enc, b_enc, W_dec, b_dec]` (weights
+/// `in × out`, biases `1 × out`), the same layout as [`Mlp`], so the generic trainer ([`fit`])
+/// trains it and the encoder can be lifted into an `Mlp` unchanged. The objective is the mean
+/// over a batch of the summed binary cross-entropy (see the module docs) plus `λ/2 · Σ θ²`
+/// over every parameter, the same weight-decay convention as [`Mlp`].
 ///
 /// ```
 /// use blindspot::nn::Autoencoder;
@@ -49,24 +51,14 @@ use crate::nn::{
 #[derive(Debug, Clone, PartialEq)]
 pub struct Autoencoder {
     weight_decay: f32,
-    params: Vec<Array2<f32>>,
+    stack: Stack,
 }
 
-/// Preallocated buffers for one batch: the code, the output pre-activations (turned into
-/// reconstructions in place), the back-propagated error at the code, and per-example losses.
-#[derive(Debug, Clone)]
-pub struct AutoencoderWorkspace {
-    code: Array2<f32>,
-    out: Array2<f32>,
-    code_delta: Array2<f32>,
-    losses: Array1<f32>,
-}
+/// Buffers of an [`Autoencoder`]'s passes (see [`Workspace`]).
+pub type AutoencoderWorkspace = Workspace;
 
-impl AutoencoderWorkspace {
-    fn capacity(&self) -> usize {
-        self.losses.len()
-    }
-}
+/// The encoder's layers: the dense layer and its sigmoid.
+const ENCODER: usize = 2;
 
 /// `ln(1 + e^z)` without overflow for large `z` or loss of precision for very negative `z`.
 #[inline]
@@ -85,12 +77,22 @@ impl Autoencoder {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidParameter`] if a width is 0 or λ is negative or not finite.
+    /// [`Error::InvalidParameter`] if a width is 0, a weight matrix would have more than
+    /// [`MAX_SIZE`](crate::nn::MAX_SIZE) entries, or λ is negative or not finite.
     pub fn new(input: usize, code: usize, weight_decay: f32, seed: u64) -> Result<Self> {
         if input == 0 || code == 0 {
             return Err(Error::param(
                 "widths",
                 format!("input and code widths must be at least 1, got {input} and {code}"),
+            ));
+        }
+        if !input
+            .checked_mul(code)
+            .is_some_and(|v| v <= crate::nn::MAX_SIZE)
+        {
+            return Err(Error::param(
+                "widths",
+                format!("{input} × {code} weights are more than the crate's size limit"),
             ));
         }
         check_decay(weight_decay)?;
@@ -100,15 +102,35 @@ impl Autoencoder {
         let dist = Uniform::new_inclusive(-limit, limit);
         let w_enc = Array2::random_using((input, code), dist, &mut rng);
         let w_dec = Array2::random_using((code, input), dist, &mut rng);
-        Ok(Autoencoder {
+        Ok(Autoencoder::assemble(
             weight_decay,
-            params: vec![
+            vec![
                 w_enc,
                 Array2::zeros((1, code)),
                 w_dec,
                 Array2::zeros((1, input)),
             ],
-        })
+        ))
+    }
+
+    fn assemble(weight_decay: f32, params: Vec<Array2<f32>>) -> Self {
+        let input = params[0].nrows();
+        let mut p = params.into_iter();
+        let mut dense = || {
+            Layer::Dense(Dense {
+                weight: p.next().expect("four arrays"),
+                bias: p.next().expect("four arrays"),
+            })
+        };
+        let enc = dense();
+        let dec = dense();
+        Autoencoder {
+            weight_decay,
+            stack: Stack::new(
+                vec![enc, Layer::Activation(Activation::Sigmoid), dec],
+                input,
+            ),
+        }
     }
 
     /// Builds an autoencoder from `[W_enc, b_enc, W_dec, b_dec]`, checking shapes and values.
@@ -138,20 +160,28 @@ impl Autoencoder {
                 });
             }
         }
-        Ok(Autoencoder {
-            weight_decay,
-            params,
-        })
+        let params = params
+            .into_iter()
+            .map(|p| p.as_standard_layout().into_owned())
+            .collect();
+        Ok(Autoencoder::assemble(weight_decay, params))
+    }
+
+    fn dense(&self, i: usize) -> &Dense {
+        match &self.stack.layers()[i] {
+            Layer::Dense(d) => d,
+            _ => unreachable!("layers 0 and 2 are dense"),
+        }
     }
 
     /// Input (and output) width.
     pub fn input_dim(&self) -> usize {
-        self.params[0].nrows()
+        self.stack.input_dim()
     }
 
     /// Width of the code layer.
     pub fn code_dim(&self) -> usize {
-        self.params[0].ncols()
+        self.dense(0).outputs()
     }
 
     /// Weight decay λ.
@@ -161,22 +191,19 @@ impl Autoencoder {
 
     /// The encoder's weights `input × code` and bias `1 × code`.
     pub fn encoder(&self) -> (&Array2<f32>, &Array2<f32>) {
-        (&self.params[0], &self.params[1])
+        let d = self.dense(0);
+        (&d.weight, &d.bias)
     }
 
     /// The decoder's weights `code × input` and bias `1 × input`.
     pub fn decoder(&self) -> (&Array2<f32>, &Array2<f32>) {
-        (&self.params[2], &self.params[3])
+        let d = self.dense(2);
+        (&d.weight, &d.bias)
     }
 
     /// Buffers for batches of up to `batch` rows.
     pub fn workspace(&self, batch: usize) -> AutoencoderWorkspace {
-        AutoencoderWorkspace {
-            code: Array2::zeros((batch, self.code_dim())),
-            out: Array2::zeros((batch, self.input_dim())),
-            code_delta: Array2::zeros((batch, self.code_dim())),
-            losses: Array1::zeros(batch),
-        }
+        self.stack.workspace(batch)
     }
 
     fn check_input(&self, x: ArrayView2<'_, f32>) -> Result<()> {
@@ -187,22 +214,14 @@ impl Autoencoder {
         Ok(())
     }
 
-    /// `σ(x·W_enc + b_enc)` into `code` (`n × code_dim`).
-    fn encode_into(&self, x: ArrayView2<'_, f32>, mut code: ArrayViewMut2<'_, f32>) {
-        code.assign(&self.params[1]);
-        general_mat_mul(1.0, &x, &self.params[0], 1.0, &mut code);
-        Activation::Sigmoid.apply(code);
-    }
-
-    /// Forward pass into the workspace: the code, the reconstruction `x̂` in `ws.out`, and each
-    /// example's summed cross-entropy in `ws.losses`. Shapes are checked by the callers.
-    fn forward_ws(&self, x: ArrayView2<'_, f32>, ws: &mut AutoencoderWorkspace) {
+    /// Forward pass into the workspace: the code, the reconstruction `x̂` in the last slot,
+    /// and each example's summed cross-entropy in `ws.losses`.
+    fn forward_ws(&self, x: ArrayView2<'_, f32>, ws: &mut Workspace) -> Result<()> {
         let n = x.nrows();
-        self.encode_into(x, ws.code.slice_mut(s![..n, ..]));
-        let code = ws.code.slice(s![..n, ..]);
-        let mut out = ws.out.slice_mut(s![..n, ..]);
-        out.assign(&self.params[3]);
-        general_mat_mul(1.0, &code, &self.params[2], 1.0, &mut out);
+        self.stack.prepare(ws, n)?;
+        self.stack.forward(x, ws, self.stack.layers().len(), false);
+        let last = self.stack.last_slot();
+        let mut out = ws.acts[last].slice_mut(s![..n, ..]);
         // Loss from the pre-activation z (Σ softplus(z) − x·z), then z ← σ(z) in place.
         for ((mut z_row, x_row), loss) in out
             .axis_iter_mut(Axis(0))
@@ -216,32 +235,15 @@ impl Autoencoder {
             });
             *loss = sum;
         }
+        Ok(())
     }
 
-    /// Back-propagates `scale · Σ_i L(x_i)` after [`Self::forward_ws`], adding the parameter
-    /// gradients into `grads`. Overwrites `ws.out` with the output error.
-    fn backward_ws(
-        &self,
-        x: ArrayView2<'_, f32>,
-        scale: f32,
-        ws: &mut AutoencoderWorkspace,
-        grads: &mut [Array2<f32>],
-    ) {
-        let n = x.nrows();
-        // Output error: d(scale·L)/dz = scale·(x̂ − x), the reason for pairing BCE with σ.
-        let mut d_out = ws.out.slice_mut(s![..n, ..]);
-        Zip::from(&mut d_out)
-            .and(&x)
-            .for_each(|d, &xv| *d = scale * (*d - xv));
-        let d_out = ws.out.slice(s![..n, ..]);
-        let code = ws.code.slice(s![..n, ..]);
-        general_mat_mul(1.0, &code.t(), &d_out, 1.0, &mut grads[2]);
-        add_column_sums(&d_out, &mut grads[3]);
-        let mut d_code = ws.code_delta.slice_mut(s![..n, ..]);
-        general_mat_mul(1.0, &d_out, &self.params[2].t(), 0.0, &mut d_code);
-        Activation::Sigmoid.backprop(code, d_code.view_mut());
-        general_mat_mul(1.0, &x.t(), &d_code, 1.0, &mut grads[0]);
-        add_column_sums(&d_code.view(), &mut grads[1]);
+    /// The codes of a batch without checks, into a fresh array.
+    fn encode_unchecked(&self, x: ArrayView2<'_, f32>) -> Result<Array2<f32>> {
+        let mut ws = Workspace::default();
+        self.stack.prepare(&mut ws, x.nrows())?;
+        self.stack.forward(x, &mut ws, ENCODER, false);
+        Ok(self.stack.output(&ws, ENCODER - 1, x.nrows()).to_owned())
     }
 
     /// The codes `σ(x·W_enc + b_enc)` of a batch `n × input_dim`, `n × code_dim`.
@@ -252,9 +254,7 @@ impl Autoencoder {
     /// [`Error::NonFinite`] for NaN or infinite inputs.
     pub fn encode(&self, x: ArrayView2<'_, f32>) -> Result<Array2<f32>> {
         self.check_input(x)?;
-        let mut code = Array2::zeros((x.nrows(), self.code_dim()));
-        self.encode_into(x, code.view_mut());
-        Ok(code)
+        self.encode_unchecked(x)
     }
 
     /// The reconstructions `x̂` of a batch, each value in `(0, 1)`.
@@ -264,9 +264,10 @@ impl Autoencoder {
     /// As [`Autoencoder::encode`].
     pub fn reconstruct(&self, x: ArrayView2<'_, f32>) -> Result<Array2<f32>> {
         self.check_input(x)?;
-        let mut ws = self.workspace(x.nrows());
-        self.forward_ws(x, &mut ws);
-        Ok(ws.out)
+        let mut ws = Workspace::default();
+        self.forward_ws(x, &mut ws)?;
+        let last = self.stack.last_slot();
+        Ok(std::mem::take(&mut ws.acts[last]))
     }
 
     /// Per-example reconstruction losses (cross-entropy summed over pixels) of a batch.
@@ -276,8 +277,8 @@ impl Autoencoder {
     /// As [`Autoencoder::encode`].
     pub fn reconstruction_losses(&self, x: ArrayView2<'_, f32>) -> Result<Array1<f32>> {
         self.check_input(x)?;
-        let mut ws = self.workspace(x.nrows());
-        self.forward_ws(x, &mut ws);
+        let mut ws = Workspace::default();
+        self.forward_ws(x, &mut ws)?;
         Ok(ws.losses)
     }
 
@@ -320,11 +321,7 @@ impl Autoencoder {
         }
         // ndarray's own rayon support is not enabled, so chunks are encoded in parallel into
         // separate arrays and copied into place.
-        let parts = data.map_chunks(|lo, images, _| {
-            let mut out = Array2::zeros((images.nrows(), self.code_dim()));
-            self.encode_into(images, out.view_mut());
-            Ok((lo, out))
-        })?;
+        let parts = data.map_chunks(|lo, images, _| Ok((lo, self.encode_unchecked(images)?)))?;
         let mut codes = Array2::zeros((data.len(), self.code_dim()));
         for (lo, part) in &parts {
             codes
@@ -364,7 +361,7 @@ impl Autoencoder {
         );
         let arrays = PARAM_NAMES
             .iter()
-            .zip(&self.params)
+            .zip(self.stack.params())
             .map(|(n, a)| (n.to_string(), a.clone()))
             .collect();
         ModelFile { meta, arrays }
@@ -437,14 +434,6 @@ fn check_decay(weight_decay: f32) -> Result<()> {
     Ok(())
 }
 
-/// Adds the column sums of `d` (`n × k`) into the `1 × k` bias gradient.
-fn add_column_sums(d: &ArrayView2<'_, f32>, g: &mut Array2<f32>) {
-    let mut gb = g.row_mut(0);
-    for row in d.axis_iter(Axis(0)) {
-        gb += &row;
-    }
-}
-
 /// `(s, s)` for a square code width, else `(1, width)`: how a code is shown as an image.
 fn code_shape(width: usize) -> (usize, usize) {
     let s = (width as f64).sqrt().round() as usize;
@@ -462,12 +451,12 @@ impl Trainable for Autoencoder {
         Autoencoder::workspace(self, batch)
     }
 
-    fn params(&self) -> &[Array2<f32>] {
-        &self.params
+    fn params(&self) -> Vec<&Array2<f32>> {
+        self.stack.params()
     }
 
-    fn params_mut(&mut self) -> &mut [Array2<f32>] {
-        &mut self.params
+    fn params_mut(&mut self) -> Vec<&mut Array2<f32>> {
+        self.stack.params_mut()
     }
 
     /// Unsupervised: the labels `y` are ignored.
@@ -480,44 +469,24 @@ impl Trainable for Autoencoder {
         ws: &mut AutoencoderWorkspace,
     ) -> Result<f32> {
         self.check_input(x)?;
-        if grads.len() != self.params.len()
-            || grads
-                .iter()
-                .zip(&self.params)
-                .any(|(g, p)| g.dim() != p.dim())
-        {
-            return Err(Error::shape(
-                "gradient buffers",
-                "one per parameter, same shapes",
-                "different",
-            ));
-        }
-        if ws.capacity() < x.nrows()
-            || ws.code.ncols() != self.code_dim()
-            || ws.out.ncols() != self.input_dim()
-        {
-            *ws = self.workspace(x.nrows());
-        }
-        self.forward_ws(x, ws);
-        let loss = ws.losses.slice(s![..x.nrows()]).sum();
-        self.backward_ws(x, scale, ws, grads);
+        check_grads(&self.stack.params(), grads)?;
+        let n = x.nrows();
+        self.forward_ws(x, ws)?;
+        let loss = ws.losses.slice(s![..n]).sum();
+        // Output error: d(scale·L)/dz = scale·(x̂ − x), the reason for pairing BCE with σ.
+        let last = self.stack.last_slot();
+        let mut d_out = ws.deltas[last].slice_mut(s![..n, ..]);
+        Zip::from(&mut d_out)
+            .and(&ws.acts[last].slice(s![..n, ..]))
+            .and(&x)
+            .for_each(|d, &xh, &xv| *d = scale * (xh - xv));
+        self.stack.backward(x, ws, Some(grads), None, false);
         Ok(loss)
     }
 
     fn regularize(&self, grads: &mut [Array2<f32>]) -> f32 {
-        let lambda = self.weight_decay;
-        if lambda == 0.0 {
-            return 0.0;
-        }
-        let mut penalty = 0.0;
         // Every parameter, biases included, as in the Mlp.
-        for (g, w) in grads.iter_mut().zip(&self.params) {
-            Zip::from(g).and(w).for_each(|g, &w| {
-                *g += lambda * w;
-                penalty += w * w;
-            });
-        }
-        0.5 * lambda * penalty
+        weight_decay(self.weight_decay, &self.stack.params(), grads)
     }
 }
 

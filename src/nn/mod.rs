@@ -1,11 +1,15 @@
-//! Neural networks with hand-written backpropagation on ndarray.
+//! Neural networks with hand-written backpropagation on ndarray: layers ([`Layer`]: dense,
+//! 2-D convolution, max-pooling, activation) stacked into a [`Network`], one engine for
+//! every model's forward and backward passes, and a seeded SGD trainer.
 mod activation;
 mod adversarial;
 mod arch;
 mod autoencoder;
 mod kernels;
-mod mlp;
+mod layer;
+mod network;
 mod persist;
+mod stack;
 mod train;
 
 pub use activation::{sigmoid, Activation};
@@ -13,12 +17,14 @@ pub use adversarial::{
     refresh_count, train_adversarial, AdversarialConfig, AdversarialEpoch, AdversarialParams,
     AdversarialPool, AdversarialProgress, AdversarialReport, PoolStats, PoolTarget,
 };
-pub use arch::{Architecture, DEFAULT_WEIGHT_DECAY};
+pub use arch::{Architecture, ConvStage, DEFAULT_WEIGHT_DECAY, MAX_SIZE};
 pub use autoencoder::{
     train_ae_classifier, AeRecipe, AeReport, AeStage, Autoencoder, AutoencoderWorkspace,
 };
-pub use mlp::{Mlp, MlpWorkspace};
+pub use layer::{Conv2d, Dense, Layer, MaxPool2d};
+pub use network::{Mlp, MlpWorkspace, Network};
 pub use persist::ModelFile;
+pub use stack::Workspace;
 pub use train::{
     error_rate, fit, train, EpochStats, Progress, Schedule, TrainConfig, TrainParams, TrainReport,
     Trainable,

@@ -12,8 +12,8 @@ use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::model::Classifier;
 
-/// A model the generic trainer can fit: a list of parameter arrays and the gradient of a
-/// summed per-example loss on a batch.
+/// A model the generic trainer can fit: its parameter arrays, visited in a fixed order, and the
+/// gradient of a summed per-example loss on a batch.
 pub trait Trainable: Sync {
     /// Scratch buffers for one batch, reused across batches.
     type Workspace: Send;
@@ -21,11 +21,11 @@ pub trait Trainable: Sync {
     /// Buffers for batches of up to `batch` rows.
     fn workspace(&self, batch: usize) -> Self::Workspace;
 
-    /// The parameters, as 2-d arrays (biases as `1 × k` rows).
-    fn params(&self) -> &[Array2<f32>];
+    /// The parameters, as 2-d arrays (biases as `1 × k` rows), layer by layer.
+    fn params(&self) -> Vec<&Array2<f32>>;
 
     /// Mutable parameters, same order and shapes as [`Trainable::params`].
-    fn params_mut(&mut self) -> &mut [Array2<f32>];
+    fn params_mut(&mut self) -> Vec<&mut Array2<f32>>;
 
     /// Adds `scale · ∇ Σ_i loss_i` over the batch into `grads` (same shapes as the parameters)
     /// and returns the unscaled `Σ_i loss_i`.
@@ -100,7 +100,15 @@ impl TrainParams {
     /// The crate's recipe for an architecture: what reaches the paper's errors on MNIST.
     /// Softmax regression (no hidden layer) converges in few epochs; sigmoid networks need more.
     pub fn for_arch(arch: &crate::nn::Architecture) -> Self {
-        if arch.hidden().is_empty() {
+        if arch.is_conv() {
+            // ReLU convnets train fast with larger batches; see zoo::CONVNET for the figures.
+            TrainParams {
+                epochs: 10,
+                batch_size: 64,
+                learning_rate: 0.05,
+                ..TrainParams::default()
+            }
+        } else if arch.hidden().is_empty() {
             TrainParams {
                 epochs: 20,
                 learning_rate: 0.05,
@@ -479,7 +487,7 @@ impl<M: Trainable> SgdStep<M> {
         }
         for ((param, g), v) in model
             .params_mut()
-            .iter_mut()
+            .into_iter()
             .zip(&first[0])
             .zip(&mut self.velocity)
         {

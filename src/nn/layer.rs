@@ -1,0 +1,530 @@
+//! The layers a [`Network`](crate::nn::Network) is stacked from, each keeping its parameters
+//! and configuration together, with forward and backward passes into caller-owned buffers.
+//!
+//! # Tensor layout
+//!
+//! A batch is an `n × d` row-major array, one example per row. An image or feature map of
+//! `height × width × channels` is stored in each row *channels last* (HWC): the value at
+//! `(i, j, c)` is at column `(i·width + j)·channels + c`. A single-channel image such as an
+//! MNIST digit is therefore the usual row-major flat image, and the crate's trait contract
+//! (inputs are flat rows) holds unchanged. Channels-last makes a convolution one matrix
+//! product: each output position is a row of the unfolded input (im2col), the kernel a
+//! `(kernel·kernel·in_channels) × out_channels` matrix, and the product's `(position,
+//! channel)` layout is again HWC, so no transposition is ever needed.
+
+use ndarray::linalg::general_mat_mul;
+use ndarray::{Array2, ArrayView2, ArrayViewMut2, Axis, Zip};
+
+use crate::nn::{kernels, Activation};
+
+/// A fully connected layer `y = x·W + b` with `W` of shape `in × out` and `b` a `1 × out` row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dense {
+    /// Weights, `in × out`.
+    pub(crate) weight: Array2<f32>,
+    /// Bias, `1 × out`.
+    pub(crate) bias: Array2<f32>,
+}
+
+/// A 2-D convolution (cross-correlation, as PyTorch computes it) over channels-last maps:
+/// `y[i, j, d] = b[d] + Σ_{a, b, c} x[i·s + a − p, j·s + b − p, c] · K[(a·k + b)·C + c, d]`,
+/// with zero padding `p` (inputs outside the image are 0) and stride `s`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conv2d {
+    /// Kernel as a `(k·k·C) × D` matrix, rows ordered `(a, b, c)`.
+    pub(crate) weight: Array2<f32>,
+    /// Bias, `1 × D`.
+    pub(crate) bias: Array2<f32>,
+    /// Input `(height, width, channels)`.
+    pub(crate) input: (usize, usize, usize),
+    /// Kernel size `k`.
+    pub(crate) kernel: usize,
+    /// Stride `s`.
+    pub(crate) stride: usize,
+    /// Zero padding `p`.
+    pub(crate) padding: usize,
+    /// Output `(height, width)`.
+    pub(crate) output: (usize, usize),
+}
+
+/// Max-pooling over `size × size` windows with stride `size` (a window that would stick out
+/// of the map is dropped, as PyTorch's default does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaxPool2d {
+    /// Input `(height, width, channels)`.
+    pub(crate) input: (usize, usize, usize),
+    /// Window size and stride.
+    pub(crate) size: usize,
+}
+
+/// One layer of a network.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Layer {
+    /// Fully connected.
+    Dense(Dense),
+    /// 2-D convolution.
+    Conv2d(Conv2d),
+    /// Max-pooling.
+    MaxPool2d(MaxPool2d),
+    /// Element-wise activation (computed in place on the previous layer's output).
+    Activation(Activation),
+}
+
+/// Per-layer buffers kept between the forward and the backward pass.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LayerScratch {
+    /// A convolution's unfolded input (im2col), `(n·positions) × (k·k·C)`.
+    cols: Vec<f32>,
+    /// A convolution's unfolded input gradient.
+    dcols: Vec<f32>,
+    /// A pooling layer's argmax: for each output value, the column of the input it came from.
+    argmax: Vec<u32>,
+}
+
+impl Dense {
+    /// Input width.
+    pub fn inputs(&self) -> usize {
+        self.weight.nrows()
+    }
+
+    /// Output width.
+    pub fn outputs(&self) -> usize {
+        self.weight.ncols()
+    }
+
+    /// The weights, `in × out`.
+    pub fn weight(&self) -> ArrayView2<'_, f32> {
+        self.weight.view()
+    }
+
+    /// The bias, `1 × out`.
+    pub fn bias(&self) -> ArrayView2<'_, f32> {
+        self.bias.view()
+    }
+
+    fn forward(&self, x: ArrayView2<'_, f32>, mut y: ArrayViewMut2<'_, f32>, single: bool) {
+        y.assign(&self.bias);
+        if single && x.nrows() == 1 {
+            // One row: a vector kernel, since a matrix product would pack all of W first.
+            if let (Some(xs), Some(w), Some(o)) =
+                (x.as_slice(), self.weight.as_slice(), y.as_slice_mut())
+            {
+                kernels::vecmat_acc(xs, w, o.len(), o);
+                return;
+            }
+        }
+        general_mat_mul(1.0, &x, &self.weight, 1.0, &mut y);
+    }
+
+    fn backward(
+        &self,
+        x: ArrayView2<'_, f32>,
+        dy: ArrayView2<'_, f32>,
+        dx: Option<ArrayViewMut2<'_, f32>>,
+        grads: Option<&mut [Array2<f32>]>,
+        single: bool,
+    ) {
+        if let Some(g) = grads {
+            general_mat_mul(1.0, &x.t(), &dy, 1.0, &mut g[0]);
+            add_column_sums(dy, &mut g[1]);
+        }
+        if let Some(mut dx) = dx {
+            if single && dy.nrows() == 1 {
+                if let (Some(d), Some(w), Some(o)) =
+                    (dy.as_slice(), self.weight.as_slice(), dx.as_slice_mut())
+                {
+                    kernels::matvec(w, self.outputs(), d, o);
+                    return;
+                }
+            }
+            general_mat_mul(1.0, &dy, &self.weight.t(), 0.0, &mut dx);
+        }
+    }
+}
+
+/// Adds the column sums of `d` (`n × k`) into the `1 × k` bias gradient, row by row (the
+/// order every model has always summed in, so results stay bit-identical).
+fn add_column_sums(d: ArrayView2<'_, f32>, g: &mut Array2<f32>) {
+    let mut gb = g.row_mut(0);
+    for row in d.axis_iter(Axis(0)) {
+        gb += &row;
+    }
+}
+
+impl Conv2d {
+    /// Input `(height, width, channels)`.
+    pub fn input_shape(&self) -> (usize, usize, usize) {
+        self.input
+    }
+
+    /// Output `(height, width, channels)`.
+    pub fn output_shape(&self) -> (usize, usize, usize) {
+        (self.output.0, self.output.1, self.weight.ncols())
+    }
+
+    /// Kernel size, stride and padding.
+    pub fn geometry(&self) -> (usize, usize, usize) {
+        (self.kernel, self.stride, self.padding)
+    }
+
+    /// The kernel as a `(k·k·C) × D` matrix, rows ordered `(row, column, input channel)`.
+    pub fn weight(&self) -> ArrayView2<'_, f32> {
+        self.weight.view()
+    }
+
+    /// The kernel in PyTorch's `(D, C, k, k)` layout (a copy).
+    pub fn kernel_dckk(&self) -> ndarray::Array4<f32> {
+        let (k, c, d) = (self.kernel, self.input.2, self.weight.ncols());
+        ndarray::Array4::from_shape_fn((d, c, k, k), |(o, i, a, b)| {
+            self.weight[[(a * k + b) * c + i, o]]
+        })
+    }
+
+    /// The bias, `1 × D`.
+    pub fn bias(&self) -> ArrayView2<'_, f32> {
+        self.bias.view()
+    }
+
+    fn positions(&self) -> usize {
+        self.output.0 * self.output.1
+    }
+
+    fn patch(&self) -> usize {
+        self.kernel * self.kernel * self.input.2
+    }
+
+    /// Unfolds `x` into `cols` (`(n·positions) × patch`): row `(e, i, j)` holds the padded
+    /// input window of output position `(i, j)` of example `e`, in `(a, b, c)` order. Within
+    /// one kernel row `a` the window is a contiguous run of the input row, so it is copied
+    /// as one slice (with zeros where it leaves the image).
+    fn im2col(&self, x: ArrayView2<'_, f32>, cols: &mut [f32]) {
+        let (h, w, c) = self.input;
+        let (k, st, p) = (self.kernel, self.stride, self.padding as isize);
+        let patch = self.patch();
+        let (ho, wo) = self.output;
+        let mut rows = cols.chunks_exact_mut(patch);
+        for xe in x.axis_iter(Axis(0)) {
+            let xe = xe.as_slice().expect("workspace rows are contiguous");
+            for i in 0..ho {
+                for j in 0..wo {
+                    let row = rows.next().expect("cols sized for n·positions rows");
+                    let j0 = (j * st) as isize - p;
+                    for a in 0..k {
+                        let ii = (i * st) as isize - p + a as isize;
+                        let dst = &mut row[a * k * c..(a + 1) * k * c];
+                        if ii < 0 || ii >= h as isize {
+                            dst.fill(0.0);
+                            continue;
+                        }
+                        let lo = j0.max(0);
+                        let hi = (j0 + k as isize).min(w as isize);
+                        let skip = ((lo - j0) as usize) * c;
+                        let len = ((hi - lo).max(0) as usize) * c;
+                        dst[..skip].fill(0.0);
+                        if len > 0 {
+                            let start = (ii as usize * w + lo as usize) * c;
+                            dst[skip..skip + len].copy_from_slice(&xe[start..start + len]);
+                        }
+                        dst[skip + len..].fill(0.0);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Adds the unfolded gradient `dcols` back into `dx` (the adjoint of [`Self::im2col`]).
+    fn col2im(&self, dcols: &[f32], mut dx: ArrayViewMut2<'_, f32>) {
+        let (h, w, c) = self.input;
+        let (k, st, p) = (self.kernel, self.stride, self.padding as isize);
+        let patch = self.patch();
+        let (ho, wo) = self.output;
+        dx.fill(0.0);
+        let mut rows = dcols.chunks_exact(patch);
+        for mut de in dx.axis_iter_mut(Axis(0)) {
+            let de = de.as_slice_mut().expect("gradient rows are contiguous");
+            for i in 0..ho {
+                for j in 0..wo {
+                    let row = rows.next().expect("dcols sized for n·positions rows");
+                    let j0 = (j * st) as isize - p;
+                    for a in 0..k {
+                        let ii = (i * st) as isize - p + a as isize;
+                        if ii < 0 || ii >= h as isize {
+                            continue;
+                        }
+                        let lo = j0.max(0);
+                        let hi = (j0 + k as isize).min(w as isize);
+                        if hi <= lo {
+                            continue;
+                        }
+                        let skip = ((lo - j0) as usize) * c;
+                        let len = ((hi - lo) as usize) * c;
+                        let start = (ii as usize * w + lo as usize) * c;
+                        let src = &row[a * k * c + skip..a * k * c + skip + len];
+                        for (d, &s) in de[start..start + len].iter_mut().zip(src) {
+                            *d += s;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn forward(&self, x: ArrayView2<'_, f32>, y: ArrayViewMut2<'_, f32>, sc: &mut LayerScratch) {
+        let n = x.nrows();
+        let rows = n * self.positions();
+        let patch = self.patch();
+        sc.cols.resize(rows * patch, 0.0);
+        self.im2col(x, &mut sc.cols);
+        let cols = ArrayView2::from_shape((rows, patch), &sc.cols[..rows * patch])
+            .expect("cols sized above");
+        let mut y = as_positions(y, rows, self.weight.ncols());
+        y.assign(&self.bias);
+        general_mat_mul(1.0, &cols, &self.weight, 1.0, &mut y);
+    }
+
+    fn backward(
+        &self,
+        dy: ArrayView2<'_, f32>,
+        dx: Option<ArrayViewMut2<'_, f32>>,
+        grads: Option<&mut [Array2<f32>]>,
+        sc: &mut LayerScratch,
+    ) {
+        let n = dy.nrows();
+        let rows = n * self.positions();
+        let patch = self.patch();
+        let d = self.weight.ncols();
+        let dy = dy
+            .into_shape_with_order((rows, d))
+            .expect("layer outputs are contiguous rows");
+        if let Some(g) = grads {
+            let cols = ArrayView2::from_shape((rows, patch), &sc.cols[..rows * patch])
+                .expect("cols kept from the forward pass");
+            general_mat_mul(1.0, &cols.t(), &dy, 1.0, &mut g[0]);
+            add_column_sums(dy, &mut g[1]);
+        }
+        if let Some(dx) = dx {
+            sc.dcols.resize(rows * patch, 0.0);
+            {
+                let mut dcols =
+                    ArrayViewMut2::from_shape((rows, patch), &mut sc.dcols[..rows * patch])
+                        .expect("dcols sized above");
+                general_mat_mul(1.0, &dy, &self.weight.t(), 0.0, &mut dcols);
+            }
+            self.col2im(&sc.dcols[..rows * patch], dx);
+        }
+    }
+}
+
+/// Views an `n × (positions·channels)` block of contiguous rows as `(n·positions) × channels`.
+fn as_positions(y: ArrayViewMut2<'_, f32>, rows: usize, channels: usize) -> ArrayViewMut2<'_, f32> {
+    y.into_shape_with_order((rows, channels))
+        .expect("layer outputs are contiguous rows")
+}
+
+impl MaxPool2d {
+    /// Input `(height, width, channels)`.
+    pub fn input_shape(&self) -> (usize, usize, usize) {
+        self.input
+    }
+
+    /// Output `(height, width, channels)`.
+    pub fn output_shape(&self) -> (usize, usize, usize) {
+        let (h, w, c) = self.input;
+        (h / self.size, w / self.size, c)
+    }
+
+    /// Window size (and stride).
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    fn forward(
+        &self,
+        x: ArrayView2<'_, f32>,
+        mut y: ArrayViewMut2<'_, f32>,
+        sc: &mut LayerScratch,
+    ) {
+        let (_, w, c) = self.input;
+        let (ho, wo, _) = self.output_shape();
+        let q = self.size;
+        let per = ho * wo * c;
+        sc.argmax.resize(x.nrows() * per, 0);
+        for ((xe, mut ye), arg) in x
+            .axis_iter(Axis(0))
+            .zip(y.axis_iter_mut(Axis(0)))
+            .zip(sc.argmax.chunks_exact_mut(per))
+        {
+            let xe = xe.as_slice().expect("layer outputs are contiguous rows");
+            let ye = ye
+                .as_slice_mut()
+                .expect("layer outputs are contiguous rows");
+            for i in 0..ho {
+                for j in 0..wo {
+                    let out = (i * wo + j) * c;
+                    let first = (i * q * w + j * q) * c;
+                    ye[out..out + c].copy_from_slice(&xe[first..first + c]);
+                    for (ai, a) in arg[out..out + c].iter_mut().enumerate() {
+                        *a = (first + ai) as u32;
+                    }
+                    for a in 0..q {
+                        for b in 0..q {
+                            let at = ((i * q + a) * w + j * q + b) * c;
+                            for ch in 0..c {
+                                // Strictly greater: the first maximum wins, as in PyTorch.
+                                if xe[at + ch] > ye[out + ch] {
+                                    ye[out + ch] = xe[at + ch];
+                                    arg[out + ch] = (at + ch) as u32;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn backward(&self, dy: ArrayView2<'_, f32>, dx: ArrayViewMut2<'_, f32>, sc: &LayerScratch) {
+        let per = dy.ncols();
+        let mut dx = dx;
+        dx.fill(0.0);
+        for ((de, mut dxe), arg) in dy
+            .axis_iter(Axis(0))
+            .zip(dx.axis_iter_mut(Axis(0)))
+            .zip(sc.argmax.chunks_exact(per))
+        {
+            for (&g, &a) in de.iter().zip(arg) {
+                dxe[a as usize] += g;
+            }
+        }
+    }
+}
+
+impl Layer {
+    /// Width of one example's input.
+    pub fn input_dim(&self, prev: usize) -> usize {
+        match self {
+            Layer::Dense(d) => d.inputs(),
+            Layer::Conv2d(c) => c.input.0 * c.input.1 * c.input.2,
+            Layer::MaxPool2d(p) => p.input.0 * p.input.1 * p.input.2,
+            Layer::Activation(_) => prev,
+        }
+    }
+
+    /// Width of one example's output, given the input width (which only an activation needs).
+    pub fn output_dim(&self, input: usize) -> usize {
+        match self {
+            Layer::Dense(d) => d.outputs(),
+            Layer::Conv2d(c) => c.positions() * c.weight.ncols(),
+            Layer::MaxPool2d(p) => {
+                let (h, w, c) = p.output_shape();
+                h * w * c
+            }
+            Layer::Activation(_) => input,
+        }
+    }
+
+    /// The layer's parameters (weight then bias), empty for parameter-free layers.
+    pub fn params(&self) -> Vec<&Array2<f32>> {
+        match self {
+            Layer::Dense(Dense { weight, bias }) | Layer::Conv2d(Conv2d { weight, bias, .. }) => {
+                vec![weight, bias]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    pub(crate) fn params_mut(&mut self) -> Vec<&mut Array2<f32>> {
+        match self {
+            Layer::Dense(Dense { weight, bias }) | Layer::Conv2d(Conv2d { weight, bias, .. }) => {
+                vec![weight, bias]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Number of parameter arrays (2 for dense and convolution layers, else 0).
+    pub fn num_params(&self) -> usize {
+        match self {
+            Layer::Dense(_) | Layer::Conv2d(_) => 2,
+            _ => 0,
+        }
+    }
+
+    /// Forward pass into `y` (not for activations, which run in place).
+    pub(crate) fn forward(
+        &self,
+        x: ArrayView2<'_, f32>,
+        y: ArrayViewMut2<'_, f32>,
+        sc: &mut LayerScratch,
+        single: bool,
+    ) {
+        match self {
+            Layer::Dense(d) => d.forward(x, y, single),
+            Layer::Conv2d(c) => c.forward(x, y, sc),
+            Layer::MaxPool2d(p) => p.forward(x, y, sc),
+            Layer::Activation(_) => unreachable!("activations run in place"),
+        }
+    }
+
+    /// Backward pass: from `dy` (gradient at the output) adds parameter gradients into
+    /// `grads` (this layer's slice) and writes the input gradient into `dx`, each if given.
+    /// `x` is the layer's input as seen in the forward pass.
+    pub(crate) fn backward(
+        &self,
+        x: ArrayView2<'_, f32>,
+        dy: ArrayView2<'_, f32>,
+        dx: Option<ArrayViewMut2<'_, f32>>,
+        grads: Option<&mut [Array2<f32>]>,
+        sc: &mut LayerScratch,
+        single: bool,
+    ) {
+        match self {
+            Layer::Dense(d) => d.backward(x, dy, dx, grads, single),
+            Layer::Conv2d(c) => c.backward(dy, dx, grads, sc),
+            Layer::MaxPool2d(p) => {
+                if let Some(dx) = dx {
+                    p.backward(dy, dx, sc)
+                }
+            }
+            Layer::Activation(_) => unreachable!("activations run in place"),
+        }
+    }
+}
+
+/// Applies an activation in place; one contiguous row of sigmoids uses the vector kernel
+/// (the attack's single-example path), batches the scalar function (training's path, kept
+/// bit-identical to earlier releases).
+pub(crate) fn activate(act: Activation, mut z: ArrayViewMut2<'_, f32>, single: bool) {
+    if single && act == Activation::Sigmoid && z.nrows() == 1 {
+        if let Some(s) = z.as_slice_mut() {
+            kernels::sigmoid_inplace(s);
+            return;
+        }
+    }
+    act.apply(z.view_mut());
+}
+
+/// Multiplies `grad` by the activation's derivative, given its output `a`.
+pub(crate) fn activate_backward(
+    act: Activation,
+    a: ArrayView2<'_, f32>,
+    grad: ArrayViewMut2<'_, f32>,
+) {
+    act.backprop(a, grad);
+}
+
+/// Adds `λ·θ` into each gradient and returns `λ/2 · Σ θ²`: weight decay over every parameter,
+/// biases included.
+pub(crate) fn weight_decay(lambda: f32, params: &[&Array2<f32>], grads: &mut [Array2<f32>]) -> f32 {
+    if lambda == 0.0 {
+        return 0.0;
+    }
+    let mut penalty = 0.0;
+    for (g, w) in grads.iter_mut().zip(params) {
+        Zip::from(g).and(*w).for_each(|g, &w| {
+            *g += lambda * w;
+            penalty += w * w;
+        });
+    }
+    0.5 * lambda * penalty
+}

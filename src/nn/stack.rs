@@ -1,0 +1,251 @@
+//! The one forward/backward engine: a sequence of [`Layer`]s run over a batch into a
+//! preallocated [`Workspace`]. Classifiers ([`Network`](crate::nn::Network)) and the
+//! [`Autoencoder`](crate::nn::Autoencoder) differ only in the loss put on top of it.
+
+use ndarray::{s, Array1, Array2, ArrayView2, ArrayViewMut2};
+
+use crate::error::{Error, Result};
+use crate::nn::arch::MAX_SIZE;
+use crate::nn::layer::{activate, activate_backward, Layer, LayerScratch};
+
+/// A sequence of layers and the plan of which buffer each one reads and writes.
+///
+/// Buffers ("slots") hold one batch of a layer's outputs; slot 0 is the caller's input.
+/// Activations run in place on their input's slot, so a dense layer and its activation share
+/// one buffer, and backpropagation through an activation needs only its output.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Stack {
+    layers: Vec<Layer>,
+    slot_in: Vec<usize>,
+    slot_out: Vec<usize>,
+    /// Width of each slot; `widths[0]` is the input width.
+    widths: Vec<usize>,
+}
+
+/// Preallocated buffers for forward and backward passes over batches of up to a fixed number
+/// of rows: every slot's values and gradients, each layer's own scratch, and per-example
+/// losses. Made for one network; given to another, it is rebuilt rather than misused.
+#[derive(Debug, Clone, Default)]
+pub struct Workspace {
+    rows: usize,
+    widths: Vec<usize>,
+    pub(crate) acts: Vec<Array2<f32>>,
+    pub(crate) deltas: Vec<Array2<f32>>,
+    scratch: Vec<LayerScratch>,
+    pub(crate) losses: Array1<f32>,
+}
+
+impl Stack {
+    /// Plans the buffers of `layers` for inputs of width `input`. Layers must chain (each
+    /// one's input width the previous output width) and the first must not be an activation;
+    /// the network constructors guarantee both.
+    pub(crate) fn new(layers: Vec<Layer>, input: usize) -> Stack {
+        let mut widths = vec![input];
+        let mut slot_in = Vec::with_capacity(layers.len());
+        let mut slot_out = Vec::with_capacity(layers.len());
+        let mut current = 0;
+        for layer in &layers {
+            let width = layer.output_dim(widths[current]);
+            slot_in.push(current);
+            if !(matches!(layer, Layer::Activation(_)) && current > 0) {
+                widths.push(width);
+                current = widths.len() - 1;
+            }
+            slot_out.push(current);
+        }
+        Stack {
+            layers,
+            slot_in,
+            slot_out,
+            widths,
+        }
+    }
+
+    pub(crate) fn layers(&self) -> &[Layer] {
+        &self.layers
+    }
+
+    pub(crate) fn input_dim(&self) -> usize {
+        self.widths[0]
+    }
+
+    /// Width of layer `i`'s output.
+    pub(crate) fn width_after(&self, i: usize) -> usize {
+        self.widths[self.slot_out[i]]
+    }
+
+    pub(crate) fn params(&self) -> Vec<&Array2<f32>> {
+        self.layers.iter().flat_map(|l| l.params()).collect()
+    }
+
+    pub(crate) fn params_mut(&mut self) -> Vec<&mut Array2<f32>> {
+        self.layers
+            .iter_mut()
+            .flat_map(|l| l.params_mut())
+            .collect()
+    }
+
+    /// Buffers for batches of up to `rows` rows; if that many would exceed [`MAX_SIZE`]
+    /// values in one buffer, an empty workspace that [`Stack::prepare`] grows (or refuses) for
+    /// the batches that really come.
+    pub(crate) fn workspace(&self, rows: usize) -> Workspace {
+        let fits = self
+            .widths
+            .iter()
+            .all(|&w| rows.checked_mul(w).is_some_and(|v| v <= MAX_SIZE));
+        let rows = if fits { rows } else { 0 };
+        let buffers = || -> Vec<Array2<f32>> {
+            self.widths[1..]
+                .iter()
+                .map(|&w| Array2::zeros((rows, w)))
+                .collect()
+        };
+        Workspace {
+            rows,
+            widths: self.widths.clone(),
+            acts: buffers(),
+            deltas: buffers(),
+            scratch: vec![LayerScratch::default(); self.layers.len()],
+            losses: Array1::zeros(rows),
+        }
+    }
+
+    /// Makes `ws` fit this stack and `n` rows, rebuilding it if it was made for another
+    /// network or fewer rows.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidParameter`] if `n` rows would need a buffer of more than [`MAX_SIZE`]
+    /// values.
+    pub(crate) fn prepare(&self, ws: &mut Workspace, n: usize) -> Result<()> {
+        if ws.rows >= n && ws.widths == self.widths && ws.scratch.len() == self.layers.len() {
+            return Ok(());
+        }
+        if self
+            .widths
+            .iter()
+            .any(|&w| n.checked_mul(w).is_none_or(|v| v > MAX_SIZE))
+        {
+            return Err(Error::param(
+                "batch",
+                format!("{n} rows would need a buffer of more than {MAX_SIZE} values"),
+            ));
+        }
+        *ws = self.workspace(n);
+        Ok(())
+    }
+
+    /// Runs layers `0..upto` on `x` (`n` rows, `n` at most the workspace's rows). With
+    /// `single`, a one-row batch takes the vector kernels (the attack's path).
+    pub(crate) fn forward(
+        &self,
+        x: ArrayView2<'_, f32>,
+        ws: &mut Workspace,
+        upto: usize,
+        single: bool,
+    ) {
+        let n = x.nrows();
+        let Workspace { acts, scratch, .. } = ws;
+        for (i, layer) in self.layers[..upto].iter().enumerate() {
+            let (a, b) = (self.slot_in[i], self.slot_out[i]);
+            if let Layer::Activation(act) = layer {
+                if a == b {
+                    activate(*act, acts[b - 1].slice_mut(s![..n, ..]), single);
+                    continue;
+                }
+            }
+            let (lo, hi) = acts.split_at_mut(b - 1);
+            let input = if a == 0 {
+                x.view()
+            } else {
+                lo[a - 1].slice(s![..n, ..])
+            };
+            let mut out = hi[0].slice_mut(s![..n, ..]);
+            match layer {
+                Layer::Activation(act) => {
+                    out.assign(&input);
+                    activate(*act, out, single);
+                }
+                _ => layer.forward(input, out, &mut scratch[i], single),
+            }
+        }
+    }
+
+    /// The output of layer `i` after [`Stack::forward`] over at least `i + 1` layers.
+    pub(crate) fn output<'w>(&self, ws: &'w Workspace, i: usize, n: usize) -> ArrayView2<'w, f32> {
+        ws.acts[self.slot_out[i] - 1].slice(s![..n, ..])
+    }
+
+    /// The last layer's output buffer (where a loss head turns logits into probabilities).
+    pub(crate) fn last_slot(&self) -> usize {
+        self.slot_out.last().copied().unwrap_or(0) - 1
+    }
+
+    /// Back-propagates from the gradient the loss head left in the last slot's delta buffer
+    /// (after a full [`Stack::forward`]). Adds parameter gradients into `grads` (one array per
+    /// parameter, in order) when given, and writes the input gradient when given; the input
+    /// gradient of the first layer is skipped when nobody needs it.
+    pub(crate) fn backward(
+        &self,
+        x: ArrayView2<'_, f32>,
+        ws: &mut Workspace,
+        mut grads: Option<&mut [Array2<f32>]>,
+        mut input_grad: Option<ArrayViewMut2<'_, f32>>,
+        single: bool,
+    ) {
+        let n = x.nrows();
+        let Workspace {
+            acts,
+            deltas,
+            scratch,
+            ..
+        } = ws;
+        let mut param_end: usize = self.layers.iter().map(Layer::num_params).sum();
+        for (i, layer) in self.layers.iter().enumerate().rev() {
+            let (a, b) = (self.slot_in[i], self.slot_out[i]);
+            let count = layer.num_params();
+            let param_start = param_end - count;
+            if let Layer::Activation(act) = layer {
+                let out = acts[b - 1].slice(s![..n, ..]);
+                if a == b {
+                    activate_backward(*act, out, deltas[b - 1].slice_mut(s![..n, ..]));
+                } else if let Some(gx) = input_grad.as_mut() {
+                    gx.assign(&deltas[b - 1].slice(s![..n, ..]));
+                    activate_backward(*act, out, gx.view_mut());
+                }
+                continue;
+            }
+            let input = if a == 0 {
+                x.view()
+            } else {
+                acts[a - 1].slice(s![..n, ..])
+            };
+            let (lo, hi) = deltas.split_at_mut(b - 1);
+            let dy = hi[0].slice(s![..n, ..]);
+            let dx = if a == 0 {
+                input_grad.as_mut().map(|g| g.view_mut())
+            } else {
+                Some(lo[a - 1].slice_mut(s![..n, ..]))
+            };
+            let g = grads.as_deref_mut().map(|g| &mut g[param_start..param_end]);
+            layer.backward(input, dy, dx, g, &mut scratch[i], single);
+            param_end = param_start;
+        }
+    }
+}
+
+/// Checks that `grads` has one buffer per parameter with the parameter's shape.
+pub(crate) fn check_grads(params: &[&Array2<f32>], grads: &[Array2<f32>]) -> Result<()> {
+    if grads.len() != params.len() || grads.iter().zip(params).any(|(g, p)| g.dim() != p.dim()) {
+        return Err(Error::shape(
+            "gradient buffers",
+            format!("{} arrays with the parameters' shapes", params.len()),
+            format!(
+                "{} arrays of shapes {:?}",
+                grads.len(),
+                grads.iter().map(|g| g.dim()).collect::<Vec<_>>()
+            ),
+        ));
+    }
+    Ok(())
+}
