@@ -1,7 +1,8 @@
 //! The paper's §3 experiment, measured: do single units and random directions of a hidden layer
 //! pick out equally "semantic" images?
 //!
-//! For FC100-100-10 (both hidden layers) and AE400-10 (its code layer), on the full MNIST test
+//! For FC100-100-10 (both hidden layers), AE400-10 (its code layer) and the zoo's convnet
+//! (its last hidden layer, as in the paper's own experiment), on the full MNIST test
 //! set as the held-out pool, finds the top-k images of `--n-unit` unit directions and
 //! `--n-random` random directions, draws the first `--show` of each kind as PNG grids (one row
 //! per direction: unit rows, then random rows, as in the paper's Figures 1–4) and prints the
@@ -183,7 +184,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(dir) => Zoo::with_dir(dir),
         None => Zoo::new(),
     };
-    let plan: [(&str, &[usize]); 2] = [("FC100-100-10", &[0, 1]), ("AE400-10", &[0])];
+    // The convnet's last hidden layer (layer 2: after two pooled stages) is the paper's own
+    // §3 experiment; the pre-activation space is that of its dense ReLU units.
+    let plan: [(&str, &[usize]); 3] = [
+        ("FC100-100-10", &[0, 1]),
+        ("AE400-10", &[0]),
+        (blindspot::zoo::CONVNET, &[2]),
+    ];
     let mut reports = Vec::new();
     for (name, layers) in plan {
         let entry = zoo.model(name, args.model_seed, &mnist.train, "mnist-train")?;

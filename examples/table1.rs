@@ -17,7 +17,7 @@ use blindspot::attack::{Attack, BoxLbfgs, Target};
 use blindspot::data::Mnist;
 use blindspot::image::Grid;
 use blindspot::nn::error_rate;
-use blindspot::zoo::{paper_errors, Zoo, TABLE1};
+use blindspot::zoo::{paper_errors, Zoo, TABLE1_AND_CONV};
 use clap::{Parser, ValueEnum};
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -84,7 +84,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mnist = Mnist::load_default()?;
     let names: Vec<String> = match &args.models {
         Some(list) => list.split(',').map(|s| s.trim().to_string()).collect(),
-        None => TABLE1.iter().map(|s| s.to_string()).collect(),
+        None => TABLE1_AND_CONV.iter().map(|s| s.to_string()).collect(),
     };
     let set = match args.set {
         Set::Train => &mnist.train,

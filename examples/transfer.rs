@@ -33,7 +33,7 @@ use std::time::Instant;
 use blindspot::attack::{magnify, transfer_error, Attack, BoxLbfgs, GaussianNoise, Target};
 use blindspot::data::{Dataset, Mnist};
 use blindspot::nn::{error_rate, Mlp};
-use blindspot::zoo::{Zoo, TABLE1};
+use blindspot::zoo::{Zoo, TABLE1_AND_CONV};
 use clap::{Args as ClapArgs, Parser, Subcommand, ValueEnum};
 use ndarray::{s, Array2};
 use serde_json::{json, Value};
@@ -220,7 +220,8 @@ fn pct(v: f64) -> String {
     format!("{:.1}%", 100.0 * v)
 }
 
-/// A markdown table: ours (paper) per cell.
+/// A markdown table: ours (paper) per cell. A paper row holds its cells then the distortion;
+/// columns beyond its cells (models the paper did not have) show ours alone.
 fn print_table(title: &str, models: &[String], rows: &[(&Row, Option<&[f64]>)], dist_label: &str) {
     println!("\n### {title}\n");
     println!(
@@ -234,12 +235,12 @@ fn print_table(title: &str, models: &[String], rows: &[(&Row, Option<&[f64]>)], 
             .iter()
             .enumerate()
             .map(|(j, &e)| match paper {
-                Some(p) => format!("{} ({}%)", pct(e as f64), p[j]),
-                None => pct(e as f64),
+                Some(p) if j + 1 < p.len() => format!("{} ({}%)", pct(e as f64), p[j]),
+                _ => pct(e as f64),
             })
             .collect();
-        let d = match paper {
-            Some(p) => format!("{:.3} ({})", row.mean_distortion, p[models.len()]),
+        let d = match paper.and_then(|p| p.last()) {
+            Some(pd) => format!("{:.3} ({pd})", row.mean_distortion),
             None => format!("{:.3}", row.mean_distortion),
         };
         println!("| {} | {} | {d} |", row.name, cells.join(" | "));
@@ -283,7 +284,9 @@ fn table2(c: &Common) -> Result<Value, Box<dyn std::error::Error>> {
     let mnist = Mnist::load_default()?;
     let img = Images::new(&mnist, c);
     let zoo = Zoo::new();
-    let names: Vec<String> = TABLE1.iter().map(|s| s.to_string()).collect();
+    // The paper's six models, and the zoo's convnet as a seventh row and column (the paper
+    // has no figures for it).
+    let names: Vec<String> = TABLE1_AND_CONV.iter().map(|s| s.to_string()).collect();
     let mut entries = Vec::new();
     for name in &names {
         let e = zoo.model(name, c.seed, &mnist.train, "mnist-train")?;
@@ -361,8 +364,8 @@ fn table2(c: &Common) -> Result<Value, Box<dyn std::error::Error>> {
     println!("\nOurs (paper in parentheses). Cells: error rate of the column model on the row's examples.");
     let mut table: Vec<(&Row, Option<&[f64]>)> = adv_rows
         .iter()
-        .zip(PAPER_T2.iter())
-        .map(|(r, p)| (r, Some(&p[..])))
+        .enumerate()
+        .map(|(k, r)| (r, PAPER_T2.get(k).map(|p| &p[..])))
         .collect();
     for (r, (_, p)) in noise_rows_out.iter().zip(PAPER_T2_NOISE.iter()) {
         table.push((r, Some(&p[..])));
@@ -393,7 +396,7 @@ fn table2(c: &Common) -> Result<Value, Box<dyn std::error::Error>> {
             &format!("examples for {name} transfer well above equal-distortion noise"),
             well_above(a, n),
             format!(
-                "mean error of the other five models {} vs {} on noise of the same distortion ({:.3})",
+                "mean error of the other models {} vs {} on noise of the same distortion ({:.3})",
                 pct(a),
                 pct(n),
                 adv_rows[k].mean_distortion

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use blindspot::data::Mnist;
 use blindspot::nn::{error_rate, Progress};
-use blindspot::zoo::{paper_errors, Zoo, TABLE1};
+use blindspot::zoo::{paper_errors, Zoo, TABLE1_AND_CONV};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -45,7 +45,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let names: Vec<String> = match &args.models {
         Some(m) => m.iter().map(|s| s.trim().to_string()).collect(),
-        None => TABLE1.iter().map(|s| s.to_string()).collect(),
+        None => TABLE1_AND_CONV.iter().map(|s| s.to_string()).collect(),
     };
     eprintln!("zoo cache: {}", zoo.dir().display());
     let mut rows = Vec::new();

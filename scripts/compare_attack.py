@@ -11,7 +11,13 @@ tolerance 3e-6 instead of SciPy's 2.2e-9: see BoxLbfgs).
 
     python3 scripts/compare_attack.py --model path/to/FC100-100-10.npz --images 200
 
-Needs numpy and scipy (not used by CI).
+A convolutional model file (arrays K0, c0, … before W0, b0, …: the zoo's CONV models) is run on
+the Python side by PyTorch instead (its autograd gives the input gradient; one thread, float32),
+since a NumPy convolution would not be a fair peer:
+
+    python3 scripts/compare_attack.py --model path/to/CONV16-32-FC128-10.npz --images 100
+
+Needs numpy and scipy, and torch for convolutional models (not used by CI).
 """
 import argparse
 import gzip
@@ -47,6 +53,67 @@ def load_model(path):
         layers.append((z[f"W{i}"].astype(np.float32), z[f"b{i}"][0].astype(np.float32)))
         i += 1
     return layers
+
+
+class TorchConv:
+    """The crate's convnet in PyTorch from the same weights. blindspot stores feature maps
+    channels-last (HWC) and kernels as (k*k*C) x D matrices with rows ordered (row, col, channel);
+    PyTorch wants (D, C, k, k) kernels and flattens CHW, so the first dense layer's rows are
+    permuted from HWC to CHW order."""
+
+    def __init__(self, path):
+        import torch
+        torch.set_num_threads(1)
+        self.torch = torch
+        z = np.load(path)
+        meta = dict(l.split("=", 1) for l in bytes(z["meta"]).decode().splitlines() if l)
+        name = meta["name"]
+        stages = name[len("CONV"):].split("-FC")[0].split("-")
+        assert all(s.isdigit() for s in stages), "only default 5x5/pad 2/pool 2 stages: " + name
+        assert meta["activation"] == "relu", meta["activation"]
+        side = int(round(int(meta["input"]) ** 0.5))
+        self.convs = []
+        c, hw = 1, side
+        for j, _ in enumerate(stages):
+            k2c, d = z[f"K{j}"].shape
+            k = int(round((k2c / c) ** 0.5))
+            w = torch.from_numpy(z[f"K{j}"].reshape(k, k, c, d).transpose(3, 2, 0, 1).copy())
+            b = torch.from_numpy(z[f"c{j}"][0].copy())
+            self.convs.append((w, b, k // 2))
+            c, hw = d, hw // 2
+        self.dense = []
+        i = 0
+        while f"W{i}" in z:
+            w = z[f"W{i}"]
+            if i == 0:  # rows HWC -> CHW
+                w = w.reshape(hw, hw, c, -1).transpose(2, 0, 1, 3).reshape(hw * hw * c, -1)
+            self.dense.append((torch.from_numpy(np.ascontiguousarray(w.T)),
+                               torch.from_numpy(z[f"b{i}"][0].copy())))
+            i += 1
+        self.side = side
+
+    def logits(self, xt):
+        F = self.torch.nn.functional
+        a = xt.reshape(1, 1, self.side, self.side)
+        for w, b, p in self.convs:
+            a = F.max_pool2d(F.relu(F.conv2d(a, w, b, padding=p)), 2)
+        a = a.reshape(1, -1)
+        for k, (w, b) in enumerate(self.dense):
+            a = F.linear(a, w, b)
+            if k < len(self.dense) - 1:
+                a = F.relu(a)
+        return a[0]
+
+    def predict(self, z):
+        with self.torch.no_grad():
+            return int(self.logits(self.torch.from_numpy(z.astype(np.float32))).argmax())
+
+    def loss_grad(self, z, t):
+        xt = self.torch.from_numpy(z.astype(np.float32)).requires_grad_(True)
+        logits = self.logits(xt)
+        loss = self.torch.logsumexp(logits, 0) - logits[t]
+        loss.backward()
+        return float(loss), xt.grad.numpy()
 
 
 def sigmoid(v):
@@ -170,7 +237,12 @@ def main():
     args = ap.parse_args()
 
     x, y = load_mnist_train(args.images)
-    model = Model(load_model(args.model))
+    if "K0" in np.load(args.model):
+        model = TorchConv(args.model)
+        peer = "SciPy fmin_l_bfgs_b + PyTorch"
+    else:
+        model = Model(load_model(args.model))
+        peer = "SciPy fmin_l_bfgs_b + NumPy"
     times, evals, succ, dist = [], 0, 0, 0.0
     for i in range(args.images):
         t0 = time.perf_counter()
@@ -193,7 +265,7 @@ def main():
          "--model", args.model, "--images", str(args.images), "--max-iters", str(args.max_iters)],
         cwd=ROOT, check=True, capture_output=True, text=True)
     rs = json.loads(out.stdout)
-    print(f"| | SciPy fmin_l_bfgs_b + NumPy | blindspot BoxLbfgs |")
+    print(f"| | {peer} | blindspot BoxLbfgs |")
     print(f"|---|---|---|")
     for k in ["images", "success_rate", "mean_distortion", "evaluations_per_image",
               "ms_per_image_mean", "ms_per_image_median"]:

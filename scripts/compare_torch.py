@@ -4,6 +4,10 @@ momentum, weight decay) on the full 60,000 MNIST training images at batch 128: P
 against blindspot, in one run, with the same number of threads (issue 2).
 
     python3 scripts/compare_torch.py --epochs 5 --threads 2
+    python3 scripts/compare_torch.py --arch conv --batch 64 --epochs 3 --threads 2
+
+`--arch conv` compares the zoo's convnet CONV16-32-FC128-10 instead (two 5x5 convolutions with
+padding 2, ReLU and 2x2 max-pooling, 16 and 32 channels, dense ReLU 128, softmax 10).
 
 Needs torch and numpy (not used by CI). Reports the median epoch time of each side.
 """
@@ -32,15 +36,32 @@ def load_mnist_train():
     return torch.from_numpy(x.astype(np.float32) / 255.0), torch.from_numpy(y.astype(np.int64))
 
 
-def torch_epochs(epochs, batch, threads):
+ARCH = {
+    "fc": ("FC100-100-10", 0.5),
+    "conv": ("CONV16-32-FC128-10", 0.05),
+}
+
+
+def torch_model(arch):
+    nn = torch.nn
+    if arch == "fc":
+        return nn.Sequential(
+            nn.Linear(784, 100), nn.Sigmoid(),
+            nn.Linear(100, 100), nn.Sigmoid(),
+            nn.Linear(100, 10))
+    return nn.Sequential(
+        nn.Unflatten(1, (1, 28, 28)),
+        nn.Conv2d(1, 16, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(32 * 7 * 7, 128), nn.ReLU(), nn.Linear(128, 10))
+
+
+def torch_epochs(arch, epochs, batch, threads):
     torch.set_num_threads(threads)
     torch.manual_seed(1)
     x, y = load_mnist_train()
-    model = torch.nn.Sequential(
-        torch.nn.Linear(784, 100), torch.nn.Sigmoid(),
-        torch.nn.Linear(100, 100), torch.nn.Sigmoid(),
-        torch.nn.Linear(100, 10))
-    opt = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9, weight_decay=1e-5)
+    model = torch_model(arch)
+    opt = torch.optim.SGD(model.parameters(), lr=ARCH[arch][1], momentum=0.9, weight_decay=1e-5)
     loss_fn = torch.nn.CrossEntropyLoss()
     times = []
     for _ in range(epochs):
@@ -56,14 +77,14 @@ def torch_epochs(epochs, batch, threads):
     return times
 
 
-def ours(epochs, batch, threads):
+def ours(arch, epochs, batch, threads):
     with tempfile.TemporaryDirectory() as d:
         out = os.path.join(d, "r.json")
         env = dict(os.environ, RAYON_NUM_THREADS=str(threads))
         subprocess.run(
             ["cargo", "run", "--release", "--quiet", "--example", "train", "--",
-             "--model", "FC100-100-10", "--epochs", str(epochs), "--batch", str(batch),
-             "--lr", "0.5", "--seed", "1", "--json", out],
+             "--model", ARCH[arch][0], "--epochs", str(epochs), "--batch", str(batch),
+             "--lr", str(ARCH[arch][1]), "--seed", "1", "--json", out],
             cwd=ROOT, check=True, env=env, capture_output=True)
         with open(out) as f:
             return json.load(f)["epoch_seconds"]
@@ -74,11 +95,12 @@ def main():
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--arch", choices=sorted(ARCH), default="fc")
     a = ap.parse_args()
-    t = torch_epochs(a.epochs, a.batch, a.threads)
-    r = ours(a.epochs, a.batch, a.threads)
+    t = torch_epochs(a.arch, a.epochs, a.batch, a.threads)
+    r = ours(a.arch, a.epochs, a.batch, a.threads)
     mt, mr = statistics.median(t), statistics.median(r)
-    print(f"| FC100-100-10, 60k images, batch {a.batch}, {a.threads} threads | median s/epoch | all epochs |")
+    print(f"| {ARCH[a.arch][0]}, 60k images, batch {a.batch}, {a.threads} threads | median s/epoch | all epochs |")
     print("|---|---|---|")
     print(f"| PyTorch {torch.__version__} (CPU) | {mt:.3f} | {' '.join(f'{v:.3f}' for v in t)} |")
     print(f"| blindspot | {mr:.3f} | {' '.join(f'{v:.3f}' for v in r)} |")
