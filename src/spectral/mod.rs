@@ -29,8 +29,14 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::error::{Error, Result};
+
+pub mod conv;
 use crate::model::{check_batch, Classifier};
 use crate::nn::{Activation, Mlp};
+pub use conv::{
+    conv_operator_norm, conv_operator_norm_padded, conv_power_iteration, zero_padding_grid,
+    ConvNorm, ConvNormEstimate, Padding,
+};
 
 /// Seed of the power iteration's start vector in [`operator_norm`].
 pub const DEFAULT_SEED: u64 = 0x5eed;

@@ -1,0 +1,351 @@
+//! The Fourier (§4.3) operator norm of convolutions against power iteration on the explicit
+//! operator, known optima, and typed errors. Run with `--nocapture` to see the tables.
+
+use blindspot::spectral::{
+    conv_operator_norm, conv_operator_norm_padded, conv_power_iteration, power_iteration,
+    zero_padding_grid, Padding,
+};
+use blindspot::Error;
+use ndarray::{array, Array2, Array4};
+use ndarray_rand::rand_distr::StandardNormal;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+const TOL: f64 = 1e-12;
+const MAX_ITER: usize = 500_000;
+
+fn gaussian_kernel(shape: (usize, usize, usize, usize), seed: u64) -> Array4<f32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    Array4::from_shape_simple_fn(shape, || rng.sample::<f32, _>(StandardNormal))
+}
+
+/// (D, C, k, H, W, stride)
+const CIRCULAR_CASES: &[(usize, usize, usize, usize, usize, usize)] = &[
+    (1, 1, 3, 8, 8, 1),
+    (4, 3, 3, 8, 8, 1),
+    (2, 5, 3, 6, 10, 1),
+    (6, 2, 5, 8, 8, 1),
+    (2, 3, 2, 7, 5, 1),
+    (3, 2, 3, 8, 8, 2),
+    (8, 1, 3, 8, 6, 2),
+    (4, 3, 5, 12, 10, 2),
+    // Kernel larger than the 2 × 2 polyphase grid: taps wrap around.
+    (2, 2, 5, 4, 4, 2),
+    (3, 2, 4, 9, 6, 3),
+];
+
+#[test]
+fn fourier_equals_circular_power_iteration() {
+    println!(
+        "{:>2} {:>2} {:>2} {:>3} {:>3} {:>2} | {:>14} {:>14} {:>9} {:>6}",
+        "D", "C", "k", "H", "W", "s", "fourier", "power iter", "rel diff", "iters"
+    );
+    for (i, &(d, c, k, h, w, s)) in CIRCULAR_CASES.iter().enumerate() {
+        let kernel = gaussian_kernel((d, c, k, k), 100 + i as u64);
+        let f = conv_operator_norm(kernel.view(), h, w, s).unwrap();
+        assert_eq!(f.method, "fourier");
+        assert_eq!(f.phase_grid, (h / s, w / s));
+        assert_eq!(f.matrix_shape, (d, c * s * s));
+        let p = conv_power_iteration(
+            kernel.view(),
+            h,
+            w,
+            s,
+            Padding::Circular,
+            TOL,
+            MAX_ITER,
+            7 + i as u64,
+        )
+        .unwrap();
+        let rel = (f.value - p.value).abs() / f.value;
+        println!(
+            "{d:>2} {c:>2} {k:>2} {h:>3} {w:>3} {s:>2} | {:>14.9} {:>14.9} {rel:>9.2e} {:>6}",
+            f.value, p.value, p.iterations
+        );
+        assert!(
+            rel <= 1e-4,
+            "case {:?}: fourier {} vs power iteration {}",
+            CIRCULAR_CASES[i],
+            f.value,
+            p.value
+        );
+        assert_eq!(p.input.dim(), (c, h, w));
+        assert_eq!(p.output.dim(), (d, h / s, w / s));
+    }
+}
+
+/// (D, C, k, H, W, stride, padding)
+const PADDED_CASES: &[(usize, usize, usize, usize, usize, usize, usize)] = &[
+    (1, 1, 3, 8, 8, 1, 1),
+    (1, 1, 3, 8, 8, 1, 0),
+    (4, 3, 3, 8, 8, 1, 1),
+    (4, 3, 3, 8, 8, 1, 0),
+    (3, 5, 5, 7, 9, 1, 2),
+    (3, 5, 5, 7, 9, 1, 0),
+    (3, 2, 3, 8, 8, 2, 1),
+    (3, 2, 3, 8, 8, 2, 0),
+    (5, 2, 5, 9, 7, 2, 2),
+    (5, 2, 5, 9, 7, 2, 0),
+    (2, 2, 3, 5, 5, 1, 4),
+];
+
+#[test]
+fn fourier_bounds_zero_padded_power_iteration() {
+    println!(
+        "{:>2} {:>2} {:>2} {:>3} {:>3} {:>2} {:>2} | {:>7} {:>12} {:>12} {:>12}",
+        "D", "C", "k", "H", "W", "s", "p", "grid", "fourier", "H+2p grid", "power iter"
+    );
+    for (i, &(d, c, k, h, w, s, pad)) in PADDED_CASES.iter().enumerate() {
+        let kernel = gaussian_kernel((d, c, k, k), 200 + i as u64);
+        let bound = conv_operator_norm_padded(kernel.view(), h, w, s, Padding::Zero(pad)).unwrap();
+        assert_eq!(bound.grid, zero_padding_grid((k, k), h, w, s, pad).unwrap());
+        // The looser grid suggested by "H + 2p", rounded up to the stride, is valid too.
+        let wide = conv_operator_norm(
+            kernel.view(),
+            (h + 2 * pad).div_ceil(s) * s,
+            (w + 2 * pad).div_ceil(s) * s,
+            s,
+        )
+        .unwrap();
+        let p = conv_power_iteration(
+            kernel.view(),
+            h,
+            w,
+            s,
+            Padding::Zero(pad),
+            TOL,
+            MAX_ITER,
+            31 + i as u64,
+        )
+        .unwrap();
+        println!(
+            "{d:>2} {c:>2} {k:>2} {h:>3} {w:>3} {s:>2} {pad:>2} | {:>3}x{:<3} {:>12.6} {:>12.6} {:>12.6}",
+            bound.grid.0, bound.grid.1, bound.value, wide.value, p.value
+        );
+        for (name, b) in [("tight grid", bound.value), ("H+2p grid", wide.value)] {
+            assert!(
+                b >= p.value * (1.0 - 1e-6),
+                "case {:?}: {name} bound {b} < zero-padded norm {}",
+                PADDED_CASES[i],
+                p.value
+            );
+        }
+        let out = |n: usize| (n + 2 * pad - k) / s + 1;
+        assert_eq!(p.output.dim(), (d, out(h), out(w)));
+    }
+}
+
+#[test]
+fn circular_padding_helper_is_the_plain_method() {
+    let kernel = gaussian_kernel((3, 2, 3, 3), 5);
+    let a = conv_operator_norm(kernel.view(), 8, 6, 2).unwrap();
+    let b = conv_operator_norm_padded(kernel.view(), 8, 6, 2, Padding::Circular).unwrap();
+    assert_eq!(a, b);
+}
+
+#[test]
+fn one_by_one_kernel_gives_largest_singular_value_of_the_matrix() {
+    // Known values: diag(3, −5) padded with a zero row.
+    let m = array![[3.0f32, 0.0], [0.0, -5.0], [0.0, 0.0]];
+    let kernel = m.clone().into_shape_with_order((3, 2, 1, 1)).unwrap();
+    for s in [1, 2] {
+        let f = conv_operator_norm(kernel.view(), 6, 4, s).unwrap();
+        assert!((f.value - 5.0).abs() < 1e-12, "stride {s}: {}", f.value);
+    }
+    // A random 5 × 3 matrix against the dense power iteration.
+    let mut rng = ChaCha8Rng::seed_from_u64(42);
+    let m = Array2::from_shape_simple_fn((5, 3), || rng.sample::<f32, _>(StandardNormal));
+    let dense = power_iteration(m.view(), 1e-14, 1_000_000, 1)
+        .unwrap()
+        .value;
+    let kernel = m.into_shape_with_order((5, 3, 1, 1)).unwrap();
+    for s in [1, 2] {
+        let f = conv_operator_norm(kernel.view(), 4, 6, s).unwrap();
+        assert!(
+            (f.value - dense).abs() <= 1e-9 * dense,
+            "{} vs {dense}",
+            f.value
+        );
+    }
+}
+
+#[test]
+fn delta_kernel_has_norm_one() {
+    for (k, a, b) in [(1, 0, 0), (3, 1, 1), (3, 0, 2), (5, 4, 3)] {
+        let mut kernel = Array4::<f32>::zeros((1, 1, k, k));
+        kernel[[0, 0, a, b]] = 1.0;
+        for s in [1, 2] {
+            let f = conv_operator_norm(kernel.view(), 8, 8, s).unwrap();
+            assert!(
+                (f.value - 1.0).abs() < 1e-12,
+                "k {k} tap ({a},{b}) s {s}: {}",
+                f.value
+            );
+        }
+    }
+}
+
+#[test]
+fn constant_kernel_has_norm_abs_a_times_k_squared() {
+    for (k, a) in [(3usize, -0.7f32), (5, 0.25), (2, 3.0)] {
+        let kernel = Array4::<f32>::from_elem((1, 1, k, k), a);
+        let f = conv_operator_norm(kernel.view(), 10, 10, 1).unwrap();
+        let want = f64::from(a).abs() * (k * k) as f64;
+        assert!(
+            (f.value - want).abs() <= 1e-12 * want,
+            "{} vs {want}",
+            f.value
+        );
+        assert_eq!(f.argmax, (0, 0));
+    }
+    // A zero kernel has norm 0 (not an error).
+    let zero = Array4::<f32>::zeros((2, 3, 3, 3));
+    assert_eq!(conv_operator_norm(zero.view(), 4, 4, 1).unwrap().value, 0.0);
+    let p = conv_power_iteration(zero.view(), 4, 4, 1, Padding::Zero(1), TOL, 10, 0).unwrap();
+    assert_eq!(p.value, 0.0);
+}
+
+fn assert_shape<T: std::fmt::Debug>(r: Result<T, Error>) {
+    assert!(matches!(r, Err(Error::Shape { .. })), "{r:?}");
+}
+
+fn assert_param<T: std::fmt::Debug>(r: Result<T, Error>, want: &str) {
+    match r {
+        Err(Error::InvalidParameter { name, .. }) => assert_eq!(name, want),
+        other => panic!("expected InvalidParameter({want}), got {other:?}"),
+    }
+}
+
+fn pi(
+    k: &Array4<f32>,
+    h: usize,
+    w: usize,
+    s: usize,
+    pad: Padding,
+) -> Result<blindspot::spectral::ConvNormEstimate, Error> {
+    conv_power_iteration(k.view(), h, w, s, pad, 1e-6, 100, 0)
+}
+
+#[test]
+fn empty_kernels_are_shape_errors() {
+    for shape in [(0, 1, 3, 3), (1, 0, 3, 3), (1, 1, 0, 3), (1, 1, 3, 0)] {
+        let k = Array4::<f32>::zeros(shape);
+        assert_shape(conv_operator_norm(k.view(), 8, 8, 1));
+        assert_shape(conv_operator_norm_padded(
+            k.view(),
+            8,
+            8,
+            1,
+            Padding::Zero(1),
+        ));
+        assert_shape(pi(&k, 8, 8, 1, Padding::Circular));
+        assert_shape(pi(&k, 8, 8, 1, Padding::Zero(1)));
+    }
+}
+
+#[test]
+fn empty_inputs_are_shape_errors() {
+    let k = Array4::<f32>::ones((1, 1, 1, 1));
+    assert_shape(conv_operator_norm(k.view(), 0, 8, 1));
+    assert_shape(conv_operator_norm(k.view(), 8, 0, 1));
+    assert_shape(pi(&k, 0, 8, 1, Padding::Zero(1)));
+    assert_shape(zero_padding_grid((1, 1), 8, 0, 1, 0));
+}
+
+#[test]
+fn zero_stride_is_a_parameter_error() {
+    let k = Array4::<f32>::ones((1, 1, 3, 3));
+    assert_param(conv_operator_norm(k.view(), 8, 8, 0), "stride");
+    assert_param(
+        conv_operator_norm_padded(k.view(), 8, 8, 0, Padding::Zero(1)),
+        "stride",
+    );
+    assert_param(pi(&k, 8, 8, 0, Padding::Circular), "stride");
+    assert_param(pi(&k, 8, 8, 0, Padding::Zero(1)), "stride");
+}
+
+#[test]
+fn kernel_larger_than_padded_input_is_a_shape_error() {
+    let k = Array4::<f32>::ones((1, 1, 5, 3));
+    assert_shape(pi(&k, 4, 8, 1, Padding::Zero(0)));
+    assert_shape(conv_operator_norm_padded(
+        k.view(),
+        4,
+        8,
+        1,
+        Padding::Zero(0),
+    ));
+    assert_shape(zero_padding_grid((5, 3), 4, 8, 1, 0));
+    let k = Array4::<f32>::ones((1, 1, 3, 7));
+    assert_shape(pi(&k, 8, 4, 1, Padding::Zero(1)));
+    // With enough padding it fits: 4 + 2·2 ≥ 7.
+    assert!(pi(&k, 8, 4, 1, Padding::Zero(2)).is_ok());
+    // The circular method wraps large kernels around instead (documented), no error.
+    assert!(conv_operator_norm(k.view(), 4, 4, 1).is_ok());
+}
+
+#[test]
+fn non_finite_kernels_are_rejected() {
+    for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        let mut k = Array4::<f32>::ones((2, 2, 3, 3));
+        k[[1, 0, 2, 1]] = bad;
+        let nonfinite = |r: Result<(), Error>| assert!(matches!(r, Err(Error::NonFinite { .. })));
+        nonfinite(conv_operator_norm(k.view(), 8, 8, 1).map(|_| ()));
+        nonfinite(conv_operator_norm_padded(k.view(), 8, 8, 1, Padding::Zero(1)).map(|_| ()));
+        nonfinite(pi(&k, 8, 8, 1, Padding::Circular).map(|_| ()));
+        nonfinite(pi(&k, 8, 8, 1, Padding::Zero(1)).map(|_| ()));
+    }
+}
+
+#[test]
+fn grid_not_a_multiple_of_the_stride_is_a_shape_error() {
+    let k = Array4::<f32>::ones((1, 1, 3, 3));
+    assert_shape(conv_operator_norm(k.view(), 7, 8, 2));
+    assert_shape(conv_operator_norm(k.view(), 9, 9, 2));
+    assert_shape(conv_operator_norm(k.view(), 6, 8, 3));
+    assert_shape(pi(&k, 7, 8, 2, Padding::Circular));
+    // Zero padding has no such restriction: the bound's grid is rounded up to the stride.
+    let b = conv_operator_norm_padded(k.view(), 7, 9, 2, Padding::Zero(1)).unwrap();
+    assert_eq!(b.grid, (8, 10));
+    assert!(pi(&k, 7, 9, 2, Padding::Zero(1)).is_ok());
+}
+
+#[test]
+fn absurd_sizes_are_errors_not_allocations() {
+    let k = Array4::<f32>::ones((1, 1, 1, 1));
+    assert_param(conv_operator_norm(k.view(), usize::MAX, 2, 1), "size");
+    assert_param(conv_operator_norm(k.view(), 1 << 15, 1 << 14, 1), "size");
+    assert_param(pi(&k, 1 << 15, 1 << 14, 1, Padding::Circular), "size");
+    assert_param(pi(&k, 1 << 15, 1 << 14, 1, Padding::Zero(0)), "size");
+    assert_param(pi(&k, 8, 8, 1, Padding::Zero(usize::MAX / 2 + 1)), "size");
+    assert_param(zero_padding_grid((1, 1), usize::MAX, 8, 1, 1), "size");
+    assert_param(
+        conv_operator_norm_padded(k.view(), 8, 8, 1, Padding::Zero(usize::MAX)),
+        "size",
+    );
+    // Input within the cap (2^27) but the spectra D·C·H·W = 2^29 are not.
+    let k4 = Array4::<f32>::ones((4, 1, 1, 1));
+    assert_param(conv_operator_norm(k4.view(), 1 << 13, 1 << 14, 1), "size");
+    // The output D·H_out·W_out is capped too.
+    let big = Array4::<f32>::ones((1 << 20, 1, 1, 1));
+    assert_param(pi(&big, 1 << 5, 1 << 5, 1, Padding::Circular), "size");
+    // Huge grids (with huge strides) overflow.
+    assert!(conv_operator_norm(k.view(), 1 << 40, 1 << 40, 1 << 40).is_err());
+}
+
+#[test]
+fn bad_power_iteration_settings_are_errors() {
+    let k = gaussian_kernel((2, 2, 3, 3), 1);
+    for tol in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+        assert_param(
+            conv_power_iteration(k.view(), 6, 6, 1, Padding::Circular, tol, 10, 0),
+            "tol",
+        );
+    }
+    assert_param(
+        conv_power_iteration(k.view(), 6, 6, 1, Padding::Circular, 1e-6, 0, 0),
+        "max_iter",
+    );
+    let r = conv_power_iteration(k.view(), 6, 6, 1, Padding::Circular, 1e-15, 1, 0);
+    assert!(matches!(r, Err(Error::Optim(_))), "{r:?}");
+}
