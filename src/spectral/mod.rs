@@ -29,10 +29,11 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::error::{Error, Result};
+use crate::model::{check_batch, Classifier};
+use crate::nn::{Activation, Layer, Mlp};
 
 pub mod conv;
-use crate::model::{check_batch, Classifier};
-use crate::nn::{Activation, Mlp};
+
 pub use conv::{
     conv_operator_norm, conv_operator_norm_padded, conv_power_iteration, zero_padding_grid,
     ConvNorm, ConvNormEstimate, Padding,
@@ -158,37 +159,72 @@ pub fn operator_norm(w: ArrayView2<'_, f32>, tol: f64, max_iter: usize) -> Resul
     Ok(power_iteration(w, tol, max_iter, DEFAULT_SEED)?.value as f32)
 }
 
-/// The Lipschitz bound of one dense layer (the paper's Table 5, one row).
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// How a layer's operator norm was obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BoundMethod {
+    /// Power iteration on a dense layer's weights (a lower estimate converging to `‖W‖₂`).
+    PowerIteration,
+    /// The paper's Fourier method for a convolution: exact for the circular convolution on the
+    /// grid it reports, an upper bound for the zero-padded layer.
+    Fourier,
+    /// Max-pooling over disjoint windows, whose Lipschitz constant is 1.
+    MaxPool,
+}
+
+impl BoundMethod {
+    /// The lower-case name: `"power iteration"`, `"fourier"`, `"max-pool"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            BoundMethod::PowerIteration => "power iteration",
+            BoundMethod::Fourier => "fourier",
+            BoundMethod::MaxPool => "max-pool",
+        }
+    }
+}
+
+/// The Lipschitz bound of one layer (the paper's Table 5, one row): a dense or convolution
+/// layer together with the activation after it, or a max-pooling layer.
+#[derive(Debug, Clone, PartialEq)]
 pub struct LayerBound {
-    /// Dense layer index (0 is the first hidden layer; the last is the softmax layer).
+    /// Row index, first layer 0.
     pub layer: usize,
-    /// Input width.
+    /// `"dense"`, `"conv"` or `"max-pool"`.
+    pub kind: &'static str,
+    /// Input width (values per example).
     pub inputs: usize,
     /// Output width.
     pub outputs: usize,
-    /// The activation after the layer, or `None` for the final (pre-softmax) linear layer.
+    /// The layer's size as the paper's Table 5 gives it: `in×out` for a dense layer,
+    /// `k×k×C×D` for a convolution, `q×q` for pooling.
+    pub size: String,
+    /// Stride (1 for dense layers).
+    pub stride: usize,
+    /// How the operator norm was computed.
+    pub method: BoundMethod,
+    /// The activation after the layer, or `None` (the final linear layer, pooling).
     pub activation: Option<Activation>,
-    /// Largest singular value of the weights.
+    /// The layer's operator norm (largest singular value), or 1 for pooling.
     pub operator_norm: f64,
-    /// Power iterations used.
+    /// Power iterations used (0 for the other methods).
     pub iterations: usize,
-    /// Lipschitz constant of the activation (1 for the final linear layer).
+    /// Lipschitz constant of the activation (1 when there is none).
     pub activation_lipschitz: f64,
     /// `operator_norm × activation_lipschitz`: the layer's upper Lipschitz bound.
     pub bound: f64,
 }
 
 /// Per-layer upper Lipschitz bounds of `mlp`, first layer to last, with [`DEFAULT_TOL`] and
-/// [`DEFAULT_MAX_ITER`]. The last row is the linear layer that produces the logits (no
-/// activation; the softmax after it is 1-Lipschitz).
+/// [`DEFAULT_MAX_ITER`]. Dense layers by power iteration, convolutions by the Fourier method
+/// ([`conv_operator_norm_padded`] with the layer's zero padding), max-pooling 1; each dense or
+/// convolution row includes the activation after it. The last row is the linear layer that
+/// produces the logits (no activation; the softmax after it is 1-Lipschitz).
 ///
 /// An autoencoder-initialised classifier such as AE400-10 is an [`Mlp`] too; its layer 0 is
 /// the code layer.
 ///
 /// # Errors
 ///
-/// As [`power_iteration`].
+/// As [`power_iteration`] and [`conv_operator_norm_padded`].
 pub fn layer_bounds(mlp: &Mlp) -> Result<Vec<LayerBound>> {
     layer_bounds_with(mlp, DEFAULT_TOL, DEFAULT_MAX_ITER)
 }
@@ -197,27 +233,91 @@ pub fn layer_bounds(mlp: &Mlp) -> Result<Vec<LayerBound>> {
 ///
 /// # Errors
 ///
-/// As [`power_iteration`].
+/// As [`layer_bounds`].
 pub fn layer_bounds_with(mlp: &Mlp, tol: f64, max_iter: usize) -> Result<Vec<LayerBound>> {
-    let last = mlp.num_dense() - 1;
-    (0..=last)
-        .map(|l| {
-            let w = mlp.weights(l).expect("layer index below num_dense");
-            let est = power_iteration(w, tol, max_iter, DEFAULT_SEED.wrapping_add(l as u64))?;
-            let activation = (l < last).then(|| mlp.arch().activation());
-            let lip = activation.map_or(1.0, |a| f64::from(a.lipschitz()));
-            Ok(LayerBound {
-                layer: l,
-                inputs: w.nrows(),
-                outputs: w.ncols(),
-                activation,
-                operator_norm: est.value,
-                iterations: est.iterations,
-                activation_lipschitz: lip,
-                bound: est.value * lip,
-            })
-        })
-        .collect()
+    let layers = mlp.layers();
+    let mut rows: Vec<LayerBound> = Vec::new();
+    let mut dense = 0u64;
+    for (i, layer) in layers.iter().enumerate() {
+        let activation = match layers.get(i + 1) {
+            Some(Layer::Activation(a)) => Some(*a),
+            _ => None,
+        };
+        let lip = activation.map_or(1.0, |a| f64::from(a.lipschitz()));
+        let row = |kind, inputs, outputs, size, stride, method, norm: f64, iterations| LayerBound {
+            layer: rows.len(),
+            kind,
+            inputs,
+            outputs,
+            size,
+            stride,
+            method,
+            activation,
+            operator_norm: norm,
+            iterations,
+            activation_lipschitz: lip,
+            bound: norm * lip,
+        };
+        let next = match layer {
+            Layer::Dense(d) => {
+                // Seeds as before the layer stack, so dense estimates are unchanged.
+                let est =
+                    power_iteration(d.weight(), tol, max_iter, DEFAULT_SEED.wrapping_add(dense))?;
+                dense += 1;
+                row(
+                    "dense",
+                    d.inputs(),
+                    d.outputs(),
+                    format!("{}×{}", d.inputs(), d.outputs()),
+                    1,
+                    BoundMethod::PowerIteration,
+                    est.value,
+                    est.iterations,
+                )
+            }
+            Layer::Conv2d(c) => {
+                let (h, w, ch) = c.input_shape();
+                let (k, stride, padding) = c.geometry();
+                let (ho, wo, d) = c.output_shape();
+                let norm = conv_operator_norm_padded(
+                    c.kernel_dckk().view(),
+                    h,
+                    w,
+                    stride,
+                    Padding::Zero(padding),
+                )?;
+                row(
+                    "conv",
+                    h * w * ch,
+                    ho * wo * d,
+                    format!("{k}×{k}×{ch}×{d}"),
+                    stride,
+                    BoundMethod::Fourier,
+                    norm.value,
+                    0,
+                )
+            }
+            Layer::MaxPool2d(p) => {
+                let (h, w, ch) = p.input_shape();
+                let (ho, wo, _) = p.output_shape();
+                let q = p.size();
+                row(
+                    "max-pool",
+                    h * w * ch,
+                    ho * wo * ch,
+                    format!("{q}×{q}"),
+                    q,
+                    BoundMethod::MaxPool,
+                    1.0,
+                    0,
+                )
+            }
+            // Folded into the row of the layer before it.
+            Layer::Activation(_) => continue,
+        };
+        rows.push(next);
+    }
+    Ok(rows)
 }
 
 /// The whole network's upper Lipschitz bound: the product of the layers' bounds.
