@@ -94,6 +94,7 @@ fn check_param_grads(m: &mut Network, n: usize) {
         .unwrap();
     m.regularize(&mut grads);
     let (mut checked, mut skipped) = (0, 0);
+    #[allow(clippy::needless_range_loop)] // p indexes both the gradients and the model
     for p in 0..grads.len() {
         for idx in 0..grads[p].len() {
             let (r, c) = (idx / grads[p].ncols(), idx % grads[p].ncols());

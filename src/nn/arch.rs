@@ -230,7 +230,7 @@ impl Architecture {
                 .and_then(|v| v.checked_mul(stage.kernel * stage.kernel))
                 .and_then(|v| v.checked_mul(channels));
             for v in [params, outputs, cols] {
-                if !v.is_some_and(|v| v <= MAX_SIZE) {
+                if v.is_none_or(|v| v > MAX_SIZE) {
                     return Err(too_big());
                 }
             }
@@ -238,7 +238,7 @@ impl Architecture {
             channels = stage.channels;
         }
         for pair in self.widths().windows(2) {
-            if !pair[0].checked_mul(pair[1]).is_some_and(|v| v <= MAX_SIZE) || pair[1] > MAX_SIZE {
+            if pair[0].checked_mul(pair[1]).is_none_or(|v| v > MAX_SIZE) || pair[1] > MAX_SIZE {
                 return Err(too_big());
             }
         }

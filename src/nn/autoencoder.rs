@@ -86,9 +86,9 @@ impl Autoencoder {
                 format!("input and code widths must be at least 1, got {input} and {code}"),
             ));
         }
-        if !input
+        if input
             .checked_mul(code)
-            .is_some_and(|v| v <= crate::nn::MAX_SIZE)
+            .is_none_or(|v| v > crate::nn::MAX_SIZE)
         {
             return Err(Error::param(
                 "widths",
