@@ -305,23 +305,34 @@ pub fn top_k<R: Representation + ?Sized>(
 
 /// Share of the most common label among `labels[i]` for `i` in `indices` (1 means all equal).
 /// Returns 0 for an empty `indices`.
-pub fn label_purity(labels: &[usize], indices: &[usize]) -> f64 {
+///
+/// # Errors
+///
+/// [`Error::InvalidParameter`] if an index is not below `labels.len()`.
+pub fn label_purity(labels: &[usize], indices: &[usize]) -> Result<f64> {
+    check_indices(indices, labels.len(), "labels")?;
     if indices.is_empty() {
-        return 0.0;
+        return Ok(0.0);
     }
     let mut counts = std::collections::HashMap::new();
     for &i in indices {
         *counts.entry(labels[i]).or_insert(0usize) += 1;
     }
     let max = counts.values().copied().max().unwrap_or(0);
-    max as f64 / indices.len() as f64
+    Ok(max as f64 / indices.len() as f64)
 }
 
 /// Mean Euclidean distance over all pairs of the rows `indices` of `x` (0 for fewer than two).
-pub fn mean_pairwise_distance(x: ArrayView2<'_, f32>, indices: &[usize]) -> f64 {
+///
+/// # Errors
+///
+/// [`Error::InvalidParameter`] if an index is not below `x.nrows()`; [`Error::NonFinite`] if
+/// a selected row has a NaN or infinite value, or the distances overflow.
+pub fn mean_pairwise_distance(x: ArrayView2<'_, f32>, indices: &[usize]) -> Result<f64> {
+    check_indices(indices, x.nrows(), "rows")?;
     let m = indices.len();
     if m < 2 {
-        return 0.0;
+        return Ok(0.0);
     }
     let mut total = 0.0;
     for (a, &i) in indices.iter().enumerate() {
@@ -331,14 +342,52 @@ pub fn mean_pairwise_distance(x: ArrayView2<'_, f32>, indices: &[usize]) -> f64 
                 .iter()
                 .zip(x.row(j))
                 .map(|(&p, &q)| {
-                    let d = (p - q) as f64;
+                    let d = p as f64 - q as f64;
                     d * d
                 })
                 .sum();
             total += d2.sqrt();
         }
     }
-    total / (m * (m - 1) / 2) as f64
+    // m · (m − 1) / 2 pairs, in f64: the product could overflow usize for huge index lists.
+    let mean = total / (m as f64 * (m as f64 - 1.0) / 2.0);
+    if !mean.is_finite() {
+        return Err(Error::NonFinite {
+            what: "pairwise distances".into(),
+        });
+    }
+    Ok(mean)
+}
+
+fn check_indices(indices: &[usize], n: usize, what: &str) -> Result<()> {
+    match indices.iter().find(|&&i| i >= n) {
+        Some(&i) => Err(Error::param(
+            "indices",
+            format!("index {i} out of range for {n} {what}"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Largest number of bootstrap resamples, permutations or baseline sets accepted: far more
+/// than a 95% interval needs, and small enough that a typo cannot run for hours.
+pub const MAX_RESAMPLES: usize = 1_000_000;
+
+fn check_resamples(name: &'static str, n: usize) -> Result<()> {
+    if n == 0 || n > MAX_RESAMPLES {
+        return Err(Error::param(
+            name,
+            format!("must be in 1..={MAX_RESAMPLES}, got {n}"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_values(v: &[f64], what: &str) -> Result<()> {
+    if v.iter().any(|x| !x.is_finite()) {
+        return Err(Error::NonFinite { what: what.into() });
+    }
+    Ok(())
 }
 
 /// A two-sided interval.
@@ -394,14 +443,18 @@ fn resample_mean(v: &[f64], rng: &mut impl Rng) -> f64 {
 ///
 /// # Errors
 ///
-/// [`Error::EmptyDataset`] if `values` is empty; [`Error::InvalidParameter`] if `resamples`
-/// is 0.
+/// [`Error::EmptyDataset`] if `values` is empty; [`Error::NonFinite`] if a value is NaN or
+/// infinite; [`Error::InvalidParameter`] if `resamples` is 0 or above [`MAX_RESAMPLES`].
 pub fn bootstrap_mean(values: &[f64], resamples: usize, seed: u64) -> Result<MeanCi> {
     if values.is_empty() {
         return Err(Error::EmptyDataset("bootstrap of no values".into()));
     }
-    if resamples == 0 {
-        return Err(Error::param("resamples", "must be at least 1"));
+    check_values(values, "bootstrap values")?;
+    check_resamples("resamples", resamples)?;
+    if !mean(values).is_finite() {
+        return Err(Error::NonFinite {
+            what: "mean of the bootstrap values".into(),
+        });
     }
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut stats: Vec<f64> = (0..resamples)
@@ -433,16 +486,22 @@ pub struct Difference {
 ///
 /// # Errors
 ///
-/// [`Error::EmptyDataset`] if a group is empty; [`Error::InvalidParameter`] if `resamples`
-/// is 0.
+/// [`Error::EmptyDataset`] if a group is empty; [`Error::NonFinite`] if a value is NaN or
+/// infinite (or the means overflow); [`Error::InvalidParameter`] if `resamples` is 0 or above
+/// [`MAX_RESAMPLES`].
 pub fn compare_means(a: &[f64], b: &[f64], resamples: usize, seed: u64) -> Result<Difference> {
     if a.is_empty() || b.is_empty() {
         return Err(Error::EmptyDataset("comparison of an empty group".into()));
     }
-    if resamples == 0 {
-        return Err(Error::param("resamples", "must be at least 1"));
-    }
+    check_values(a, "first group")?;
+    check_values(b, "second group")?;
+    check_resamples("resamples", resamples)?;
     let observed = mean(a) - mean(b);
+    if !observed.is_finite() {
+        return Err(Error::NonFinite {
+            what: "difference of the means".into(),
+        });
+    }
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut stats: Vec<f64> = (0..resamples)
         .map(|_| resample_mean(a, &mut rng) - resample_mean(b, &mut rng))
@@ -467,6 +526,9 @@ pub fn compare_means(a: &[f64], b: &[f64], resamples: usize, seed: u64) -> Resul
         differs: !ci95.contains(0.0),
     })
 }
+
+/// Largest [`ProbeConfig::n_random`] accepted.
+pub const MAX_DIRECTIONS: usize = 100_000;
 
 /// Settings of a probe study ([`study`]). `Default` gives the example's values.
 #[derive(Debug, Clone, PartialEq)]
@@ -603,10 +665,12 @@ impl ProbeConfig {
                 ),
             ));
         }
-        if self.baseline_sets == 0 || self.resamples == 0 {
+        check_resamples("baseline_sets", self.baseline_sets)?;
+        check_resamples("resamples", self.resamples)?;
+        if self.n_random > MAX_DIRECTIONS {
             return Err(Error::param(
-                "baseline_sets/resamples",
-                "must be at least 1",
+                "n_random",
+                format!("must be at most {MAX_DIRECTIONS}, got {}", self.n_random),
             ));
         }
         Ok(())
@@ -614,7 +678,17 @@ impl ProbeConfig {
 
     /// The study's directions: `n_unit` distinct units (ascending) then `n_random` random
     /// directions, all determined by `seed`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidParameter`] if `n_unit > dim` or `n_random > `[`MAX_DIRECTIONS`].
     pub fn directions(&self, dim: usize) -> Result<Vec<Direction>> {
+        if self.n_random > MAX_DIRECTIONS {
+            return Err(Error::param(
+                "n_random",
+                format!("must be at most {MAX_DIRECTIONS}, got {}", self.n_random),
+            ));
+        }
         if self.n_unit > dim {
             return Err(Error::param(
                 "n_unit",
@@ -641,7 +715,8 @@ impl ProbeConfig {
 /// # Errors
 ///
 /// [`Error::InvalidParameter`] for a layer out of range, `k` outside `1..=n`, no directions of
-/// a kind, more unit directions than units, or zero baseline sets or resamples; as
+/// a kind, more unit directions than units or more than [`MAX_DIRECTIONS`] random ones, or
+/// baseline sets or resamples outside `1..=`[`MAX_RESAMPLES`]; as
 /// [`layer_activations`] for model failures.
 pub fn study<R: Representation + ?Sized>(
     model: &R,
@@ -664,8 +739,8 @@ pub fn study<R: Representation + ?Sized>(
     let mut base_dist = Vec::with_capacity(config.baseline_sets);
     for _ in 0..config.baseline_sets {
         let idx = sample(&mut rng, n, config.k).into_vec();
-        base_purity.push(label_purity(labels, &idx));
-        base_dist.push(mean_pairwise_distance(images, &idx));
+        base_purity.push(label_purity(labels, &idx)?);
+        base_dist.push(mean_pairwise_distance(images, &idx)?);
     }
     let unit_dist = mean(&base_dist);
     // All images identical would make every spread 0/0; report 1 (as spread as chance) then.
@@ -681,12 +756,14 @@ pub fn study<R: Representation + ?Sized>(
 
     let results: Vec<DirectionResult> = tops
         .into_iter()
-        .map(|top| DirectionResult {
-            purity: label_purity(labels, &top.indices),
-            spread: relative(mean_pairwise_distance(images, &top.indices)),
-            top,
+        .map(|top| {
+            Ok(DirectionResult {
+                purity: label_purity(labels, &top.indices)?,
+                spread: relative(mean_pairwise_distance(images, &top.indices)?),
+                top,
+            })
         })
-        .collect();
+        .collect::<Result<_>>()?;
     let split = |f: fn(&DirectionResult) -> f64| -> (Vec<f64>, Vec<f64>) {
         let unit = results
             .iter()
