@@ -383,6 +383,18 @@ fn check_resamples(name: &'static str, n: usize) -> Result<()> {
     Ok(())
 }
 
+/// Values near `f64::MAX` are finite but their resampled sums can overflow: an error, not
+/// an infinite interval.
+fn check_interval(ci: Interval, what: &str) -> Result<()> {
+    if ci.lo.is_finite() && ci.hi.is_finite() {
+        Ok(())
+    } else {
+        Err(Error::NonFinite {
+            what: format!("{what} (the values are too large for f64 sums)"),
+        })
+    }
+}
+
 fn check_values(v: &[f64], what: &str) -> Result<()> {
     if v.iter().any(|x| !x.is_finite()) {
         return Err(Error::NonFinite { what: what.into() });
@@ -444,7 +456,7 @@ fn resample_mean(v: &[f64], rng: &mut impl Rng) -> f64 {
 /// # Errors
 ///
 /// [`Error::EmptyDataset`] if `values` is empty; [`Error::NonFinite`] if a value is NaN or
-/// infinite; [`Error::InvalidParameter`] if `resamples` is 0 or above [`MAX_RESAMPLES`].
+/// infinite, or values so large that their sums overflow; [`Error::InvalidParameter`] if `resamples` is 0 or above [`MAX_RESAMPLES`].
 pub fn bootstrap_mean(values: &[f64], resamples: usize, seed: u64) -> Result<MeanCi> {
     if values.is_empty() {
         return Err(Error::EmptyDataset("bootstrap of no values".into()));
@@ -460,9 +472,11 @@ pub fn bootstrap_mean(values: &[f64], resamples: usize, seed: u64) -> Result<Mea
     let mut stats: Vec<f64> = (0..resamples)
         .map(|_| resample_mean(values, &mut rng))
         .collect();
+    let ci95 = percentile_interval(&mut stats);
+    check_interval(ci95, "bootstrap interval")?;
     Ok(MeanCi {
         mean: mean(values),
-        ci95: percentile_interval(&mut stats),
+        ci95,
     })
 }
 
@@ -507,6 +521,7 @@ pub fn compare_means(a: &[f64], b: &[f64], resamples: usize, seed: u64) -> Resul
         .map(|_| resample_mean(a, &mut rng) - resample_mean(b, &mut rng))
         .collect();
     let ci95 = percentile_interval(&mut stats);
+    check_interval(ci95, "bootstrap interval of the difference")?;
     let mut pooled: Vec<f64> = a.iter().chain(b).copied().collect();
     // Compare with a little slack so that permutations equal to the observed split (up to
     // rounding of the sums) count as "at least as extreme".

@@ -115,7 +115,10 @@ fn label_purity_and_distance_are_exact() {
     assert_eq!(label_purity(&labels, &[1, 2, 4]).unwrap(), 1.0);
     assert_eq!(label_purity(&labels, &[0, 1, 2, 3]).unwrap(), 0.5);
     assert_eq!(label_purity(&labels, &[0, 1, 3, 6]).unwrap(), 0.25);
-    assert_eq!(label_purity(&labels, &[6, 7, 1, 2, 4, 0, 3, 5]).unwrap(), 3.0 / 8.0);
+    assert_eq!(
+        label_purity(&labels, &[6, 7, 1, 2, 4, 0, 3, 5]).unwrap(),
+        3.0 / 8.0
+    );
     let x = array![[0.0f32, 0.0], [3.0, 4.0], [0.0, 4.0]];
     // Pairs: 5, 4, 3.
     assert!((mean_pairwise_distance(x.view(), &[0, 1, 2]).unwrap() - 4.0).abs() < 1e-12);
