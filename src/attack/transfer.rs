@@ -159,7 +159,7 @@ pub fn magnify(
 ///
 /// [`Error::EmptyDataset`] for no rows; [`Error::Shape`] for a wrong width or number of labels;
 /// [`Error::LabelOutOfRange`]; [`Error::NonFinite`] for a non-finite pixel; as
-/// [`checked_predict`](crate::model::checked_predict) if the model returns logits of the wrong
+/// [`checked_predict`] if the model returns logits of the wrong
 /// shape or non-finite ones.
 pub fn transfer_error<C: Classifier + ?Sized>(
     model: &C,
