@@ -56,7 +56,7 @@ pub fn model_file(data: &[u8]) {
 
 /// Largest array the construction harness builds (elements): the harness itself stays small,
 /// the code under test sees arbitrary shapes below the cap.
-const CAP: usize = 1 << 14;
+const CAP: usize = 1 << 10;
 
 /// Model construction from names and parameters: `Architecture::parse` on an arbitrary name
 /// and input width, `Mlp::from_params` / `Autoencoder::from_params` with arrays whose shapes
