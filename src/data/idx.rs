@@ -57,8 +57,8 @@ pub const GZIP_SMALL_FILE: u64 = 1 << 20;
 /// The header is read and checked first, and the payload it claims is allocated only after
 /// it is checked against the file: for a raw file the claim must be the file's length minus
 /// the header; for a gzipped file it must be at most [`MAX_GZIP_RATIO`] times the compressed
-/// length (or at most [`GZIP_SMALL_FILE`] bytes), and inflation stops one byte past the
-/// claim. So a small file can neither claim nor inflate to a huge allocation: memory is at
+/// length (or at most [`GZIP_SMALL_FILE`] bytes), and what inflates past the claim is only
+/// counted (into no buffer, and for at most 1 MiB, for the error message). So a small file can neither claim nor inflate to a huge allocation: memory is at
 /// most the file's length plus `MAX_GZIP_RATIO` times it. Highly compressible data beyond
 /// that ratio can still be read when stored uncompressed.
 ///
@@ -165,14 +165,19 @@ fn read_idx_stream(
         .read_to_end(&mut data)
         .map_err(corrupt)?;
     if data.len() < expected {
-        return Err(payload_mismatch(path, &dims, expected, data.len(), false));
+        return Err(payload_mismatch(path, &dims, expected, Some(data.len())));
     }
     // Reading on to the end of the stream verifies the gzip trailer (CRC and length); one
     // byte more than the header claims is already an error, so a stream that inflates far
-    // beyond its claim is never inflated further.
+    // beyond its claim is inflated at most 1 MiB further, into no buffer.
     let mut extra = [0u8; 1];
     if read_up_to(r, &mut extra).map_err(corrupt)? > 0 {
-        return Err(payload_mismatch(path, &dims, expected, expected + 1, true));
+        // Count what follows, without keeping it, up to a bound: the exact count helps for a
+        // file with a few stray bytes, and a bomb is not inflated past the bound.
+        let more = std::io::copy(&mut r.take(TRAILING_COUNT_LIMIT), &mut std::io::sink())
+            .map_err(corrupt)?;
+        let got = (more < TRAILING_COUNT_LIMIT).then(|| expected + 1 + more as usize);
+        return Err(payload_mismatch(path, &dims, expected, got));
     }
     Ok(Idx { dims, data })
 }
@@ -252,16 +257,19 @@ fn parse_dims(path: &Path, bytes: &[u8]) -> Result<(Vec<usize>, usize)> {
     Ok((dims, expected))
 }
 
-fn payload_mismatch(path: &Path, dims: &[usize], expected: usize, got: usize, more: bool) -> Error {
-    let what = if more {
-        "trailing bytes after payload"
-    } else {
-        "truncated payload"
-    };
-    let got = if more {
-        format!("more than {expected}")
-    } else {
-        got.to_string()
+/// How far past the claimed payload trailing bytes are counted for the error message.
+const TRAILING_COUNT_LIMIT: u64 = 1 << 20;
+
+/// The error for a payload of `got` bytes (`None`: more than the claim plus
+/// [`TRAILING_COUNT_LIMIT`]) where the header claims `expected`.
+fn payload_mismatch(path: &Path, dims: &[usize], expected: usize, got: Option<usize>) -> Error {
+    let (what, got) = match got {
+        Some(g) if g < expected => ("truncated payload", g.to_string()),
+        Some(g) => ("trailing bytes after payload", g.to_string()),
+        None => (
+            "trailing bytes after payload",
+            format!("more than {}", expected as u64 + TRAILING_COUNT_LIMIT),
+        ),
     };
     bad(
         path,
