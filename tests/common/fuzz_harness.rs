@@ -101,7 +101,10 @@ pub fn construct(data: &[u8]) {
     // Free shapes, capped like the others (at most 255 × 4 and 16 arrays): uncapped 255 × 255
     // arrays made some inputs take seconds, all in the harness's own allocations.
     for c in it.take(16) {
-        params.push(Array2::from_elem((c[0] as usize, (c[1] % 5) as usize), 0.1f32));
+        params.push(Array2::from_elem(
+            (c[0] as usize, (c[1] % 5) as usize),
+            0.1f32,
+        ));
     }
     if let Ok(a) = &arch {
         if let Ok(mlp) = Mlp::from_params(a.clone(), params.clone()) {
