@@ -158,7 +158,9 @@ pub fn layer_activations<R: Representation + ?Sized>(
     if n == 0 {
         return Err(Error::EmptyDataset("probe input has no rows".into()));
     }
-    let mut acts = Array2::zeros((n, dim));
+    // Allocated only after the first chunk has shown that the model's claimed width is real:
+    // a model reporting an absurd `layer_dim` gets a shape error, not a huge allocation.
+    let mut acts: Option<Array2<f32>> = None;
     for lo in (0..n).step_by(CHUNK) {
         let hi = (lo + CHUNK).min(n);
         let a = model.representation(x.slice(s![lo..hi, ..]), layer)?;
@@ -169,8 +171,11 @@ pub fn layer_activations<R: Representation + ?Sized>(
                 format!("{} × {}", a.nrows(), a.ncols()),
             ));
         }
-        acts.slice_mut(s![lo..hi, ..]).assign(&a);
+        acts.get_or_insert_with(|| Array2::zeros((n, dim)))
+            .slice_mut(s![lo..hi, ..])
+            .assign(&a);
     }
+    let acts = acts.ok_or_else(|| Error::EmptyDataset("probe input has no rows".into()))?;
     if acts.iter().any(|v| !v.is_finite()) {
         return Err(Error::NonFinite {
             what: format!("activations of layer {layer}"),
@@ -196,8 +201,18 @@ fn checked_layer_dim<R: Representation + ?Sized>(model: &R, layer: usize) -> Res
 ///
 /// # Errors
 ///
-/// As [`Direction::vector`], for the first invalid direction.
+/// As [`Direction::vector`], for the first invalid direction; [`Error::InvalidParameter`] if
+/// the matrix would not fit in memory's address space.
 pub fn direction_matrix(directions: &[Direction], dim: usize) -> Result<Array2<f32>> {
+    if dim
+        .checked_mul(directions.len())
+        .is_none_or(|n| n > isize::MAX as usize / 4)
+    {
+        return Err(Error::param(
+            "layer_dim",
+            format!("{dim} × {} directions is too large", directions.len()),
+        ));
+    }
     let mut v = Array2::zeros((dim, directions.len()));
     for (j, d) in directions.iter().enumerate() {
         v.column_mut(j).assign(&d.vector(dim)?);
@@ -297,8 +312,25 @@ pub fn top_k<R: Representation + ?Sized>(
 ) -> Result<Vec<TopK>> {
     check_k(k, x.nrows())?;
     let dim = checked_layer_dim(model, layer)?;
-    // Validate directions before the (possibly slow) forward pass.
-    direction_matrix(directions, dim)?;
+    // Validate directions before the (possibly slow) forward pass, without allocating from
+    // `dim`: the model's claimed width is only trusted once its activations have that width.
+    for d in directions {
+        match d {
+            Direction::Unit(i) if *i >= dim => {
+                return Err(Error::param(
+                    "direction",
+                    format!("unit {i} out of range for a layer of width {dim}"),
+                ))
+            }
+            Direction::Custom(v) => {
+                d.vector(v.len())?;
+                if v.len() != dim {
+                    return Err(Error::shape("custom direction", dim, v.len()));
+                }
+            }
+            _ => {}
+        }
+    }
     let acts = layer_activations(model, x, layer)?;
     top_k_from_activations(acts.view(), directions, k)
 }

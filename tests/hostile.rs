@@ -413,3 +413,35 @@ fn mnist_load_default_error_names_the_directory_and_the_variable() {
     assert!(msg.contains("BLINDSPOT_MNIST"), "{msg}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A representation that claims an absurd width but returns a small one.
+struct Liar;
+
+impl blindspot::Representation for Liar {
+    fn num_layers(&self) -> usize {
+        1
+    }
+
+    fn layer_dim(&self, _k: usize) -> Result<usize> {
+        Ok(usize::MAX / 2)
+    }
+
+    fn representation(&self, x: ArrayView2<'_, f32>, _k: usize) -> Result<Array2<f32>> {
+        Ok(Array2::zeros((x.nrows(), 3)))
+    }
+}
+
+#[test]
+fn a_representation_claiming_an_absurd_width_is_a_shape_error() {
+    let x = Array2::<f32>::zeros((5, 2));
+    let r = blindspot::probe::layer_activations(&Liar, x.view(), 0);
+    assert!(matches!(r, Err(Error::Shape { .. })), "{:?}", r.map(|_| ()));
+    let r = blindspot::probe::top_k(
+        &Liar,
+        x.view(),
+        0,
+        &[blindspot::probe::Direction::Unit(0)],
+        2,
+    );
+    assert!(r.is_err());
+}
