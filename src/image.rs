@@ -8,6 +8,9 @@ use ndarray::ArrayView1;
 use crate::data::idx::write_atomic;
 use crate::error::{Error, Result};
 
+/// Largest image [`Grid::render`] draws, in pixels (256 Mi, one byte each).
+pub const MAX_PIXELS: usize = 1 << 28;
+
 /// Gray level of the separator lines and of unused cells in the last row.
 const DEFAULT_SEPARATOR: u8 = 255;
 
@@ -49,7 +52,8 @@ impl Grid {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidParameter`] if any argument is 0.
+    /// [`Error::InvalidParameter`] if any argument is 0 or a tile alone has more than
+    /// [`MAX_PIXELS`] pixels.
     pub fn new(tile_rows: usize, tile_cols: usize, cols_per_row: usize) -> Result<Grid> {
         for (name, v) in [
             ("tile_rows", tile_rows),
@@ -60,8 +64,14 @@ impl Grid {
                 return Err(Error::param(name, "must be at least 1"));
             }
         }
-        if tile_rows.checked_mul(tile_cols).is_none() {
-            return Err(Error::param("tile_cols", "tile size overflows"));
+        if tile_rows
+            .checked_mul(tile_cols)
+            .is_none_or(|n| n > MAX_PIXELS)
+        {
+            return Err(Error::param(
+                "tile_cols",
+                format!("a {tile_rows} × {tile_cols} tile has more than {MAX_PIXELS} pixels"),
+            ));
         }
         Ok(Grid {
             tile_rows,
@@ -77,10 +87,25 @@ impl Grid {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidParameter`] if `scale` is 0.
+    /// [`Error::InvalidParameter`] if `scale` is 0 or one magnified tile would have more than
+    /// [`MAX_PIXELS`] pixels.
     pub fn with_scale(mut self, scale: usize) -> Result<Grid> {
         if scale == 0 {
             return Err(Error::param("scale", "must be at least 1"));
+        }
+        let side = |n: usize| n.checked_mul(scale);
+        let fits = match (side(self.tile_rows), side(self.tile_cols)) {
+            (Some(h), Some(w)) => h.checked_mul(w).is_some_and(|n| n <= MAX_PIXELS),
+            _ => false,
+        };
+        if !fits {
+            return Err(Error::param(
+                "scale",
+                format!(
+                    "{scale} makes a {} × {} tile larger than {MAX_PIXELS} pixels",
+                    self.tile_rows, self.tile_cols
+                ),
+            ));
         }
         self.scale = scale;
         Ok(self)
@@ -139,28 +164,53 @@ impl Grid {
     }
 
     /// Width and height in pixels of the image [`Grid::save`] would write (0 × 0 if empty).
+    /// A side too large for `usize` is reported as `usize::MAX` (rendering it is an error).
     pub fn dimensions(&self) -> (usize, usize) {
+        self.checked_dimensions()
+            .unwrap_or((usize::MAX, usize::MAX))
+    }
+
+    /// [`Grid::dimensions`] with checked arithmetic: `None` on overflow.
+    fn checked_dimensions(&self) -> Option<(usize, usize)> {
         let n = self.tiles.len();
         if n == 0 {
-            return (0, 0);
+            return Some((0, 0));
         }
         let cols = n.min(self.cols_per_row);
         let rows = n.div_ceil(self.cols_per_row);
-        let tw = self.tile_cols * self.scale;
-        let th = self.tile_rows * self.scale;
-        (cols * tw + (cols - 1), rows * th + (rows - 1))
+        let tw = self.tile_cols.checked_mul(self.scale)?;
+        let th = self.tile_rows.checked_mul(self.scale)?;
+        let w = cols.checked_mul(tw)?.checked_add(cols - 1)?;
+        let h = rows.checked_mul(th)?.checked_add(rows - 1)?;
+        Some((w, h))
     }
 
     /// Renders the grid to 8-bit gray levels, row-major, `width * height` bytes.
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidParameter`] if no tile has been pushed.
+    /// [`Error::InvalidParameter`] if no tile has been pushed or the image would have more
+    /// than [`MAX_PIXELS`] pixels.
     pub fn render(&self) -> Result<(usize, usize, Vec<u8>)> {
         if self.tiles.is_empty() {
             return Err(Error::param("grid", "no tiles to draw"));
         }
-        let (width, height) = self.dimensions();
+        let too_big = || {
+            Error::param(
+                "grid",
+                format!(
+                    "{} tiles of {} × {} at scale {} make an image of more than {MAX_PIXELS} pixels",
+                    self.tiles.len(),
+                    self.tile_rows,
+                    self.tile_cols,
+                    self.scale
+                ),
+            )
+        };
+        let (width, height) = self.checked_dimensions().ok_or_else(too_big)?;
+        if width.checked_mul(height).is_none_or(|n| n > MAX_PIXELS) {
+            return Err(too_big());
+        }
         let mut out = vec![self.separator; width * height];
         let s = self.scale;
         for (k, tile) in self.tiles.iter().enumerate() {

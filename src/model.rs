@@ -139,3 +139,69 @@ pub fn check_labels(labels: &[usize], n: usize, classes: usize) -> Result<()> {
     }
     Ok(())
 }
+
+/// The logits of `model` for `x`, checked: `x.nrows() × num_classes()` and finite.
+///
+/// What this crate calls wherever it consumes a model's output (attacks, noise, transfer),
+/// so that a faulty [`Classifier`] implementation is a typed error instead of an index out
+/// of range or a NaN passed along.
+///
+/// # Errors
+///
+/// Any error of [`Classifier::logits`]; [`Error::Shape`] if the logits have the wrong shape;
+/// [`Error::NonFinite`] if one is NaN or infinite.
+pub fn checked_logits<C: Classifier + ?Sized>(
+    model: &C,
+    x: ArrayView2<'_, f32>,
+) -> Result<Array2<f32>> {
+    let z = model.logits(x)?;
+    let want = (x.nrows(), model.num_classes());
+    if z.dim() != want {
+        return Err(Error::shape(
+            "model logits",
+            format!("{} × {}", want.0, want.1),
+            format!("{} × {}", z.nrows(), z.ncols()),
+        ));
+    }
+    check_finite(z.view(), "model logits")?;
+    Ok(z)
+}
+
+/// The labels of the rows of `x` (the argmax of [`checked_logits`]): one label per row, each
+/// below `num_classes()`.
+///
+/// # Errors
+///
+/// As [`checked_logits`]; [`Error::InvalidParameter`] if the model has no classes.
+pub fn checked_predict<C: Classifier + ?Sized>(
+    model: &C,
+    x: ArrayView2<'_, f32>,
+) -> Result<Vec<usize>> {
+    if model.num_classes() == 0 {
+        return Err(Error::param("num_classes", "the model has no classes"));
+    }
+    let z = checked_logits(model, x)?;
+    Ok(z.axis_iter(Axis(0))
+        .map(|row| argmax(row.iter().copied()))
+        .collect())
+}
+
+/// Checks that every value of `v` is finite.
+///
+/// # Errors
+///
+/// [`Error::NonFinite`] naming `what`.
+pub fn check_finite<D: ndarray::Dimension>(
+    v: ndarray::ArrayView<'_, f32, D>,
+    what: &str,
+) -> Result<()> {
+    let finite = match v.as_slice() {
+        Some(s) => all_finite(s),
+        None => v.iter().all(|x| x.is_finite()),
+    };
+    if finite {
+        Ok(())
+    } else {
+        Err(Error::NonFinite { what: what.into() })
+    }
+}

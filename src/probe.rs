@@ -158,7 +158,9 @@ pub fn layer_activations<R: Representation + ?Sized>(
     if n == 0 {
         return Err(Error::EmptyDataset("probe input has no rows".into()));
     }
-    let mut acts = Array2::zeros((n, dim));
+    // Allocated only after the first chunk has shown that the model's claimed width is real:
+    // a model reporting an absurd `layer_dim` gets a shape error, not a huge allocation.
+    let mut acts: Option<Array2<f32>> = None;
     for lo in (0..n).step_by(CHUNK) {
         let hi = (lo + CHUNK).min(n);
         let a = model.representation(x.slice(s![lo..hi, ..]), layer)?;
@@ -169,8 +171,11 @@ pub fn layer_activations<R: Representation + ?Sized>(
                 format!("{} × {}", a.nrows(), a.ncols()),
             ));
         }
-        acts.slice_mut(s![lo..hi, ..]).assign(&a);
+        acts.get_or_insert_with(|| Array2::zeros((n, dim)))
+            .slice_mut(s![lo..hi, ..])
+            .assign(&a);
     }
+    let acts = acts.ok_or_else(|| Error::EmptyDataset("probe input has no rows".into()))?;
     if acts.iter().any(|v| !v.is_finite()) {
         return Err(Error::NonFinite {
             what: format!("activations of layer {layer}"),
@@ -196,8 +201,18 @@ fn checked_layer_dim<R: Representation + ?Sized>(model: &R, layer: usize) -> Res
 ///
 /// # Errors
 ///
-/// As [`Direction::vector`], for the first invalid direction.
+/// As [`Direction::vector`], for the first invalid direction; [`Error::InvalidParameter`] if
+/// the matrix would not fit in memory's address space.
 pub fn direction_matrix(directions: &[Direction], dim: usize) -> Result<Array2<f32>> {
+    if dim
+        .checked_mul(directions.len())
+        .is_none_or(|n| n > isize::MAX as usize / 4)
+    {
+        return Err(Error::param(
+            "layer_dim",
+            format!("{dim} × {} directions is too large", directions.len()),
+        ));
+    }
     let mut v = Array2::zeros((dim, directions.len()));
     for (j, d) in directions.iter().enumerate() {
         v.column_mut(j).assign(&d.vector(dim)?);
@@ -297,31 +312,59 @@ pub fn top_k<R: Representation + ?Sized>(
 ) -> Result<Vec<TopK>> {
     check_k(k, x.nrows())?;
     let dim = checked_layer_dim(model, layer)?;
-    // Validate directions before the (possibly slow) forward pass.
-    direction_matrix(directions, dim)?;
+    // Validate directions before the (possibly slow) forward pass, without allocating from
+    // `dim`: the model's claimed width is only trusted once its activations have that width.
+    for d in directions {
+        match d {
+            Direction::Unit(i) if *i >= dim => {
+                return Err(Error::param(
+                    "direction",
+                    format!("unit {i} out of range for a layer of width {dim}"),
+                ))
+            }
+            Direction::Custom(v) => {
+                d.vector(v.len())?;
+                if v.len() != dim {
+                    return Err(Error::shape("custom direction", dim, v.len()));
+                }
+            }
+            _ => {}
+        }
+    }
     let acts = layer_activations(model, x, layer)?;
     top_k_from_activations(acts.view(), directions, k)
 }
 
 /// Share of the most common label among `labels[i]` for `i` in `indices` (1 means all equal).
 /// Returns 0 for an empty `indices`.
-pub fn label_purity(labels: &[usize], indices: &[usize]) -> f64 {
+///
+/// # Errors
+///
+/// [`Error::InvalidParameter`] if an index is not below `labels.len()`.
+pub fn label_purity(labels: &[usize], indices: &[usize]) -> Result<f64> {
+    check_indices(indices, labels.len(), "labels")?;
     if indices.is_empty() {
-        return 0.0;
+        return Ok(0.0);
     }
     let mut counts = std::collections::HashMap::new();
     for &i in indices {
         *counts.entry(labels[i]).or_insert(0usize) += 1;
     }
     let max = counts.values().copied().max().unwrap_or(0);
-    max as f64 / indices.len() as f64
+    Ok(max as f64 / indices.len() as f64)
 }
 
 /// Mean Euclidean distance over all pairs of the rows `indices` of `x` (0 for fewer than two).
-pub fn mean_pairwise_distance(x: ArrayView2<'_, f32>, indices: &[usize]) -> f64 {
+///
+/// # Errors
+///
+/// [`Error::InvalidParameter`] if an index is not below `x.nrows()`; [`Error::NonFinite`] if
+/// a selected row has a NaN or infinite value, or the distances overflow.
+pub fn mean_pairwise_distance(x: ArrayView2<'_, f32>, indices: &[usize]) -> Result<f64> {
+    check_indices(indices, x.nrows(), "rows")?;
     let m = indices.len();
     if m < 2 {
-        return 0.0;
+        return Ok(0.0);
     }
     let mut total = 0.0;
     for (a, &i) in indices.iter().enumerate() {
@@ -331,14 +374,64 @@ pub fn mean_pairwise_distance(x: ArrayView2<'_, f32>, indices: &[usize]) -> f64 
                 .iter()
                 .zip(x.row(j))
                 .map(|(&p, &q)| {
-                    let d = (p - q) as f64;
+                    let d = p as f64 - q as f64;
                     d * d
                 })
                 .sum();
             total += d2.sqrt();
         }
     }
-    total / (m * (m - 1) / 2) as f64
+    // m · (m − 1) / 2 pairs, in f64: the product could overflow usize for huge index lists.
+    let mean = total / (m as f64 * (m as f64 - 1.0) / 2.0);
+    if !mean.is_finite() {
+        return Err(Error::NonFinite {
+            what: "pairwise distances".into(),
+        });
+    }
+    Ok(mean)
+}
+
+fn check_indices(indices: &[usize], n: usize, what: &str) -> Result<()> {
+    match indices.iter().find(|&&i| i >= n) {
+        Some(&i) => Err(Error::param(
+            "indices",
+            format!("index {i} out of range for {n} {what}"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Largest number of bootstrap resamples, permutations or baseline sets accepted: far more
+/// than a 95% interval needs, and small enough that a typo cannot run for hours.
+pub const MAX_RESAMPLES: usize = 1_000_000;
+
+fn check_resamples(name: &'static str, n: usize) -> Result<()> {
+    if n == 0 || n > MAX_RESAMPLES {
+        return Err(Error::param(
+            name,
+            format!("must be in 1..={MAX_RESAMPLES}, got {n}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Values near `f64::MAX` are finite but their resampled sums can overflow: an error, not
+/// an infinite interval.
+fn check_interval(ci: Interval, what: &str) -> Result<()> {
+    if ci.lo.is_finite() && ci.hi.is_finite() {
+        Ok(())
+    } else {
+        Err(Error::NonFinite {
+            what: format!("{what} (the values are too large for f64 sums)"),
+        })
+    }
+}
+
+fn check_values(v: &[f64], what: &str) -> Result<()> {
+    if v.iter().any(|x| !x.is_finite()) {
+        return Err(Error::NonFinite { what: what.into() });
+    }
+    Ok(())
 }
 
 /// A two-sided interval.
@@ -394,22 +487,28 @@ fn resample_mean(v: &[f64], rng: &mut impl Rng) -> f64 {
 ///
 /// # Errors
 ///
-/// [`Error::EmptyDataset`] if `values` is empty; [`Error::InvalidParameter`] if `resamples`
-/// is 0.
+/// [`Error::EmptyDataset`] if `values` is empty; [`Error::NonFinite`] if a value is NaN or
+/// infinite, or values so large that their sums overflow; [`Error::InvalidParameter`] if `resamples` is 0 or above [`MAX_RESAMPLES`].
 pub fn bootstrap_mean(values: &[f64], resamples: usize, seed: u64) -> Result<MeanCi> {
     if values.is_empty() {
         return Err(Error::EmptyDataset("bootstrap of no values".into()));
     }
-    if resamples == 0 {
-        return Err(Error::param("resamples", "must be at least 1"));
+    check_values(values, "bootstrap values")?;
+    check_resamples("resamples", resamples)?;
+    if !mean(values).is_finite() {
+        return Err(Error::NonFinite {
+            what: "mean of the bootstrap values".into(),
+        });
     }
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut stats: Vec<f64> = (0..resamples)
         .map(|_| resample_mean(values, &mut rng))
         .collect();
+    let ci95 = percentile_interval(&mut stats);
+    check_interval(ci95, "bootstrap interval")?;
     Ok(MeanCi {
         mean: mean(values),
-        ci95: percentile_interval(&mut stats),
+        ci95,
     })
 }
 
@@ -433,21 +532,28 @@ pub struct Difference {
 ///
 /// # Errors
 ///
-/// [`Error::EmptyDataset`] if a group is empty; [`Error::InvalidParameter`] if `resamples`
-/// is 0.
+/// [`Error::EmptyDataset`] if a group is empty; [`Error::NonFinite`] if a value is NaN or
+/// infinite (or the means overflow); [`Error::InvalidParameter`] if `resamples` is 0 or above
+/// [`MAX_RESAMPLES`].
 pub fn compare_means(a: &[f64], b: &[f64], resamples: usize, seed: u64) -> Result<Difference> {
     if a.is_empty() || b.is_empty() {
         return Err(Error::EmptyDataset("comparison of an empty group".into()));
     }
-    if resamples == 0 {
-        return Err(Error::param("resamples", "must be at least 1"));
-    }
+    check_values(a, "first group")?;
+    check_values(b, "second group")?;
+    check_resamples("resamples", resamples)?;
     let observed = mean(a) - mean(b);
+    if !observed.is_finite() {
+        return Err(Error::NonFinite {
+            what: "difference of the means".into(),
+        });
+    }
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut stats: Vec<f64> = (0..resamples)
         .map(|_| resample_mean(a, &mut rng) - resample_mean(b, &mut rng))
         .collect();
     let ci95 = percentile_interval(&mut stats);
+    check_interval(ci95, "bootstrap interval of the difference")?;
     let mut pooled: Vec<f64> = a.iter().chain(b).copied().collect();
     // Compare with a little slack so that permutations equal to the observed split (up to
     // rounding of the sums) count as "at least as extreme".
@@ -467,6 +573,9 @@ pub fn compare_means(a: &[f64], b: &[f64], resamples: usize, seed: u64) -> Resul
         differs: !ci95.contains(0.0),
     })
 }
+
+/// Largest [`ProbeConfig::n_random`] accepted.
+pub const MAX_DIRECTIONS: usize = 100_000;
 
 /// Settings of a probe study ([`study`]). `Default` gives the example's values.
 #[derive(Debug, Clone, PartialEq)]
@@ -603,10 +712,12 @@ impl ProbeConfig {
                 ),
             ));
         }
-        if self.baseline_sets == 0 || self.resamples == 0 {
+        check_resamples("baseline_sets", self.baseline_sets)?;
+        check_resamples("resamples", self.resamples)?;
+        if self.n_random > MAX_DIRECTIONS {
             return Err(Error::param(
-                "baseline_sets/resamples",
-                "must be at least 1",
+                "n_random",
+                format!("must be at most {MAX_DIRECTIONS}, got {}", self.n_random),
             ));
         }
         Ok(())
@@ -614,7 +725,17 @@ impl ProbeConfig {
 
     /// The study's directions: `n_unit` distinct units (ascending) then `n_random` random
     /// directions, all determined by `seed`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidParameter`] if `n_unit > dim` or `n_random > `[`MAX_DIRECTIONS`].
     pub fn directions(&self, dim: usize) -> Result<Vec<Direction>> {
+        if self.n_random > MAX_DIRECTIONS {
+            return Err(Error::param(
+                "n_random",
+                format!("must be at most {MAX_DIRECTIONS}, got {}", self.n_random),
+            ));
+        }
         if self.n_unit > dim {
             return Err(Error::param(
                 "n_unit",
@@ -641,7 +762,8 @@ impl ProbeConfig {
 /// # Errors
 ///
 /// [`Error::InvalidParameter`] for a layer out of range, `k` outside `1..=n`, no directions of
-/// a kind, more unit directions than units, or zero baseline sets or resamples; as
+/// a kind, more unit directions than units or more than [`MAX_DIRECTIONS`] random ones, or
+/// baseline sets or resamples outside `1..=`[`MAX_RESAMPLES`]; as
 /// [`layer_activations`] for model failures.
 pub fn study<R: Representation + ?Sized>(
     model: &R,
@@ -664,8 +786,8 @@ pub fn study<R: Representation + ?Sized>(
     let mut base_dist = Vec::with_capacity(config.baseline_sets);
     for _ in 0..config.baseline_sets {
         let idx = sample(&mut rng, n, config.k).into_vec();
-        base_purity.push(label_purity(labels, &idx));
-        base_dist.push(mean_pairwise_distance(images, &idx));
+        base_purity.push(label_purity(labels, &idx)?);
+        base_dist.push(mean_pairwise_distance(images, &idx)?);
     }
     let unit_dist = mean(&base_dist);
     // All images identical would make every spread 0/0; report 1 (as spread as chance) then.
@@ -681,12 +803,14 @@ pub fn study<R: Representation + ?Sized>(
 
     let results: Vec<DirectionResult> = tops
         .into_iter()
-        .map(|top| DirectionResult {
-            purity: label_purity(labels, &top.indices),
-            spread: relative(mean_pairwise_distance(images, &top.indices)),
-            top,
+        .map(|top| {
+            Ok(DirectionResult {
+                purity: label_purity(labels, &top.indices)?,
+                spread: relative(mean_pairwise_distance(images, &top.indices)?),
+                top,
+            })
         })
-        .collect();
+        .collect::<Result<_>>()?;
     let split = |f: fn(&DirectionResult) -> f64| -> (Vec<f64>, Vec<f64>) {
         let unit = results
             .iter()

@@ -260,12 +260,36 @@ impl Zoo {
         self
     }
 
-    /// `$BLINDSPOT_ZOO` if set and non-empty, else `target/blindspot-zoo` in this crate.
+    /// The default cache directory, chosen at run time (never inside this crate's source,
+    /// which for a dependent is the package registry's read-only copy):
+    ///
+    /// 1. `$BLINDSPOT_ZOO` if set and non-empty;
+    /// 2. else the user's cache directory: `$XDG_CACHE_HOME/blindspot/zoo` if that variable
+    ///    holds an absolute path, else `$HOME/.cache/blindspot/zoo` (on Windows
+    ///    `%LOCALAPPDATA%\blindspot\zoo`);
+    /// 3. else `target/blindspot-zoo` under the current directory (the running project's
+    ///    `target/` when run by cargo from the project's root).
     pub fn default_dir() -> PathBuf {
-        match std::env::var_os(ZOO_DIR_ENV) {
-            Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-            _ => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target/blindspot-zoo")),
+        let var = |name: &str| {
+            std::env::var_os(name)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
+        if let Some(dir) = var(ZOO_DIR_ENV) {
+            return dir;
         }
+        if let Some(xdg) = var("XDG_CACHE_HOME").filter(|p| p.is_absolute()) {
+            return xdg.join("blindspot").join("zoo");
+        }
+        if cfg!(windows) {
+            if let Some(local) = var("LOCALAPPDATA") {
+                return local.join("blindspot").join("zoo");
+            }
+        }
+        if let Some(home) = var("HOME").filter(|p| p.is_absolute()) {
+            return home.join(".cache").join("blindspot").join("zoo");
+        }
+        PathBuf::from("target").join("blindspot-zoo")
     }
 
     /// The cache directory.
@@ -395,6 +419,7 @@ impl Zoo {
             file.meta.insert("train_error".to_string(), format!("{e}"));
         }
         std::fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
+        remove_stale_temps(&self.dir);
         // ModelFile::save writes a temporary sibling and renames it over the old file, so a
         // reader never sees a half-written model and a stale file is replaced in one step.
         file.save(&path)?;
@@ -459,6 +484,39 @@ fn load_cached(
         ));
     }
     Ok((model, train_seconds, train_error))
+}
+
+/// A temporary file older than this is left over from a crashed or killed save: a save
+/// writes one model file, which takes well under a second.
+const STALE_TEMP_AGE: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Removes temporary `.npz` siblings (see [`ModelFile::save`]) in `dir` last modified more
+/// than [`STALE_TEMP_AGE`] ago: what a crashed save leaves behind. Younger ones may belong to
+/// a save in progress in another thread or process and are left alone; loads never look at
+/// temporary names, so they are ignored either way. Failures (a file removed concurrently, a
+/// read-only directory) are ignored: this is housekeeping.
+fn remove_stale_temps(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else {
+            continue;
+        };
+        if !crate::data::idx::temp_target(name).is_some_and(|t| t.ends_with(".npz")) {
+            continue;
+        }
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > STALE_TEMP_AGE);
+        if old {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// 64-bit FNV-1a: tiny, and stable across platforms and Rust versions.

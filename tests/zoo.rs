@@ -338,3 +338,73 @@ fn paper_model_by_name_on_a_small_mnist_subset() {
     assert_eq!(b.model.input_dim(), 784);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn stale_temporaries_are_removed_when_the_zoo_writes_and_fresh_ones_kept() {
+    let dir = temp_dir("stale");
+    std::fs::create_dir_all(&dir).unwrap();
+    let zoo = Zoo::with_dir(&dir);
+    let data = toy_dataset(40, 0);
+    let target = zoo.cache_path("tiny", 7, "toy", data.len());
+    let name = target.file_name().unwrap().to_str().unwrap().to_string();
+    // Left by a crashed save an hour ago (both naming forms), and one being written now.
+    let stale = [
+        dir.join(format!(".{name}.999.3.0.tmp")),
+        dir.join(format!("{name}.tmp999")),
+    ];
+    let fresh = dir.join(format!(".{name}.998.2.5.tmp"));
+    let unrelated = dir.join("notes.tmp");
+    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    for p in stale.iter().chain([&fresh, &unrelated]) {
+        let f = std::fs::File::create(p).unwrap();
+        if p != &fresh {
+            f.set_modified(hour_ago).unwrap();
+        }
+    }
+    let entry = zoo
+        .model_with_recipe("tiny", &tiny_fc(1), 7, &data, "toy", |_, _| {})
+        .unwrap();
+    assert!(!entry.from_cache);
+    for p in &stale {
+        assert!(!p.exists(), "{} not removed", p.display());
+    }
+    assert!(fresh.exists() && unrelated.exists() && target.exists());
+    // A cache hit ignores temporaries.
+    assert!(
+        zoo.model_with_recipe("tiny", &tiny_fc(1), 7, &data, "toy", |_, _| {})
+            .unwrap()
+            .from_cache
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn default_cache_dir_is_never_the_crate_source() {
+    // The only test in this binary that reads these variables.
+    let saved = (
+        std::env::var_os("BLINDSPOT_ZOO"),
+        std::env::var_os("XDG_CACHE_HOME"),
+    );
+    std::env::remove_var("BLINDSPOT_ZOO");
+    std::env::set_var("XDG_CACHE_HOME", "/var/cache-test");
+    assert_eq!(
+        Zoo::default_dir(),
+        PathBuf::from("/var/cache-test/blindspot/zoo")
+    );
+    std::env::set_var("BLINDSPOT_ZOO", "/elsewhere");
+    assert_eq!(Zoo::default_dir(), PathBuf::from("/elsewhere"));
+    std::env::remove_var("BLINDSPOT_ZOO");
+    std::env::remove_var("XDG_CACHE_HOME");
+    let dir = Zoo::default_dir();
+    assert!(
+        !dir.starts_with(env!("CARGO_MANIFEST_DIR")),
+        "{}",
+        dir.display()
+    );
+    for (k, v) in [("BLINDSPOT_ZOO", saved.0), ("XDG_CACHE_HOME", saved.1)] {
+        match v {
+            Some(v) => std::env::set_var(k, v),
+            None => std::env::remove_var(k),
+        }
+    }
+}

@@ -8,7 +8,7 @@ use ndarray::{Array1, Array2, ArrayView1};
 
 use super::{check_input, outcome, Attack, Outcome, Target};
 use crate::error::{Error, Result};
-use crate::model::Differentiable;
+use crate::model::{check_finite, checked_predict, Differentiable};
 use crate::optim::LBfgsB;
 
 /// Cross-entropy below which the target's probability exceeds one half (`ln 2 ≈ 0.6931`, less a
@@ -106,9 +106,49 @@ fn positive(name: &'static str, v: f64) -> Result<()> {
 }
 
 impl BoxLbfgs {
+    /// Largest [`BoxLbfgs::with_bracket_steps`]: 30 factors of 10 each way already span
+    /// `c` from `1e-30` to `1e30` times the initial value, and a few hundred would overflow.
+    pub const MAX_BRACKET_STEPS: usize = 30;
+
+    /// Largest [`BoxLbfgs::with_search_steps`]: after 60 halvings in log space the bracket
+    /// is below `f64` resolution, so more steps would only repeat the same solve.
+    pub const MAX_SEARCH_STEPS: usize = 60;
+
+    /// Largest [`BoxLbfgs::with_max_iters`].
+    pub const MAX_ITERS: u64 = 1_000_000;
+
+    /// Largest [`BoxLbfgs::with_memory`] (the solver keeps `2 · memory` vectors of the
+    /// input's length).
+    pub const MAX_MEMORY: usize = 1000;
+
     /// The paper's method with default settings (see [`Default`]).
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Checks the settings that the infallible builders accept without checking.
+    fn check_settings(&self) -> Result<()> {
+        if self.bracket_steps > Self::MAX_BRACKET_STEPS {
+            return Err(Error::param(
+                "bracket_steps",
+                format!(
+                    "must be at most {}, got {}",
+                    Self::MAX_BRACKET_STEPS,
+                    self.bracket_steps
+                ),
+            ));
+        }
+        if self.search_steps > Self::MAX_SEARCH_STEPS {
+            return Err(Error::param(
+                "search_steps",
+                format!(
+                    "must be at most {}, got {}",
+                    Self::MAX_SEARCH_STEPS,
+                    self.search_steps
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Penalty form (default [`Penalty::SquaredL2`]).
@@ -118,37 +158,59 @@ impl BoxLbfgs {
     }
 
     /// First `c` tried (default 1).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidParameter`] unless `c` is finite and > 0.
     pub fn with_initial_c(mut self, c: f64) -> Result<Self> {
         positive("initial_c", c)?;
         self.initial_c = c;
         Ok(self)
     }
 
-    /// Most factor-of-10 steps when bracketing `c`, each way (default 8).
+    /// Most factor-of-10 steps when bracketing `c`, each way (default 8, at most
+    /// [`BoxLbfgs::MAX_BRACKET_STEPS`]; a larger value makes [`Attack::attack`] return
+    /// [`Error::InvalidParameter`]).
     pub fn with_bracket_steps(mut self, n: usize) -> Self {
         self.bracket_steps = n;
         self
     }
 
-    /// Bisection steps on `c` after bracketing (default 5).
+    /// Bisection steps on `c` after bracketing (default 5, at most
+    /// [`BoxLbfgs::MAX_SEARCH_STEPS`]; a larger value makes [`Attack::attack`] return
+    /// [`Error::InvalidParameter`]).
     pub fn with_search_steps(mut self, n: usize) -> Self {
         self.search_steps = n;
         self
     }
 
     /// Iteration limit of each L-BFGS-B solve (default 150, as Foolbox).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidParameter`] if `n` is 0 or above [`BoxLbfgs::MAX_ITERS`].
     pub fn with_max_iters(mut self, n: u64) -> Result<Self> {
-        if n == 0 {
-            return Err(Error::param("max_iters", "must be at least 1"));
+        if n == 0 || n > Self::MAX_ITERS {
+            return Err(Error::param(
+                "max_iters",
+                format!("must be in 1..={}, got {n}", Self::MAX_ITERS),
+            ));
         }
         self.max_iters = n;
         Ok(self)
     }
 
     /// L-BFGS-B memory (default 5).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidParameter`] if `m` is 0 or above [`BoxLbfgs::MAX_MEMORY`].
     pub fn with_memory(mut self, m: usize) -> Result<Self> {
-        if m == 0 {
-            return Err(Error::param("memory", "must be at least 1"));
+        if m == 0 || m > Self::MAX_MEMORY {
+            return Err(Error::param(
+                "memory",
+                format!("must be in 1..={}, got {m}", Self::MAX_MEMORY),
+            ));
         }
         self.memory = m;
         Ok(self)
@@ -157,6 +219,10 @@ impl BoxLbfgs {
     /// L-BFGS-B tolerances: projected-gradient (default 1e-5) and relative reduction (default
     /// 3e-6, looser than the solver's own default because each solve only has to settle the
     /// label and a near-minimal norm).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidParameter`] unless both are finite and > 0.
     pub fn with_tolerances(mut self, pgtol: f64, ftol: f64) -> Result<Self> {
         positive("pgtol", pgtol)?;
         positive("ftol", ftol)?;
@@ -269,7 +335,7 @@ impl BoxLbfgs {
                     }
                 }
                 evals.set(evals.get() + 1);
-                let got = model.predict(adv.view().insert_axis(ndarray::Axis(0)))?[0];
+                let got = checked_predict(model, adv.view().insert_axis(ndarray::Axis(0)))?[0];
                 Ok((adv, got == target))
             };
         let mut record =
@@ -331,7 +397,7 @@ impl BoxLbfgs {
         }
         let (adv, c) = match best {
             Some((_, adv, c)) => (adv, c),
-            None => last_failure.expect("at least one solve ran"),
+            None => last_failure.ok_or_else(|| Error::Optim("no solve ran".into()))?,
         };
         outcome(model, x, adv, label, Some(target), c, evals.get() + 1)
     }
@@ -345,6 +411,7 @@ impl Attack for BoxLbfgs {
         label: usize,
         target: Target,
     ) -> Result<Outcome> {
+        self.check_settings()?;
         check_input(model, x, label)?;
         let target = target.resolve(label, model.num_classes())?;
         let n = x.len();
@@ -367,7 +434,11 @@ impl Attack for BoxLbfgs {
                         best = Some(out);
                     }
                 }
-                let mut out = best.expect("at least two classes");
+                // `resolve` refused untargeted attacks on fewer than 2 classes, so there was at
+                // least one other label; a model changing its class count midway is not.
+                let mut out = best.ok_or_else(|| {
+                    Error::param("target", "an untargeted attack needs at least 2 classes")
+                })?;
                 out.target = None;
                 out.success = out.label != label;
                 out.evaluations = evaluations;
@@ -464,6 +535,11 @@ impl<M: Differentiable + ?Sized> Objective<'_, M> {
                 cache.g32.view_mut(),
             )?;
             self.evals.set(self.evals.get() + 1);
+            // A NaN loss or gradient would make the solver wander or stall: a model that
+            // produces one is an error (the crate's own networks compute finite values for
+            // inputs in the box).
+            check_finite(cache.loss.view(), "model loss")?;
+            check_finite(cache.g32.view(), "model input gradient")?;
             cache.model_target = Some(self.target);
         }
         let (pen, scale) = match self.penalty {

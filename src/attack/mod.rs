@@ -18,7 +18,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::model::Differentiable;
+use crate::model::{checked_predict, Differentiable};
 
 /// Which label the attack should reach.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,7 +36,13 @@ pub enum Target {
 
 impl Target {
     /// The concrete target label for an input of label `label` among `classes`, or `None` for
-    /// [`Target::Untargeted`]. A target equal to the true label or out of range is an error.
+    /// [`Target::Untargeted`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::LabelOutOfRange`] for a label or target `>= classes`;
+    /// [`Error::InvalidParameter`] for a target equal to the true label, or a random or
+    /// untargeted target with fewer than 2 classes (there is no other label to reach).
     pub fn resolve(self, label: usize, classes: usize) -> Result<Option<usize>> {
         if label >= classes {
             return Err(Error::LabelOutOfRange { label, classes });
@@ -48,6 +54,10 @@ impl Target {
                 format!("target label {l} equals the true label: nothing to attack"),
             )),
             Target::Label(l) => Ok(Some(l)),
+            Target::Untargeted if classes < 2 => Err(Error::param(
+                "target",
+                "an untargeted attack needs at least 2 classes",
+            )),
             Target::Untargeted => Ok(None),
             Target::Random { seed } => {
                 if classes < 2 {
@@ -179,7 +189,8 @@ pub(crate) fn check_input<M: Differentiable + ?Sized>(
     Ok(())
 }
 
-/// Builds the outcome for a candidate `adv`, re-checking its label with a fresh forward pass.
+/// Builds the outcome for a candidate `adv`, re-checking its label with a fresh forward pass
+/// (whose logits are checked for shape and finiteness: a faulty model is an error).
 pub(crate) fn outcome<M: Differentiable + ?Sized>(
     model: &M,
     x: ArrayView1<'_, f32>,
@@ -189,7 +200,7 @@ pub(crate) fn outcome<M: Differentiable + ?Sized>(
     c: f64,
     evaluations: usize,
 ) -> Result<Outcome> {
-    let label = model.predict(adv.view().insert_axis(ndarray::Axis(0)))?[0];
+    let label = checked_predict(model, adv.view().insert_axis(ndarray::Axis(0)))?[0];
     let success = match target {
         Some(t) => label == t,
         None => label != true_label,

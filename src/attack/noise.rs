@@ -23,6 +23,10 @@ pub struct GaussianNoise {
 
 impl GaussianNoise {
     /// Noise of standard deviation `stddev` (finite, >= 0).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidParameter`] if `stddev` is negative or not finite.
     pub fn new(stddev: f64) -> Result<Self> {
         if !(stddev.is_finite() && stddev >= 0.0) {
             return Err(Error::param(
@@ -39,7 +43,13 @@ impl GaussianNoise {
     }
 
     /// `x` plus clipped noise drawn from a generator seeded with `seed`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NonFinite`] if a pixel of `x` is NaN or infinite (clipping would pass a NaN
+    /// through).
     pub fn perturb(&self, x: ArrayView1<'_, f32>, seed: u64) -> Result<Array1<f32>> {
+        check_pixels(x)?;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let noise = Array1::random_using(
             x.len(),
@@ -53,7 +63,14 @@ impl GaussianNoise {
 
     /// Clipped noise whose measured [`distortion`] is `target` (to 1e-4 relative): clipping
     /// removes part of the noise, so the scale is found by bisection on one fixed noise draw.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NonFinite`] for a NaN or infinite pixel; [`Error::EmptyDataset`] for an
+    /// empty `x` (with a target above 0); [`Error::InvalidParameter`] if `target` is negative,
+    /// not finite, or more than clipped noise can reach.
     pub fn matching(x: ArrayView1<'_, f32>, target: f64, seed: u64) -> Result<Array1<f32>> {
+        check_pixels(x)?;
         if !(target.is_finite() && target >= 0.0) {
             return Err(Error::param(
                 "distortion",
@@ -124,4 +141,13 @@ impl Attack for GaussianNoise {
         let adv = self.perturb(x, seed)?;
         outcome(model, x, adv, label, resolved, 0.0, 1)
     }
+}
+
+fn check_pixels(x: ArrayView1<'_, f32>) -> Result<()> {
+    if let Some(i) = x.iter().position(|v| !v.is_finite()) {
+        return Err(Error::NonFinite {
+            what: format!("input pixel {i}"),
+        });
+    }
+    Ok(())
 }

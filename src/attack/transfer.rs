@@ -6,7 +6,7 @@ use ndarray::{Array1, ArrayView1, ArrayView2, Zip};
 
 use super::distortion;
 use crate::error::{Error, Result};
-use crate::model::{check_batch, check_labels, Classifier};
+use crate::model::{check_batch, check_labels, checked_predict, Classifier};
 
 /// Relative tolerance of [`magnify`]: the returned input's distortion is within
 /// `MAGNIFY_TOLERANCE · target` of `target`.
@@ -158,7 +158,9 @@ pub fn magnify(
 /// # Errors
 ///
 /// [`Error::EmptyDataset`] for no rows; [`Error::Shape`] for a wrong width or number of labels;
-/// [`Error::LabelOutOfRange`]; [`Error::NonFinite`] for a non-finite pixel.
+/// [`Error::LabelOutOfRange`]; [`Error::NonFinite`] for a non-finite pixel; as
+/// [`checked_predict`] if the model returns logits of the wrong
+/// shape or non-finite ones.
 pub fn transfer_error<C: Classifier + ?Sized>(
     model: &C,
     xs: ArrayView2<'_, f32>,
@@ -177,7 +179,7 @@ pub fn transfer_error<C: Classifier + ?Sized>(
         .axis_chunks_iter(ndarray::Axis(0), 1000)
         .zip(labels.chunks(1000))
     {
-        let pred = model.predict(chunk)?;
+        let pred = checked_predict(model, chunk)?;
         wrong += pred.iter().zip(lab).filter(|(p, l)| p != l).count();
     }
     Ok(wrong as f32 / xs.nrows() as f32)

@@ -42,14 +42,33 @@ fn bad(path: &Path, problem: impl Into<String>) -> Error {
     }
 }
 
+/// Largest ratio of a gzipped IDX file's claimed payload to the file's compressed length,
+/// for files above [`GZIP_SMALL_FILE`] bytes of payload. MNIST compresses about 5:1; a
+/// claim far above this is a decompression bomb (or data better stored uncompressed), and
+/// rejecting it before inflating bounds the memory a small file can make a load use.
+pub const MAX_GZIP_RATIO: u64 = 32;
+
+/// Payloads up to this many bytes are accepted from a gzipped file whatever its
+/// compression ratio (tiny label files of one repeated class compress extremely well).
+pub const GZIP_SMALL_FILE: u64 = 1 << 20;
+
 /// Reads an unsigned-byte IDX file, raw or gzipped.
+///
+/// The header is read and checked first, and the payload it claims is allocated only after
+/// it is checked against the file: for a raw file the claim must be the file's length minus
+/// the header; for a gzipped file it must be at most [`MAX_GZIP_RATIO`] times the compressed
+/// length (or at most [`GZIP_SMALL_FILE`] bytes), and what inflates past the claim is only
+/// counted (into no buffer, and for at most 1 MiB, for the error message). So a small file can neither claim nor inflate to a huge allocation: memory is at
+/// most the file's length plus `MAX_GZIP_RATIO` times it. Highly compressible data beyond
+/// that ratio can still be read when stored uncompressed.
 ///
 /// # Errors
 ///
 /// [`Error::Io`] if the file cannot be read; [`Error::DataFile`] (naming the file) if it is
 /// empty, not an IDX file, of a type other than unsigned byte, has 0 or more than 4
-/// dimensions, is a corrupt gzip stream, or if its payload is shorter or longer than the
-/// product of its dimensions.
+/// dimensions, whose product overflows, is a corrupt gzip stream, claims more than the
+/// gzip ratio allows, or if its payload is shorter or longer than the product of its
+/// dimensions.
 ///
 /// # Example
 ///
@@ -60,69 +79,148 @@ fn bad(path: &Path, problem: impl Into<String>) -> Error {
 /// # Ok::<(), blindspot::Error>(())
 /// ```
 pub fn read_idx(path: &Path) -> Result<Idx> {
-    let bytes = read_maybe_gzipped(path)?;
-    parse_idx(path, bytes)
-}
-
-/// Reads the whole file, inflating it if it starts with the gzip magic bytes.
-fn read_maybe_gzipped(path: &Path) -> Result<Vec<u8>> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let len_hint = file.metadata().map(|m| m.len() as usize).unwrap_or(0);
-    // One read_to_end into a presized buffer: many small reads through the decoder were the
-    // slow part of loading MNIST.
-    let mut raw = Vec::with_capacity(len_hint);
+    let len_hint = file.metadata().map(|m| m.len()).unwrap_or(0);
+    // One read_to_end of the compressed file, then inflation from memory: many small reads
+    // through the decoder were the slow part of loading MNIST. The buffer is presized from
+    // the file's metadata only up to 1 GiB; past that it grows as bytes actually arrive.
+    let mut raw = Vec::with_capacity(len_hint.min(1 << 30) as usize);
     BufReader::new(file)
         .read_to_end(&mut raw)
         .map_err(|e| Error::io(path, e))?;
-    if !raw.starts_with(&GZIP_MAGIC) {
-        return Ok(raw);
-    }
-    let mut out = Vec::with_capacity(gzip_size_hint(&raw));
-    MultiGzDecoder::new(raw.as_slice())
-        .read_to_end(&mut out)
-        .map_err(|e| bad(path, format!("corrupt gzip stream: {e}")))?;
-    Ok(out)
+    idx_from_bytes(path, raw)
 }
 
-/// The uncompressed size recorded in the gzip trailer (ISIZE, modulo 2^32), used only to
-/// presize the output buffer. A corrupt trailer must not trigger a huge allocation, so the
-/// hint is capped at a generous multiple of the compressed size (deflate cannot expand data
-/// by more than about 1032:1, and MNIST compresses about 5:1).
-fn gzip_size_hint(compressed: &[u8]) -> usize {
-    let n = compressed.len();
-    if n < 18 {
-        return 0;
-    }
-    let mut isize_bytes = [0u8; 4];
-    isize_bytes.copy_from_slice(&compressed[n - 4..]);
-    let isize = u32::from_le_bytes(isize_bytes) as usize;
-    isize.min(n.saturating_mul(64))
+/// Parses the bytes of an IDX file (raw or gzipped) held in memory, with the same checks
+/// and memory bound as [`read_idx`]. Errors name the file as `<memory>`.
+///
+/// # Errors
+///
+/// As [`read_idx`], except that there is no I/O.
+///
+/// # Example
+///
+/// ```
+/// use blindspot::data::idx::parse_idx_bytes;
+/// let idx = parse_idx_bytes(vec![0, 0, 8, 1, 0, 0, 0, 2, 7, 9])?;
+/// assert_eq!((idx.dims, idx.data), (vec![2], vec![7, 9]));
+/// assert!(parse_idx_bytes(vec![0, 0, 8, 1, 255, 255, 255, 255]).is_err());
+/// # Ok::<(), blindspot::Error>(())
+/// ```
+pub fn parse_idx_bytes(bytes: Vec<u8>) -> Result<Idx> {
+    idx_from_bytes(Path::new("<memory>"), bytes)
 }
 
-/// Parses the header of an in-memory IDX file and checks the payload length.
-fn parse_idx(path: &Path, mut bytes: Vec<u8>) -> Result<Idx> {
-    if bytes.is_empty() {
+fn idx_from_bytes(path: &Path, raw: Vec<u8>) -> Result<Idx> {
+    if raw.starts_with(&GZIP_MAGIC) {
+        let compressed = raw.len() as u64;
+        let mut dec = MultiGzDecoder::new(raw.as_slice());
+        let limit = compressed
+            .saturating_mul(MAX_GZIP_RATIO)
+            .max(GZIP_SMALL_FILE);
+        read_idx_stream(path, &mut dec, |claim| {
+            if claim > limit {
+                Err(format!(
+                    "the header claims {claim} payload bytes from a gzip stream of \
+                     {compressed} bytes: more than {MAX_GZIP_RATIO}:1 (and over \
+                     {GZIP_SMALL_FILE} bytes) is refused as a decompression bomb; store \
+                     highly compressible data uncompressed"
+                ))
+            } else {
+                Ok(())
+            }
+        })
+    } else {
+        parse_idx(path, raw)
+    }
+}
+
+/// Reads the header from `r`, lets `check_claim` veto the claimed payload size, then reads
+/// exactly that many bytes and checks that nothing follows.
+fn read_idx_stream(
+    path: &Path,
+    r: &mut impl Read,
+    check_claim: impl FnOnce(u64) -> std::result::Result<(), String>,
+) -> Result<Idx> {
+    let corrupt = |e: std::io::Error| bad(path, format!("corrupt gzip stream: {e}"));
+    let mut magic = [0u8; 4];
+    let got = read_up_to(r, &mut magic).map_err(corrupt)?;
+    let (ndims, header_len) = check_magic(path, &magic[..got])?;
+    let mut dim_bytes = [0u8; 4 * MAX_DIMS];
+    let want = header_len - 4;
+    let got = read_up_to(r, &mut dim_bytes[..want]).map_err(corrupt)?;
+    if got < want {
+        return Err(bad(
+            path,
+            format!(
+                "truncated IDX header: expected {header_len} bytes for {ndims} dimensions, got {}",
+                4 + got
+            ),
+        ));
+    }
+    let (dims, expected) = parse_dims(path, &dim_bytes[..want])?;
+    check_claim(expected as u64).map_err(|p| bad(path, p))?;
+    let mut data = Vec::with_capacity(expected);
+    r.take(expected as u64)
+        .read_to_end(&mut data)
+        .map_err(corrupt)?;
+    if data.len() < expected {
+        return Err(payload_mismatch(path, &dims, expected, Some(data.len())));
+    }
+    // Reading on to the end of the stream verifies the gzip trailer (CRC and length); one
+    // byte more than the header claims is already an error, so a stream that inflates far
+    // beyond its claim is inflated at most 1 MiB further, into no buffer.
+    let mut extra = [0u8; 1];
+    if read_up_to(r, &mut extra).map_err(corrupt)? > 0 {
+        // Count what follows, without keeping it, up to a bound: the exact count helps for a
+        // file with a few stray bytes, and a bomb is not inflated past the bound.
+        let more = std::io::copy(&mut r.take(TRAILING_COUNT_LIMIT), &mut std::io::sink())
+            .map_err(corrupt)?;
+        let got = (more < TRAILING_COUNT_LIMIT).then(|| expected + 1 + more as usize);
+        return Err(payload_mismatch(path, &dims, expected, got));
+    }
+    Ok(Idx { dims, data })
+}
+
+/// Reads until `buf` is full or the stream ends; the number of bytes read.
+fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// Checks the 4-byte magic (given fewer if the file is shorter); the number of dimensions
+/// and the header's length.
+fn check_magic(path: &Path, magic: &[u8]) -> Result<(usize, usize)> {
+    if magic.is_empty() {
         return Err(bad(path, "empty file (expected an IDX header)"));
     }
-    if bytes.len() < 4 {
+    if magic.len() < 4 {
         return Err(bad(
             path,
             format!(
                 "truncated IDX header: expected at least 4 bytes, got {}",
-                bytes.len()
+                magic.len()
             ),
         ));
     }
-    if bytes[0] != 0 || bytes[1] != 0 {
+    if magic[0] != 0 || magic[1] != 0 {
         return Err(bad(
             path,
             format!(
                 "bad IDX magic {:02x} {:02x} {:02x} {:02x}: expected the first two bytes to be zero",
-                bytes[0], bytes[1], bytes[2], bytes[3]
+                magic[0], magic[1], magic[2], magic[3]
             ),
         ));
     }
-    let type_code = bytes[2];
+    let type_code = magic[2];
     if type_code != TYPE_U8 {
         return Err(bad(
             path,
@@ -131,24 +229,19 @@ fn parse_idx(path: &Path, mut bytes: Vec<u8>) -> Result<Idx> {
             ),
         ));
     }
-    let ndims = bytes[3] as usize;
+    let ndims = magic[3] as usize;
     if !(1..=MAX_DIMS).contains(&ndims) {
         return Err(bad(
             path,
             format!("unsupported number of IDX dimensions {ndims} (expected 1 to {MAX_DIMS})"),
         ));
     }
-    let header_len = 4 + 4 * ndims;
-    if bytes.len() < header_len {
-        return Err(bad(
-            path,
-            format!(
-                "truncated IDX header: expected {header_len} bytes for {ndims} dimensions, got {}",
-                bytes.len()
-            ),
-        ));
-    }
-    let dims: Vec<usize> = bytes[4..header_len]
+    Ok((ndims, 4 + 4 * ndims))
+}
+
+/// The dimensions and their product (the payload length), with checked arithmetic.
+fn parse_dims(path: &Path, bytes: &[u8]) -> Result<(Vec<usize>, usize)> {
+    let dims: Vec<usize> = bytes
         .chunks_exact(4)
         .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize)
         .collect();
@@ -161,6 +254,46 @@ fn parse_idx(path: &Path, mut bytes: Vec<u8>) -> Result<Idx> {
                 format!("IDX dimensions {dims:?} overflow the address space"),
             )
         })?;
+    Ok((dims, expected))
+}
+
+/// How far past the claimed payload trailing bytes are counted for the error message.
+const TRAILING_COUNT_LIMIT: u64 = 1 << 20;
+
+/// The error for a payload of `got` bytes (`None`: more than the claim plus
+/// [`TRAILING_COUNT_LIMIT`]) where the header claims `expected`.
+fn payload_mismatch(path: &Path, dims: &[usize], expected: usize, got: Option<usize>) -> Error {
+    let (what, got) = match got {
+        Some(g) if g < expected => ("truncated payload", g.to_string()),
+        Some(g) => ("trailing bytes after payload", g.to_string()),
+        None => (
+            "trailing bytes after payload",
+            format!("more than {}", expected as u64 + TRAILING_COUNT_LIMIT),
+        ),
+    };
+    bad(
+        path,
+        format!(
+            "{what}: expected {expected} payload bytes for dimensions {}, got {got}",
+            format_dims(dims)
+        ),
+    )
+}
+
+/// Parses the header of an in-memory (raw) IDX file and checks the payload length.
+fn parse_idx(path: &Path, mut bytes: Vec<u8>) -> Result<Idx> {
+    let (_, header_len) = check_magic(path, &bytes[..bytes.len().min(4)])?;
+    if bytes.len() < header_len {
+        return Err(bad(
+            path,
+            format!(
+                "truncated IDX header: expected {header_len} bytes for {} dimensions, got {}",
+                (header_len - 4) / 4,
+                bytes.len()
+            ),
+        ));
+    }
+    let (dims, expected) = parse_dims(path, &bytes[4..header_len])?;
     let got = bytes.len() - header_len;
     if got != expected {
         let what = if got < expected {
@@ -252,8 +385,9 @@ pub fn write_idx(path: &Path, dims: &[usize], data: &[u8], gzip: bool) -> Result
 
 /// Writes a file through `write` into a temporary sibling, then renames it over `path`.
 ///
-/// Same directory so the rename stays on one file system and is atomic; the temporary name
-/// carries the process id and a counter so concurrent writers never share one. On any
+/// Same directory so the rename stays on one file system and is atomic; the temporary name,
+/// `.{name}.{pid}.{thread}.{counter}.tmp`, carries the process id, the thread and a
+/// process-wide counter, so concurrent writers (threads or processes) never share one. On any
 /// failure the temporary file is removed and `path` is left untouched.
 pub(crate) fn write_atomic(
     path: &Path,
@@ -272,8 +406,13 @@ pub(crate) fn write_atomic(
     };
     let mut tmp_name = std::ffi::OsString::from(".");
     tmp_name.push(file_name);
+    // `ThreadId`'s Debug form is `ThreadId(N)`; its digits are unique among live threads.
+    let thread: String = format!("{:?}", std::thread::current().id())
+        .chars()
+        .filter(char::is_ascii_digit)
+        .collect();
     tmp_name.push(format!(
-        ".{}.{}.tmp",
+        ".{}.{thread}.{}.tmp",
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
@@ -292,4 +431,42 @@ pub(crate) fn write_atomic(
         let _ = std::fs::remove_file(&tmp);
         Error::io(path, e)
     })
+}
+
+/// The file name a temporary file called `name` was going to replace, if `name` is the
+/// temporary sibling of a save: the current form `.{target}.{pid}.{thread}.{counter}.tmp`
+/// (see `write_atomic`) or the older `{target}.tmp{pid}`.
+pub(crate) fn temp_target(name: &str) -> Option<&str> {
+    if let Some(inner) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")) {
+        // Strip `.{pid}.{thread}.{counter}`: three dot-separated runs of digits.
+        let mut rest = inner;
+        for _ in 0..3 {
+            let dot = rest.rfind('.')?;
+            let digits = &rest[dot + 1..];
+            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            rest = &rest[..dot];
+        }
+        return (!rest.is_empty()).then_some(rest);
+    }
+    let at = name.rfind(".tmp")?;
+    let digits = &name[at + 4..];
+    (at > 0 && !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then_some(&name[..at])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temp_names_map_back_to_their_target() {
+        assert_eq!(temp_target(".m.npz.12.3.7.tmp"), Some("m.npz"));
+        assert_eq!(temp_target("m.npz.tmp4242"), Some("m.npz"));
+        assert_eq!(temp_target("m.npz"), None);
+        assert_eq!(temp_target(".m.npz.x.3.7.tmp"), None);
+        assert_eq!(temp_target(".tmp"), None);
+        assert_eq!(temp_target("m.npz.tmp"), None);
+    }
 }

@@ -70,22 +70,69 @@ impl Mnist {
         Ok(Mnist { train, test })
     }
 
-    /// The directory [`Mnist::load_default`] reads: the `BLINDSPOT_MNIST` environment
-    /// variable if set, else the `data/mnist` directory shipped in this crate's source tree.
+    /// The directory [`Mnist::load_default`] reads, chosen at run time:
+    ///
+    /// 1. the `BLINDSPOT_MNIST` environment variable, if set and non-empty;
+    /// 2. else `data/mnist` under the current directory, if it exists (the project's own
+    ///    copy when run by cargo from the project's root);
+    /// 3. else the `data/mnist` folder of this crate's source tree, if it exists: it does in
+    ///    a clone of the repository, but not in the published package (whose `exclude` keeps
+    ///    the data out), so a dependent never reads from the registry's source folder;
+    /// 4. else `data/mnist` under the current directory (which does not exist: loading then
+    ///    fails with an error saying where it looked and how to point elsewhere).
     pub fn default_dir() -> PathBuf {
-        match std::env::var_os(MNIST_DIR_ENV) {
-            Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-            _ => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist")),
+        if let Some(dir) = std::env::var_os(MNIST_DIR_ENV).filter(|d| !d.is_empty()) {
+            return PathBuf::from(dir);
         }
+        let local = PathBuf::from("data").join("mnist");
+        if local.is_dir() {
+            return local;
+        }
+        let source = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist"));
+        if source.is_dir() {
+            return source;
+        }
+        local
     }
 
     /// Loads MNIST from [`Mnist::default_dir`].
     ///
     /// # Errors
     ///
-    /// As [`Mnist::load`].
+    /// As [`Mnist::load`]; a missing file is an [`Error::DataFile`] that names the directory
+    /// looked in (and, for a relative one, the current directory), says how it was chosen,
+    /// and says to set `BLINDSPOT_MNIST` or call [`Mnist::load`] to point elsewhere.
     pub fn load_default() -> Result<Mnist> {
-        Mnist::load(Mnist::default_dir())
+        let dir = Mnist::default_dir();
+        Mnist::load(&dir).map_err(|e| match e {
+            Error::Io { path, source } if source.kind() == std::io::ErrorKind::NotFound => {
+                let shown = match std::env::current_dir() {
+                    Ok(cwd) if dir.is_relative() => {
+                        format!("{} (in {})", dir.display(), cwd.display())
+                    }
+                    _ => dir.display().to_string(),
+                };
+                let how = if std::env::var_os(MNIST_DIR_ENV).is_some_and(|d| !d.is_empty()) {
+                    format!("{MNIST_DIR_ENV} is set to this directory")
+                } else {
+                    format!(
+                        "{MNIST_DIR_ENV} is not set, and neither ./data/mnist nor the crate's \
+                         source copy exists"
+                    )
+                };
+                Error::DataFile {
+                    path,
+                    problem: format!(
+                        "MNIST not found: looked in {shown}; {how}. Put the four IDX files \
+                         (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, \
+                         t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz) there, set \
+                         {MNIST_DIR_ENV} to the directory holding them, or call Mnist::load \
+                         with it ({source})"
+                    ),
+                }
+            }
+            other => other,
+        })
     }
 }
 

@@ -6,5 +6,5 @@ pub mod idx;
 pub mod mnist;
 
 pub use dataset::{Batches, Dataset};
-pub use idx::{read_idx, write_idx, Idx};
+pub use idx::{parse_idx_bytes, read_idx, write_idx, Idx};
 pub use mnist::Mnist;

@@ -1,19 +1,33 @@
 //! Saving and loading models as `.npz`: named `f32` arrays plus a small text header that
 //! records what the arrays are. Files are written to a temporary name and renamed, so a crash
 //! never leaves half a model behind.
+//!
+//! Reading does not trust the file: the zip directory and every npy header are read first,
+//! and each member's claimed shape × element size must match the member's actual size, which
+//! must fit in the file, before anything is allocated. A small file claiming a huge array is
+//! therefore an [`Error::ModelFile`], and loading a file never allocates much more than the
+//! file's own length.
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::io::{BufReader, Read, Seek, Write};
+use std::path::Path;
 
-use ndarray::{Array1, Array2};
-use ndarray_npy::{NpzReader, NpzWriter};
+use ndarray::{Array1, Array2, ShapeBuilder};
+use ndarray_npy::NpzWriter;
 
+use crate::data::idx::write_atomic;
 use crate::error::{Error, Result};
 
 /// Name of the array holding the UTF-8 `key=value` header.
 const META: &str = "meta";
+
+/// Most members accepted in one archive (a model has a handful of arrays).
+const MAX_MEMBERS: usize = 4096;
+
+/// Largest npy header accepted; writers pad it to a multiple of 64 bytes, so real headers
+/// are well under 1 KB.
+const MAX_NPY_HEADER: usize = 64 * 1024;
 
 /// The named arrays and header of a model file.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,74 +40,141 @@ pub struct ModelFile {
 
 impl ModelFile {
     /// Writes the file atomically: a temporary sibling, flushed and synced, then renamed.
+    ///
+    /// The temporary name carries the process id, the thread and a counter, so concurrent
+    /// saves of the same path (from threads or processes) never share one; it is removed on
+    /// every error path. A reader sees either the old file or the new one, never half of one.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the file cannot be written (the message names the path and, for an
+    /// encoding failure, what could not be written).
     pub fn save(&self, path: &Path) -> Result<()> {
-        let tmp = temp_sibling(path);
-        let result = (|| -> Result<()> {
-            let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-            let mut npz = NpzWriter::new(BufWriter::new(file));
-            let header: String = self
-                .meta
-                .iter()
-                .map(|(k, v)| format!("{k}={v}\n"))
-                .collect();
-            let bytes = Array1::from(header.into_bytes());
-            let bad = |e: ndarray_npy::WriteNpzError| Error::ModelFile {
-                path: path.to_path_buf(),
-                problem: format!("cannot write: {e}"),
-            };
+        let header: String = self
+            .meta
+            .iter()
+            .map(|(k, v)| format!("{k}={v}\n"))
+            .collect();
+        let bytes = Array1::from(header.into_bytes());
+        write_atomic(path, |w| {
+            let bad = |e: ndarray_npy::WriteNpzError| std::io::Error::other(format!("npz: {e}"));
+            let mut npz = NpzWriter::new(w);
             npz.add_array(META, &bytes).map_err(bad)?;
             for (name, a) in &self.arrays {
                 npz.add_array(name.as_str(), a).map_err(bad)?;
             }
-            let mut w = npz.finish().map_err(bad)?;
-            w.flush().map_err(|e| Error::io(&tmp, e))?;
-            let file = w
-                .into_inner()
-                .map_err(|e| Error::io(&tmp, e.into_error()))?;
-            file.sync_all().map_err(|e| Error::io(&tmp, e))?;
-            std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        result
+            npz.finish().map_err(bad)?.flush()
+        })
     }
 
-    /// Reads a file written by [`ModelFile::save`]; a missing header, a non-UTF-8 header, or an
-    /// unreadable array is a [`Error::ModelFile`] naming the file.
+    /// Reads a file written by [`ModelFile::save`].
+    ///
+    /// Only what `save` writes is accepted: a zip archive of uncompressed (stored) npy
+    /// members, a 1-d `u8` member `meta` and 2-d `f32` members (little- or big-endian, C or
+    /// Fortran order). Sizes are checked before allocating (see the module docs), so the
+    /// memory used is bounded by the file's length.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the file cannot be opened or read; [`Error::ModelFile`] naming the
+    /// file if it is not a zip archive, has too many members, a compressed or encrypted member,
+    /// a member whose npy header is malformed or whose shape does not match its size, an
+    /// array that is not 2-d `f32`, or a missing, non-UTF-8 or malformed `meta` header.
     pub fn load(path: &Path) -> Result<ModelFile> {
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        ModelFile::read_from(BufReader::new(file), file_len, path)
+    }
+
+    /// Reads a model file held in memory, with the same checks as [`ModelFile::load`];
+    /// `path` only names the file in errors.
+    ///
+    /// # Errors
+    ///
+    /// As [`ModelFile::load`].
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<ModelFile> {
+        ModelFile::read_from(std::io::Cursor::new(bytes), bytes.len() as u64, path)
+    }
+
+    fn read_from(reader: impl Read + Seek, file_len: u64, path: &Path) -> Result<ModelFile> {
         let bad = |problem: String| Error::ModelFile {
             path: path.to_path_buf(),
             problem,
         };
-        let file = File::open(path).map_err(|e| Error::io(path, e))?;
-        let mut npz = NpzReader::new(BufReader::new(file))
-            .map_err(|e| bad(format!("not an npz archive: {e}")))?;
-        let names = npz
-            .names()
-            .map_err(|e| bad(format!("unreadable archive: {e}")))?;
-        let bytes: Array1<u8> = npz
-            .by_name(META)
-            .map_err(|e| bad(format!("no readable `{META}` header: {e}")))?;
-        let text =
-            String::from_utf8(bytes.to_vec()).map_err(|_| bad("header is not UTF-8".into()))?;
+        let mut zip =
+            zip::ZipArchive::new(reader).map_err(|e| bad(format!("not an npz archive: {e}")))?;
+        if zip.len() > MAX_MEMBERS {
+            return Err(bad(format!(
+                "{} members (at most {MAX_MEMBERS} accepted)",
+                zip.len()
+            )));
+        }
+        let mut meta_bytes: Option<Vec<u8>> = None;
+        let mut arrays = Vec::new();
+        // Stored members do not overlap in a well-formed archive, so together they fit in the
+        // file; overlapping members (one payload named many times) cannot multiply memory.
+        let mut total: u64 = 0;
+        for i in 0..zip.len() {
+            let mut member = zip
+                .by_index(i)
+                .map_err(|e| bad(format!("unreadable member {i}: {e}")))?;
+            let raw_name = member.name().to_string();
+            let name = raw_name
+                .strip_suffix(".npy")
+                .unwrap_or(&raw_name)
+                .to_string();
+            let bad_member = |problem: String| bad(format!("member `{raw_name}`: {problem}"));
+            if member.compression() != zip::CompressionMethod::Stored {
+                return Err(bad_member(format!(
+                    "compression {} is not supported (only stored members)",
+                    member.compression()
+                )));
+            }
+            if member.encrypted() {
+                return Err(bad_member("encrypted members are not supported".into()));
+            }
+            let size = member.size();
+            total = total.saturating_add(size);
+            if size != member.compressed_size() || total > file_len {
+                return Err(bad_member(format!(
+                    "claims {size} bytes ({} stored; {total} in all members so far) in a file \
+                     of {file_len} bytes",
+                    member.compressed_size()
+                )));
+            }
+            let header = read_npy_header(&mut member, size).map_err(&bad_member)?;
+            let value = if name == META {
+                if meta_bytes.is_some() {
+                    return Err(bad_member("a second `meta` member".into()));
+                }
+                Member::Meta(read_u8_array(&mut member, &header).map_err(&bad_member)?)
+            } else {
+                Member::Array(
+                    read_f32_array(&mut member, &header)
+                        .map_err(|e| bad_member(format!("not a 2-d f32 array: {e}")))?,
+                )
+            };
+            // Reading to the member's end makes the zip reader check its CRC-32: a corrupt
+            // payload is an error, not silently wrong weights.
+            let mut end = [0u8; 1];
+            match member.read(&mut end) {
+                Ok(0) => {}
+                Ok(_) => return Err(bad_member("bytes after the array".into())),
+                Err(e) => return Err(bad_member(format!("corrupt member: {e}"))),
+            }
+            match value {
+                Member::Meta(bytes) => meta_bytes = Some(bytes),
+                Member::Array(a) => arrays.push((name, a)),
+            }
+        }
+        let bytes = meta_bytes.ok_or_else(|| bad(format!("no `{META}` header member")))?;
+        let text = String::from_utf8(bytes).map_err(|_| bad("header is not UTF-8".into()))?;
         let mut meta = BTreeMap::new();
         for line in text.lines().filter(|l| !l.is_empty()) {
             let (k, v) = line
                 .split_once('=')
                 .ok_or_else(|| bad(format!("header line {line:?} is not key=value")))?;
             meta.insert(k.to_string(), v.to_string());
-        }
-        let mut arrays = Vec::new();
-        for name in names {
-            let name = name.strip_suffix(".npy").unwrap_or(&name).to_string();
-            if name == META {
-                continue;
-            }
-            let a: Array2<f32> = npz
-                .by_name(&name)
-                .map_err(|e| bad(format!("array `{name}` is not a 2-d f32 array: {e}")))?;
-            arrays.push((name, a));
         }
         Ok(ModelFile { meta, arrays })
     }
@@ -123,13 +204,247 @@ impl ModelFile {
     }
 }
 
-/// A temporary name next to `path`, unique per process, so the final rename stays on one
-/// file system and is atomic.
-pub(crate) fn temp_sibling(path: &Path) -> PathBuf {
-    let mut name = path
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
-    name.push(format!(".tmp{}", std::process::id()));
-    path.with_file_name(name)
+/// One member's contents.
+enum Member {
+    Meta(Vec<u8>),
+    Array(Array2<f32>),
+}
+
+/// Element type of an npy member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dtype {
+    U8,
+    F32 { big_endian: bool },
+}
+
+impl Dtype {
+    fn size(self) -> u64 {
+        match self {
+            Dtype::U8 => 1,
+            Dtype::F32 { .. } => 4,
+        }
+    }
+}
+
+/// A parsed npy header, with the payload length already checked against the member's size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct NpyHeader {
+    dtype: Dtype,
+    fortran_order: bool,
+    shape: Vec<usize>,
+    /// Number of elements (the product of `shape`).
+    len: usize,
+}
+
+/// Reads the npy preamble and header of a member of `member_size` bytes and checks that the
+/// payload the header claims is exactly what is left of the member.
+fn read_npy_header(r: &mut impl Read, member_size: u64) -> std::result::Result<NpyHeader, String> {
+    let mut pre = [0u8; 8];
+    r.read_exact(&mut pre)
+        .map_err(|e| format!("truncated npy preamble: {e}"))?;
+    if &pre[..6] != b"\x93NUMPY" {
+        return Err("not an npy array (bad magic)".into());
+    }
+    let (header_len, prefix) = match pre[6] {
+        1 => {
+            let mut b = [0u8; 2];
+            r.read_exact(&mut b)
+                .map_err(|e| format!("truncated npy preamble: {e}"))?;
+            (u16::from_le_bytes(b) as usize, 10u64)
+        }
+        2 | 3 => {
+            let mut b = [0u8; 4];
+            r.read_exact(&mut b)
+                .map_err(|e| format!("truncated npy preamble: {e}"))?;
+            (u32::from_le_bytes(b) as usize, 12u64)
+        }
+        v => return Err(format!("unsupported npy version {v}.{}", pre[7])),
+    };
+    if header_len > MAX_NPY_HEADER || prefix + header_len as u64 > member_size {
+        return Err(format!(
+            "npy header of {header_len} bytes in a member of {member_size} bytes"
+        ));
+    }
+    let mut text = vec![0u8; header_len];
+    r.read_exact(&mut text)
+        .map_err(|e| format!("truncated npy header: {e}"))?;
+    let text = std::str::from_utf8(&text).map_err(|_| "npy header is not UTF-8".to_string())?;
+    let (descr, fortran_order, shape) = parse_npy_dict(text)?;
+    let dtype = match descr.as_str() {
+        "|u1" | "<u1" | ">u1" | "u1" => Dtype::U8,
+        "<f4" => Dtype::F32 { big_endian: false },
+        ">f4" => Dtype::F32 { big_endian: true },
+        other => return Err(format!("unsupported dtype {other:?}")),
+    };
+    let len = shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| format!("shape {shape:?} overflows"))?;
+    let payload = member_size - prefix - header_len as u64;
+    let claimed = (len as u64).checked_mul(dtype.size());
+    if claimed != Some(payload) {
+        return Err(format!(
+            "shape {shape:?} of {descr} needs {} bytes but the member holds {payload}",
+            claimed.map_or_else(|| "more than 2^64".to_string(), |c| c.to_string())
+        ));
+    }
+    Ok(NpyHeader {
+        dtype,
+        fortran_order,
+        shape,
+        len,
+    })
+}
+
+/// Parses the Python dict literal of an npy header:
+/// `{'descr': '<f4', 'fortran_order': False, 'shape': (3, 4), }`.
+fn parse_npy_dict(text: &str) -> std::result::Result<(String, bool, Vec<usize>), String> {
+    let bad = || format!("malformed npy header {:?}", truncate(text, 120));
+    let body = text
+        .trim()
+        .strip_prefix('{')
+        .and_then(|t| t.strip_suffix('}'))
+        .ok_or_else(bad)?;
+    let (mut descr, mut fortran, mut shape) = (None, None, None);
+    let mut rest = body.trim_start();
+    while !rest.is_empty() {
+        let (key, after) = parse_py_str(rest).ok_or_else(bad)?;
+        let after = after.trim_start().strip_prefix(':').ok_or_else(bad)?;
+        let after = after.trim_start();
+        rest = match key.as_str() {
+            "descr" => {
+                let (v, a) = parse_py_str(after).ok_or_else(bad)?;
+                descr = Some(v);
+                a
+            }
+            "fortran_order" => {
+                if let Some(a) = after.strip_prefix("False") {
+                    fortran = Some(false);
+                    a
+                } else if let Some(a) = after.strip_prefix("True") {
+                    fortran = Some(true);
+                    a
+                } else {
+                    return Err(bad());
+                }
+            }
+            "shape" => {
+                let a = after.strip_prefix('(').ok_or_else(bad)?;
+                let close = a.find(')').ok_or_else(bad)?;
+                let mut dims = Vec::new();
+                for part in a[..close].split(',') {
+                    let part = part.trim();
+                    if part.is_empty() {
+                        continue;
+                    }
+                    if dims.len() >= 32 {
+                        return Err(bad());
+                    }
+                    dims.push(part.parse::<usize>().map_err(|_| bad())?);
+                }
+                shape = Some(dims);
+                &a[close + 1..]
+            }
+            _ => return Err(bad()),
+        };
+        rest = rest.trim_start();
+        rest = rest.strip_prefix(',').unwrap_or(rest).trim_start();
+    }
+    match (descr, fortran, shape) {
+        (Some(d), Some(f), Some(s)) => Ok((d, f, s)),
+        _ => Err(bad()),
+    }
+}
+
+/// A quoted Python string (no escapes) at the start of `s`, and what follows it.
+fn parse_py_str(s: &str) -> Option<(String, &str)> {
+    let q = s.chars().next().filter(|&c| c == '\'' || c == '"')?;
+    let inner = &s[1..];
+    let end = inner.find(q)?;
+    Some((inner[..end].to_string(), &inner[end + 1..]))
+}
+
+fn truncate(s: &str, n: usize) -> &str {
+    match s.char_indices().nth(n) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+/// The payload of a 1-d `u8` member.
+fn read_u8_array(r: &mut impl Read, h: &NpyHeader) -> std::result::Result<Vec<u8>, String> {
+    if h.dtype != Dtype::U8 || h.shape.len() != 1 {
+        return Err(format!(
+            "the header must be a 1-d u8 array, got {:?} of shape {:?}",
+            h.dtype, h.shape
+        ));
+    }
+    let mut out = Vec::with_capacity(h.len);
+    r.take(h.len as u64)
+        .read_to_end(&mut out)
+        .map_err(|e| format!("unreadable payload: {e}"))?;
+    if out.len() != h.len {
+        return Err(format!(
+            "truncated payload: {} of {} bytes",
+            out.len(),
+            h.len
+        ));
+    }
+    Ok(out)
+}
+
+/// The payload of a 2-d `f32` member, in standard (row-major) layout.
+fn read_f32_array(r: &mut impl Read, h: &NpyHeader) -> std::result::Result<Array2<f32>, String> {
+    let Dtype::F32 { big_endian } = h.dtype else {
+        return Err(format!("dtype is {:?}", h.dtype));
+    };
+    let &[rows, cols] = h.shape.as_slice() else {
+        return Err(format!("shape {:?}", h.shape));
+    };
+    // The length was checked against the member's stored size, which fits in the file.
+    let mut values = Vec::with_capacity(h.len);
+    let mut buf = [0u8; 64 * 1024];
+    let mut left = h.len * 4;
+    while left > 0 {
+        let chunk = &mut buf[..left.min(64 * 1024)];
+        r.read_exact(chunk)
+            .map_err(|e| format!("truncated payload: {e}"))?;
+        values.extend(chunk.chunks_exact(4).map(|b| {
+            let b = [b[0], b[1], b[2], b[3]];
+            if big_endian {
+                f32::from_be_bytes(b)
+            } else {
+                f32::from_le_bytes(b)
+            }
+        }));
+        left -= chunk.len();
+    }
+    let a = if h.fortran_order {
+        Array2::from_shape_vec((rows, cols).f(), values)
+            .map(|a| a.as_standard_layout().into_owned())
+    } else {
+        Array2::from_shape_vec((rows, cols), values)
+    };
+    a.map_err(|e| format!("cannot shape payload: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn npy_dict_parses_what_numpy_writes() {
+        let (d, f, s) =
+            parse_npy_dict("{'descr': '<f4', 'fortran_order': False, 'shape': (3, 4), }    \n")
+                .unwrap();
+        assert_eq!((d.as_str(), f, s), ("<f4", false, vec![3, 4]));
+        let (_, _, s) =
+            parse_npy_dict("{'descr': '|u1', 'fortran_order': True, 'shape': (5,)}").unwrap();
+        assert_eq!(s, vec![5]);
+        assert!(parse_npy_dict("{'descr': '<f4'}").is_err());
+        assert!(
+            parse_npy_dict("{'descr': '<f4', 'fortran_order': False, 'shape': (-1, 4)}").is_err()
+        );
+        assert!(parse_npy_dict("").is_err());
+    }
 }

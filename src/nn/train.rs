@@ -148,12 +148,27 @@ impl TrainParams {
     }
 
     /// Validates the values once; the result cannot be invalid.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidParameter`] if `epochs` is outside `1..=1_000_000` or `batch_size`
+    /// outside `1..=1_000_000` (upper bounds so that a typo such as `usize::MAX` is an error
+    /// rather than a hang or an allocation failure), the learning rate is not finite and
+    /// positive, the momentum is outside `[0, 1)`, or the schedule's values are invalid.
     pub fn check(self) -> Result<TrainConfig> {
-        if self.epochs == 0 {
-            return Err(Error::param("epochs", "must be at least 1"));
+        const MAX_EPOCHS: usize = 1_000_000;
+        const MAX_BATCH: usize = 1_000_000;
+        if self.epochs == 0 || self.epochs > MAX_EPOCHS {
+            return Err(Error::param(
+                "epochs",
+                format!("must be in 1..={MAX_EPOCHS}, got {}", self.epochs),
+            ));
         }
-        if self.batch_size == 0 {
-            return Err(Error::param("batch_size", "must be at least 1"));
+        if self.batch_size == 0 || self.batch_size > MAX_BATCH {
+            return Err(Error::param(
+                "batch_size",
+                format!("must be in 1..={MAX_BATCH}, got {}", self.batch_size),
+            ));
         }
         if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
             return Err(Error::param(

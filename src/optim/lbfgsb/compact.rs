@@ -339,76 +339,81 @@ unsafe fn classify_boxed_avx2(
     out: &mut BoxedOut,
     scan: &mut BreakScan,
 ) -> usize {
-    use std::arch::x86_64::*;
-    let n = x.len();
-    assert!(g.len() >= n && lower.len() >= n && upper.len() >= n);
-    assert!(out.iwhere.len() >= n && out.d.len() >= n && out.brk.len() >= n);
-    assert!(out.order.len() >= n && scan.nbreak == 0);
-    let zero = _mm256_setzero_pd();
-    let sign = _mm256_set1_pd(-0.0);
-    let inf = _mm256_set1_pd(f64::INFINITY);
-    let lanes = _mm256_set_epi64x(8, 4, 2, 1);
-    let mut dd = _mm256_loadu_pd(scan.lane_dd.as_ptr());
-    let mut tmin = _mm256_loadu_pd(scan.lane_min.as_ptr());
-    let mut nbreak = 0usize;
-    let mut i = 0;
-    while i + 4 <= n {
-        let xv = _mm256_loadu_pd(x.as_ptr().add(i));
-        let gv = _mm256_loadu_pd(g.as_ptr().add(i));
-        let tl = _mm256_sub_pd(xv, _mm256_loadu_pd(lower.as_ptr().add(i)));
-        let tu = _mm256_sub_pd(_mm256_loadu_pd(upper.as_ptr().add(i)), xv);
-        let xlower = _mm256_cmp_pd::<_CMP_LE_OQ>(tl, zero);
-        let xupper = _mm256_andnot_pd(xlower, _mm256_cmp_pd::<_CMP_LE_OQ>(tu, zero));
-        let at_lower = _mm256_and_pd(xlower, _mm256_cmp_pd::<_CMP_GE_OQ>(gv, zero));
-        let at_upper = _mm256_and_pd(xupper, _mm256_cmp_pd::<_CMP_LE_OQ>(gv, zero));
-        let zero_g = _mm256_andnot_pd(
-            _mm256_or_pd(xlower, xupper),
-            _mm256_cmp_pd::<_CMP_EQ_OQ>(gv, zero),
-        );
-        let (ml, mu, mz) = (
-            _mm256_movemask_pd(at_lower),
-            _mm256_movemask_pd(at_upper),
-            _mm256_movemask_pd(zero_g),
-        );
-        let mut moving_bits = 0usize;
-        for l in 0..4 {
-            let w = out.iwhere.get_unchecked_mut(i + l);
-            let st = boxed_status(
-                *w == FIXED,
-                (ml >> l) & 1 != 0,
-                (mu >> l) & 1 != 0,
-                (mz >> l) & 1 != 0,
+    // SAFETY: the caller guarantees the target feature this function enables (its
+    // documented contract, checked at the call site with `is_x86_feature_detected!`); every
+    // pointer access is within the slices whose lengths are asserted at the top.
+    unsafe {
+        use std::arch::x86_64::*;
+        let n = x.len();
+        assert!(g.len() >= n && lower.len() >= n && upper.len() >= n);
+        assert!(out.iwhere.len() >= n && out.d.len() >= n && out.brk.len() >= n);
+        assert!(out.order.len() >= n && scan.nbreak == 0);
+        let zero = _mm256_setzero_pd();
+        let sign = _mm256_set1_pd(-0.0);
+        let inf = _mm256_set1_pd(f64::INFINITY);
+        let lanes = _mm256_set_epi64x(8, 4, 2, 1);
+        let mut dd = _mm256_loadu_pd(scan.lane_dd.as_ptr());
+        let mut tmin = _mm256_loadu_pd(scan.lane_min.as_ptr());
+        let mut nbreak = 0usize;
+        let mut i = 0;
+        while i + 4 <= n {
+            let xv = _mm256_loadu_pd(x.as_ptr().add(i));
+            let gv = _mm256_loadu_pd(g.as_ptr().add(i));
+            let tl = _mm256_sub_pd(xv, _mm256_loadu_pd(lower.as_ptr().add(i)));
+            let tu = _mm256_sub_pd(_mm256_loadu_pd(upper.as_ptr().add(i)), xv);
+            let xlower = _mm256_cmp_pd::<_CMP_LE_OQ>(tl, zero);
+            let xupper = _mm256_andnot_pd(xlower, _mm256_cmp_pd::<_CMP_LE_OQ>(tu, zero));
+            let at_lower = _mm256_and_pd(xlower, _mm256_cmp_pd::<_CMP_GE_OQ>(gv, zero));
+            let at_upper = _mm256_and_pd(xupper, _mm256_cmp_pd::<_CMP_LE_OQ>(gv, zero));
+            let zero_g = _mm256_andnot_pd(
+                _mm256_or_pd(xlower, xupper),
+                _mm256_cmp_pd::<_CMP_EQ_OQ>(gv, zero),
             );
-            *w = st;
-            moving_bits |= ((st == FREE) as usize) << l;
+            let (ml, mu, mz) = (
+                _mm256_movemask_pd(at_lower),
+                _mm256_movemask_pd(at_upper),
+                _mm256_movemask_pd(zero_g),
+            );
+            let mut moving_bits = 0usize;
+            for l in 0..4 {
+                let w = out.iwhere.get_unchecked_mut(i + l);
+                let st = boxed_status(
+                    *w == FIXED,
+                    (ml >> l) & 1 != 0,
+                    (mu >> l) & 1 != 0,
+                    (mz >> l) & 1 != 0,
+                );
+                *w = st;
+                moving_bits |= ((st == FREE) as usize) << l;
+            }
+            let moving = _mm256_castsi256_pd(_mm256_cmpeq_epi64(
+                _mm256_and_si256(_mm256_set1_epi64x(moving_bits as i64), lanes),
+                lanes,
+            ));
+            // −gᵢ on moving lanes, +0 elsewhere.
+            let dv = _mm256_and_pd(moving, _mm256_xor_pd(gv, sign));
+            _mm256_storeu_pd(out.d.as_mut_ptr().add(i), dv);
+            dd = _mm256_add_pd(dd, _mm256_mul_pd(dv, dv));
+            let dist = _mm256_blendv_pd(tu, tl, _mm256_cmp_pd::<_CMP_GT_OQ>(gv, zero));
+            let tv = _mm256_div_pd(dist, _mm256_andnot_pd(sign, gv));
+            let tm = _mm256_blendv_pd(inf, tv, moving);
+            // Same selection as `if t < min { t }`, lane by lane.
+            tmin = _mm256_blendv_pd(tmin, tm, _mm256_cmp_pd::<_CMP_LT_OQ>(tm, tmin));
+            // Append the moving lanes' breakpoints and indices.
+            let idx = _mm256_loadu_si256(COMPRESS[moving_bits].as_ptr() as *const __m256i);
+            let packed_t = _mm256_permutevar8x32_ps(_mm256_castpd_ps(tv), idx);
+            _mm256_storeu_ps(out.brk.as_mut_ptr().add(nbreak) as *mut f32, packed_t);
+            let ids = _mm256_set_epi64x(i as i64 + 3, i as i64 + 2, i as i64 + 1, i as i64);
+            let packed_i = _mm256_permutevar8x32_epi32(ids, idx);
+            _mm256_storeu_si256(out.order.as_mut_ptr().add(nbreak) as *mut __m256i, packed_i);
+            nbreak += moving_bits.count_ones() as usize;
+            i += 4;
         }
-        let moving = _mm256_castsi256_pd(_mm256_cmpeq_epi64(
-            _mm256_and_si256(_mm256_set1_epi64x(moving_bits as i64), lanes),
-            lanes,
-        ));
-        // −gᵢ on moving lanes, +0 elsewhere.
-        let dv = _mm256_and_pd(moving, _mm256_xor_pd(gv, sign));
-        _mm256_storeu_pd(out.d.as_mut_ptr().add(i), dv);
-        dd = _mm256_add_pd(dd, _mm256_mul_pd(dv, dv));
-        let dist = _mm256_blendv_pd(tu, tl, _mm256_cmp_pd::<_CMP_GT_OQ>(gv, zero));
-        let tv = _mm256_div_pd(dist, _mm256_andnot_pd(sign, gv));
-        let tm = _mm256_blendv_pd(inf, tv, moving);
-        // Same selection as `if t < min { t }`, lane by lane.
-        tmin = _mm256_blendv_pd(tmin, tm, _mm256_cmp_pd::<_CMP_LT_OQ>(tm, tmin));
-        // Append the moving lanes' breakpoints and indices.
-        let idx = _mm256_loadu_si256(COMPRESS[moving_bits].as_ptr() as *const __m256i);
-        let packed_t = _mm256_permutevar8x32_ps(_mm256_castpd_ps(tv), idx);
-        _mm256_storeu_ps(out.brk.as_mut_ptr().add(nbreak) as *mut f32, packed_t);
-        let ids = _mm256_set_epi64x(i as i64 + 3, i as i64 + 2, i as i64 + 1, i as i64);
-        let packed_i = _mm256_permutevar8x32_epi32(ids, idx);
-        _mm256_storeu_si256(out.order.as_mut_ptr().add(nbreak) as *mut __m256i, packed_i);
-        nbreak += moving_bits.count_ones() as usize;
-        i += 4;
+        _mm256_storeu_pd(scan.lane_dd.as_mut_ptr(), dd);
+        _mm256_storeu_pd(scan.lane_min.as_mut_ptr(), tmin);
+        scan.nbreak = nbreak;
+        i
     }
-    _mm256_storeu_pd(scan.lane_dd.as_mut_ptr(), dd);
-    _mm256_storeu_pd(scan.lane_min.as_mut_ptr(), tmin);
-    scan.nbreak = nbreak;
-    i
 }
 
 /// Everything the solver keeps between iterations, allocated once per problem size.

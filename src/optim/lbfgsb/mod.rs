@@ -368,46 +368,51 @@ fn max_step_boxed(x: &[f64], d: &[f64], lower: &[f64], upper: &[f64]) -> f64 {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn max_step_boxed_avx2(x: &[f64], d: &[f64], lower: &[f64], upper: &[f64]) -> f64 {
-    use std::arch::x86_64::*;
-    let n = x.len();
-    assert!(d.len() >= n && lower.len() >= n && upper.len() >= n);
-    let zero = _mm256_setzero_pd();
-    let inf = _mm256_set1_pd(f64::INFINITY);
-    let mut acc = _mm256_set1_pd(BIG_STEP);
-    let mut i = 0;
-    while i + 4 <= n {
-        let xv = _mm256_loadu_pd(x.as_ptr().add(i));
-        let dv = _mm256_loadu_pd(d.as_ptr().add(i));
-        let neg = _mm256_cmp_pd::<_CMP_LT_OQ>(dv, zero);
-        let pos = _mm256_cmp_pd::<_CMP_GT_OQ>(dv, zero);
-        let room = _mm256_blendv_pd(
-            _mm256_sub_pd(_mm256_loadu_pd(upper.as_ptr().add(i)), xv),
-            _mm256_sub_pd(_mm256_loadu_pd(lower.as_ptr().add(i)), xv),
-            neg,
-        );
-        let blocked = _mm256_or_pd(
-            _mm256_and_pd(neg, _mm256_cmp_pd::<_CMP_GE_OQ>(room, zero)),
-            _mm256_and_pd(pos, _mm256_cmp_pd::<_CMP_LE_OQ>(room, zero)),
-        );
-        let t = _mm256_andnot_pd(blocked, _mm256_div_pd(room, dv));
-        let t = _mm256_blendv_pd(inf, t, _mm256_or_pd(neg, pos));
-        acc = _mm256_min_pd(t, acc);
-        i += 4;
+    // SAFETY: the caller guarantees the target feature this function enables (its
+    // documented contract, checked at the call site with `is_x86_feature_detected!`); every
+    // pointer access is within the slices whose lengths are asserted at the top.
+    unsafe {
+        use std::arch::x86_64::*;
+        let n = x.len();
+        assert!(d.len() >= n && lower.len() >= n && upper.len() >= n);
+        let zero = _mm256_setzero_pd();
+        let inf = _mm256_set1_pd(f64::INFINITY);
+        let mut acc = _mm256_set1_pd(BIG_STEP);
+        let mut i = 0;
+        while i + 4 <= n {
+            let xv = _mm256_loadu_pd(x.as_ptr().add(i));
+            let dv = _mm256_loadu_pd(d.as_ptr().add(i));
+            let neg = _mm256_cmp_pd::<_CMP_LT_OQ>(dv, zero);
+            let pos = _mm256_cmp_pd::<_CMP_GT_OQ>(dv, zero);
+            let room = _mm256_blendv_pd(
+                _mm256_sub_pd(_mm256_loadu_pd(upper.as_ptr().add(i)), xv),
+                _mm256_sub_pd(_mm256_loadu_pd(lower.as_ptr().add(i)), xv),
+                neg,
+            );
+            let blocked = _mm256_or_pd(
+                _mm256_and_pd(neg, _mm256_cmp_pd::<_CMP_GE_OQ>(room, zero)),
+                _mm256_and_pd(pos, _mm256_cmp_pd::<_CMP_LE_OQ>(room, zero)),
+            );
+            let t = _mm256_andnot_pd(blocked, _mm256_div_pd(room, dv));
+            let t = _mm256_blendv_pd(inf, t, _mm256_or_pd(neg, pos));
+            acc = _mm256_min_pd(t, acc);
+            i += 4;
+        }
+        let mut lanes = [0.0f64; 4];
+        _mm256_storeu_pd(lanes.as_mut_ptr(), acc);
+        let mut t = lanes
+            .iter()
+            .fold(f64::INFINITY, |a, &b| if b < a { b } else { a });
+        if i < n {
+            t = t.min(max_step_boxed_generic(
+                &x[i..],
+                &d[i..],
+                &lower[i..],
+                &upper[i..],
+            ));
+        }
+        t
     }
-    let mut lanes = [0.0f64; 4];
-    _mm256_storeu_pd(lanes.as_mut_ptr(), acc);
-    let mut t = lanes
-        .iter()
-        .fold(f64::INFINITY, |a, &b| if b < a { b } else { a });
-    if i < n {
-        t = t.min(max_step_boxed_generic(
-            &x[i..],
-            &d[i..],
-            &lower[i..],
-            &upper[i..],
-        ));
-    }
-    t
 }
 
 fn max_step_boxed_generic(x: &[f64], d: &[f64], lower: &[f64], upper: &[f64]) -> f64 {

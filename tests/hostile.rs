@@ -1,0 +1,447 @@
+//! Hostile input, issue 13: misbehaving user models, out-of-range indices, oversized
+//! settings, and concurrent saves. Every case is a typed error (or a correct result), never a
+//! panic.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use blindspot::attack::{transfer_error, Attack, BoxLbfgs, GaussianNoise, Target};
+use blindspot::data::Mnist;
+use blindspot::image::Grid;
+use blindspot::nn::{Architecture, Mlp, ModelFile, TrainParams};
+use blindspot::probe::{
+    bootstrap_mean, compare_means, label_purity, mean_pairwise_distance, MAX_RESAMPLES,
+};
+use blindspot::{Classifier, Differentiable, Error, Result};
+use ndarray::{Array1, Array2, ArrayView2, ArrayViewMut1, ArrayViewMut2};
+
+/// How the fake model misbehaves.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Fault {
+    /// Correct outputs: a linear model.
+    None,
+    /// `logits` returns one row too many.
+    ExtraRow,
+    /// `logits` returns no rows.
+    NoRows,
+    /// `logits` returns the wrong number of columns.
+    WrongColumns,
+    /// `logits` returns NaN.
+    NanLogits,
+    /// The loss is NaN.
+    NanLoss,
+    /// The input gradient is infinite.
+    InfGrad,
+}
+
+/// A tiny linear classifier over 4 inputs that can be told to misbehave.
+struct Fake {
+    classes: usize,
+    fault: Fault,
+}
+
+impl Fake {
+    fn new(classes: usize, fault: Fault) -> Self {
+        Fake { classes, fault }
+    }
+
+    fn scores(&self, x: ArrayView2<'_, f32>) -> Array2<f32> {
+        Array2::from_shape_fn((x.nrows(), self.classes), |(i, c)| {
+            x.row(i)
+                .iter()
+                .enumerate()
+                .map(|(j, &v)| v * (((j + 2 * c) % 5) as f32 - 2.0))
+                .sum()
+        })
+    }
+}
+
+impl Classifier for Fake {
+    fn input_dim(&self) -> usize {
+        4
+    }
+
+    fn num_classes(&self) -> usize {
+        self.classes
+    }
+
+    fn logits(&self, x: ArrayView2<'_, f32>) -> Result<Array2<f32>> {
+        let z = self.scores(x);
+        Ok(match self.fault {
+            Fault::ExtraRow => Array2::zeros((x.nrows() + 1, self.classes)),
+            Fault::NoRows => Array2::zeros((0, self.classes)),
+            Fault::WrongColumns => Array2::zeros((x.nrows(), self.classes + 3)),
+            Fault::NanLogits => z.mapv(|_| f32::NAN),
+            _ => z,
+        })
+    }
+}
+
+impl Differentiable for Fake {
+    type Scratch = ();
+
+    fn loss_and_input_grad_with(
+        &self,
+        x: ArrayView2<'_, f32>,
+        labels: &[usize],
+        _scratch: &mut (),
+        mut losses: ArrayViewMut1<'_, f32>,
+        mut grad: ArrayViewMut2<'_, f32>,
+    ) -> Result<()> {
+        // A smooth stand-in for cross-entropy: distance of the input to a label-dependent
+        // corner of the box.
+        for (i, &l) in labels.iter().enumerate() {
+            let mut loss = 0.0;
+            for j in 0..x.ncols() {
+                let t = if (j + l) % 2 == 0 { 1.0 } else { 0.0 };
+                let d = x[[i, j]] - t;
+                loss += d * d;
+                grad[[i, j]] = 2.0 * d;
+            }
+            losses[i] = loss;
+        }
+        match self.fault {
+            Fault::NanLoss => losses.fill(f32::NAN),
+            Fault::InfGrad => grad.fill(f32::INFINITY),
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+fn x0() -> Array1<f32> {
+    Array1::from(vec![0.2, 0.4, 0.6, 0.8])
+}
+
+fn fast_attack() -> BoxLbfgs {
+    BoxLbfgs::new().with_search_steps(1).with_bracket_steps(2)
+}
+
+#[test]
+fn a_well_behaved_fake_model_is_attacked() {
+    let m = Fake::new(3, Fault::None);
+    let out = fast_attack()
+        .attack(&m, x0().view(), 0, Target::Label(1))
+        .unwrap();
+    assert!(out.adversarial.iter().all(|v| (0.0..=1.0).contains(v)));
+    GaussianNoise::new(0.1)
+        .unwrap()
+        .attack(&m, x0().view(), 0, Target::Untargeted)
+        .unwrap();
+}
+
+#[test]
+fn faulty_logits_are_typed_errors_in_attacks_noise_and_transfer() {
+    let noise = GaussianNoise::new(0.1).unwrap();
+    let xs = Array2::from_shape_fn((3, 4), |(i, j)| ((i + j) % 3) as f32 / 2.0);
+    for fault in [
+        Fault::ExtraRow,
+        Fault::NoRows,
+        Fault::WrongColumns,
+        Fault::NanLogits,
+    ] {
+        let m = Fake::new(3, fault);
+        let want_shape = fault != Fault::NanLogits;
+        let check = |r: Result<_>, what: &str| match r {
+            Err(Error::Shape { .. }) if want_shape => {}
+            Err(Error::NonFinite { .. }) if !want_shape => {}
+            other => panic!("{fault:?} {what}: {:?}", other.map(|_| ())),
+        };
+        check(
+            fast_attack()
+                .attack(&m, x0().view(), 0, Target::Label(2))
+                .map(|_| ()),
+            "box-lbfgs",
+        );
+        check(
+            fast_attack()
+                .attack(&m, x0().view(), 0, Target::Untargeted)
+                .map(|_| ()),
+            "untargeted",
+        );
+        check(
+            noise
+                .attack(&m, x0().view(), 0, Target::Random { seed: 3 })
+                .map(|_| ()),
+            "noise",
+        );
+        check(
+            transfer_error(&m, xs.view(), &[0, 1, 2]).map(|_| ()),
+            "transfer",
+        );
+    }
+}
+
+#[test]
+fn non_finite_losses_and_gradients_are_typed_errors() {
+    for fault in [Fault::NanLoss, Fault::InfGrad] {
+        let m = Fake::new(3, fault);
+        let r = fast_attack().attack(&m, x0().view(), 0, Target::Label(1));
+        // argmin reports the objective's error as an optimisation failure carrying the
+        // message; either form is a typed error.
+        match r {
+            Err(Error::NonFinite { .. }) | Err(Error::Optim(_)) => {}
+            other => panic!("{fault:?}: {:?}", other.map(|_| ())),
+        }
+    }
+}
+
+#[test]
+fn untargeted_attack_on_a_one_class_model_is_a_typed_error() {
+    let m = Fake::new(1, Fault::None);
+    for target in [
+        Target::Untargeted,
+        Target::Random { seed: 1 },
+        Target::Label(0),
+    ] {
+        let r = BoxLbfgs::new().attack(&m, x0().view(), 0, target);
+        assert!(
+            matches!(r, Err(Error::InvalidParameter { .. })),
+            "{target:?}: {:?}",
+            r.map(|_| ())
+        );
+    }
+    let r = GaussianNoise::new(0.1)
+        .unwrap()
+        .attack(&m, x0().view(), 0, Target::Untargeted);
+    assert!(r.is_err());
+    // No classes at all.
+    let m = Fake::new(0, Fault::None);
+    assert!(BoxLbfgs::new()
+        .attack(&m, x0().view(), 0, Target::Untargeted)
+        .is_err());
+}
+
+#[test]
+fn oversized_attack_settings_are_typed_errors() {
+    let m = Fake::new(3, Fault::None);
+    for atk in [
+        BoxLbfgs::new().with_bracket_steps(usize::MAX),
+        BoxLbfgs::new().with_search_steps(usize::MAX),
+    ] {
+        let r = atk.attack(&m, x0().view(), 0, Target::Label(1));
+        assert!(matches!(r, Err(Error::InvalidParameter { .. })));
+    }
+    assert!(BoxLbfgs::new().with_memory(usize::MAX).is_err());
+    assert!(BoxLbfgs::new().with_max_iters(u64::MAX).is_err());
+}
+
+#[test]
+fn gaussian_noise_rejects_nan_pixels() {
+    let noise = GaussianNoise::new(0.1).unwrap();
+    let x = Array1::from(vec![0.5, f32::NAN, 0.1]);
+    assert!(matches!(
+        noise.perturb(x.view(), 1),
+        Err(Error::NonFinite { .. })
+    ));
+    assert!(matches!(
+        GaussianNoise::matching(x.view(), 0.1, 1),
+        Err(Error::NonFinite { .. })
+    ));
+    let x = Array1::from(vec![0.5, f32::INFINITY]);
+    assert!(noise.perturb(x.view(), 1).is_err());
+}
+
+#[test]
+fn probe_statistics_reject_bad_indices_nan_and_oversized_counts() {
+    let labels = [0, 1, 1];
+    assert!(matches!(
+        label_purity(&labels, &[0, 3]),
+        Err(Error::InvalidParameter { .. })
+    ));
+    assert!(label_purity(&labels, &[usize::MAX]).is_err());
+    let x = Array2::<f32>::zeros((3, 2));
+    assert!(mean_pairwise_distance(x.view(), &[0, 7]).is_err());
+    let mut y = x.clone();
+    y[[1, 1]] = f32::NAN;
+    assert!(matches!(
+        mean_pairwise_distance(y.view(), &[0, 1]),
+        Err(Error::NonFinite { .. })
+    ));
+    assert!(matches!(
+        bootstrap_mean(&[1.0, f64::NAN], 10, 0),
+        Err(Error::NonFinite { .. })
+    ));
+    assert!(compare_means(&[1.0], &[f64::INFINITY], 10, 0).is_err());
+    assert!(compare_means(&[f64::MAX, f64::MAX], &[0.0], 10, 0).is_err());
+    assert!(bootstrap_mean(&[1.0], MAX_RESAMPLES + 1, 0).is_err());
+    assert!(compare_means(&[1.0], &[2.0], usize::MAX, 0).is_err());
+}
+
+#[test]
+fn grid_sizes_that_overflow_are_typed_errors() {
+    let g = Grid::new(28, 28, 10).unwrap();
+    assert!(g.clone().with_scale(usize::MAX / 2).is_err());
+    assert!(g.clone().with_scale(1 << 20).is_err());
+    assert!(Grid::new(usize::MAX, 2, 1).is_err());
+    assert!(Grid::new(1 << 20, 1 << 20, 1).is_err());
+    // Many tiles at a large scale: too big to render, and an error rather than a wrap.
+    let mut g = Grid::new(1, 1, usize::MAX)
+        .unwrap()
+        .with_scale(8000)
+        .unwrap();
+    for _ in 0..8 {
+        g.push(Array1::from(vec![0.5f32]).view()).unwrap();
+    }
+    assert!(matches!(g.render(), Err(Error::InvalidParameter { .. })));
+}
+
+#[test]
+fn training_settings_are_bounded_above() {
+    let p = TrainParams::default();
+    assert!(p.clone().with_epochs(usize::MAX).check().is_err());
+    assert!(TrainParams {
+        batch_size: usize::MAX,
+        ..p
+    }
+    .check()
+    .is_err());
+}
+
+fn temp_dir(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("blindspot-hostile-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn concurrent_saves_all_succeed_and_loads_never_see_half_a_file() {
+    let dir = temp_dir("concurrent");
+    let path = dir.join("model.npz");
+    let arch = Architecture::parse("FC30-10", 64).unwrap();
+    let models: Vec<Mlp> = (0..4).map(|s| Mlp::new(arch.clone(), s)).collect();
+    models[0].save(&path).unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    std::thread::scope(|s| {
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let (path, done, models) = (&path, done.clone(), &models);
+                s.spawn(move || {
+                    let mut loads = 0;
+                    while !done.load(Ordering::Relaxed) || loads == 0 {
+                        let m = Mlp::load(path).expect("a load during saves");
+                        assert!(models.contains(&m), "a load saw a model nobody saved");
+                        loads += 1;
+                    }
+                    loads
+                })
+            })
+            .collect();
+        let writers: Vec<_> = (0..8)
+            .map(|t| {
+                let (path, models) = (&path, &models);
+                s.spawn(move || {
+                    for i in 0..15 {
+                        models[(t + i) % models.len()]
+                            .save(path)
+                            .expect("a concurrent save");
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        done.store(true, Ordering::Relaxed);
+        for r in readers {
+            assert!(r.join().unwrap() > 0);
+        }
+    });
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        left,
+        vec![std::ffi::OsString::from("model.npz")],
+        "temporaries left behind"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_failed_save_leaves_no_temporary_file() {
+    let dir = temp_dir("failed-save");
+    // The target is a directory, so the final rename fails after the temporary is written.
+    let path = dir.join("occupied.npz");
+    std::fs::create_dir(&path).unwrap();
+    std::fs::write(path.join("x"), b"x").unwrap();
+    let m = Mlp::new(Architecture::parse("FC10", 4).unwrap(), 0);
+    assert!(m.save(&path).is_err());
+    let names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("occupied.npz")]);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn model_files_written_by_save_round_trip_through_the_new_reader() {
+    let dir = temp_dir("roundtrip");
+    let path = dir.join("m.npz");
+    let m = Mlp::new(Architecture::parse("FC7-5-3", 6).unwrap(), 9);
+    m.save(&path).unwrap();
+    assert_eq!(Mlp::load(&path).unwrap(), m);
+    let bytes = std::fs::read(&path).unwrap();
+    let f = ModelFile::from_bytes(&bytes, &path).unwrap();
+    assert_eq!(f, m.to_model_file());
+    // Any single flipped byte is an error or the same model, never a panic or other weights.
+    for i in (0..bytes.len()).step_by(7) {
+        let mut b = bytes.clone();
+        b[i] ^= 0x5a;
+        if let Ok(f) = ModelFile::from_bytes(&b, &path) {
+            if let Ok(m2) = Mlp::from_model_file(f, &path) {
+                assert_eq!(m2, m, "byte {i} flipped gave other weights");
+            }
+        }
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn mnist_load_default_error_names_the_directory_and_the_variable() {
+    // Point the default elsewhere through the variable (this test binary's only use of it).
+    let dir = temp_dir("no-mnist");
+    std::env::set_var("BLINDSPOT_MNIST", &dir);
+    let err = Mnist::load_default().unwrap_err();
+    std::env::remove_var("BLINDSPOT_MNIST");
+    let msg = err.to_string();
+    assert!(msg.contains(&dir.display().to_string()), "{msg}");
+    assert!(msg.contains("BLINDSPOT_MNIST"), "{msg}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A representation that claims an absurd width but returns a small one.
+struct Liar;
+
+impl blindspot::Representation for Liar {
+    fn num_layers(&self) -> usize {
+        1
+    }
+
+    fn layer_dim(&self, _k: usize) -> Result<usize> {
+        Ok(usize::MAX / 2)
+    }
+
+    fn representation(&self, x: ArrayView2<'_, f32>, _k: usize) -> Result<Array2<f32>> {
+        Ok(Array2::zeros((x.nrows(), 3)))
+    }
+}
+
+#[test]
+fn a_representation_claiming_an_absurd_width_is_a_shape_error() {
+    let x = Array2::<f32>::zeros((5, 2));
+    let r = blindspot::probe::layer_activations(&Liar, x.view(), 0);
+    assert!(matches!(r, Err(Error::Shape { .. })), "{:?}", r.map(|_| ()));
+    let r = blindspot::probe::top_k(
+        &Liar,
+        x.view(),
+        0,
+        &[blindspot::probe::Direction::Unit(0)],
+        2,
+    );
+    assert!(r.is_err());
+}
