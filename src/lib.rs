@@ -21,6 +21,7 @@
 //!
 //! Every fallible function returns [`Result`] with a typed [`Error`]; bad input (a wrong
 //! shape, NaN, a label out of range, a corrupt file) is an error, never a panic.
+pub mod adapters;
 pub mod attack;
 pub mod data;
 pub mod error;
