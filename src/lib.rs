@@ -26,6 +26,7 @@ pub mod attack;
 pub mod data;
 pub mod error;
 pub mod image;
+pub mod import;
 pub mod model;
 pub mod nn;
 pub mod optim;
