@@ -14,3 +14,9 @@
 mod finite_diff;
 
 pub use finite_diff::{FiniteDifference, FiniteDifferenceScratch, DEFAULT_CHUNK, DEFAULT_STEP};
+
+#[cfg(feature = "candle")]
+mod candle;
+
+#[cfg(feature = "candle")]
+pub use self::candle::{array_from_tensor, tensor_from_array, CandleModel};
