@@ -31,10 +31,12 @@
 //! exercise the file readers and model construction.
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
+pub mod adapters;
 pub mod attack;
 pub mod data;
 pub mod error;
 pub mod image;
+pub mod import;
 pub mod model;
 // The AVX kernels in `nn/kernels.rs` still use unsafe operations directly in the bodies of
 // their `unsafe fn`s; until they are wrapped in documented `unsafe` blocks (that module is
