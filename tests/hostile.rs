@@ -445,3 +445,111 @@ fn a_representation_claiming_an_absurd_width_is_a_shape_error() {
     );
     assert!(r.is_err());
 }
+
+#[test]
+fn absurd_widths_are_typed_errors_not_allocations() {
+    use blindspot::nn::{Activation, Autoencoder, ConvStage};
+    for hidden in [vec![1usize << 40], vec![1 << 16, 1 << 16], vec![usize::MAX]] {
+        let e = Architecture::new(784, hidden, 10, Activation::Sigmoid, 0.0).unwrap_err();
+        assert!(matches!(e, Error::InvalidParameter { .. }), "{e}");
+    }
+    assert!(Architecture::parse("FC99999999999-10", 784).is_err());
+    assert!(Autoencoder::new(1 << 20, 1 << 20, 0.0, 1).is_err());
+    assert!(Autoencoder::new(usize::MAX, 2, 0.0, 1).is_err());
+    let wide = ConvStage {
+        channels: 1 << 20,
+        ..ConvStage::new(1)
+    };
+    assert!(
+        Architecture::new_conv((28, 28, 1), vec![wide], vec![], 10, Activation::Relu, 0.0).is_err()
+    );
+    // A workspace for an absurd batch is not allocated up front; a real batch still works.
+    let m = Mlp::new(Architecture::parse("FC7-3", 5).unwrap(), 1);
+    let mut ws = m.workspace(usize::MAX);
+    let x = Array2::<f32>::from_elem((2, 5), 0.5);
+    let mut grad = Array2::zeros((2, 5));
+    m.loss_and_input_grad_into(
+        x.view(),
+        &[0, 1],
+        &mut ws,
+        Array1::zeros(2).view_mut(),
+        grad.view_mut(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_workspace_made_for_another_network_is_rebuilt_not_misused() {
+    use blindspot::nn::Trainable;
+    let a = Mlp::new(Architecture::parse("FC7-3", 5).unwrap(), 1);
+    // Same first width, different depth and second width: only a full comparison catches it.
+    let b = Mlp::new(Architecture::parse("FC7-9-3", 5).unwrap(), 2);
+    let x = Array2::<f32>::from_shape_fn((3, 5), |(i, j)| ((i * 5 + j) % 7) as f32 / 7.0);
+    let y = [0, 1, 2];
+    let (want_l, want_g) = a.loss_and_input_grad(x.view(), &y).unwrap();
+    let mut foreign = b.workspace(3);
+    let mut l = Array1::zeros(3);
+    let mut g = Array2::zeros((3, 5));
+    a.loss_and_input_grad_into(x.view(), &y, &mut foreign, l.view_mut(), g.view_mut())
+        .unwrap();
+    assert_eq!(l, want_l);
+    assert_eq!(g, want_g);
+    let zeros = |m: &Mlp| -> Vec<Array2<f32>> {
+        m.params()
+            .iter()
+            .map(|p| Array2::zeros(p.raw_dim()))
+            .collect()
+    };
+    let (mut g1, mut g2) = (zeros(&a), zeros(&a));
+    let mut own = Trainable::workspace(&a, 3);
+    let mut foreign = Trainable::workspace(&b, 1);
+    let l1 = a
+        .accumulate_grad(x.view(), &y, 1.0, &mut g1, &mut own)
+        .unwrap();
+    let l2 = a
+        .accumulate_grad(x.view(), &y, 1.0, &mut g2, &mut foreign)
+        .unwrap();
+    assert_eq!((l1, &g1), (l2, &g2));
+    // Gradient buffers of another network are a typed error.
+    let mut wrong = zeros(&b);
+    assert!(matches!(
+        a.accumulate_grad(x.view(), &y, 1.0, &mut wrong, &mut own),
+        Err(Error::Shape { .. })
+    ));
+}
+
+#[test]
+fn huge_finite_inputs_give_finite_results_or_typed_errors() {
+    let m = Mlp::new(Architecture::parse("FC7-3", 5).unwrap(), 1);
+    let conv = Mlp::new(Architecture::parse("CONV2-FC4-3", 16).unwrap(), 1);
+    for model in [&m, &conv] {
+        let d = model.input_dim();
+        // Either finite results (a saturated sigmoid stays finite) or a NonFinite error:
+        // never NaN returned as Ok.
+        let x = Array2::<f32>::from_shape_fn(
+            (2, d),
+            |(i, j)| {
+                if (i + j) % 3 == 0 {
+                    -3e38
+                } else {
+                    3e38
+                }
+            },
+        );
+        match model.logits(x.view()) {
+            Ok(z) => assert!(z.iter().all(|v| v.is_finite())),
+            Err(e) => assert!(matches!(e, Error::NonFinite { .. }), "{e}"),
+        }
+        match model.loss_and_input_grad(x.view(), &[0, 1]) {
+            Ok((l, g)) => assert!(l.iter().chain(g.iter()).all(|v| v.is_finite())),
+            Err(e) => assert!(matches!(e, Error::NonFinite { .. }), "{e}"),
+        }
+        // Large but representable inputs give finite results.
+        let x = Array2::<f32>::from_elem((2, d), 1e3);
+        assert!(model
+            .logits(x.view())
+            .unwrap()
+            .iter()
+            .all(|v| v.is_finite()));
+    }
+}
