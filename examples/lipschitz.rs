@@ -38,7 +38,7 @@ struct Args {
     /// Seed of the models.
     #[arg(long, default_value_t = 1)]
     model_seed: u64,
-    /// Zoo cache directory (default: $BLINDSPOT_ZOO or target/blindspot-zoo).
+    /// Zoo cache directory (default: $BLINDSPOT_ZOO, else the user cache directory; see Zoo::default_dir).
     #[arg(long)]
     cache: Option<PathBuf>,
     /// Skip models not in the cache instead of training them.

@@ -58,7 +58,7 @@ struct Args {
     /// Directory of the PNG grids.
     #[arg(long, default_value = "out/probe")]
     out: PathBuf,
-    /// Zoo cache directory (default: $BLINDSPOT_ZOO or target/blindspot-zoo); models missing
+    /// Zoo cache directory (default: $BLINDSPOT_ZOO, else the user cache directory; see Zoo::default_dir); models missing
     /// from it are trained with the zoo's recipe and cached.
     #[arg(long)]
     cache: Option<PathBuf>,
@@ -68,6 +68,9 @@ struct Args {
     /// Write the statistics as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Only these of the planned models (comma-separated; default all three).
+    #[arg(long, value_delimiter = ',')]
+    models: Option<Vec<String>>,
 }
 
 /// A file-name-safe form of a model name: `FC10(1e-4)` → `FC10_1e-4_`.
@@ -193,6 +196,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     ];
     let mut reports = Vec::new();
     for (name, layers) in plan {
+        if let Some(only) = &args.models {
+            if !only.iter().any(|m| m.trim() == name) {
+                continue;
+            }
+        }
         let entry = zoo.model(name, args.model_seed, &mnist.train, "mnist-train")?;
         eprintln!(
             "{name}: {} ({})",

@@ -24,7 +24,7 @@ struct Args {
     /// Comma-separated zoo names (default: the six Table 1 models).
     #[arg(long, value_delimiter = ',')]
     models: Option<Vec<String>>,
-    /// Cache directory (default: $BLINDSPOT_ZOO or target/blindspot-zoo).
+    /// Cache directory (default: $BLINDSPOT_ZOO, else the user cache directory; see Zoo::default_dir).
     #[arg(long)]
     cache: Option<PathBuf>,
     /// Write the table as JSON here.
