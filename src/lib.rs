@@ -38,10 +38,6 @@ pub mod error;
 pub mod image;
 pub mod import;
 pub mod model;
-// The AVX kernels in `nn/kernels.rs` still use unsafe operations directly in the bodies of
-// their `unsafe fn`s; until they are wrapped in documented `unsafe` blocks (that module is
-// being rewritten), the crate-wide denial is waived for `nn` only.
-#[allow(unsafe_op_in_unsafe_fn)]
 pub mod nn;
 pub mod optim;
 pub mod probe;

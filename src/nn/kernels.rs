@@ -131,11 +131,16 @@ mod avx {
     /// Lane mask selecting the first `k < 8` lanes.
     #[inline(always)]
     unsafe fn tail_mask(k: usize) -> __m256i {
-        const IDX: [i32; 8] = [0, 1, 2, 3, 4, 5, 6, 7];
-        _mm256_cmpgt_epi32(
-            _mm256_set1_epi32(k as i32),
-            _mm256_loadu_si256(IDX.as_ptr() as *const __m256i),
-        )
+        // SAFETY: callers reach this only after checking that the CPU has AVX2 and FMA,
+        // with slices whose lengths the function's own bounds checks or documented
+        // contract cover; the intrinsics below need nothing else.
+        unsafe {
+            const IDX: [i32; 8] = [0, 1, 2, 3, 4, 5, 6, 7];
+            _mm256_cmpgt_epi32(
+                _mm256_set1_epi32(k as i32),
+                _mm256_loadu_si256(IDX.as_ptr() as *const __m256i),
+            )
+        }
     }
 
     /// Accumulates `B` registers (`8·B` outputs from column `j0`, the last register limited
@@ -149,74 +154,84 @@ mod avx {
         last: __m256i,
         out: *mut f32,
     ) {
-        let mut acc = [_mm256_setzero_ps(); B];
-        for (b, a) in acc.iter_mut().enumerate().take(B - 1) {
-            *a = _mm256_loadu_ps(out.add(j0 + 8 * b));
-        }
-        acc[B - 1] = _mm256_maskload_ps(out.add(j0 + 8 * (B - 1)), last);
-        for &(i, xi) in nz {
-            let row = w.add(i * width + j0);
-            let vx = _mm256_set1_ps(xi);
+        // SAFETY: callers reach this only after checking that the CPU has AVX2 and FMA,
+        // with slices whose lengths the function's own bounds checks or documented
+        // contract cover; the intrinsics below need nothing else.
+        unsafe {
+            let mut acc = [_mm256_setzero_ps(); B];
             for (b, a) in acc.iter_mut().enumerate().take(B - 1) {
-                *a = _mm256_fmadd_ps(vx, _mm256_loadu_ps(row.add(8 * b)), *a);
+                *a = _mm256_loadu_ps(out.add(j0 + 8 * b));
             }
-            let r = _mm256_maskload_ps(row.add(8 * (B - 1)), last);
-            acc[B - 1] = _mm256_fmadd_ps(vx, r, acc[B - 1]);
+            acc[B - 1] = _mm256_maskload_ps(out.add(j0 + 8 * (B - 1)), last);
+            for &(i, xi) in nz {
+                let row = w.add(i * width + j0);
+                let vx = _mm256_set1_ps(xi);
+                for (b, a) in acc.iter_mut().enumerate().take(B - 1) {
+                    *a = _mm256_fmadd_ps(vx, _mm256_loadu_ps(row.add(8 * b)), *a);
+                }
+                let r = _mm256_maskload_ps(row.add(8 * (B - 1)), last);
+                acc[B - 1] = _mm256_fmadd_ps(vx, r, acc[B - 1]);
+            }
+            for (b, a) in acc.iter().enumerate().take(B - 1) {
+                _mm256_storeu_ps(out.add(j0 + 8 * b), *a);
+            }
+            _mm256_maskstore_ps(out.add(j0 + 8 * (B - 1)), last, acc[B - 1]);
         }
-        for (b, a) in acc.iter().enumerate().take(B - 1) {
-            _mm256_storeu_ps(out.add(j0 + 8 * b), *a);
-        }
-        _mm256_maskstore_ps(out.add(j0 + 8 * (B - 1)), last, acc[B - 1]);
     }
 
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn vecmat_acc(x: &[f32], w: &[f32], width: usize, out: &mut [f32]) {
-        assert!(w.len() >= x.len() * width && out.len() >= width);
-        // The nonzero inputs, gathered once and reused by every column block. Left
-        // uninitialised: zeroing 1024 entries would cost as much as gathering them.
-        let mut buf = [const { std::mem::MaybeUninit::<(usize, f32)>::uninit() }; 1024];
-        let all = _mm256_set1_epi32(-1);
-        let mut start = 0;
-        while start < x.len() {
-            let chunk = &x[start..(start + buf.len()).min(x.len())];
-            let mut k = 0;
-            for (i, &xi) in chunk.iter().enumerate() {
-                buf[k] = std::mem::MaybeUninit::new((start + i, xi));
-                k += (xi != 0.0) as usize;
+        // SAFETY: callers reach this only after checking that the CPU has AVX2 and FMA,
+        // with slices whose lengths the function's own bounds checks or documented
+        // contract cover; the intrinsics below need nothing else.
+        unsafe {
+            assert!(w.len() >= x.len() * width && out.len() >= width);
+            // The nonzero inputs, gathered once and reused by every column block. Left
+            // uninitialised: zeroing 1024 entries would cost as much as gathering them.
+            let mut buf = [const { std::mem::MaybeUninit::<(usize, f32)>::uninit() }; 1024];
+            let all = _mm256_set1_epi32(-1);
+            let mut start = 0;
+            while start < x.len() {
+                let chunk = &x[start..(start + buf.len()).min(x.len())];
+                let mut k = 0;
+                for (i, &xi) in chunk.iter().enumerate() {
+                    buf[k] = std::mem::MaybeUninit::new((start + i, xi));
+                    k += (xi != 0.0) as usize;
+                }
+                // SAFETY: the first k entries were written just above.
+                let nz: &[(usize, f32)] = std::slice::from_raw_parts(buf.as_ptr().cast(), k);
+                let (wp, op) = (w.as_ptr(), out.as_mut_ptr());
+                // Blocks of 64 columns, then the rest (up to 104) in one pass over the rows, so
+                // that a width such as 100 reads each weight row once, in order.
+                let mut j = 0;
+                while width - j > 104 {
+                    vecmat_block::<8>(nz, wp, width, j, all, op);
+                    j += 64;
+                }
+                let rest = width - j;
+                let regs = rest.div_ceil(8);
+                let last = if rest % 8 == 0 {
+                    all
+                } else {
+                    tail_mask(rest % 8)
+                };
+                match regs {
+                    1 => vecmat_block::<1>(nz, wp, width, j, last, op),
+                    2 => vecmat_block::<2>(nz, wp, width, j, last, op),
+                    3 => vecmat_block::<3>(nz, wp, width, j, last, op),
+                    4 => vecmat_block::<4>(nz, wp, width, j, last, op),
+                    5 => vecmat_block::<5>(nz, wp, width, j, last, op),
+                    6 => vecmat_block::<6>(nz, wp, width, j, last, op),
+                    7 => vecmat_block::<7>(nz, wp, width, j, last, op),
+                    8 => vecmat_block::<8>(nz, wp, width, j, last, op),
+                    9 => vecmat_block::<9>(nz, wp, width, j, last, op),
+                    10 => vecmat_block::<10>(nz, wp, width, j, last, op),
+                    11 => vecmat_block::<11>(nz, wp, width, j, last, op),
+                    12 => vecmat_block::<12>(nz, wp, width, j, last, op),
+                    _ => vecmat_block::<13>(nz, wp, width, j, last, op),
+                }
+                start += chunk.len();
             }
-            // SAFETY: the first k entries were written just above.
-            let nz: &[(usize, f32)] = std::slice::from_raw_parts(buf.as_ptr().cast(), k);
-            let (wp, op) = (w.as_ptr(), out.as_mut_ptr());
-            // Blocks of 64 columns, then the rest (up to 104) in one pass over the rows, so
-            // that a width such as 100 reads each weight row once, in order.
-            let mut j = 0;
-            while width - j > 104 {
-                vecmat_block::<8>(nz, wp, width, j, all, op);
-                j += 64;
-            }
-            let rest = width - j;
-            let regs = rest.div_ceil(8);
-            let last = if rest % 8 == 0 {
-                all
-            } else {
-                tail_mask(rest % 8)
-            };
-            match regs {
-                1 => vecmat_block::<1>(nz, wp, width, j, last, op),
-                2 => vecmat_block::<2>(nz, wp, width, j, last, op),
-                3 => vecmat_block::<3>(nz, wp, width, j, last, op),
-                4 => vecmat_block::<4>(nz, wp, width, j, last, op),
-                5 => vecmat_block::<5>(nz, wp, width, j, last, op),
-                6 => vecmat_block::<6>(nz, wp, width, j, last, op),
-                7 => vecmat_block::<7>(nz, wp, width, j, last, op),
-                8 => vecmat_block::<8>(nz, wp, width, j, last, op),
-                9 => vecmat_block::<9>(nz, wp, width, j, last, op),
-                10 => vecmat_block::<10>(nz, wp, width, j, last, op),
-                11 => vecmat_block::<11>(nz, wp, width, j, last, op),
-                12 => vecmat_block::<12>(nz, wp, width, j, last, op),
-                _ => vecmat_block::<13>(nz, wp, width, j, last, op),
-            }
-            start += chunk.len();
         }
     }
 
@@ -224,168 +239,198 @@ mod avx {
     /// `|r| ≤ ln2/2` and a degree-5 polynomial for `e^r`).
     #[inline(always)]
     unsafe fn exp8(x: __m256) -> __m256 {
-        // Above 88.7 the result overflows to +inf (n = 128 below), which the logistic maps to
-        // 0; below −87 it would leave the normal range.
-        let x = _mm256_min_ps(
-            _mm256_max_ps(x, _mm256_set1_ps(-87.0)),
-            _mm256_set1_ps(89.0),
-        );
-        let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
-            _mm256_mul_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E)),
-        );
-        // ln 2 split in two so that n·ln2 is subtracted without rounding error.
-        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), x);
-        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);
-        let mut p = _mm256_set1_ps(1.987_569_1e-4);
-        for c in [
-            1.398_2e-3,
-            8.333_452e-3,
-            4.166_579_6e-2,
-            1.666_666_5e-1,
-            0.5,
-        ] {
-            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
+        // SAFETY: callers reach this only after checking that the CPU has AVX2 and FMA,
+        // with slices whose lengths the function's own bounds checks or documented
+        // contract cover; the intrinsics below need nothing else.
+        unsafe {
+            // Above 88.7 the result overflows to +inf (n = 128 below), which the logistic maps to
+            // 0; below −87 it would leave the normal range.
+            let x = _mm256_min_ps(
+                _mm256_max_ps(x, _mm256_set1_ps(-87.0)),
+                _mm256_set1_ps(89.0),
+            );
+            let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+                _mm256_mul_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E)),
+            );
+            // ln 2 split in two so that n·ln2 is subtracted without rounding error.
+            let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), x);
+            let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);
+            let mut p = _mm256_set1_ps(1.987_569_1e-4);
+            for c in [
+                1.398_2e-3,
+                8.333_452e-3,
+                4.166_579_6e-2,
+                1.666_666_5e-1,
+                0.5,
+            ] {
+                p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
+            }
+            let r2 = _mm256_mul_ps(r, r);
+            let y = _mm256_add_ps(_mm256_fmadd_ps(p, r2, r), _mm256_set1_ps(1.0));
+            let e = _mm256_slli_epi32::<23>(_mm256_add_epi32(
+                _mm256_cvtps_epi32(n),
+                _mm256_set1_epi32(127),
+            ));
+            _mm256_mul_ps(y, _mm256_castsi256_ps(e))
         }
-        let r2 = _mm256_mul_ps(r, r);
-        let y = _mm256_add_ps(_mm256_fmadd_ps(p, r2, r), _mm256_set1_ps(1.0));
-        let e = _mm256_slli_epi32::<23>(_mm256_add_epi32(
-            _mm256_cvtps_epi32(n),
-            _mm256_set1_epi32(127),
-        ));
-        _mm256_mul_ps(y, _mm256_castsi256_ps(e))
     }
 
     /// Logistic function on whole groups of eight; returns how many values it did.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn sigmoid8(z: &mut [f32]) -> usize {
-        let one = _mm256_set1_ps(1.0);
-        let sign = _mm256_set1_ps(-0.0);
-        let mut i = 0;
-        while i + 8 <= z.len() {
-            let p = z.as_mut_ptr().add(i);
-            let v = _mm256_loadu_ps(p);
-            let e = exp8(_mm256_xor_ps(v, sign));
-            _mm256_storeu_ps(p, _mm256_div_ps(one, _mm256_add_ps(one, e)));
-            i += 8;
+        // SAFETY: callers reach this only after checking that the CPU has AVX2 and FMA,
+        // with slices whose lengths the function's own bounds checks or documented
+        // contract cover; the intrinsics below need nothing else.
+        unsafe {
+            let one = _mm256_set1_ps(1.0);
+            let sign = _mm256_set1_ps(-0.0);
+            let mut i = 0;
+            while i + 8 <= z.len() {
+                let p = z.as_mut_ptr().add(i);
+                let v = _mm256_loadu_ps(p);
+                let e = exp8(_mm256_xor_ps(v, sign));
+                _mm256_storeu_ps(p, _mm256_div_ps(one, _mm256_add_ps(one, e)));
+                i += 8;
+            }
+            i
         }
-        i
     }
 
     /// Sum of each of four registers, as the four lanes of one 128-bit register.
     #[inline(always)]
     unsafe fn hsum4(a: __m256, b: __m256, c: __m256, d: __m256) -> __m128 {
-        let ab = _mm256_hadd_ps(a, b);
-        let cd = _mm256_hadd_ps(c, d);
-        let abcd = _mm256_hadd_ps(ab, cd);
-        _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1))
+        // SAFETY: callers reach this only after checking that the CPU has AVX2 and FMA,
+        // with slices whose lengths the function's own bounds checks or documented
+        // contract cover; the intrinsics below need nothing else.
+        unsafe {
+            let ab = _mm256_hadd_ps(a, b);
+            let cd = _mm256_hadd_ps(c, d);
+            let abcd = _mm256_hadd_ps(ab, cd);
+            _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1))
+        }
     }
 
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn matvec(w: &[f32], width: usize, v: &[f32], out: &mut [f32]) {
-        let rows = out.len();
-        assert!(w.len() >= rows * width && v.len() >= width);
-        let full = width / 8 * 8;
-        let mask = tail_mask(width - full);
-        let (wp, vp) = (w.as_ptr(), v.as_ptr());
-        let vtail = _mm256_maskload_ps(vp.add(full), mask);
-        let mut i = 0;
-        while i + 4 <= rows {
-            let r0 = wp.add(i * width);
-            let (r1, r2, r3) = (r0.add(width), r0.add(2 * width), r0.add(3 * width));
-            let mut a = [_mm256_setzero_ps(); 4];
-            let mut j = 0;
-            while j < full {
-                let vj = _mm256_loadu_ps(vp.add(j));
-                a[0] = _mm256_fmadd_ps(_mm256_loadu_ps(r0.add(j)), vj, a[0]);
-                a[1] = _mm256_fmadd_ps(_mm256_loadu_ps(r1.add(j)), vj, a[1]);
-                a[2] = _mm256_fmadd_ps(_mm256_loadu_ps(r2.add(j)), vj, a[2]);
-                a[3] = _mm256_fmadd_ps(_mm256_loadu_ps(r3.add(j)), vj, a[3]);
-                j += 8;
+        // SAFETY: callers reach this only after checking that the CPU has AVX2 and FMA,
+        // with slices whose lengths the function's own bounds checks or documented
+        // contract cover; the intrinsics below need nothing else.
+        unsafe {
+            let rows = out.len();
+            assert!(w.len() >= rows * width && v.len() >= width);
+            let full = width / 8 * 8;
+            let mask = tail_mask(width - full);
+            let (wp, vp) = (w.as_ptr(), v.as_ptr());
+            let vtail = _mm256_maskload_ps(vp.add(full), mask);
+            let mut i = 0;
+            while i + 4 <= rows {
+                let r0 = wp.add(i * width);
+                let (r1, r2, r3) = (r0.add(width), r0.add(2 * width), r0.add(3 * width));
+                let mut a = [_mm256_setzero_ps(); 4];
+                let mut j = 0;
+                while j < full {
+                    let vj = _mm256_loadu_ps(vp.add(j));
+                    a[0] = _mm256_fmadd_ps(_mm256_loadu_ps(r0.add(j)), vj, a[0]);
+                    a[1] = _mm256_fmadd_ps(_mm256_loadu_ps(r1.add(j)), vj, a[1]);
+                    a[2] = _mm256_fmadd_ps(_mm256_loadu_ps(r2.add(j)), vj, a[2]);
+                    a[3] = _mm256_fmadd_ps(_mm256_loadu_ps(r3.add(j)), vj, a[3]);
+                    j += 8;
+                }
+                if full < width {
+                    a[0] = _mm256_fmadd_ps(_mm256_maskload_ps(r0.add(full), mask), vtail, a[0]);
+                    a[1] = _mm256_fmadd_ps(_mm256_maskload_ps(r1.add(full), mask), vtail, a[1]);
+                    a[2] = _mm256_fmadd_ps(_mm256_maskload_ps(r2.add(full), mask), vtail, a[2]);
+                    a[3] = _mm256_fmadd_ps(_mm256_maskload_ps(r3.add(full), mask), vtail, a[3]);
+                }
+                _mm_storeu_ps(out.as_mut_ptr().add(i), hsum4(a[0], a[1], a[2], a[3]));
+                i += 4;
             }
-            if full < width {
-                a[0] = _mm256_fmadd_ps(_mm256_maskload_ps(r0.add(full), mask), vtail, a[0]);
-                a[1] = _mm256_fmadd_ps(_mm256_maskload_ps(r1.add(full), mask), vtail, a[1]);
-                a[2] = _mm256_fmadd_ps(_mm256_maskload_ps(r2.add(full), mask), vtail, a[2]);
-                a[3] = _mm256_fmadd_ps(_mm256_maskload_ps(r3.add(full), mask), vtail, a[3]);
+            while i < rows {
+                let r = wp.add(i * width);
+                let mut a = _mm256_setzero_ps();
+                let mut j = 0;
+                while j < full {
+                    a = _mm256_fmadd_ps(_mm256_loadu_ps(r.add(j)), _mm256_loadu_ps(vp.add(j)), a);
+                    j += 8;
+                }
+                if full < width {
+                    a = _mm256_fmadd_ps(_mm256_maskload_ps(r.add(full), mask), vtail, a);
+                }
+                let z = _mm256_setzero_ps();
+                *out.get_unchecked_mut(i) = _mm_cvtss_f32(hsum4(a, z, z, z));
+                i += 1;
             }
-            _mm_storeu_ps(out.as_mut_ptr().add(i), hsum4(a[0], a[1], a[2], a[3]));
-            i += 4;
-        }
-        while i < rows {
-            let r = wp.add(i * width);
-            let mut a = _mm256_setzero_ps();
-            let mut j = 0;
-            while j < full {
-                a = _mm256_fmadd_ps(_mm256_loadu_ps(r.add(j)), _mm256_loadu_ps(vp.add(j)), a);
-                j += 8;
-            }
-            if full < width {
-                a = _mm256_fmadd_ps(_mm256_maskload_ps(r.add(full), mask), vtail, a);
-            }
-            let z = _mm256_setzero_ps();
-            *out.get_unchecked_mut(i) = _mm_cvtss_f32(hsum4(a, z, z, z));
-            i += 1;
         }
     }
 
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
-        let n = x.len().min(y.len());
-        let va = _mm256_set1_ps(a);
-        let mut i = 0;
-        while i + 8 <= n {
-            let px = x.as_ptr().add(i);
-            let py = y.as_mut_ptr().add(i);
-            _mm256_storeu_ps(
-                py,
-                _mm256_fmadd_ps(va, _mm256_loadu_ps(px), _mm256_loadu_ps(py)),
-            );
-            i += 8;
-        }
-        while i < n {
-            *y.get_unchecked_mut(i) += a * *x.get_unchecked(i);
-            i += 1;
+        // SAFETY: callers reach this only after checking that the CPU has AVX2 and FMA,
+        // with slices whose lengths the function's own bounds checks or documented
+        // contract cover; the intrinsics below need nothing else.
+        unsafe {
+            let n = x.len().min(y.len());
+            let va = _mm256_set1_ps(a);
+            let mut i = 0;
+            while i + 8 <= n {
+                let px = x.as_ptr().add(i);
+                let py = y.as_mut_ptr().add(i);
+                _mm256_storeu_ps(
+                    py,
+                    _mm256_fmadd_ps(va, _mm256_loadu_ps(px), _mm256_loadu_ps(py)),
+                );
+                i += 8;
+            }
+            while i < n {
+                *y.get_unchecked_mut(i) += a * *x.get_unchecked(i);
+                i += 1;
+            }
         }
     }
 
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn dot(x: &[f32], y: &[f32]) -> f32 {
-        let n = x.len().min(y.len());
-        let (mut s0, mut s1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-        let mut i = 0;
-        while i + 16 <= n {
-            s0 = _mm256_fmadd_ps(
-                _mm256_loadu_ps(x.as_ptr().add(i)),
-                _mm256_loadu_ps(y.as_ptr().add(i)),
-                s0,
-            );
-            s1 = _mm256_fmadd_ps(
-                _mm256_loadu_ps(x.as_ptr().add(i + 8)),
-                _mm256_loadu_ps(y.as_ptr().add(i + 8)),
-                s1,
-            );
-            i += 16;
+        // SAFETY: callers reach this only after checking that the CPU has AVX2 and FMA,
+        // with slices whose lengths the function's own bounds checks or documented
+        // contract cover; the intrinsics below need nothing else.
+        unsafe {
+            let n = x.len().min(y.len());
+            let (mut s0, mut s1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+            let mut i = 0;
+            while i + 16 <= n {
+                s0 = _mm256_fmadd_ps(
+                    _mm256_loadu_ps(x.as_ptr().add(i)),
+                    _mm256_loadu_ps(y.as_ptr().add(i)),
+                    s0,
+                );
+                s1 = _mm256_fmadd_ps(
+                    _mm256_loadu_ps(x.as_ptr().add(i + 8)),
+                    _mm256_loadu_ps(y.as_ptr().add(i + 8)),
+                    s1,
+                );
+                i += 16;
+            }
+            if i + 8 <= n {
+                s0 = _mm256_fmadd_ps(
+                    _mm256_loadu_ps(x.as_ptr().add(i)),
+                    _mm256_loadu_ps(y.as_ptr().add(i)),
+                    s0,
+                );
+                i += 8;
+            }
+            let s = _mm256_add_ps(s0, s1);
+            let lo = _mm256_castps256_ps128(s);
+            let hi = _mm256_extractf128_ps(s, 1);
+            let q = _mm_add_ps(lo, hi);
+            let q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+            let q = _mm_add_ss(q, _mm_shuffle_ps(q, q, 1));
+            let mut total = _mm_cvtss_f32(q);
+            while i < n {
+                total += *x.get_unchecked(i) * *y.get_unchecked(i);
+                i += 1;
+            }
+            total
         }
-        if i + 8 <= n {
-            s0 = _mm256_fmadd_ps(
-                _mm256_loadu_ps(x.as_ptr().add(i)),
-                _mm256_loadu_ps(y.as_ptr().add(i)),
-                s0,
-            );
-            i += 8;
-        }
-        let s = _mm256_add_ps(s0, s1);
-        let lo = _mm256_castps256_ps128(s);
-        let hi = _mm256_extractf128_ps(s, 1);
-        let q = _mm_add_ps(lo, hi);
-        let q = _mm_add_ps(q, _mm_movehl_ps(q, q));
-        let q = _mm_add_ss(q, _mm_shuffle_ps(q, q, 1));
-        let mut total = _mm_cvtss_f32(q);
-        while i < n {
-            total += *x.get_unchecked(i) * *y.get_unchecked(i);
-            i += 1;
-        }
-        total
     }
 }
 
