@@ -221,8 +221,8 @@ fn conv_checks(model: &Mlp) -> blindspot::Result<Vec<Value>> {
             w,
             stride,
             Padding::Zero(padding),
-            1e-12,
-            200_000,
+            1e-10,
+            50_000,
             7,
         )?;
         println!(
