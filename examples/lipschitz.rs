@@ -257,7 +257,10 @@ fn layer_json(b: &LayerBound) -> Value {
     json!({
         "layer": b.layer, "kind": b.kind, "size": b.size, "stride": b.stride,
         "method": b.method.name(), "inputs": b.inputs, "outputs": b.outputs,
-        "activation": b.activation.map_or("none (logits)".to_string(), |a| a.to_string()),
+        "activation": b.activation.map_or(
+            if b.kind == "max-pool" { "none" } else { "none (logits)" }.to_string(),
+            |a| a.to_string()
+        ),
         "operator_norm": b.operator_norm, "iterations": b.iterations,
         "activation_lipschitz": b.activation_lipschitz, "bound": b.bound,
     })
@@ -331,8 +334,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 b.size,
                 b.stride,
                 b.method.name(),
-                b.activation
-                    .map_or("— (logits)".to_string(), |a| a.to_string()),
+                b.activation.map_or(
+                    if b.kind == "max-pool" {
+                        "—"
+                    } else {
+                        "— (logits)"
+                    }
+                    .to_string(),
+                    |a| a.to_string()
+                ),
                 b.operator_norm,
                 b.activation_lipschitz,
                 b.bound
