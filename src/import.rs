@@ -20,12 +20,9 @@
 //! # Ok::<(), blindspot::Error>(())
 //! ```
 
-use std::fs::File;
-use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 use ndarray::{Array2, ArrayD, Ix2};
-use ndarray_npy::{NpzReader, ReadNpzError};
 
 use crate::error::{Error, Result};
 use crate::nn::{Architecture, Mlp};
@@ -233,39 +230,8 @@ impl NpzWeights {
 
 /// Reads all arrays of an `.npz` file by name, as `f32` (an `f64` array is converted).
 ///
-/// The only place that touches the file format, so that the crate's size-checked npz reader
-/// can replace it.
 fn read_npz(path: &Path) -> Result<Vec<(String, ArrayD<f32>)>> {
-    let bad = |problem: String| Error::ModelFile {
-        path: path.to_path_buf(),
-        problem,
-    };
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut npz = NpzReader::new(BufReader::new(file))
-        .map_err(|e| bad(format!("not an npz archive: {e}")))?;
-    let names = npz
-        .names()
-        .map_err(|e| bad(format!("unreadable archive: {e}")))?;
-    let mut arrays = Vec::with_capacity(names.len());
-    for name in names {
-        let a: ArrayD<f32> = match npz.by_name::<_, ndarray::IxDyn>(&name) {
-            Ok(a) => a,
-            Err(ReadNpzError::Npy(_)) => {
-                let wide: ArrayD<f64> = npz.by_name(&name).map_err(|e| {
-                    bad(format!(
-                        "array `{name}` is not an f32 or f64 array (or is compressed): {e}"
-                    ))
-                })?;
-                wide.mapv(|v| v as f32)
-            }
-            Err(e) => {
-                return Err(bad(format!(
-                    "array `{name}` is unreadable (compressed archives, from \
-                     numpy.savez_compressed, are not supported: use numpy.savez): {e}"
-                )))
-            }
-        };
-        arrays.push((name, a));
-    }
-    Ok(arrays)
+    // The size-checked reader of model files: an npy header's claimed shape is checked
+    // against its member's real size before anything is allocated.
+    crate::nn::read_named_arrays(path)
 }

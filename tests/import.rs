@@ -240,3 +240,31 @@ fn unreadable_files_are_typed_errors() {
     let err = NpzWeights::open(&path).unwrap_err();
     assert!(err.to_string().contains("`fc1.weight`"), "{err}");
 }
+
+/// An npy header that claims a huge shape (the file stays a few hundred bytes) is a typed
+/// error before anything is allocated from the claim: the import reads through the crate's
+/// size-checked reader.
+#[test]
+fn a_header_claiming_a_huge_shape_is_an_error_not_an_allocation() {
+    let path = temp("huge_claim.npz");
+    {
+        let mut npz = NpzWriter::new(File::create(&path).unwrap());
+        npz.add_array("w", &Array2::<f32>::zeros((2, 3))).unwrap();
+        npz.finish().unwrap();
+    }
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes
+        .windows(7)
+        .position(|w| w == b"(2, 3)}")
+        .expect("npy header in the stored member");
+    let spaces = bytes[at + 7..].iter().take_while(|&&b| b == b' ').count();
+    let claim = b"(4000000000, 4000000000)}";
+    assert!(claim.len() <= 7 + spaces, "room in the header's padding");
+    let mut patch = claim.to_vec();
+    patch.resize(7 + spaces, b' ');
+    bytes[at..at + 7 + spaces].copy_from_slice(&patch);
+    std::fs::write(&path, &bytes).unwrap();
+    let e = NpzWeights::open(&path).err().expect("a typed error");
+    assert!(matches!(e, Error::ModelFile { .. }), "{e}");
+    assert!(e.to_string().contains('w'), "{e}");
+}

@@ -23,6 +23,7 @@ pub use autoencoder::{
 };
 pub use layer::{Conv2d, Dense, Layer, MaxPool2d};
 pub use network::{Mlp, MlpWorkspace, Network};
+pub(crate) use persist::read_named_arrays;
 pub use persist::ModelFile;
 pub use stack::Workspace;
 pub use train::{

@@ -101,72 +101,21 @@ impl ModelFile {
             path: path.to_path_buf(),
             problem,
         };
-        let mut zip =
-            zip::ZipArchive::new(reader).map_err(|e| bad(format!("not an npz archive: {e}")))?;
-        if zip.len() > MAX_MEMBERS {
-            return Err(bad(format!(
-                "{} members (at most {MAX_MEMBERS} accepted)",
-                zip.len()
-            )));
-        }
         let mut meta_bytes: Option<Vec<u8>> = None;
         let mut arrays = Vec::new();
-        // Stored members do not overlap in a well-formed archive, so together they fit in the
-        // file; overlapping members (one payload named many times) cannot multiply memory.
-        let mut total: u64 = 0;
-        for i in 0..zip.len() {
-            let mut member = zip
-                .by_index(i)
-                .map_err(|e| bad(format!("unreadable member {i}: {e}")))?;
-            let raw_name = member.name().to_string();
-            let name = raw_name
-                .strip_suffix(".npy")
-                .unwrap_or(&raw_name)
-                .to_string();
-            let bad_member = |problem: String| bad(format!("member `{raw_name}`: {problem}"));
-            if member.compression() != zip::CompressionMethod::Stored {
-                return Err(bad_member(format!(
-                    "compression {} is not supported (only stored members)",
-                    member.compression()
-                )));
-            }
-            if member.encrypted() {
-                return Err(bad_member("encrypted members are not supported".into()));
-            }
-            let size = member.size();
-            total = total.saturating_add(size);
-            if size != member.compressed_size() || total > file_len {
-                return Err(bad_member(format!(
-                    "claims {size} bytes ({} stored; {total} in all members so far) in a file \
-                     of {file_len} bytes",
-                    member.compressed_size()
-                )));
-            }
-            let header = read_npy_header(&mut member, size).map_err(&bad_member)?;
-            let value = if name == META {
+        read_members(reader, file_len, path, |name, member, header| {
+            if name == META {
                 if meta_bytes.is_some() {
-                    return Err(bad_member("a second `meta` member".into()));
+                    return Err("a second `meta` member".into());
                 }
-                Member::Meta(read_u8_array(&mut member, &header).map_err(&bad_member)?)
+                meta_bytes = Some(read_u8_array(member, header)?);
             } else {
-                Member::Array(
-                    read_f32_array(&mut member, &header)
-                        .map_err(|e| bad_member(format!("not a 2-d f32 array: {e}")))?,
-                )
-            };
-            // Reading to the member's end makes the zip reader check its CRC-32: a corrupt
-            // payload is an error, not silently wrong weights.
-            let mut end = [0u8; 1];
-            match member.read(&mut end) {
-                Ok(0) => {}
-                Ok(_) => return Err(bad_member("bytes after the array".into())),
-                Err(e) => return Err(bad_member(format!("corrupt member: {e}"))),
+                let a = read_f32_array(member, header)
+                    .map_err(|e| format!("not a 2-d f32 array: {e}"))?;
+                arrays.push((name.to_string(), a));
             }
-            match value {
-                Member::Meta(bytes) => meta_bytes = Some(bytes),
-                Member::Array(a) => arrays.push((name, a)),
-            }
-        }
+            Ok(())
+        })?;
         let bytes = meta_bytes.ok_or_else(|| bad(format!("no `{META}` header member")))?;
         let text = String::from_utf8(bytes).map_err(|_| bad("header is not UTF-8".into()))?;
         let mut meta = BTreeMap::new();
@@ -204,10 +153,86 @@ impl ModelFile {
     }
 }
 
-/// One member's contents.
-enum Member {
-    Meta(Vec<u8>),
-    Array(Array2<f32>),
+/// Opens the `.npz` at `path` and calls `each` with every member's name (without `.npy`), a
+/// reader positioned at its payload and its npy header, after checking — before anything is
+/// allocated — that the member is stored uncompressed, that all members together fit in the
+/// file, and that the header's shape times its element size is exactly the payload. Each
+/// member is then read to its end, so its CRC-32 is checked.
+fn read_members(
+    reader: impl Read + Seek,
+    file_len: u64,
+    path: &Path,
+    mut each: impl FnMut(&str, &mut dyn Read, &NpyHeader) -> std::result::Result<(), String>,
+) -> Result<()> {
+    let bad = |problem: String| Error::ModelFile {
+        path: path.to_path_buf(),
+        problem,
+    };
+    let mut zip =
+        zip::ZipArchive::new(reader).map_err(|e| bad(format!("not an npz archive: {e}")))?;
+    if zip.len() > MAX_MEMBERS {
+        return Err(bad(format!(
+            "{} members (at most {MAX_MEMBERS} accepted)",
+            zip.len()
+        )));
+    }
+    // Stored members do not overlap in a well-formed archive, so together they fit in the
+    // file; overlapping members (one payload named many times) cannot multiply memory.
+    let mut total: u64 = 0;
+    for i in 0..zip.len() {
+        let mut member = zip
+            .by_index(i)
+            .map_err(|e| bad(format!("unreadable member {i}: {e}")))?;
+        let raw_name = member.name().to_string();
+        let name = raw_name
+            .strip_suffix(".npy")
+            .unwrap_or(&raw_name)
+            .to_string();
+        let bad_member = |problem: String| bad(format!("array `{name}`: {problem}"));
+        if member.compression() != zip::CompressionMethod::Stored {
+            return Err(bad_member(format!(
+                "compression {} is not supported (only stored members: numpy.savez, not \
+                 savez_compressed)",
+                member.compression()
+            )));
+        }
+        if member.encrypted() {
+            return Err(bad_member("encrypted members are not supported".into()));
+        }
+        let size = member.size();
+        total = total.saturating_add(size);
+        if size != member.compressed_size() || total > file_len {
+            return Err(bad_member(format!(
+                "claims {size} bytes ({} stored; {total} in all members so far) in a file \
+                 of {file_len} bytes",
+                member.compressed_size()
+            )));
+        }
+        let header = read_npy_header(&mut member, size).map_err(&bad_member)?;
+        each(&name, &mut member, &header).map_err(&bad_member)?;
+        let mut end = [0u8; 1];
+        match member.read(&mut end) {
+            Ok(0) => {}
+            Ok(_) => return Err(bad_member("bytes after the array".into())),
+            Err(e) => return Err(bad_member(format!("corrupt member: {e}"))),
+        }
+    }
+    Ok(())
+}
+
+/// Every array of a plain `.npz` (as `numpy.savez` writes it; no header member needed) by
+/// name, as `f32` of any dimension (`f64` members are converted), with the same checks as
+/// [`ModelFile::load`]: a file's claimed sizes are checked against its real length before
+/// anything is allocated.
+pub(crate) fn read_named_arrays(path: &Path) -> Result<Vec<(String, ndarray::ArrayD<f32>)>> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    let mut arrays = Vec::new();
+    read_members(BufReader::new(file), len, path, |name, member, header| {
+        arrays.push((name.to_string(), read_float_array(member, header)?));
+        Ok(())
+    })?;
+    Ok(arrays)
 }
 
 /// Element type of an npy member.
@@ -215,6 +240,7 @@ enum Member {
 enum Dtype {
     U8,
     F32 { big_endian: bool },
+    F64 { big_endian: bool },
 }
 
 impl Dtype {
@@ -222,6 +248,7 @@ impl Dtype {
         match self {
             Dtype::U8 => 1,
             Dtype::F32 { .. } => 4,
+            Dtype::F64 { .. } => 8,
         }
     }
 }
@@ -274,6 +301,8 @@ fn read_npy_header(r: &mut impl Read, member_size: u64) -> std::result::Result<N
         "|u1" | "<u1" | ">u1" | "u1" => Dtype::U8,
         "<f4" => Dtype::F32 { big_endian: false },
         ">f4" => Dtype::F32 { big_endian: true },
+        "<f8" => Dtype::F64 { big_endian: false },
+        ">f8" => Dtype::F64 { big_endian: true },
         other => return Err(format!("unsupported dtype {other:?}")),
     };
     let len = shape
@@ -372,7 +401,10 @@ fn truncate(s: &str, n: usize) -> &str {
 }
 
 /// The payload of a 1-d `u8` member.
-fn read_u8_array(r: &mut impl Read, h: &NpyHeader) -> std::result::Result<Vec<u8>, String> {
+fn read_u8_array(
+    r: &mut (impl Read + ?Sized),
+    h: &NpyHeader,
+) -> std::result::Result<Vec<u8>, String> {
     if h.dtype != Dtype::U8 || h.shape.len() != 1 {
         return Err(format!(
             "the header must be a 1-d u8 array, got {:?} of shape {:?}",
@@ -393,8 +425,62 @@ fn read_u8_array(r: &mut impl Read, h: &NpyHeader) -> std::result::Result<Vec<u8
     Ok(out)
 }
 
+/// The payload of an `f32` or `f64` member of any dimension as `f32`, in standard layout.
+fn read_float_array(
+    r: &mut dyn Read,
+    h: &NpyHeader,
+) -> std::result::Result<ndarray::ArrayD<f32>, String> {
+    let size = h.dtype.size() as usize;
+    let decode = |b: &[u8]| -> f32 {
+        match h.dtype {
+            Dtype::F32 { big_endian } => {
+                let b = [b[0], b[1], b[2], b[3]];
+                if big_endian {
+                    f32::from_be_bytes(b)
+                } else {
+                    f32::from_le_bytes(b)
+                }
+            }
+            Dtype::F64 { big_endian } => {
+                let b = [b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]];
+                (if big_endian {
+                    f64::from_be_bytes(b)
+                } else {
+                    f64::from_le_bytes(b)
+                }) as f32
+            }
+            Dtype::U8 => f32::from(b[0]),
+        }
+    };
+    if h.dtype == Dtype::U8 {
+        return Err("dtype is u8, not a float".into());
+    }
+    // The length was checked against the member's stored size, which fits in the file.
+    let mut values = Vec::with_capacity(h.len);
+    let mut buf = [0u8; 64 * 1024];
+    let mut left = h.len * size;
+    while left > 0 {
+        let chunk = &mut buf[..left.min(64 * 1024)];
+        r.read_exact(chunk)
+            .map_err(|e| format!("truncated payload: {e}"))?;
+        values.extend(chunk.chunks_exact(size).map(decode));
+        left -= chunk.len();
+    }
+    let shape = ndarray::IxDyn(&h.shape);
+    let a = if h.fortran_order {
+        ndarray::ArrayD::from_shape_vec(shape.f(), values)
+            .map(|a| a.as_standard_layout().into_owned())
+    } else {
+        ndarray::ArrayD::from_shape_vec(shape, values)
+    };
+    a.map_err(|e| format!("cannot shape payload: {e}"))
+}
+
 /// The payload of a 2-d `f32` member, in standard (row-major) layout.
-fn read_f32_array(r: &mut impl Read, h: &NpyHeader) -> std::result::Result<Array2<f32>, String> {
+fn read_f32_array(
+    r: &mut (impl Read + ?Sized),
+    h: &NpyHeader,
+) -> std::result::Result<Array2<f32>, String> {
     let Dtype::F32 { big_endian } = h.dtype else {
         return Err(format!("dtype is {:?}", h.dtype));
     };
