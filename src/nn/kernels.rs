@@ -107,9 +107,28 @@ pub(crate) fn sigmoid_inplace(z: &mut [f32]) {
     }
 }
 
+/// Max-pooling's step over channels: wherever `v[i] > y[i]`, `y[i] = v[i]` and
+/// `arg[i] = base + i` (strictly greater, so the first maximum seen wins).
+#[inline]
+pub(crate) fn max_select(v: &[f32], base: u32, y: &mut [f32], arg: &mut [u32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if has_avx2_fma() {
+            // SAFETY: the processor supports AVX2 (checked above); lengths are checked inside.
+            return unsafe { avx::max_select(v, base, y, arg) };
+        }
+    }
+    for (((yi, ai), &vi), i) in y.iter_mut().zip(arg.iter_mut()).zip(v).zip(base..) {
+        if vi > *yi {
+            *yi = vi;
+            *ai = i;
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 #[inline]
-fn has_avx2_fma() -> bool {
+pub(super) fn has_avx2_fma() -> bool {
     use std::sync::atomic::{AtomicU8, Ordering};
     // 0 = unknown, 1 = no, 2 = yes: the feature test is cached after the first call.
     static STATE: AtomicU8 = AtomicU8::new(0);
@@ -364,6 +383,38 @@ mod avx {
     }
 
     #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn max_select(v: &[f32], base: u32, y: &mut [f32], arg: &mut [u32]) {
+        let n = v.len().min(y.len()).min(arg.len());
+        // SAFETY: AVX2 is enabled for this function; every access is below n, the shortest
+        // of the three lengths.
+        unsafe {
+            let iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+            let mut i = 0;
+            while i + 8 <= n {
+                let py = y.as_mut_ptr().add(i);
+                let pa = arg.as_mut_ptr().add(i) as *mut __m256i;
+                let vy = _mm256_loadu_ps(py);
+                let vv = _mm256_loadu_ps(v.as_ptr().add(i));
+                let gt = _mm256_cmp_ps::<_CMP_GT_OQ>(vv, vy);
+                _mm256_storeu_ps(py, _mm256_blendv_ps(vy, vv, gt));
+                let idx =
+                    _mm256_add_epi32(_mm256_set1_epi32(base.wrapping_add(i as u32) as i32), iota);
+                let va = _mm256_loadu_si256(pa);
+                _mm256_storeu_si256(pa, _mm256_blendv_epi8(va, idx, _mm256_castps_si256(gt)));
+                i += 8;
+            }
+            while i < n {
+                let vi = *v.get_unchecked(i);
+                if vi > *y.get_unchecked(i) {
+                    *y.get_unchecked_mut(i) = vi;
+                    *arg.get_unchecked_mut(i) = base.wrapping_add(i as u32);
+                }
+                i += 1;
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
         // SAFETY: callers reach this only after checking that the CPU has AVX2 and FMA,
         // with slices whose lengths the function's own bounds checks or documented
@@ -456,6 +507,22 @@ mod tests {
                     (y[i] - (y0[i] + 0.5 * x[i])).abs() < 1e-6,
                     "axpy n={n} i={i}"
                 );
+            }
+        }
+    }
+
+    /// The first strict maximum wins, ties included, in the vector lanes and the tail.
+    #[test]
+    fn max_select_keeps_the_first_strict_maximum() {
+        for n in [1usize, 7, 8, 16, 19, 32] {
+            let y0: Vec<f32> = (0..n).map(|i| (i % 3) as f32).collect();
+            let v: Vec<f32> = (0..n).map(|i| (i % 5) as f32 * 0.5).collect();
+            let (mut y, mut arg) = (y0.clone(), vec![7u32; n]);
+            max_select(&v, 100, &mut y, &mut arg);
+            for i in 0..n {
+                let take = v[i] > y0[i];
+                assert_eq!(y[i], if take { v[i] } else { y0[i] }, "n={n} i={i}");
+                assert_eq!(arg[i], if take { 100 + i as u32 } else { 7 }, "n={n} i={i}");
             }
         }
     }

@@ -15,7 +15,7 @@
 use ndarray::linalg::general_mat_mul;
 use ndarray::{Array2, ArrayView2, ArrayViewMut2, Axis, Zip};
 
-use crate::nn::{kernels, Activation};
+use crate::nn::{gemm, kernels, Activation};
 
 /// A fully connected layer `y = x·W + b` with `W` of shape `in × out` and `b` a `1 × out` row.
 #[derive(Debug, Clone, PartialEq)]
@@ -77,6 +77,8 @@ pub(crate) struct LayerScratch {
     cols: Vec<f32>,
     /// A convolution's unfolded input gradient.
     dcols: Vec<f32>,
+    /// A convolution's kernel transposed, `D × (k·k·C)`, for the input gradient.
+    wt: Vec<f32>,
     /// A pooling layer's argmax: for each output value, the column of the input it came from.
     argmax: Vec<u32>,
 }
@@ -279,7 +281,7 @@ impl Conv2d {
             .expect("cols sized above");
         let mut y = as_positions(y, rows, self.weight.ncols());
         y.assign(&self.bias);
-        general_mat_mul(1.0, &cols, &self.weight, 1.0, &mut y);
+        gemm::matmul(cols, self.weight.view(), y, true);
     }
 
     fn backward(
@@ -299,17 +301,19 @@ impl Conv2d {
         if let Some(g) = grads {
             let cols = ArrayView2::from_shape((rows, patch), &sc.cols[..rows * patch])
                 .expect("cols kept from the forward pass");
-            general_mat_mul(1.0, &cols.t(), &dy, 1.0, &mut g[0]);
+            gemm::matmul_tn_acc(cols, dy, g[0].view_mut());
             add_column_sums(dy, &mut g[1]);
         }
         if let Some(dx) = dx {
             sc.dcols.resize(rows * patch, 0.0);
-            {
-                let mut dcols =
-                    ArrayViewMut2::from_shape((rows, patch), &mut sc.dcols[..rows * patch])
-                        .expect("dcols sized above");
-                general_mat_mul(1.0, &dy, &self.weight.t(), 0.0, &mut dcols);
-            }
+            // The transposed kernel (d·patch values, against rows·patch·d multiply-adds) as a
+            // contiguous block, so the product streams both operands in order.
+            sc.wt.clear();
+            sc.wt.extend(self.weight.t().iter());
+            let wt = ArrayView2::from_shape((d, patch), &sc.wt[..]).expect("wt is d × patch");
+            let dcols = ArrayViewMut2::from_shape((rows, patch), &mut sc.dcols[..rows * patch])
+                .expect("dcols sized above");
+            gemm::matmul(dy, wt, dcols, false);
             self.col2im(&sc.dcols[..rows * patch], dx);
         }
     }
@@ -366,16 +370,11 @@ impl MaxPool2d {
                     for (ai, a) in arg[out..out + c].iter_mut().enumerate() {
                         *a = (first + ai) as u32;
                     }
+                    let (yo, ao) = (&mut ye[out..out + c], &mut arg[out..out + c]);
                     for a in 0..q {
                         for b in 0..q {
                             let at = ((i * q + a) * w + j * q + b) * c;
-                            for ch in 0..c {
-                                // Strictly greater: the first maximum wins, as in PyTorch.
-                                if xe[at + ch] > ye[out + ch] {
-                                    ye[out + ch] = xe[at + ch];
-                                    arg[out + ch] = (at + ch) as u32;
-                                }
-                            }
+                            kernels::max_select(&xe[at..at + c], at as u32, yo, ao);
                         }
                     }
                 }

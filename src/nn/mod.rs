@@ -5,6 +5,7 @@ mod activation;
 mod adversarial;
 mod arch;
 mod autoencoder;
+mod gemm;
 mod kernels;
 mod layer;
 mod network;
