@@ -1,5 +1,6 @@
 //! One targeted box-constrained L-BFGS attack on FC100-100-10, and one model evaluation (the
-//! single-example loss and input gradient that each L-BFGS-B step costs).
+//! single-example loss and input gradient that each L-BFGS-B step costs) of FC100-100-10 and of
+//! the zoo's convnet CONV16-32-FC128-10.
 
 use blindspot::attack::{Attack, BoxLbfgs, Target};
 use blindspot::data::Mnist;
@@ -58,6 +59,26 @@ fn bench(c: &mut Criterion) {
                 .unwrap()
         })
     });
+
+    // The convnet's evaluation costs the same whatever its weights, so a freshly initialised
+    // one stands in for the trained zoo model (whose training would take minutes here).
+    let conv = Mlp::new(Architecture::parse("CONV16-32-FC128-10", 784).unwrap(), 1);
+    let mut scratch = Default::default();
+    c.bench_function(
+        "CONV16-32-FC128-10 loss and input gradient, one image",
+        |b| {
+            b.iter(|| {
+                conv.loss_and_input_grad_with(
+                    xb.view(),
+                    &[(y + 1) % 10],
+                    &mut scratch,
+                    loss.view_mut(),
+                    grad.view_mut(),
+                )
+                .unwrap()
+            })
+        },
+    );
 }
 
 criterion_group!(benches, bench);

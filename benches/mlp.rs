@@ -1,4 +1,5 @@
-//! Forward and backward passes of the paper's FC100-100-10 and one epoch of training.
+//! Forward and backward passes of the paper's FC100-100-10 and of the zoo's convnet, and one
+//! epoch of training.
 
 use blindspot::data::Mnist;
 use blindspot::nn::{train, Architecture, Mlp, TrainParams, Trainable};
@@ -46,6 +47,30 @@ fn bench(c: &mut Criterion) {
         "forward+backward: {} FLOP per batch of 128 (divide by the median time for GFLOP/s)",
         128 * flops_per_example(&widths)
     );
+
+    // The convnet at the zoo recipe's batch of 64: one SGD step's gradient work.
+    let conv = Mlp::new(Architecture::parse("CONV16-32-FC128-10", 784).unwrap(), 1);
+    let mut conv_grads: Vec<Array2<f32>> = conv
+        .params()
+        .iter()
+        .map(|p| Array2::zeros(p.raw_dim()))
+        .collect();
+    let mut conv_ws = Trainable::workspace(&conv, 64);
+    let mut g = c.benchmark_group("CONV16-32-FC128-10 batch 64");
+    g.throughput(Throughput::Elements(64));
+    g.bench_function("forward+backward", |b| {
+        b.iter(|| {
+            conv.accumulate_grad(
+                batch.slice(s![..64, ..]),
+                &labels[..64],
+                1.0 / 64.0,
+                &mut conv_grads,
+                &mut conv_ws,
+            )
+            .unwrap()
+        })
+    });
+    g.finish();
 
     let subset = mnist.train.head(10_000).unwrap();
     let config = TrainParams {
