@@ -1,14 +1,17 @@
 //! Adversarial examples (paper §4): attacks that find a small perturbation `r` with
 //! `f(x + r) = l ≠ y` and `x + r` inside the pixel box `[0, 1]^m`.
 //!
-//! [`BoxLbfgs`] is the paper's method; [`GaussianNoise`] is the random baseline. Both work on any
+//! [`BoxLbfgs`] is the paper's method; [`Fgsm`] the one-step modern contrast; [`GaussianNoise`]
+//! is the random baseline. All work on any
 //! [`Differentiable`] model, so a model of your own can be attacked unchanged.
 
 mod box_lbfgs;
+mod fgsm;
 mod noise;
 pub mod transfer;
 
 pub use box_lbfgs::{BoxLbfgs, Penalty};
+pub use fgsm::Fgsm;
 pub use noise::GaussianNoise;
 pub use transfer::{magnify, transfer_error, MAGNIFY_TOLERANCE};
 
