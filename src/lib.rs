@@ -32,6 +32,7 @@
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
 pub mod adapters;
+pub mod adversarial_training;
 pub mod attack;
 pub mod data;
 pub mod error;

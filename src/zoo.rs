@@ -108,26 +108,37 @@ impl Recipe {
     /// A canonical text of every hyperparameter that influences the trained weights; the seed
     /// (given per model) and per-epoch evaluation (which does not change weights) are left out.
     pub fn describe(&self) -> String {
-        let canon = |p: &TrainParams| TrainParams {
-            seed: 0,
-            eval_every_epoch: false,
-            ..p.clone()
+        // Without dropout the text is the one from before `TrainParams` had a dropout field,
+        // so the versions (and cache files) of every existing recipe stay valid.
+        let canon = |p: &TrainParams| {
+            format!(
+                "{:?}",
+                TrainParams {
+                    seed: 0,
+                    eval_every_epoch: false,
+                    ..p.clone()
+                }
+            )
+            .replace(", dropout: []", "")
         };
         match self {
             Recipe::Fc { arch, params } => format!(
-                "fc arch={arch} activation={} input={} params={:?}",
+                "fc arch={arch} activation={} input={} params={}",
                 arch.activation(),
                 arch.input(),
                 canon(params)
             ),
             Recipe::Ae(r) => format!(
-                "ae code={} ae_decay={:e} decay={:e} pretrain={:?} softmax={:?} finetune={:?}",
+                "ae code={} ae_decay={:e} decay={:e} pretrain={} softmax={} finetune={}",
                 r.code,
                 r.ae_weight_decay,
                 r.weight_decay,
                 canon(&r.pretrain),
                 canon(&r.softmax),
-                r.finetune.as_ref().map(canon)
+                match &r.finetune {
+                    Some(p) => format!("Some({})", canon(p)),
+                    None => "None".to_string(),
+                }
             ),
         }
     }

@@ -122,7 +122,7 @@ fn reconstruction_error_falls_during_training() {
         momentum: 0.9,
         schedule: Schedule::Constant,
         seed: 1,
-        eval_every_epoch: false,
+        ..TrainParams::default()
     };
     let report = fit(&mut ae, &data, &params.check().unwrap(), |_| {}).unwrap();
     let after = ae.reconstruction_error(&data).unwrap();
@@ -195,7 +195,7 @@ fn tiny_recipe(code: usize) -> AeRecipe {
         momentum: 0.9,
         schedule: Schedule::Constant,
         seed: 0,
-        eval_every_epoch: false,
+        ..TrainParams::default()
     };
     AeRecipe {
         code,

@@ -42,7 +42,7 @@ fn tiny_fc(epochs: usize) -> Recipe {
             momentum: 0.9,
             schedule: Schedule::Constant,
             seed: 0,
-            eval_every_epoch: false,
+            ..TrainParams::default()
         },
     }
 }
@@ -289,7 +289,7 @@ fn autoencoder_recipe_is_cached_too() {
         momentum: 0.9,
         schedule: Schedule::Constant,
         seed: 0,
-        eval_every_epoch: false,
+        ..TrainParams::default()
     };
     let recipe = Recipe::Ae(AeRecipe {
         code: 9,

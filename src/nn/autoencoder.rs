@@ -536,6 +536,7 @@ impl AeRecipe {
                 },
                 seed: 0,
                 eval_every_epoch: false,
+                dropout: Vec::new(),
             },
             softmax: TrainParams {
                 epochs: 10,
@@ -547,6 +548,7 @@ impl AeRecipe {
                 },
                 seed: 0,
                 eval_every_epoch: false,
+                dropout: Vec::new(),
             },
             finetune: Some(TrainParams {
                 epochs: 30,
@@ -558,6 +560,7 @@ impl AeRecipe {
                 },
                 seed: 0,
                 eval_every_epoch: false,
+                dropout: Vec::new(),
             }),
         }
     }

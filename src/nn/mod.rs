@@ -2,7 +2,6 @@
 //! 2-D convolution, max-pooling, activation) stacked into a [`Network`], one engine for
 //! every model's forward and backward passes, and a seeded SGD trainer.
 mod activation;
-mod adversarial;
 mod arch;
 mod autoencoder;
 mod gemm;
@@ -14,10 +13,6 @@ mod stack;
 mod train;
 
 pub use activation::{sigmoid, Activation};
-pub use adversarial::{
-    refresh_count, train_adversarial, AdversarialConfig, AdversarialEpoch, AdversarialParams,
-    AdversarialPool, AdversarialProgress, AdversarialReport, PoolStats, PoolTarget,
-};
 pub use arch::{Architecture, ConvStage, DEFAULT_WEIGHT_DECAY, MAX_SIZE};
 pub use autoencoder::{
     train_ae_classifier, AeRecipe, AeReport, AeStage, Autoencoder, AutoencoderWorkspace,
@@ -31,3 +26,4 @@ pub use train::{
     error_rate, fit, train, EpochStats, Progress, Schedule, TrainConfig, TrainParams, TrainReport,
     Trainable,
 };
+pub(crate) use train::{fit_loop, SgdStep, Steps};

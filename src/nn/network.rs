@@ -387,6 +387,73 @@ impl Network {
     pub fn readable_layer(&self, k: usize) -> Option<usize> {
         self.readable.get(k).copied()
     }
+
+    /// The part of the network above level `level` as a network of its own: level 0 is the
+    /// input (the whole network), level `k ≥ 1` the output of hidden layer `k − 1` (see
+    /// [`Representation`]). Its input is that layer's output `φ(x)`, and its logits on `φ(x)`
+    /// are the whole network's logits on `x`; its parameters are copies, in the order of the
+    /// last ones of [`Trainable::params`], and its weight decay is the network's.
+    ///
+    /// This is what the paper's layer-wise adversarial examples attack: any [`crate::Attack`]
+    /// takes it unchanged.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidParameter`] if `level` is past the last hidden layer, or if the layers
+    /// above it include a convolution or pooling (only dense tops can stand alone).
+    pub fn above(&self, level: usize) -> Result<Network> {
+        if level == 0 {
+            return Ok(self.clone());
+        }
+        let Some(&i) = self.readable.get(level - 1) else {
+            return Err(Error::param(
+                "level",
+                format!(
+                    "level {level} out of range: the network has levels 0..={}",
+                    self.readable.len()
+                ),
+            ));
+        };
+        let upper = &self.layers()[i + 1..];
+        if upper
+            .iter()
+            .any(|l| matches!(l, Layer::Conv2d(_) | Layer::MaxPool2d(_)))
+        {
+            return Err(Error::param(
+                "level",
+                format!("the layers above level {level} include convolutions or pooling"),
+            ));
+        }
+        let input = self.stack.width_after(i);
+        let dense: Vec<&Dense> = upper
+            .iter()
+            .filter_map(|l| match l {
+                Layer::Dense(d) => Some(d),
+                _ => None,
+            })
+            .collect();
+        let hidden: Vec<usize> = dense[..dense.len() - 1]
+            .iter()
+            .map(|d| d.outputs())
+            .collect();
+        let arch = Architecture::new(
+            input,
+            hidden,
+            self.arch.classes(),
+            self.arch.activation(),
+            self.arch.weight_decay(),
+        )?;
+        let params = dense
+            .iter()
+            .flat_map(|d| [d.weight.clone(), d.bias.clone()])
+            .collect();
+        Ok(Network::assemble(arch, params))
+    }
+
+    /// Levels [`Network::above`] accepts: the input and each hidden layer.
+    pub fn levels(&self) -> usize {
+        self.readable.len() + 1
+    }
 }
 
 /// Softmax of each row in place, and (with labels) each row's cross-entropy `-log p[y]`,
@@ -524,6 +591,35 @@ impl Trainable for Network {
         self.softmax_delta(y, scale, ws);
         self.stack.backward(x, ws, Some(grads), None, false);
         Ok(loss)
+    }
+
+    /// `rates[k]` drops units of hidden layer `k`'s output (after its activation, or after a
+    /// convolutional stage's pooling): the layers [`Representation`] exposes.
+    fn enable_dropout(&self, ws: &mut MlpWorkspace, rates: &[f32], seed: u64) -> Result<()> {
+        if rates.len() > self.readable.len() {
+            return Err(Error::param(
+                "dropout",
+                format!(
+                    "{} rates for a network with {} hidden layers",
+                    rates.len(),
+                    self.readable.len()
+                ),
+            ));
+        }
+        if let Some(r) = rates.iter().find(|r| !(0.0..1.0).contains(*r)) {
+            return Err(Error::param(
+                "dropout",
+                format!("rates must be in [0, 1), got {r}"),
+            ));
+        }
+        let layers: Vec<(usize, f32)> = self
+            .readable
+            .iter()
+            .copied()
+            .zip(rates.iter().copied())
+            .collect();
+        self.stack.enable_dropout(ws, &layers, seed);
+        Ok(())
     }
 
     /// Every parameter is decayed, biases included, as SGD weight decay does. It matters only

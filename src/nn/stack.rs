@@ -2,7 +2,9 @@
 //! preallocated [`Workspace`]. Classifiers ([`Network`](crate::nn::Network)) and the
 //! [`Autoencoder`](crate::nn::Autoencoder) differ only in the loss put on top of it.
 
-use ndarray::{s, Array1, Array2, ArrayView2, ArrayViewMut2};
+use ndarray::{s, Array1, Array2, ArrayView2, ArrayViewMut2, Zip};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
 use crate::error::{Error, Result};
 use crate::nn::arch::MAX_SIZE;
@@ -33,6 +35,44 @@ pub struct Workspace {
     pub(crate) deltas: Vec<Array2<f32>>,
     scratch: Vec<LayerScratch>,
     pub(crate) losses: Array1<f32>,
+    /// Training-time dropout, when the trainer turned it on for this workspace.
+    dropout: Option<Dropout>,
+}
+
+/// Inverted dropout on the outputs of some layers: during a forward pass each value is kept
+/// with probability `1 − rate` and scaled by `1 / (1 − rate)`, else zeroed; the backward pass
+/// masks the gradient the same way and restores the undropped values, which the layer's own
+/// backward pass (an activation's derivative) needs.
+#[derive(Debug, Clone)]
+struct Dropout {
+    /// Rate for each layer index (0 for layers whose outputs are kept whole).
+    rates: Vec<f32>,
+    masks: Vec<Array2<f32>>,
+    saved: Vec<Array2<f32>>,
+    rng: ChaCha8Rng,
+}
+
+impl Dropout {
+    fn apply(&mut self, i: usize, mut y: ArrayViewMut2<'_, f32>) {
+        let rate = self.rates[i];
+        let keep = 1.0 / (1.0 - rate);
+        let rng = &mut self.rng;
+        let mask = &mut self.masks[i];
+        if mask.dim() != y.dim() {
+            *mask = Array2::zeros(y.dim());
+            self.saved[i] = Array2::zeros(y.dim());
+        }
+        self.saved[i].assign(&y);
+        mask.mapv_inplace(|_| if rng.gen::<f32>() < rate { 0.0 } else { keep });
+        y *= &*mask;
+    }
+
+    fn unapply(&self, i: usize, mut y: ArrayViewMut2<'_, f32>, mut dy: ArrayViewMut2<'_, f32>) {
+        Zip::from(&mut dy)
+            .and(&self.masks[i])
+            .for_each(|d, &m| *d *= m);
+        y.assign(&self.saved[i]);
+    }
 }
 
 impl Stack {
@@ -107,7 +147,23 @@ impl Stack {
             deltas: buffers(),
             scratch: vec![LayerScratch::default(); self.layers.len()],
             losses: Array1::zeros(rows),
+            dropout: None,
         }
+    }
+
+    /// Turns on dropout in `ws` for the outputs of the layers `(index, rate)` (the network
+    /// checks the indices and rates), masks drawn from a generator seeded with `seed`.
+    pub(crate) fn enable_dropout(&self, ws: &mut Workspace, layers: &[(usize, f32)], seed: u64) {
+        let mut rates = vec![0.0; self.layers.len()];
+        for &(i, r) in layers {
+            rates[i] = r;
+        }
+        ws.dropout = rates.iter().any(|&r| r > 0.0).then(|| Dropout {
+            rates,
+            masks: vec![Array2::zeros((0, 0)); self.layers.len()],
+            saved: vec![Array2::zeros((0, 0)); self.layers.len()],
+            rng: ChaCha8Rng::seed_from_u64(seed),
+        });
     }
 
     /// Makes `ws` fit this stack and `n` rows, rebuilding it if it was made for another
@@ -131,7 +187,9 @@ impl Stack {
                 format!("{n} rows would need a buffer of more than {MAX_SIZE} values"),
             ));
         }
+        let dropout = ws.dropout.take();
         *ws = self.workspace(n);
+        ws.dropout = dropout;
         Ok(())
     }
 
@@ -145,9 +203,20 @@ impl Stack {
         single: bool,
     ) {
         let n = x.nrows();
-        let Workspace { acts, scratch, .. } = ws;
+        let Workspace {
+            acts,
+            scratch,
+            dropout,
+            ..
+        } = ws;
         for (i, layer) in self.layers[..upto].iter().enumerate() {
             let (a, b) = (self.slot_in[i], self.slot_out[i]);
+            if let Some(d) = dropout.as_mut().filter(|_| i > 0) {
+                // Dropping layer i − 1's output now that every layer writing it has run.
+                if d.rates[i - 1] > 0.0 {
+                    d.apply(i - 1, acts[self.slot_out[i - 1] - 1].slice_mut(s![..n, ..]));
+                }
+            }
             if let Layer::Activation(act) = layer {
                 if a == b {
                     activate(*act, acts[b - 1].slice_mut(s![..n, ..]), single);
@@ -198,11 +267,19 @@ impl Stack {
             acts,
             deltas,
             scratch,
+            dropout,
             ..
         } = ws;
         let mut param_end: usize = self.layers.iter().map(Layer::num_params).sum();
         for (i, layer) in self.layers.iter().enumerate().rev() {
             let (a, b) = (self.slot_in[i], self.slot_out[i]);
+            if let Some(d) = dropout.as_ref().filter(|d| d.rates[i] > 0.0) {
+                d.unapply(
+                    i,
+                    acts[b - 1].slice_mut(s![..n, ..]),
+                    deltas[b - 1].slice_mut(s![..n, ..]),
+                );
+            }
             let count = layer.num_params();
             let param_start = param_end - count;
             if let Layer::Activation(act) = layer {

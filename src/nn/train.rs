@@ -40,6 +40,25 @@ pub trait Trainable: Sync {
 
     /// Adds the regulariser's gradient into `grads` and returns its value.
     fn regularize(&self, grads: &mut [Array2<f32>]) -> f32;
+
+    /// Turns on inverted dropout in a training workspace: `rates[k]` for the output of hidden
+    /// layer `k`, masks drawn from a generator seeded with `seed`. Only
+    /// [`Trainable::accumulate_grad`] with that workspace drops units; inference never does.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidParameter`] if the model has no such layers (the default: models
+    /// without hidden layers to drop).
+    fn enable_dropout(&self, ws: &mut Self::Workspace, rates: &[f32], seed: u64) -> Result<()> {
+        let _ = (ws, seed);
+        if rates.iter().all(|&r| r == 0.0) {
+            return Ok(());
+        }
+        Err(Error::param(
+            "dropout",
+            "this model does not support dropout",
+        ))
+    }
 }
 
 /// How the learning rate changes over epochs.
@@ -78,6 +97,9 @@ pub struct TrainParams {
     pub seed: u64,
     /// Compute train and test error after every epoch (costs a pass over both sets).
     pub eval_every_epoch: bool,
+    /// Inverted-dropout rate of each hidden layer's output during training, in `[0, 1)`
+    /// (empty: no dropout; missing layers: 0). Inference never drops units.
+    pub dropout: Vec<f32>,
 }
 
 impl Default for TrainParams {
@@ -92,6 +114,7 @@ impl Default for TrainParams {
             },
             seed: 0,
             eval_every_epoch: false,
+            dropout: Vec::new(),
         }
     }
 }
@@ -147,6 +170,12 @@ impl TrainParams {
         self
     }
 
+    /// Sets the dropout rate of each hidden layer's output (see [`TrainParams::dropout`]).
+    pub fn with_dropout(mut self, rates: Vec<f32>) -> Self {
+        self.dropout = rates;
+        self
+    }
+
     /// Validates the values once; the result cannot be invalid.
     ///
     /// # Errors
@@ -154,7 +183,8 @@ impl TrainParams {
     /// [`Error::InvalidParameter`] if `epochs` is outside `1..=1_000_000` or `batch_size`
     /// outside `1..=1_000_000` (upper bounds so that a typo such as `usize::MAX` is an error
     /// rather than a hang or an allocation failure), the learning rate is not finite and
-    /// positive, the momentum is outside `[0, 1)`, or the schedule's values are invalid.
+    /// positive, the momentum is outside `[0, 1)`, a dropout rate is outside `[0, 1)`, or the
+    /// schedule's values are invalid.
     pub fn check(self) -> Result<TrainConfig> {
         const MAX_EPOCHS: usize = 1_000_000;
         const MAX_BATCH: usize = 1_000_000;
@@ -180,6 +210,12 @@ impl TrainParams {
             return Err(Error::param(
                 "momentum",
                 format!("must be in [0, 1), got {}", self.momentum),
+            ));
+        }
+        if let Some(r) = self.dropout.iter().find(|r| !(0.0..1.0).contains(*r)) {
+            return Err(Error::param(
+                "dropout",
+                format!("rates must be in [0, 1), got {r}"),
             ));
         }
         match self.schedule {
@@ -348,19 +384,74 @@ pub fn fit<M: Trainable>(
     fit_with(model, train, config, |_: &M| Ok((None, None)), on_progress)
 }
 
-/// The SGD loop; `evaluate` gives (train error, test error) after an epoch when asked.
+/// What happens around and in each mini-batch of the SGD loop. Plain training takes one SGD
+/// step per batch; the adversarial trainer (`crate::adversarial_training`) refreshes its pools
+/// at epoch starts and adds its own steps, on the same loop.
+pub(crate) trait Steps<M: Trainable> {
+    /// Rows the SGD buffers must hold for a clean batch of `batch` rows.
+    fn capacity(&self, batch: usize) -> usize {
+        batch
+    }
+
+    /// Called before each epoch's batches.
+    fn epoch_start(&mut self, model: &M, epoch: usize) -> Result<()> {
+        let _ = (model, epoch);
+        Ok(())
+    }
+
+    /// The update for one clean mini-batch; returns the objective to average into the epoch's
+    /// loss.
+    #[allow(clippy::too_many_arguments)]
+    fn step(
+        &mut self,
+        model: &mut M,
+        sgd: &mut SgdStep<M>,
+        x: ArrayView2<'_, f32>,
+        y: &[usize],
+        lr: f32,
+        momentum: f32,
+        batch: usize,
+    ) -> Result<f32> {
+        let _ = batch;
+        sgd.step(model, x, y, lr, momentum)
+    }
+}
+
+/// One SGD step per batch.
+struct Plain;
+
+impl<M: Trainable> Steps<M> for Plain {}
+
+/// The SGD loop of [`fit`]; `evaluate` gives (train error, test error) after an epoch when
+/// asked.
 fn fit_with<M: Trainable>(
+    model: &mut M,
+    train: &Dataset,
+    config: &TrainConfig,
+    evaluate: impl FnMut(&M) -> Result<(Option<f32>, Option<f32>)>,
+    on_progress: impl FnMut(&Progress),
+) -> Result<TrainReport> {
+    fit_loop(model, train, config, evaluate, on_progress, &mut Plain)
+}
+
+/// The one SGD loop: shuffling, gathering, the epoch bookkeeping and the error context, with
+/// the updates themselves given by `steps`.
+pub(crate) fn fit_loop<M: Trainable, S: Steps<M>>(
     model: &mut M,
     train: &Dataset,
     config: &TrainConfig,
     mut evaluate: impl FnMut(&M) -> Result<(Option<f32>, Option<f32>)>,
     mut on_progress: impl FnMut(&Progress),
+    steps: &mut S,
 ) -> Result<TrainReport> {
     let p = config.params();
     let n = train.len();
     let bs = p.batch_size.min(n);
     let mut rng = ChaCha8Rng::seed_from_u64(p.seed);
-    let mut sgd = SgdStep::new(&*model, bs);
+    let mut sgd = SgdStep::new(&*model, steps.capacity(bs));
+    if p.dropout.iter().any(|&r| r > 0.0) {
+        sgd.enable_dropout(&*model, &p.dropout, p.seed)?;
+    }
     let mut xb = Array2::<f32>::zeros((bs, train.input_dim()));
     let mut yb: Vec<usize> = Vec::with_capacity(bs);
     let batches = n.div_ceil(bs);
@@ -368,14 +459,23 @@ fn fit_with<M: Trainable>(
     for epoch in 0..p.epochs {
         let lr = config.learning_rate_at(epoch);
         let start = Instant::now();
+        steps.epoch_start(&*model, epoch)?;
         let order = train.shuffled_indices(&mut rng);
         let mut total = 0.0f64;
         for (b, idx) in order.chunks(bs).enumerate() {
             let m = idx.len();
             let mut xv = xb.slice_mut(s![..m, ..]);
             gather(train, idx, &mut xv, &mut yb);
-            let loss = sgd
-                .step(model, xb.slice(s![..m, ..]), &yb, lr, p.momentum)
+            let loss = steps
+                .step(
+                    model,
+                    &mut sgd,
+                    xb.slice(s![..m, ..]),
+                    &yb,
+                    lr,
+                    p.momentum,
+                    b,
+                )
                 .map_err(|e| match e {
                     Error::NonFinite { what } => Error::NonFinite {
                         what: format!("{what} at epoch {epoch}, batch {b}"),
@@ -443,6 +543,15 @@ impl<M: Trainable> SgdStep<M> {
         }
     }
 
+    /// Turns on dropout in every part's workspace, each part with its own generator stream
+    /// (so the masks do not depend on the number of threads).
+    pub(crate) fn enable_dropout(&mut self, model: &M, rates: &[f32], seed: u64) -> Result<()> {
+        for (k, ws) in self.workspaces.iter_mut().enumerate() {
+            model.enable_dropout(ws, rates, seed ^ (0x6472_6f70 + k as u64))?;
+        }
+        Ok(())
+    }
+
     /// Computes the mean-loss gradient plus the regulariser on `(x, y)` (at most the batch
     /// size given to [`SgdStep::new`] rows), updates the parameters, and returns the
     /// objective's value before the update.
@@ -454,6 +563,21 @@ impl<M: Trainable> SgdStep<M> {
         lr: f32,
         momentum: f32,
     ) -> Result<f32> {
+        let objective = self.gradient(model, x, y)?;
+        let params = model.params_mut();
+        let grads = &self.part_grads[0];
+        update(params, grads, &mut self.velocity, lr, momentum);
+        Ok(objective)
+    }
+
+    /// The objective's gradient on `(x, y)` into the first part's buffers (see
+    /// [`SgdStep::grads`]); returns the objective. Nothing is updated.
+    pub(crate) fn gradient(
+        &mut self,
+        model: &M,
+        x: ArrayView2<'_, f32>,
+        y: &[usize],
+    ) -> Result<f32> {
         let m = x.nrows();
         if m == 0 || m > PARTS * self.part {
             return Err(Error::shape(
@@ -464,7 +588,6 @@ impl<M: Trainable> SgdStep<M> {
         }
         let scale = 1.0 / m as f32;
         let part = self.part;
-        let model_ref: &M = model;
         let losses: Vec<Result<f32>> = self
             .part_grads
             .par_iter_mut()
@@ -479,7 +602,7 @@ impl<M: Trainable> SgdStep<M> {
                 if lo == hi {
                     return Ok(0.0);
                 }
-                model_ref.accumulate_grad(x.slice(s![lo..hi, ..]), &y[lo..hi], scale, g, ws)
+                model.accumulate_grad(x.slice(s![lo..hi, ..]), &y[lo..hi], scale, g, ws)
             })
             .collect();
         let mut loss = 0.0;
@@ -500,18 +623,53 @@ impl<M: Trainable> SgdStep<M> {
                 what: "training objective or gradient (learning rate too high?)".into(),
             });
         }
-        for ((param, g), v) in model
-            .params_mut()
-            .into_iter()
-            .zip(&first[0])
-            .zip(&mut self.velocity)
-        {
-            Zip::from(param).and(v).and(g).for_each(|w, v, &g| {
-                *v = momentum * *v - lr * g;
-                *w += *v;
-            });
-        }
         Ok(objective)
+    }
+
+    /// The gradient left by [`SgdStep::gradient`].
+    pub(crate) fn grads(&self) -> &[Array2<f32>] {
+        &self.part_grads[0]
+    }
+
+    /// Momentum update of the last `grads.len()` parameters of `params` (the velocity of the
+    /// same parameters is used and kept), the earlier ones left untouched: how a step on
+    /// examples of a hidden layer's pool updates only the layers above it.
+    pub(crate) fn update_suffix(
+        &mut self,
+        params: Vec<&mut Array2<f32>>,
+        grads: &[Array2<f32>],
+        lr: f32,
+        momentum: f32,
+    ) -> Result<()> {
+        let skip = params
+            .len()
+            .checked_sub(grads.len())
+            .ok_or_else(|| Error::shape("suffix gradients", params.len(), grads.len()))?;
+        let tail: Vec<&mut Array2<f32>> = params.into_iter().skip(skip).collect();
+        if tail.iter().zip(grads).any(|(p, g)| p.dim() != g.dim()) {
+            return Err(Error::shape(
+                "suffix gradients",
+                "the shapes of the last parameters",
+                "other shapes",
+            ));
+        }
+        update(tail, grads, &mut self.velocity[skip..], lr, momentum);
+        Ok(())
+    }
+}
+
+fn update(
+    params: Vec<&mut Array2<f32>>,
+    grads: &[Array2<f32>],
+    velocity: &mut [Array2<f32>],
+    lr: f32,
+    momentum: f32,
+) {
+    for ((param, g), v) in params.into_iter().zip(grads).zip(velocity) {
+        Zip::from(param).and(v).and(g).for_each(|w, v, &g| {
+            *v = momentum * *v - lr * g;
+            *w += *v;
+        });
     }
 }
 
