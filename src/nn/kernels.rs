@@ -2,7 +2,8 @@
 //!
 //! The crate is compiled for the baseline x86-64 target, where the compiler may only use SSE2
 //! and will not reorder a floating-point sum into vector lanes. These kernels use AVX2 and FMA
-//! when the processor has them, detected once at run time, and portable code otherwise.
+//! when the processor has them, detected once at run time, and portable code otherwise (or
+//! when the environment variable `BLINDSPOT_PORTABLE` is `1`, read at the same first call).
 
 /// `y += a * x` over equal-length slices.
 #[inline]
@@ -136,7 +137,11 @@ pub(super) fn has_avx2_fma() -> bool {
         2 => true,
         1 => false,
         _ => {
-            let yes = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+            // BLINDSPOT_PORTABLE=1 forces the portable code on any processor, so that CI
+            // tests it on machines that have AVX2.
+            let portable = std::env::var_os("BLINDSPOT_PORTABLE").is_some_and(|v| v == "1");
+            let yes =
+                !portable && is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
             STATE.store(if yes { 2 } else { 1 }, Ordering::Relaxed);
             yes
         }
