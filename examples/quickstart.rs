@@ -67,7 +67,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let out = attack.attack(&model, x, y, Target::Label((y + 1) % 10))?;
         println!(
             "{i:>5}  {y:>5} -> {:<11}  {:>10.4}  {:>11}{}",
-            out.label,
+            out.adversarial_label,
             out.distortion,
             out.evaluations,
             if out.success { "" } else { "  (failed)" }

@@ -8,12 +8,14 @@
 //!
 //! Models come from the zoo cache (trained on first use). By default each image gets the
 //! untargeted attack, the smallest perturbation over all nine other labels, on training images
-//! as in the paper; an image the model already misclassifies needs no perturbation.
+//! as in the paper; an image the model already misclassifies needs no perturbation. Each model
+//! also gets an FGSM row (`attack::Fgsm::searched`: one signed-gradient step, the smallest ε
+//! that succeeds along it) at its own mean distortion, the one-step contrast.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
-use blindspot::attack::{Attack, BoxLbfgs, Target};
+use blindspot::attack::{Attack, BoxLbfgs, Fgsm, Target};
 use blindspot::data::Mnist;
 use blindspot::image::Grid;
 use blindspot::nn::error_rate;
@@ -103,6 +105,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         })
         .collect();
     let attack = BoxLbfgs::new().with_search_steps(args.search_steps);
+    // The one-step contrast: along the sign of the gradient, the smallest ε (to 1e-6) that
+    // succeeds, so it too has a minimal distortion of its own.
+    let fgsm = Fgsm::searched(1.0, 20)?;
     let zoo = Zoo::new();
     std::fs::create_dir_all(&args.png_dir)?;
 
@@ -119,6 +124,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mean_distortion = ok.iter().map(|o| o.distortion).sum::<f64>() / ok.len().max(1) as f64;
         let success_rate = ok.len() as f64 / n as f64;
         let evaluations = outs.iter().map(|o| o.evaluations).sum::<usize>() as f64 / n as f64;
+        let t = Instant::now();
+        let fgsm_outs = fgsm.attack_batch(model, xs.view(), labels, &targets)?;
+        let fgsm_seconds = t.elapsed().as_secs_f64();
+        let fgsm_ok: Vec<f64> = fgsm_outs
+            .iter()
+            .filter(|o| o.success)
+            .map(|o| o.distortion)
+            .collect();
         let mut grid = Grid::new(28, 28, 3)?.with_scale(2)?;
         for (i, o) in outs.iter().take(10).enumerate() {
             grid.push(xs.row(i))?;
@@ -145,6 +158,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "images": n,
             "ms_per_image": 1e3 * seconds / n as f64,
             "evaluations_per_image": evaluations,
+            "fgsm_mean_distortion": fgsm_ok.iter().sum::<f64>() / fgsm_ok.len().max(1) as f64,
+            "fgsm_success_rate": fgsm_ok.len() as f64 / n as f64,
+            "fgsm_ms_per_image": 1e3 * fgsm_seconds / n as f64,
             "paper_train_error": paper_errors(name).map(|p| p.0),
             "paper_test_error": paper_errors(name).map(|p| p.1),
             "paper_mean_distortion": paper_distortion(name),
@@ -184,6 +200,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             100.0 * r["success_rate"].as_f64().unwrap_or(0.0),
             r["ms_per_image"].as_f64().unwrap_or(0.0),
             r["evaluations_per_image"].as_f64().unwrap_or(0.0),
+        );
+    }
+    println!("\nFGSM rows: one signed-gradient step, the smallest ε ≤ 1 that succeeds along it (20 bisections)\n");
+    println!(
+        "| model | FGSM mean distortion | FGSM success | ms/image | box L-BFGS mean distortion |"
+    );
+    println!("|---|---|---|---|---|");
+    for r in &rows {
+        println!(
+            "| FGSM on {} | {} | {:.1}% | {:.2} | {} |",
+            r["model"].as_str().unwrap_or_default(),
+            num(&r["fgsm_mean_distortion"]),
+            100.0 * r["fgsm_success_rate"].as_f64().unwrap_or(0.0),
+            r["fgsm_ms_per_image"].as_f64().unwrap_or(0.0),
+            num(&r["mean_distortion"]),
         );
     }
     let total = start_all.elapsed().as_secs_f64();

@@ -30,7 +30,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use blindspot::attack::{magnify, transfer_error, Attack, BoxLbfgs, GaussianNoise, Target};
+use blindspot::attack::{magnify, transfer_error, Attack, BoxLbfgs, Fgsm, GaussianNoise, Target};
 use blindspot::data::{Dataset, Mnist};
 use blindspot::nn::{error_rate, Mlp};
 use blindspot::zoo::{Zoo, TABLE1_AND_CONV};
@@ -174,7 +174,19 @@ struct Made {
 }
 
 fn make_adversarial(model: &Mlp, img: &Images, c: &Common) -> Result<Made, blindspot::Error> {
-    let attack = BoxLbfgs::new().with_search_steps(c.search_steps);
+    make_with(
+        &BoxLbfgs::new().with_search_steps(c.search_steps),
+        model,
+        img,
+    )
+}
+
+/// The one-step contrast: FGSM along the gradient's sign at the smallest ε that succeeds.
+fn make_fgsm(model: &Mlp, img: &Images) -> Result<Made, blindspot::Error> {
+    make_with(&Fgsm::searched(1.0, 20)?, model, img)
+}
+
+fn make_with<A: Attack>(attack: &A, model: &Mlp, img: &Images) -> Result<Made, blindspot::Error> {
     let targets = vec![Target::Untargeted; img.len()];
     let t = Instant::now();
     let outs = attack.attack_batch(model, img.xs.view(), &img.labels, &targets)?;
@@ -343,6 +355,20 @@ fn table2(c: &Common) -> Result<Value, Box<dyn std::error::Error>> {
             extra: json!(null),
         });
     }
+    // FGSM rows, each at its own (larger) mean distortion, beside box L-BFGS's.
+    let mut fgsm_rows = Vec::new();
+    for (k, name) in names.iter().enumerate() {
+        let made = make_fgsm(models[k], &img)?;
+        fgsm_rows.push(Row {
+            name: format!("FGSM on {name}"),
+            errors: errors_on(&models, &made.adv, &img.labels)?,
+            mean_distortion: mean(made.distortions.iter().copied()),
+            extra: json!({
+                "attack_success": made.success,
+                "attack_seconds": made.seconds,
+            }),
+        });
+    }
     let mut noise_rows_out = Vec::new();
     for (stddev, _) in PAPER_T2_NOISE {
         let xs = noise_rows(&img, c, stddev)?;
@@ -377,6 +403,13 @@ fn table2(c: &Common) -> Result<Value, Box<dyn std::error::Error>> {
         "Controls: clean error on the attacked images, and Gaussian noise at each row's distortions",
         &names,
         &ctrl,
+        "av. distortion",
+    );
+
+    print_table(
+        "FGSM rows (one signed-gradient step, smallest succeeding ε along it, untargeted)",
+        &names,
+        &fgsm_rows.iter().map(|r| (r, None)).collect::<Vec<_>>(),
         "av. distortion",
     );
 
@@ -459,6 +492,7 @@ fn table2(c: &Common) -> Result<Value, Box<dyn std::error::Error>> {
         "models": names,
         "model_test_errors": test_errors,
         "rows": rows_json,
+        "fgsm_rows": fgsm_rows.iter().map(|r| r.json(&names, None)).collect::<Vec<_>>(),
         "controls": std::iter::once(&clean).chain(control_rows.iter()).map(|r| r.json(&names, None)).collect::<Vec<_>>(),
         "checks": checks,
         "wall_seconds": wall,

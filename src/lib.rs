@@ -16,8 +16,10 @@
 //!   and `.npz` persistence.
 //! - [`data`]: IDX files (raw or gzip), [`data::Dataset`] and [`data::Mnist`].
 //! - [`optim`]: [`optim::LBfgsB`], L-BFGS-B for argmin.
-//! - [`attack`]: [`attack::BoxLbfgs`] (the paper's method), [`attack::GaussianNoise`], and the
-//!   paper's distortion measure.
+//! - [`attack`]: [`attack::BoxLbfgs`] (the paper's method), [`attack::Fgsm`] (one
+//!   signed-gradient step), [`attack::GaussianNoise`], and the paper's distortion measure.
+//! - [`adversarial_training`]: training on adversarial examples, with a pool per layer feeding
+//!   the layers above it as the paper did (§4.2), or one-step FGSM perturbations.
 //! - [`image`]: PNG grids of images and magnified perturbations.
 //!
 //! Every fallible function returns [`Result`] with a typed [`Error`]; bad input (a wrong

@@ -323,7 +323,7 @@ fn fgsm_matches_a_hand_computation_on_a_linear_model_and_stays_in_the_box() {
         .unwrap();
     if s.success {
         assert!(s.distortion <= out.distortion.max(0.5) + 1e-9);
-        assert_ne!(s.label, y);
+        assert_ne!(s.adversarial_label, y);
     }
     assert!(matches!(
         Fgsm::new(0.0),

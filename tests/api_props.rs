@@ -260,7 +260,7 @@ proptest! {
             o.adversarial.iter().all(|v| (0.0..=1.0).contains(v))
                 && o.perturbation.iter().all(|v| v.is_finite())
                 && o.distortion.is_finite()
-                && o.label < classes
+                && o.adversarial_label < classes
         };
         if let Ok(o) = no_panic("BoxLbfgs::attack", || atk.attack(&model, x.view(), label, target))? {
             prop_assert!(check(&o));

@@ -40,7 +40,7 @@ fn targeted_attack_succeeds_inside_the_box_with_honest_figures() {
         let t = (y + 1) % 10;
         let out = atk.attack(&m, x.view(), y, Target::Label(t)).unwrap();
         assert!(out.success, "image {i}: no adversarial example found");
-        assert_eq!(out.label, t);
+        assert_eq!(out.adversarial_label, t);
         assert!(
             out.adversarial.iter().all(|&v| (0.0..=1.0).contains(&v)),
             "left the box"
@@ -61,7 +61,7 @@ fn targeted_attack_succeeds_inside_the_box_with_honest_figures() {
             "distortion {}",
             out.distortion
         );
-        assert!(out.c > 0.0 && out.evaluations > 0);
+        assert!(out.penalty_weight > 0.0 && out.evaluations > 0);
     }
 }
 
@@ -72,7 +72,7 @@ fn untargeted_is_no_larger_than_any_targeted_result() {
     let x = data.images().row(0).to_owned();
     let y = data.labels()[0];
     let un = atk.attack(&m, x.view(), y, Target::Untargeted).unwrap();
-    assert!(un.success && un.label != y && un.target.is_none());
+    assert!(un.success && un.adversarial_label != y && un.target.is_none());
     for t in (0..10).filter(|&t| t != y) {
         let o = atk.attack(&m, x.view(), y, Target::Label(t)).unwrap();
         if o.success {

@@ -315,7 +315,7 @@ fn the_attack_through_candle_matches_the_attack_on_the_mlp() {
     let a = attack.attack(&mlp, x.row(0), label, target).unwrap();
     let b = attack.attack(&candle, x.row(0), label, target).unwrap();
     assert!(a.success && b.success);
-    assert_eq!(a.label, b.label);
+    assert_eq!(a.adversarial_label, b.adversarial_label);
     assert!(
         (a.distortion - b.distortion).abs() <= 0.01 * a.distortion,
         "{} vs {}",

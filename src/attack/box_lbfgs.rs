@@ -53,7 +53,7 @@ pub enum Penalty {
 /// let out = BoxLbfgs::default().attack(&model, x.view(), label, Target::Label(target)).unwrap();
 /// assert!(out.adversarial.iter().all(|&v| (0.0..=1.0).contains(&v)));
 /// if out.success {
-///     assert_eq!(out.label, target);
+///     assert_eq!(out.adversarial_label, target);
 /// }
 /// ```
 #[derive(Debug, Clone, PartialEq)]
@@ -440,7 +440,7 @@ impl Attack for BoxLbfgs {
                     Error::param("target", "an untargeted attack needs at least 2 classes")
                 })?;
                 out.target = None;
-                out.success = out.label != label;
+                out.success = out.adversarial_label != label;
                 out.evaluations = evaluations;
                 Ok(out)
             }

@@ -88,11 +88,13 @@ pub struct Outcome {
     /// The label that was aimed at (`None` for an untargeted attack).
     pub target: Option<usize>,
     /// The label the model gives the adversarial input, from a fresh forward pass.
-    pub label: usize,
-    /// Whether `label` is the target (or, untargeted, differs from the true label).
+    pub adversarial_label: usize,
+    /// Whether `adversarial_label` is the target (or, untargeted, differs from the true
+    /// label).
     pub success: bool,
-    /// The penalty weight `c` of the returned solution (0 for attacks without one).
-    pub c: f64,
+    /// The weight `c` of the distortion penalty in the paper's objective
+    /// `c·|r| + loss(x + r, l)` at the returned solution (0 for attacks without one).
+    pub penalty_weight: f64,
     /// [`distortion`] of the perturbation.
     pub distortion: f64,
     /// Forward-and-backward passes of the model the attack used.
@@ -215,9 +217,9 @@ pub(crate) fn outcome<M: Differentiable + ?Sized>(
         perturbation,
         true_label,
         target,
-        label,
+        adversarial_label: label,
         success,
-        c,
+        penalty_weight: c,
         evaluations,
     })
 }
