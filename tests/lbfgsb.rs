@@ -9,7 +9,7 @@ use argmin::core::{
 };
 use argmin::solver::linesearch::MoreThuenteLineSearch;
 use argmin::solver::quasinewton::LBFGS;
-use blindspot::optim::LBfgsB;
+use blindspot::optim::{LBfgsB, LbfgsbError};
 use blindspot::Error;
 use ndarray::{Array1, Array2};
 use proptest::prelude::*;
@@ -689,7 +689,7 @@ fn nan_at_the_start_is_reported() {
 
 fn bounds_error(l: Vec<f64>, u: Vec<f64>) -> String {
     match LBfgsB::new(Vector::from_vec(l), Vector::from_vec(u)) {
-        Err(Error::InvalidBounds(msg)) => msg,
+        Err(LbfgsbError::InvalidBounds(msg)) => msg,
         Err(other) => panic!("wrong error {other:?}"),
         Ok(_) => panic!("accepted invalid bounds"),
     }
@@ -716,7 +716,7 @@ fn invalid_bounds_are_rejected_with_the_offending_index() {
 #[test]
 fn invalid_options_are_rejected() {
     let solver = || LBfgsB::new(Vector::zeros(2), Vector::ones(2)).unwrap();
-    let is_param = |r: Result<LBfgsB, Error>, name: &str| matches!(r, Err(Error::InvalidParameter { name: n, .. }) if n == name);
+    let is_param = |r: Result<LBfgsB, LbfgsbError>, name: &str| matches!(r, Err(LbfgsbError::InvalidParameter { name: n, .. }) if n == name);
     assert!(is_param(solver().with_memory(0), "memory"));
     assert!(is_param(solver().with_pgtol(-1e-3), "pgtol"));
     assert!(is_param(solver().with_pgtol(f64::NAN), "pgtol"));
@@ -732,6 +732,34 @@ fn invalid_options_are_rejected() {
         .is_ok());
 }
 
+/// `?` in a function returning the crate's `Result` turns the solver's errors into the crate's
+/// variants of the same name, message unchanged.
+#[test]
+fn solver_errors_convert_to_the_crate_error() {
+    fn build(memory: usize) -> blindspot::Result<LBfgsB> {
+        Ok(LBfgsB::new(Vector::zeros(2), Vector::ones(2))?.with_memory(memory)?)
+    }
+    let err = build(0).err().expect("memory 0 is rejected");
+    let text = err.to_string();
+    assert!(
+        matches!(err, Error::InvalidParameter { name: "memory", .. }),
+        "{err:?}"
+    );
+    assert_eq!(
+        text,
+        LbfgsbError::InvalidParameter {
+            name: "memory",
+            reason: "must be at least 1".into()
+        }
+        .to_string()
+    );
+    let err = Error::from(LbfgsbError::InvalidBounds("x".into()));
+    assert!(
+        matches!(err, Error::InvalidBounds(ref m) if m == "x"),
+        "{err:?}"
+    );
+}
+
 #[test]
 fn starting_point_of_the_wrong_length_is_an_error() {
     let solver = LBfgsB::new(Vector::zeros(3), Vector::ones(3)).unwrap();
@@ -739,7 +767,13 @@ fn starting_point_of_the_wrong_length_is_an_error() {
         .configure(|s| s.param(Vector::zeros(4)).max_iters(10))
         .run();
     let err = res.err().expect("length mismatch is an error");
-    assert!(err.downcast_ref::<Error>().is_some(), "{err}");
+    assert!(
+        matches!(
+            err.downcast_ref::<LbfgsbError>(),
+            Some(LbfgsbError::Shape { .. })
+        ),
+        "{err}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -5,4 +5,4 @@
 
 mod lbfgsb;
 
-pub use lbfgsb::LBfgsB;
+pub use lbfgsb::{LBfgsB, LbfgsbError};

@@ -21,6 +21,7 @@
 mod compact;
 mod dcsrch;
 mod dense;
+mod error;
 mod rows;
 
 use argmin::core::{
@@ -29,9 +30,9 @@ use argmin::core::{
 };
 use ndarray::Array1;
 
-use crate::Error;
 use compact::{dot, projected_gradient_norm, BoundKind, Bounds, Workspace};
 use dcsrch::{Dcsrch, Verdict};
+pub use error::LbfgsbError;
 
 /// The `argmin` state type [`LBfgsB`] works on.
 type LState = IterState<Array1<f64>, Array1<f64>, (), (), (), f64>;
@@ -163,11 +164,11 @@ impl LBfgsB {
     /// `f64::INFINITY` for a missing one); `lower[i] == upper[i]` fixes variable `i`.
     ///
     /// # Errors
-    /// [`Error::InvalidBounds`] when the lengths differ, a bound is NaN, a lower bound is
+    /// [`LbfgsbError::InvalidBounds`] when the lengths differ, a bound is NaN, a lower bound is
     /// `+∞`, an upper bound is `−∞`, or `lower[i] > upper[i]`.
-    pub fn new(lower: Array1<f64>, upper: Array1<f64>) -> Result<LBfgsB, Error> {
+    pub fn new(lower: Array1<f64>, upper: Array1<f64>) -> Result<LBfgsB, LbfgsbError> {
         if lower.len() != upper.len() {
-            return Err(Error::InvalidBounds(format!(
+            return Err(LbfgsbError::InvalidBounds(format!(
                 "lower has {} entries but upper has {}",
                 lower.len(),
                 upper.len()
@@ -176,22 +177,22 @@ impl LBfgsB {
         let mut kind = Vec::with_capacity(lower.len());
         for (i, (&l, &u)) in lower.iter().zip(upper.iter()).enumerate() {
             if l.is_nan() || u.is_nan() {
-                return Err(Error::InvalidBounds(format!(
+                return Err(LbfgsbError::InvalidBounds(format!(
                     "bound of variable {i} is NaN (lower {l}, upper {u})"
                 )));
             }
             if l == f64::INFINITY {
-                return Err(Error::InvalidBounds(format!(
+                return Err(LbfgsbError::InvalidBounds(format!(
                     "lower bound of variable {i} is +inf"
                 )));
             }
             if u == f64::NEG_INFINITY {
-                return Err(Error::InvalidBounds(format!(
+                return Err(LbfgsbError::InvalidBounds(format!(
                     "upper bound of variable {i} is -inf"
                 )));
             }
             if l > u {
-                return Err(Error::InvalidBounds(format!(
+                return Err(LbfgsbError::InvalidBounds(format!(
                     "variable {i}: lower bound {l} is above upper bound {u}"
                 )));
             }
@@ -223,10 +224,10 @@ impl LBfgsB {
     /// Number of curvature pairs kept (default 10).
     ///
     /// # Errors
-    /// [`Error::InvalidParameter`] if `m` is 0.
-    pub fn with_memory(mut self, m: usize) -> Result<Self, Error> {
+    /// [`LbfgsbError::InvalidParameter`] if `m` is 0.
+    pub fn with_memory(mut self, m: usize) -> Result<Self, LbfgsbError> {
         if m == 0 {
-            return Err(Error::param("memory", "must be at least 1"));
+            return Err(LbfgsbError::param("memory", "must be at least 1"));
         }
         self.m = m;
         self.work = None;
@@ -237,10 +238,10 @@ impl LBfgsB {
     /// (default 1e-5).
     ///
     /// # Errors
-    /// [`Error::InvalidParameter`] if `pgtol` is negative or not finite.
-    pub fn with_pgtol(mut self, pgtol: f64) -> Result<Self, Error> {
+    /// [`LbfgsbError::InvalidParameter`] if `pgtol` is negative or not finite.
+    pub fn with_pgtol(mut self, pgtol: f64) -> Result<Self, LbfgsbError> {
         if !(pgtol >= 0.0 && pgtol.is_finite()) {
-            return Err(Error::param(
+            return Err(LbfgsbError::param(
                 "pgtol",
                 format!("must be finite and >= 0, got {pgtol}"),
             ));
@@ -253,10 +254,10 @@ impl LBfgsB {
     /// `ftol`, i.e. `factr · ε` with `factr = 1e7`).
     ///
     /// # Errors
-    /// [`Error::InvalidParameter`] if `ftol` is negative or not finite.
-    pub fn with_ftol(mut self, ftol: f64) -> Result<Self, Error> {
+    /// [`LbfgsbError::InvalidParameter`] if `ftol` is negative or not finite.
+    pub fn with_ftol(mut self, ftol: f64) -> Result<Self, LbfgsbError> {
         if !(ftol >= 0.0 && ftol.is_finite()) {
-            return Err(Error::param(
+            return Err(LbfgsbError::param(
                 "ftol",
                 format!("must be finite and >= 0, got {ftol}"),
             ));
@@ -268,10 +269,10 @@ impl LBfgsB {
     /// Maximum number of evaluations in one line search (default 20).
     ///
     /// # Errors
-    /// [`Error::InvalidParameter`] if `n` is 0.
-    pub fn with_max_line_search(mut self, n: usize) -> Result<Self, Error> {
+    /// [`LbfgsbError::InvalidParameter`] if `n` is 0.
+    pub fn with_max_line_search(mut self, n: usize) -> Result<Self, LbfgsbError> {
         if n == 0 {
-            return Err(Error::param("max_line_search", "must be at least 1"));
+            return Err(LbfgsbError::param("max_line_search", "must be at least 1"));
         }
         self.max_line_search = n;
         Ok(self)
@@ -337,7 +338,12 @@ where
     let f = problem.cost(x)?;
     let g = problem.gradient(x)?;
     if g.len() != x.len() {
-        return Err(Error::shape("gradient", x.len(), g.len()).into());
+        return Err(LbfgsbError::Shape {
+            what: "gradient",
+            expected: x.len(),
+            got: g.len(),
+        }
+        .into());
     }
     // The kernels work on contiguous slices.
     let g = if g.as_slice().is_some() {
@@ -618,14 +624,19 @@ where
             })?;
         let n = self.lower.len();
         if x0.len() != n {
-            return Err(Error::shape("starting point", n, x0.len()).into());
+            return Err(LbfgsbError::Shape {
+                what: "starting point",
+                expected: n,
+                got: x0.len(),
+            }
+            .into());
         }
         // Project the start into the box.
         let mut x = Array1::zeros(n);
         for (i, (xi, &v)) in x.iter_mut().zip(x0.iter()).enumerate() {
             *xi = v.max(self.lower[i]).min(self.upper[i]);
             if v.is_nan() || !xi.is_finite() {
-                return Err(Error::NonFinite {
+                return Err(LbfgsbError::NonFinite {
                     what: format!("starting point, variable {i}"),
                 }
                 .into());
