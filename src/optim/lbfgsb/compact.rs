@@ -13,6 +13,9 @@
 //! `0..col` and the inner loops can run over contiguous slots, permuting only the short
 //! `2·col` coefficient vectors.
 
+use super::bounds::{
+    BoundKind, Bounds, Status, AT_LOWER, AT_UPPER, FIXED, FREE, FREE_ZERO_GRADIENT, UNBOUNDED,
+};
 use super::dense::{cholesky_upper, solve_upper, solve_upper_transposed, Singular};
 use super::rows;
 
@@ -20,41 +23,6 @@ use super::rows;
 /// path is exercised).
 #[cfg(test)]
 pub(crate) static REBUILDS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-/// Kind of bound of one variable: 0 none, 1 lower only, 2 both, 3 upper only.
-pub(crate) type BoundKind = u8;
-
-#[inline]
-pub(crate) fn has_lower(k: BoundKind) -> bool {
-    k == 1 || k == 2
-}
-
-#[inline]
-pub(crate) fn has_upper(k: BoundKind) -> bool {
-    k >= 2
-}
-
-/// Borrowed view of the box.
-#[derive(Clone, Copy)]
-pub(crate) struct Bounds<'a> {
-    pub lower: &'a [f64],
-    pub upper: &'a [f64],
-    pub kind: &'a [BoundKind],
-    /// Every variable has both bounds finite (lets hot loops skip the per-variable kind).
-    pub boxed: bool,
-}
-
-// Status of a variable with respect to its bounds (the reference code's `iwhere`).
-/// No bounds at all: always free.
-pub(crate) const UNBOUNDED: i8 = -1;
-/// Bounded and free at the current Cauchy point.
-pub(crate) const FREE: i8 = 0;
-pub(crate) const AT_LOWER: i8 = 1;
-pub(crate) const AT_UPPER: i8 = 2;
-/// `lower == upper`: never moves.
-pub(crate) const FIXED: i8 = 3;
-/// Bounded, strictly inside, zero gradient: free but no motion along the Cauchy path.
-const FREE_ZERO_GRADIENT: i8 = -3;
 
 /// `M v` for the middle matrix, through the factors of `SᵀY` and `θSᵀS + L D⁻¹ Lᵀ = J Jᵀ`.
 ///
@@ -243,7 +211,7 @@ impl BreakScan {
 
 /// Outputs of the first pass, one entry per variable (`brk`/`order` filled up to `nbreak`).
 struct BoxedOut<'a> {
-    iwhere: &'a mut [i8],
+    iwhere: &'a mut [Status],
     d: &'a mut [f64],
     brk: &'a mut [f64],
     order: &'a mut [usize],
@@ -300,10 +268,11 @@ fn classify_boxed(
 
 /// Status from the mutually exclusive cases, as their weighted sum (no branches).
 #[inline(always)]
-fn boxed_status(fixed: bool, at_lower: bool, at_upper: bool, zero: bool) -> i8 {
-    let free_status =
-        at_lower as i8 * AT_LOWER + at_upper as i8 * AT_UPPER + zero as i8 * FREE_ZERO_GRADIENT;
-    free_status + fixed as i8 * (FIXED - free_status)
+fn boxed_status(fixed: bool, at_lower: bool, at_upper: bool, zero: bool) -> Status {
+    let free_status = at_lower as Status * AT_LOWER
+        + at_upper as Status * AT_UPPER
+        + zero as Status * FREE_ZERO_GRADIENT;
+    free_status + fixed as Status * (FIXED - free_status)
 }
 
 /// For each 4-bit mask, the 32-bit lane indices that move the selected 64-bit lanes to the
@@ -451,7 +420,7 @@ pub(crate) struct Workspace {
     /// The free/active partition in `index` was kept from the previous run, so the first
     /// iteration must record which variables enter or leave it.
     partition_kept: bool,
-    pub iwhere: Vec<i8>,
+    pub iwhere: Vec<Status>,
     /// Free variables in `index[..nfree]`, active ones after.
     index: Vec<usize>,
     pub nfree: usize,
@@ -672,11 +641,7 @@ impl Workspace {
 
     fn reset_status(&mut self, b: &Bounds) {
         for i in 0..self.n {
-            self.iwhere[i] = match b.kind[i] {
-                0 => UNBOUNDED,
-                2 if b.upper[i] - b.lower[i] <= 0.0 => FIXED,
-                _ => FREE,
-            };
+            self.iwhere[i] = b.initial_status(i);
             self.index[i] = i;
         }
         self.nfree = self.n;
@@ -719,7 +684,7 @@ impl Workspace {
         let mut f1;
         self.sv.iter_mut().for_each(|v| *v = 0.0);
 
-        if b.boxed {
+        if b.is_boxed() {
             // Every variable has two finite bounds (the attack's [0,1] box): the same
             // classification without data-dependent branches, which a mix of variables at and
             // off their bounds would mispredict at every step.
@@ -730,7 +695,7 @@ impl Workspace {
                 brk: &mut self.brk[..n],
                 order: &mut self.order[..n],
             };
-            classify_boxed(x, g, b.lower, b.upper, &mut out, &mut scan);
+            classify_boxed(x, g, b.lower(), b.upper(), &mut out, &mut scan);
             nbreak = scan.nbreak;
             (f1, bkmin, ibkmin) = scan.finish(&self.brk[..n]);
         } else {
@@ -738,18 +703,18 @@ impl Workspace {
             let mut lane_dd = [0.0f64; 4];
             for i in 0..n {
                 let neggi = -g[i];
-                let kind = b.kind[i];
+                let kind = b.kind(i);
                 let (mut tl, mut tu) = (0.0, 0.0);
                 let w = self.iwhere[i];
                 if w != FIXED && w != UNBOUNDED {
-                    if has_lower(kind) {
-                        tl = x[i] - b.lower[i];
+                    if kind.has_lower() {
+                        tl = x[i] - b.lower()[i];
                     }
-                    if has_upper(kind) {
-                        tu = b.upper[i] - x[i];
+                    if kind.has_upper() {
+                        tu = b.upper()[i] - x[i];
                     }
-                    let xlower = has_lower(kind) && tl <= 0.0;
-                    let xupper = has_upper(kind) && tu <= 0.0;
+                    let xlower = kind.has_lower() && tl <= 0.0;
+                    let xupper = kind.has_upper() && tu <= 0.0;
                     let mut status = FREE;
                     if xlower {
                         if neggi <= 0.0 {
@@ -770,7 +735,7 @@ impl Workspace {
                 } else {
                     self.d[i] = neggi;
                     lane_dd[i % 4] += neggi * neggi;
-                    if has_lower(kind) && neggi < 0.0 {
+                    if kind.has_lower() && neggi < 0.0 {
                         self.order[nbreak] = i;
                         self.brk[nbreak] = tl / (-neggi);
                         if nbreak == 0 || self.brk[nbreak] < bkmin {
@@ -778,7 +743,7 @@ impl Workspace {
                             ibkmin = nbreak;
                         }
                         nbreak += 1;
-                    } else if has_upper(kind) && neggi > 0.0 {
+                    } else if kind.has_upper() && neggi > 0.0 {
                         self.order[nbreak] = i;
                         self.brk[nbreak] = tu / neggi;
                         if nbreak == 0 || self.brk[nbreak] < bkmin {
@@ -896,12 +861,12 @@ impl Workspace {
                 self.d[ibp] = 0.0;
                 let zibp;
                 if dibp > 0.0 {
-                    zibp = b.upper[ibp] - x[ibp];
-                    self.z[ibp] = b.upper[ibp];
+                    zibp = b.upper()[ibp] - x[ibp];
+                    self.z[ibp] = b.upper()[ibp];
                     self.iwhere[ibp] = AT_UPPER;
                 } else {
-                    zibp = b.lower[ibp] - x[ibp];
-                    self.z[ibp] = b.lower[ibp];
+                    zibp = b.lower()[ibp] - x[ibp];
+                    self.z[ibp] = b.lower()[ibp];
                     self.iwhere[ibp] = AT_LOWER;
                 }
                 if nleft == 0 && nbreak == n {
@@ -1380,20 +1345,20 @@ impl Workspace {
             let dk = self.r[i];
             let xk = self.z[k];
             self.xp[i] = xk;
-            let (l, u) = (b.lower[k], b.upper[k]);
-            self.z[k] = match b.kind[k] {
-                0 => xk + dk,
-                1 => {
+            let (l, u) = (b.lower()[k], b.upper()[k]);
+            self.z[k] = match b.kind(k) {
+                BoundKind::Unbounded => xk + dk,
+                BoundKind::LowerOnly => {
                     let v = l.max(xk + dk);
                     hit_bound |= v == l;
                     v
                 }
-                2 => {
+                BoundKind::Both => {
                     let v = u.min(l.max(xk + dk));
                     hit_bound |= (v == l) | (v == u);
                     v
                 }
-                _ => {
+                BoundKind::UpperOnly => {
                     let v = u.min(xk + dk);
                     hit_bound |= v == u;
                     v
@@ -1432,17 +1397,17 @@ impl Workspace {
         for i in 0..nsub {
             let k = self.index[i];
             let dk = self.r[i];
-            let kind = b.kind[k];
-            if kind != 0 {
-                if dk < 0.0 && has_lower(kind) {
-                    let temp2 = b.lower[k] - self.z[k];
+            let kind = b.kind(k);
+            if kind != BoundKind::Unbounded {
+                if dk < 0.0 && kind.has_lower() {
+                    let temp2 = b.lower()[k] - self.z[k];
                     if temp2 >= 0.0 {
                         temp1 = 0.0;
                     } else if dk * alpha < temp2 {
                         temp1 = temp2 / dk;
                     }
-                } else if dk > 0.0 && has_upper(kind) {
-                    let temp2 = b.upper[k] - self.z[k];
+                } else if dk > 0.0 && kind.has_upper() {
+                    let temp2 = b.upper()[k] - self.z[k];
                     if temp2 <= 0.0 {
                         temp1 = 0.0;
                     } else if dk * alpha > temp2 {
@@ -1460,10 +1425,10 @@ impl Workspace {
                 let k = self.index[i];
                 let dk = self.r[i];
                 if dk > 0.0 {
-                    self.z[k] = b.upper[k];
+                    self.z[k] = b.upper()[k];
                     self.r[i] = 0.0;
                 } else if dk < 0.0 {
-                    self.z[k] = b.lower[k];
+                    self.z[k] = b.lower()[k];
                     self.r[i] = 0.0;
                 }
             }
@@ -1571,40 +1536,6 @@ pub(crate) fn dot(a: &[f64], b: &[f64]) -> f64 {
     s
 }
 
-/// Infinity norm of the projected gradient `P(x − g) − x`.
-pub(crate) fn projected_gradient_norm(x: &[f64], g: &[f64], b: &Bounds) -> f64 {
-    // A missing bound is infinite, and then the clamp below is the identity (x and g are
-    // finite), so no branch on the kind of bound is needed.
-    let n = x.len();
-    let (g, lower, upper) = (&g[..n], &b.lower[..n], &b.upper[..n]);
-    let proj = |i: usize| {
-        let gi = g[i];
-        let (xu, xl) = (x[i] - upper[i], x[i] - lower[i]);
-        // max(gᵢ, xᵢ − uᵢ) if gᵢ < 0, else min(gᵢ, xᵢ − lᵢ); both computed and one kept by
-        // masking, because the sign of gᵢ is as good as random and a branch on it would be
-        // mispredicted about every other variable.
-        let up = if xu > gi { xu } else { gi };
-        let down = if xl < gi { xl } else { gi };
-        let neg = ((gi < 0.0) as u64).wrapping_neg();
-        f64::from_bits((up.to_bits() & neg) | (down.to_bits() & !neg)).abs()
-    };
-    // The maximum of finite values does not depend on the order they are visited in, so
-    // four independent running maxima give exactly the same result with a shorter chain.
-    let vmax = |a: f64, b: f64| if b > a { b } else { a };
-    let mut acc = [0.0f64; 4];
-    let chunks = n / 4;
-    for c in 0..chunks {
-        for (l, a) in acc.iter_mut().enumerate() {
-            *a = vmax(*a, proj(4 * c + l));
-        }
-    }
-    let mut norm = vmax(vmax(acc[0], acc[1]), vmax(acc[2], acc[3]));
-    for i in 4 * chunks..n {
-        norm = vmax(norm, proj(i));
-    }
-    norm
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1639,7 +1570,6 @@ mod tests {
             let fixed: Vec<bool> = (0..n).map(|i| i % 7 == 3).collect();
             let lower: Vec<f64> = (0..n).map(|i| if fixed[i] { 0.5 } else { 0.0 }).collect();
             let upper: Vec<f64> = (0..n).map(|i| if fixed[i] { 0.5 } else { 1.0 }).collect();
-            let kind = vec![2u8; n];
             // Coarse grids make equal breakpoints common.
             let x: Vec<f64> = (0..n)
                 .map(|i| {
@@ -1654,13 +1584,9 @@ mod tests {
                 .map(|_| rng.gen_range(-3i32..4) as f64 * if case % 2 == 0 { 1.0 } else { 0.37 })
                 .collect();
             let run = |heap: bool, boxed: bool| {
-                let b = Bounds {
-                    lower: &lower,
-                    upper: &upper,
-                    kind: &kind,
-                    boxed,
-                };
-                let sbgnrm = projected_gradient_norm(&x, &g, &b);
+                let b = Bounds::new(lower.clone(), upper.clone()).unwrap();
+                let b = if boxed { b } else { b.without_box_fast_path() };
+                let sbgnrm = b.projected_gradient_norm(&x, &g);
                 FORCE_HEAP.with(|f| f.set(heap));
                 let mut w = Workspace::new(n, 3);
                 w.start(&b);

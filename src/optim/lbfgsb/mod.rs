@@ -18,6 +18,7 @@
 //! inner products behind the subspace matrix are recomputed in full when an iteration with no
 //! free variable left them out of date.
 
+mod bounds;
 mod compact;
 mod dcsrch;
 mod dense;
@@ -30,7 +31,8 @@ use argmin::core::{
 };
 use ndarray::Array1;
 
-use compact::{dot, projected_gradient_norm, BoundKind, Bounds, Workspace};
+use bounds::{Bounds, BIG_STEP};
+use compact::{dot, Workspace};
 use dcsrch::{Dcsrch, Verdict};
 pub use error::LbfgsbError;
 
@@ -42,8 +44,6 @@ type LState = IterState<Array1<f64>, Array1<f64>, (), (), (), f64>;
 const LS_FTOL: f64 = 1e-3;
 const LS_GTOL: f64 = 0.9;
 const LS_XTOL: f64 = 0.1;
-/// Step cap when nothing in the box limits the step.
-const BIG_STEP: f64 = 1e10;
 
 /// Text of the termination reasons [`LBfgsB`] reports through `SolverExit`.
 const REASON_FTOL: &str = "relative reduction below ftol";
@@ -130,13 +130,7 @@ const REASON_NON_FINITE_START: &str = "non-finite cost or gradient at the starti
 /// ```
 #[derive(Debug, Clone)]
 pub struct LBfgsB {
-    lower: Vec<f64>,
-    upper: Vec<f64>,
-    kind: Vec<BoundKind>,
-    /// Box with at least one finite bound somewhere.
-    constrained: bool,
-    /// Every variable has both bounds finite.
-    boxed: bool,
+    bounds: Bounds,
     m: usize,
     pgtol: f64,
     ftol: f64,
@@ -167,50 +161,9 @@ impl LBfgsB {
     /// [`LbfgsbError::InvalidBounds`] when the lengths differ, a bound is NaN, a lower bound is
     /// `+∞`, an upper bound is `−∞`, or `lower[i] > upper[i]`.
     pub fn new(lower: Array1<f64>, upper: Array1<f64>) -> Result<LBfgsB, LbfgsbError> {
-        if lower.len() != upper.len() {
-            return Err(LbfgsbError::InvalidBounds(format!(
-                "lower has {} entries but upper has {}",
-                lower.len(),
-                upper.len()
-            )));
-        }
-        let mut kind = Vec::with_capacity(lower.len());
-        for (i, (&l, &u)) in lower.iter().zip(upper.iter()).enumerate() {
-            if l.is_nan() || u.is_nan() {
-                return Err(LbfgsbError::InvalidBounds(format!(
-                    "bound of variable {i} is NaN (lower {l}, upper {u})"
-                )));
-            }
-            if l == f64::INFINITY {
-                return Err(LbfgsbError::InvalidBounds(format!(
-                    "lower bound of variable {i} is +inf"
-                )));
-            }
-            if u == f64::NEG_INFINITY {
-                return Err(LbfgsbError::InvalidBounds(format!(
-                    "upper bound of variable {i} is -inf"
-                )));
-            }
-            if l > u {
-                return Err(LbfgsbError::InvalidBounds(format!(
-                    "variable {i}: lower bound {l} is above upper bound {u}"
-                )));
-            }
-            kind.push(match (l.is_finite(), u.is_finite()) {
-                (false, false) => 0,
-                (true, false) => 1,
-                (true, true) => 2,
-                (false, true) => 3,
-            });
-        }
-        let constrained = kind.iter().any(|&k| k != 0);
-        let boxed = kind.iter().all(|&k| k == 2);
+        let bounds = Bounds::new(lower.to_vec(), upper.to_vec())?;
         Ok(LBfgsB {
-            lower: lower.to_vec(),
-            upper: upper.to_vec(),
-            kind,
-            constrained,
-            boxed,
+            bounds,
             m: 10,
             pgtol: 1e-5,
             ftol: 2.2e-9,
@@ -315,15 +268,6 @@ impl LBfgsB {
             w.reset_memory();
         }
     }
-
-    fn bounds(&self) -> Bounds<'_> {
-        Bounds {
-            lower: &self.lower,
-            upper: &self.upper,
-            kind: &self.kind,
-            boxed: self.boxed,
-        }
-    }
 }
 
 /// Evaluates cost then gradient at the same point.
@@ -354,108 +298,6 @@ where
     Ok((f, g))
 }
 
-/// Largest `t ≤ BIG_STEP` with `x + t·d` inside a box where every bound is finite.
-///
-/// Each variable's limit is computed without branching on the sign of `dᵢ` (which follows
-/// no pattern), and four running minima keep the reduction short.
-fn max_step_boxed(x: &[f64], d: &[f64], lower: &[f64], upper: &[f64]) -> f64 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2 (checked just above); lengths are checked inside.
-            return unsafe { max_step_boxed_avx2(x, d, lower, upper) };
-        }
-    }
-    max_step_boxed_generic(x, d, lower, upper)
-}
-
-/// [`max_step_boxed`] four variables at a time (the same value: the minimum of the same
-/// correctly rounded quotients).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn max_step_boxed_avx2(x: &[f64], d: &[f64], lower: &[f64], upper: &[f64]) -> f64 {
-    // SAFETY: the caller guarantees the target feature this function enables (its
-    // documented contract, checked at the call site with `is_x86_feature_detected!`); every
-    // pointer access is within the slices whose lengths are asserted at the top.
-    unsafe {
-        use std::arch::x86_64::*;
-        let n = x.len();
-        assert!(d.len() >= n && lower.len() >= n && upper.len() >= n);
-        let zero = _mm256_setzero_pd();
-        let inf = _mm256_set1_pd(f64::INFINITY);
-        let mut acc = _mm256_set1_pd(BIG_STEP);
-        let mut i = 0;
-        while i + 4 <= n {
-            let xv = _mm256_loadu_pd(x.as_ptr().add(i));
-            let dv = _mm256_loadu_pd(d.as_ptr().add(i));
-            let neg = _mm256_cmp_pd::<_CMP_LT_OQ>(dv, zero);
-            let pos = _mm256_cmp_pd::<_CMP_GT_OQ>(dv, zero);
-            let room = _mm256_blendv_pd(
-                _mm256_sub_pd(_mm256_loadu_pd(upper.as_ptr().add(i)), xv),
-                _mm256_sub_pd(_mm256_loadu_pd(lower.as_ptr().add(i)), xv),
-                neg,
-            );
-            let blocked = _mm256_or_pd(
-                _mm256_and_pd(neg, _mm256_cmp_pd::<_CMP_GE_OQ>(room, zero)),
-                _mm256_and_pd(pos, _mm256_cmp_pd::<_CMP_LE_OQ>(room, zero)),
-            );
-            let t = _mm256_andnot_pd(blocked, _mm256_div_pd(room, dv));
-            let t = _mm256_blendv_pd(inf, t, _mm256_or_pd(neg, pos));
-            acc = _mm256_min_pd(t, acc);
-            i += 4;
-        }
-        let mut lanes = [0.0f64; 4];
-        _mm256_storeu_pd(lanes.as_mut_ptr(), acc);
-        let mut t = lanes
-            .iter()
-            .fold(f64::INFINITY, |a, &b| if b < a { b } else { a });
-        if i < n {
-            t = t.min(max_step_boxed_generic(
-                &x[i..],
-                &d[i..],
-                &lower[i..],
-                &upper[i..],
-            ));
-        }
-        t
-    }
-}
-
-fn max_step_boxed_generic(x: &[f64], d: &[f64], lower: &[f64], upper: &[f64]) -> f64 {
-    let n = x.len();
-    let (d, lower, upper) = (&d[..n], &lower[..n], &upper[..n]);
-    let limit = |i: usize| {
-        let di = d[i];
-        // Room left towards the bound d points at (0 or less: none).
-        let room = if di < 0.0 {
-            lower[i] - x[i]
-        } else {
-            upper[i] - x[i]
-        };
-        let t = room / di;
-        let blocked = ((di < 0.0) & (room >= 0.0)) | ((di > 0.0) & (room <= 0.0));
-        let t = if blocked { 0.0 } else { t };
-        if di == 0.0 {
-            f64::INFINITY
-        } else {
-            t
-        }
-    };
-    let vmin = |a: f64, b: f64| if b < a { b } else { a };
-    let mut acc = [BIG_STEP; 4];
-    let chunks = n / 4;
-    for c in 0..chunks {
-        for (l, a) in acc.iter_mut().enumerate() {
-            *a = vmin(*a, limit(4 * c + l));
-        }
-    }
-    let mut t = vmin(vmin(acc[0], acc[1]), vmin(acc[2], acc[3]));
-    for i in 4 * chunks..n {
-        t = vmin(t, limit(i));
-    }
-    t
-}
-
 /// Outcome of one line search.
 enum Search {
     Accepted {
@@ -472,9 +314,7 @@ enum Search {
 
 /// Settings the line search needs, split off so the workspace can be borrowed alongside.
 struct LineSearchSetup<'a> {
-    bounds: Bounds<'a>,
-    constrained: bool,
-    boxed: bool,
+    bounds: &'a Bounds,
     first_iteration: bool,
     max_evals: usize,
 }
@@ -494,46 +334,21 @@ where
     O: CostFunction<Param = Array1<f64>, Output = f64>
         + Gradient<Param = Array1<f64>, Gradient = Array1<f64>>,
 {
-    let b = &setup.bounds;
+    let b = setup.bounds;
     let d = &w.d[..];
-    let n = x.len();
     let dtd = dot(d, d);
     let dnorm = dtd.sqrt();
 
     // Largest step that keeps x + stp d in the box. The first iteration is capped at the unit
     // step because d then comes from an unscaled gradient.
-    let mut stpmx = BIG_STEP;
-    if setup.constrained {
-        if setup.first_iteration {
-            stpmx = 1.0;
-        } else if b.boxed {
-            stpmx = max_step_boxed(x, d, b.lower, b.upper);
-        } else {
-            for i in 0..n {
-                let kind = b.kind[i];
-                if kind == 0 {
-                    continue;
-                }
-                let a1 = d[i];
-                if a1 < 0.0 && compact::has_lower(kind) {
-                    let a2 = b.lower[i] - x[i];
-                    if a2 >= 0.0 {
-                        stpmx = 0.0;
-                    } else if a1 * stpmx < a2 {
-                        stpmx = a2 / a1;
-                    }
-                } else if a1 > 0.0 && compact::has_upper(kind) {
-                    let a2 = b.upper[i] - x[i];
-                    if a2 <= 0.0 {
-                        stpmx = 0.0;
-                    } else if a1 * stpmx > a2 {
-                        stpmx = a2 / a1;
-                    }
-                }
-            }
-        }
-    }
-    let mut stp = if setup.first_iteration && !setup.boxed {
+    let stpmx = if !b.is_constrained() {
+        BIG_STEP
+    } else if setup.first_iteration {
+        1.0
+    } else {
+        b.max_step(x, d)
+    };
+    let mut stp = if setup.first_iteration && !b.is_boxed() {
         (1.0 / dnorm).min(stpmx)
     } else {
         1.0
@@ -564,10 +379,8 @@ where
                         }
                     }
                     // Rounding in x + stp d must not put a trial outside the box.
-                    if setup.constrained {
-                        for ((t, &l), &u) in xt.iter_mut().zip(b.lower).zip(b.upper) {
-                            *t = t.max(l).min(u);
-                        }
+                    if b.is_constrained() {
+                        b.clamp(xt);
                     }
                 }
                 let (f, g) = evaluate(problem, xt)?;
@@ -622,7 +435,7 @@ where
                 text: "L-BFGS-B needs a starting point: configure the executor with `param(x0)`"
                     .into(),
             })?;
-        let n = self.lower.len();
+        let n = self.bounds.len();
         if x0.len() != n {
             return Err(LbfgsbError::Shape {
                 what: "starting point",
@@ -634,7 +447,7 @@ where
         // Project the start into the box.
         let mut x = Array1::zeros(n);
         for (i, (xi, &v)) in x.iter_mut().zip(x0.iter()).enumerate() {
-            *xi = v.max(self.lower[i]).min(self.upper[i]);
+            *xi = v.max(self.bounds.lower()[i]).min(self.bounds.upper()[i]);
             if v.is_nan() || !xi.is_finite() {
                 return Err(LbfgsbError::NonFinite {
                     what: format!("starting point, variable {i}"),
@@ -647,17 +460,11 @@ where
             Some(w) if w.n == n && w.m == self.m => {}
             _ => self.work = Some(Workspace::new(n, self.m)),
         }
-        let bounds = Bounds {
-            lower: &self.lower,
-            upper: &self.upper,
-            kind: &self.kind,
-            boxed: self.boxed,
-        };
         let w = self.work.as_mut().expect("allocated above");
         if self.warm_memory {
-            w.restart(&bounds);
+            w.restart(&self.bounds);
         } else {
-            w.start(&bounds);
+            w.start(&self.bounds);
         }
         self.run = RunInfo::default();
 
@@ -684,10 +491,9 @@ where
             self.run.sbgnrm = f64::INFINITY;
             return Ok((state, None));
         }
-        self.run.sbgnrm = projected_gradient_norm(
+        self.run.sbgnrm = self.bounds.projected_gradient_norm(
             x.as_slice().expect("contiguous"),
             g.as_slice().expect("contiguous"),
-            &self.bounds(),
         );
         Ok((state.param(x).cost(f).gradient(g), None))
     }
@@ -698,23 +504,14 @@ where
         mut state: LState,
     ) -> Result<(LState, Option<KV>), argmin::core::Error> {
         let LBfgsB {
-            lower,
-            upper,
-            kind,
-            constrained,
-            boxed,
+            bounds,
             max_line_search,
             work,
             run,
             ..
         } = self;
-        let constrained = *constrained;
-        let bounds = Bounds {
-            lower,
-            upper,
-            kind,
-            boxed: *boxed,
-        };
+        let bounds = &*bounds;
+        let constrained = bounds.is_constrained();
         let w = work.as_mut().ok_or_else(|| ArgminError::PotentialBug {
             text: "L-BFGS-B: next_iter before init".into(),
         })?;
@@ -750,7 +547,7 @@ where
                     w.z.copy_from_slice(xs);
                     w.updatd || w.needs_refactor()
                 } else {
-                    if w.cauchy(xs, gs, &bounds, run.sbgnrm).is_err() {
+                    if w.cauchy(xs, gs, bounds, run.sbgnrm).is_err() {
                         w.reset_memory();
                         continue;
                     }
@@ -762,7 +559,7 @@ where
                         continue;
                     }
                     if w.reduced_gradient(xs, gs, constrained).is_err()
-                        || w.subspace_min(&bounds, xs, gs).is_err()
+                        || w.subspace_min(bounds, xs, gs).is_err()
                     {
                         w.reset_memory();
                         continue;
@@ -777,8 +574,6 @@ where
                 }
                 let setup = LineSearchSetup {
                     bounds,
-                    constrained,
-                    boxed: *boxed,
                     first_iteration: run.iter == 0,
                     max_evals: *max_line_search,
                 };
@@ -815,7 +610,7 @@ where
         run.fold = Some(f);
         let gn = g_new.as_slice().expect("contiguous");
         let xts = xt.as_slice().expect("contiguous");
-        run.sbgnrm = projected_gradient_norm(xts, gn, &bounds);
+        run.sbgnrm = bounds.projected_gradient_norm(xts, gn);
 
         // Curvature pair: s = stp d, y = g_new − g.
         let mut rr = 0.0;
@@ -1005,25 +800,6 @@ mod tests {
                 assert!(pg <= 1e-6, "case {case}, c = {c}: projected gradient {pg}");
                 solver = res.solver;
             }
-        }
-    }
-
-    /// The AVX2 step limit equals the portable one, including blocked and zero directions.
-    #[test]
-    fn boxed_step_limit_matches_the_portable_loop() {
-        use rand::{Rng, SeedableRng};
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
-        for case in 0..300 {
-            let n = rng.gen_range(1..40);
-            let lower = vec![0.0; n];
-            let upper = vec![1.0; n];
-            let x: Vec<f64> = (0..n).map(|_| rng.gen_range(0..5) as f64 / 4.0).collect();
-            let d: Vec<f64> = (0..n)
-                .map(|_| rng.gen_range(-3i32..4) as f64 * 0.3)
-                .collect();
-            let want = max_step_boxed_generic(&x, &d, &lower, &upper);
-            let got = max_step_boxed(&x, &d, &lower, &upper);
-            assert_eq!(got.to_bits(), want.to_bits(), "case {case}");
         }
     }
 
