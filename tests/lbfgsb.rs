@@ -730,6 +730,44 @@ fn invalid_options_are_rejected() {
         .with_memory(3)
         .and_then(|s| s.with_pgtol(0.0))
         .is_ok());
+    let ls = |ftol, gtol, xtol| solver().with_line_search(ftol, gtol, xtol);
+    assert!(is_param(ls(0.0, 0.9, 0.1), "line_search_ftol"));
+    assert!(is_param(ls(1.0, 0.9, 0.1), "line_search_ftol"));
+    assert!(is_param(ls(f64::NAN, 0.9, 0.1), "line_search_ftol"));
+    assert!(is_param(ls(1e-3, 1e-4, 0.1), "line_search_gtol"));
+    assert!(is_param(ls(1e-3, 1.0, 0.1), "line_search_gtol"));
+    assert!(is_param(ls(1e-3, f64::NAN, 0.1), "line_search_gtol"));
+    assert!(is_param(ls(1e-3, 0.9, -0.1), "line_search_xtol"));
+    assert!(is_param(ls(1e-3, 0.9, 1.0), "line_search_xtol"));
+    assert!(ls(1e-4, 0.1, 0.0).is_ok());
+}
+
+/// The documented defaults of `with_line_search` are the defaults: setting them explicitly
+/// changes nothing, while a strict curvature test changes the run.
+#[test]
+fn line_search_constants_default_to_the_reference_values() {
+    let run = |solver: LBfgsB| {
+        let res = Executor::new(Rosenbrock, solver)
+            .configure(|s| s.param(Vector::from_elem(10, -1.2)).max_iters(200))
+            .run()
+            .unwrap();
+        let evals = res.problem.counts["cost_count"];
+        (
+            res.state().get_cost().to_bits(),
+            res.state().get_iter(),
+            evals,
+        )
+    };
+    let base = || LBfgsB::new(Vector::from_elem(10, -2.0), Vector::from_elem(10, 2.0)).unwrap();
+    let default = run(base());
+    assert_eq!(
+        run(base().with_line_search(1e-3, 0.9, 0.1).unwrap()),
+        default
+    );
+    assert_ne!(
+        run(base().with_line_search(1e-4, 0.1, 0.1).unwrap()),
+        default
+    );
 }
 
 /// `?` in a function returning the crate's `Result` turns the solver's errors into the crate's

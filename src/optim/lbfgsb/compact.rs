@@ -16,7 +16,7 @@
 use super::bounds::{
     BoundKind, Bounds, Status, AT_LOWER, AT_UPPER, FIXED, FREE, FREE_ZERO_GRADIENT, UNBOUNDED,
 };
-use super::dense::{cholesky_upper, solve_upper, solve_upper_transposed, Singular};
+use super::dense::{cholesky_upper, dot, solve_upper, solve_upper_transposed, Singular};
 use super::rows;
 
 /// How often `form_k` had to recompute its inner products in full (lets tests prove that
@@ -1514,26 +1514,6 @@ impl Workspace {
         }
         cholesky_upper(&mut self.wt, m, 0, col)
     }
-}
-
-#[inline]
-pub(crate) fn dot(a: &[f64], b: &[f64]) -> f64 {
-    // Four accumulators let the compiler vectorise without reassociating a single sum.
-    let n = a.len().min(b.len());
-    let (mut s0, mut s1, mut s2, mut s3) = (0.0, 0.0, 0.0, 0.0);
-    let chunks = n / 4;
-    for c in 0..chunks {
-        let i = 4 * c;
-        s0 += a[i] * b[i];
-        s1 += a[i + 1] * b[i + 1];
-        s2 += a[i + 2] * b[i + 2];
-        s3 += a[i + 3] * b[i + 3];
-    }
-    let mut s = (s0 + s1) + (s2 + s3);
-    for i in 4 * chunks..n {
-        s += a[i] * b[i];
-    }
-    s
 }
 
 #[cfg(test)]

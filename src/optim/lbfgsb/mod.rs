@@ -23,6 +23,7 @@ mod compact;
 mod dcsrch;
 mod dense;
 mod error;
+mod line_search;
 mod rows;
 
 use argmin::core::{
@@ -31,19 +32,13 @@ use argmin::core::{
 };
 use ndarray::Array1;
 
-use bounds::{Bounds, BIG_STEP};
-use compact::{dot, Workspace};
-use dcsrch::{Dcsrch, Verdict};
+use bounds::Bounds;
+use compact::Workspace;
 pub use error::LbfgsbError;
+use line_search::{evaluate, line_search, LineSearchConstants, LineSearchSetup, Search};
 
 /// The `argmin` state type [`LBfgsB`] works on.
 type LState = IterState<Array1<f64>, Array1<f64>, (), (), (), f64>;
-
-// Line-search constants of the reference implementation: a loose sufficient-decrease test
-// and a curvature test that accepts most steps, so the unit quasi-Newton step is usually taken.
-const LS_FTOL: f64 = 1e-3;
-const LS_GTOL: f64 = 0.9;
-const LS_XTOL: f64 = 0.1;
 
 /// Text of the termination reasons [`LBfgsB`] reports through `SolverExit`.
 const REASON_FTOL: &str = "relative reduction below ftol";
@@ -135,6 +130,7 @@ pub struct LBfgsB {
     pgtol: f64,
     ftol: f64,
     max_line_search: usize,
+    line_search: LineSearchConstants,
     warm_memory: bool,
     work: Option<Workspace>,
     run: RunInfo,
@@ -168,6 +164,7 @@ impl LBfgsB {
             pgtol: 1e-5,
             ftol: 2.2e-9,
             max_line_search: 20,
+            line_search: LineSearchConstants::default(),
             warm_memory: false,
             work: None,
             run: RunInfo::default(),
@@ -231,6 +228,32 @@ impl LBfgsB {
         Ok(self)
     }
 
+    /// Constants of the Moré–Thuente line search (defaults `ftol = 1e-3`, `gtol = 0.9`,
+    /// `xtol = 0.1`, those of the reference implementation and SciPy):
+    ///
+    /// * `ftol`: sufficient decrease, a step `t` must give `f(t) ≤ f(0) + ftol·t·f'(0)`;
+    /// * `gtol`: curvature, `|f'(t)| ≤ gtol·|f'(0)|` (strong Wolfe); close to 1 accepts most
+    ///   steps, so the unit quasi-Newton step is usually taken;
+    /// * `xtol`: the search gives up (and takes its best step) once the interval that brackets
+    ///   an acceptable step is narrower than `xtol` times its upper end.
+    ///
+    /// The search's other inputs are not settings: the smallest step is 0 and the largest is
+    /// where `x + t·d` leaves the box (at most 1e10, and 1 in the first iteration). Its number
+    /// of evaluations is capped by [`with_max_line_search`](Self::with_max_line_search).
+    ///
+    /// # Errors
+    /// [`LbfgsbError::InvalidParameter`] unless `0 < ftol < gtol < 1` and `0 ≤ xtol < 1`
+    /// (named `line_search_ftol`, `line_search_gtol`, `line_search_xtol`).
+    pub fn with_line_search(
+        mut self,
+        ftol: f64,
+        gtol: f64,
+        xtol: f64,
+    ) -> Result<Self, LbfgsbError> {
+        self.line_search = LineSearchConstants::new(ftol, gtol, xtol)?;
+        Ok(self)
+    }
+
     /// Start each run from the curvature pairs the previous run on this solver left behind,
     /// instead of from an empty memory (default false).
     ///
@@ -266,151 +289,6 @@ impl LBfgsB {
     pub fn clear_memory(&mut self) {
         if let Some(w) = self.work.as_mut() {
             w.reset_memory();
-        }
-    }
-}
-
-/// Evaluates cost then gradient at the same point.
-fn evaluate<O>(
-    problem: &mut Problem<O>,
-    x: &Array1<f64>,
-) -> Result<(f64, Array1<f64>), argmin::core::Error>
-where
-    O: CostFunction<Param = Array1<f64>, Output = f64>
-        + Gradient<Param = Array1<f64>, Gradient = Array1<f64>>,
-{
-    let f = problem.cost(x)?;
-    let g = problem.gradient(x)?;
-    if g.len() != x.len() {
-        return Err(LbfgsbError::Shape {
-            what: "gradient",
-            expected: x.len(),
-            got: g.len(),
-        }
-        .into());
-    }
-    // The kernels work on contiguous slices.
-    let g = if g.as_slice().is_some() {
-        g
-    } else {
-        g.as_standard_layout().into_owned()
-    };
-    Ok((f, g))
-}
-
-/// Outcome of one line search.
-enum Search {
-    Accepted {
-        stp: f64,
-        f: f64,
-        g: Array1<f64>,
-        gd: f64,
-        gdold: f64,
-        dtd: f64,
-    },
-    Failed,
-    NonFinite,
-}
-
-/// Settings the line search needs, split off so the workspace can be borrowed alongside.
-struct LineSearchSetup<'a> {
-    bounds: &'a Bounds,
-    first_iteration: bool,
-    max_evals: usize,
-}
-
-/// Line search along `d = z − x` (in `w.d`), trial points written to `xt`.
-#[allow(clippy::too_many_arguments)]
-fn line_search<O>(
-    problem: &mut Problem<O>,
-    setup: &LineSearchSetup,
-    w: &Workspace,
-    x: &[f64],
-    f0: f64,
-    g0: &[f64],
-    xt: &mut Array1<f64>,
-) -> Result<Search, argmin::core::Error>
-where
-    O: CostFunction<Param = Array1<f64>, Output = f64>
-        + Gradient<Param = Array1<f64>, Gradient = Array1<f64>>,
-{
-    let b = setup.bounds;
-    let d = &w.d[..];
-    let dtd = dot(d, d);
-    let dnorm = dtd.sqrt();
-
-    // Largest step that keeps x + stp d in the box. The first iteration is capped at the unit
-    // step because d then comes from an unscaled gradient.
-    let stpmx = if !b.is_constrained() {
-        BIG_STEP
-    } else if setup.first_iteration {
-        1.0
-    } else {
-        b.max_step(x, d)
-    };
-    let mut stp = if setup.first_iteration && !b.is_boxed() {
-        (1.0 / dnorm).min(stpmx)
-    } else {
-        1.0
-    };
-
-    let gdold = dot(g0, d);
-    if gdold >= 0.0 || gdold.is_nan() {
-        // Not a descent direction (rounding, or a stale model).
-        return Ok(Search::Failed);
-    }
-    let (mut ls, mut verdict) =
-        Dcsrch::start(f0, gdold, stp, LS_FTOL, LS_GTOL, LS_XTOL, 0.0, stpmx);
-    let mut evals = 0;
-    let mut last: Option<(f64, Array1<f64>, f64)> = None;
-    loop {
-        match verdict {
-            Verdict::Evaluate => {
-                if evals >= setup.max_evals {
-                    return Ok(Search::Failed);
-                }
-                {
-                    let xt = xt.as_slice_mut().expect("trial buffer is contiguous");
-                    if stp == 1.0 {
-                        xt.copy_from_slice(&w.z);
-                    } else {
-                        for ((t, &xi), &di) in xt.iter_mut().zip(x).zip(d) {
-                            *t = xi + stp * di;
-                        }
-                    }
-                    // Rounding in x + stp d must not put a trial outside the box.
-                    if b.is_constrained() {
-                        b.clamp(xt);
-                    }
-                }
-                let (f, g) = evaluate(problem, xt)?;
-                evals += 1;
-                let gd = dot(g.as_slice().expect("contiguous"), d);
-                // A NaN or infinite gradient component always makes gᵀd non-finite.
-                if !f.is_finite() || !gd.is_finite() {
-                    return Ok(Search::NonFinite);
-                }
-                verdict = ls.step(f, gd, &mut stp);
-                last = Some((f, g, gd));
-            }
-            Verdict::Converged | Verdict::Warning => {
-                let Some((f, g, gd)) = last else {
-                    return Ok(Search::Failed);
-                };
-                // A warning can hand back a step that went uphill; never accept it.
-                if f > f0 {
-                    return Ok(Search::Failed);
-                }
-                return Ok(Search::Accepted {
-                    stp,
-                    f,
-                    g,
-                    gd,
-                    gdold,
-                    dtd,
-                });
-            }
-            Verdict::Error => return Ok(Search::Failed),
         }
     }
 }
@@ -506,6 +384,7 @@ where
         let LBfgsB {
             bounds,
             max_line_search,
+            line_search: constants,
             work,
             run,
             ..
@@ -574,10 +453,11 @@ where
                 }
                 let setup = LineSearchSetup {
                     bounds,
+                    constants: *constants,
                     first_iteration: run.iter == 0,
                     max_evals: *max_line_search,
                 };
-                match line_search(problem, &setup, w, xs, f, gs, &mut xt)? {
+                match line_search(problem, &setup, &w.d, &w.z, xs, f, gs, &mut xt)? {
                     Search::Accepted {
                         stp,
                         f,
