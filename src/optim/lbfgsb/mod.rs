@@ -19,12 +19,18 @@
 //! free variable left them out of date.
 
 mod bounds;
-mod compact;
+mod breakpoints;
+mod cauchy;
 mod dcsrch;
 mod dense;
 mod error;
+mod free_set;
 mod line_search;
+mod pairs;
 mod rows;
+mod subspace;
+mod subspace_matrix;
+mod workspace;
 
 use argmin::core::{
     ArgminError, CostFunction, Gradient, IterState, Problem, Solver, State, TerminationReason,
@@ -33,9 +39,9 @@ use argmin::core::{
 use ndarray::Array1;
 
 use bounds::Bounds;
-use compact::Workspace;
 pub use error::LbfgsbError;
 use line_search::{evaluate, line_search, LineSearchConstants, LineSearchSetup, Search};
+use workspace::Workspace;
 
 /// The `argmin` state type [`LBfgsB`] works on.
 type LState = IterState<Array1<f64>, Array1<f64>, (), (), (), f64>;
@@ -278,7 +284,7 @@ impl LBfgsB {
             return 0;
         };
         if w.shift_curvature(delta) {
-            w.col
+            w.memory_len()
         } else {
             0
         }
@@ -335,7 +341,7 @@ where
         }
         let moved = x != x0;
         match &self.work {
-            Some(w) if w.n == n && w.m == self.m => {}
+            Some(w) if w.fits(n, self.m) => {}
             _ => self.work = Some(Workspace::new(n, self.m)),
         }
         let w = self.work.as_mut().expect("allocated above");
@@ -390,7 +396,6 @@ where
             ..
         } = self;
         let bounds = &*bounds;
-        let constrained = bounds.is_constrained();
         let w = work.as_mut().ok_or_else(|| ArgminError::PotentialBug {
             text: "L-BFGS-B: next_iter before init".into(),
         })?;
@@ -420,36 +425,11 @@ where
 
         let accepted =
             loop {
-                let wrk = if !constrained && w.col > 0 {
-                    // Without bounds the Cauchy step is pointless: every variable is free and the
-                    // subspace step is the plain L-BFGS step from x.
-                    w.z.copy_from_slice(xs);
-                    w.updatd || w.needs_refactor()
-                } else {
-                    if w.cauchy(xs, gs, bounds, run.sbgnrm).is_err() {
-                        w.reset_memory();
-                        continue;
-                    }
-                    w.free_variables(run.iter > 0 && constrained)
-                };
-                if w.nfree > 0 && w.col > 0 {
-                    if wrk && w.form_k().is_err() {
-                        w.reset_memory();
-                        continue;
-                    }
-                    if w.reduced_gradient(xs, gs, constrained).is_err()
-                        || w.subspace_min(bounds, xs, gs).is_err()
-                    {
-                        w.reset_memory();
-                        continue;
-                    }
-                } else if w.col > 0 && wrk {
-                    // K was not refreshed for this change of pairs or free set; the incremental
-                    // update next time would start from stale inner products.
-                    w.wn1_rebuild = true;
-                }
-                for ((d, &z), &x) in w.d.iter_mut().zip(&w.z).zip(xs) {
-                    *d = z - x;
+                if w.propose(bounds, xs, gs, run.sbgnrm, run.iter == 0)
+                    .is_err()
+                {
+                    w.reset_memory();
+                    continue;
                 }
                 let setup = LineSearchSetup {
                     bounds,
@@ -457,7 +437,16 @@ where
                     first_iteration: run.iter == 0,
                     max_evals: *max_line_search,
                 };
-                match line_search(problem, &setup, &w.d, &w.z, xs, f, gs, &mut xt)? {
+                match line_search(
+                    problem,
+                    &setup,
+                    w.direction(),
+                    w.target(),
+                    xs,
+                    f,
+                    gs,
+                    &mut xt,
+                )? {
                     Search::Accepted {
                         stp,
                         f,
@@ -466,7 +455,7 @@ where
                         gdold,
                         dtd,
                     } => break (stp, f, g, gd, gdold, dtd),
-                    Search::Failed if w.col > 0 => {
+                    Search::Failed if w.memory_len() > 0 => {
                         // The model may be poor: drop the memory and retry from a gradient step.
                         w.reset_memory();
                         continue;
@@ -492,37 +481,13 @@ where
         let xts = xt.as_slice().expect("contiguous");
         run.sbgnrm = bounds.projected_gradient_norm(xts, gn);
 
-        // Curvature pair: s = stp d, y = g_new − g.
-        let mut rr = 0.0;
-        for i in 0..n {
-            let yi = gn[i] - gs[i];
-            w.y[i] = yi;
-            rr += yi * yi;
-        }
-        let (dr, ddum) = if stp == 1.0 {
-            (gd - gdold, -gdold)
-        } else {
-            for v in w.d.iter_mut() {
-                *v *= stp;
-            }
-            ((gd - gdold) * stp, -gdold * stp)
-        };
-        // Skip pairs whose curvature is negligible (relative to both the decrease along s and
-        // |y|²): they would make the matrix nearly singular or indefinite.
-        if dr <= f64::EPSILON * ddum || dr <= f64::EPSILON * rr {
-            w.updatd = false;
-        } else {
-            w.push_pair(rr, dr, stp, dtd);
-            if w.form_t().is_err() {
-                w.reset_memory();
-            }
-        }
+        w.update_pairs(gs, gn, stp, gd, gdold, dtd);
 
         let kv = argmin::kv!(
             "step" => stp;
-            "free" => w.nfree as u64;
-            "memory" => w.col as u64;
-            "theta" => w.theta;
+            "free" => w.n_free() as u64;
+            "memory" => w.memory_len() as u64;
+            "theta" => w.theta();
             "proj_grad_norm" => run.sbgnrm;
         );
         let state = state
@@ -639,7 +604,7 @@ mod tests {
                 res.state().get_termination_status()
             );
         }
-        assert!(compact::REBUILDS.load(std::sync::atomic::Ordering::Relaxed) > 0);
+        assert!(subspace_matrix::REBUILDS.load(std::sync::atomic::Ordering::Relaxed) > 0);
     }
 
     /// Runs with warm memory over a sequence of penalty weights, the pairs shifted exactly
