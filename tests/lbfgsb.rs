@@ -777,7 +777,9 @@ fn solver_errors_convert_to_the_crate_error() {
     fn build(memory: usize) -> blindspot::Result<LBfgsB> {
         Ok(LBfgsB::new(Vector::zeros(2), Vector::ones(2))?.with_memory(memory)?)
     }
-    let err = build(0).err().expect("memory 0 is rejected");
+    let Err(err) = build(0) else {
+        panic!("memory 0 is accepted")
+    };
     let text = err.to_string();
     assert!(
         matches!(err, Error::InvalidParameter { name: "memory", .. }),

@@ -135,7 +135,7 @@ impl BreakScan {
 
 /// Outputs of the first pass, one entry per variable (`brk`/`order` filled up to `nbreak`).
 pub(super) struct BoxedOut<'a> {
-    iwhere: &'a mut [Status],
+    status: &'a mut [Status],
     d: &'a mut [f64],
     brk: &'a mut [f64],
     order: &'a mut [usize],
@@ -143,13 +143,13 @@ pub(super) struct BoxedOut<'a> {
 
 impl<'a> BoxedOut<'a> {
     pub(super) fn new(
-        iwhere: &'a mut [Status],
+        status: &'a mut [Status],
         d: &'a mut [f64],
         brk: &'a mut [f64],
         order: &'a mut [usize],
     ) -> Self {
         BoxedOut {
-            iwhere,
+            status,
             d,
             brk,
             order,
@@ -188,8 +188,8 @@ pub(super) fn classify_boxed(
         let at_lower = xlower & (gi >= 0.0);
         let at_upper = xupper & (gi <= 0.0);
         let zero = !xlower & !xupper & (gi == 0.0);
-        let status = boxed_status(out.iwhere[i] == FIXED, at_lower, at_upper, zero);
-        out.iwhere[i] = status;
+        let status = boxed_status(out.status[i] == FIXED, at_lower, at_upper, zero);
+        out.status[i] = status;
         let moving = status == FREE;
         let di = f64::from_bits((-gi).to_bits() & (moving as u64).wrapping_neg());
         out.d[i] = di;
@@ -255,7 +255,7 @@ unsafe fn classify_boxed_avx2(
         use std::arch::x86_64::*;
         let n = x.len();
         assert!(g.len() >= n && lower.len() >= n && upper.len() >= n);
-        assert!(out.iwhere.len() >= n && out.d.len() >= n && out.brk.len() >= n);
+        assert!(out.status.len() >= n && out.d.len() >= n && out.brk.len() >= n);
         assert!(out.order.len() >= n && scan.nbreak == 0);
         let zero = _mm256_setzero_pd();
         let sign = _mm256_set1_pd(-0.0);
@@ -285,7 +285,7 @@ unsafe fn classify_boxed_avx2(
             );
             let mut moving_bits = 0usize;
             for l in 0..4 {
-                let w = out.iwhere.get_unchecked_mut(i + l);
+                let w = out.status.get_unchecked_mut(i + l);
                 let st = boxed_status(
                     *w == FIXED,
                     (ml >> l) & 1 != 0,

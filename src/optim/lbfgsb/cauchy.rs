@@ -40,7 +40,7 @@ fn force_heap() -> bool {
 pub(super) struct CauchySearch {
     n: usize,
     /// Where each variable stands at the Cauchy point.
-    iwhere: Vec<Status>,
+    status: Vec<Status>,
     /// Breakpoints of the moving variables, then the heap over them.
     brk: Vec<f64>,
     /// The variable of each entry of `brk`.
@@ -52,7 +52,7 @@ pub(super) struct CauchySearch {
     /// `M` times a vector (scratch).
     v: Vec<f64>,
     /// The row of `W` of the variable that just reached its bound.
-    wbp: Vec<f64>,
+    w_row: Vec<f64>,
     /// Slot-ordered scratch.
     sv: Vec<f64>,
 }
@@ -61,13 +61,13 @@ impl CauchySearch {
     pub(super) fn new(n: usize, m: usize) -> Self {
         CauchySearch {
             n,
-            iwhere: vec![0; n],
+            status: vec![0; n],
             brk: vec![0.0; n],
             order: vec![0; n],
             c: vec![0.0; 2 * m],
             p: vec![0.0; 2 * m],
             v: vec![0.0; 2 * m],
-            wbp: vec![0.0; 2 * m],
+            w_row: vec![0.0; 2 * m],
             sv: vec![0.0; 2 * m],
         }
     }
@@ -75,13 +75,13 @@ impl CauchySearch {
     /// Status of every variable before any Cauchy point is known.
     pub(super) fn reset_status(&mut self, b: &Bounds) {
         for i in 0..self.n {
-            self.iwhere[i] = b.initial_status(i);
+            self.status[i] = b.initial_status(i);
         }
     }
 
     /// Status of every variable at the last Cauchy point.
     pub(super) fn status(&self) -> &[Status] {
-        &self.iwhere
+        &self.status
     }
 
     /// `c = Wᵀ(z − x)` at the last Cauchy point (`2·len` entries).
@@ -90,7 +90,7 @@ impl CauchySearch {
     }
 
     /// Finds the Cauchy point from `x` with gradient `g` and projected-gradient norm
-    /// `sbgnrm`: the point goes to `z`, the path's direction with the variables that reached
+    /// `pg_norm`: the point goes to `z`, the path's direction with the variables that reached
     /// a bound zeroed to `d`, and `c` and the statuses are kept here. Returns the number of
     /// segments explored.
     #[allow(clippy::too_many_arguments)]
@@ -100,7 +100,7 @@ impl CauchySearch {
         b: &Bounds,
         x: &[f64],
         g: &[f64],
-        sbgnrm: f64,
+        pg_norm: f64,
         z: &mut [f64],
         d: &mut [f64],
     ) -> Result<usize, Singular> {
@@ -109,15 +109,15 @@ impl CauchySearch {
         let col = pairs.len();
         let theta = pairs.theta();
         self.c[..2 * col].iter_mut().for_each(|v| *v = 0.0);
-        if sbgnrm <= 0.0 {
+        if pg_norm <= 0.0 {
             z.copy_from_slice(x);
             return Ok(0);
         }
-        let mut bnded = true;
+        let mut path_bounded = true;
         let mut n_unbounded_dir = 0usize;
-        let mut nbreak = 0usize;
-        let mut ibkmin = 0usize;
-        let mut bkmin = 0.0;
+        let mut n_breaks = 0usize;
+        let mut first_break_at = 0usize;
+        let mut first_break = 0.0;
         let mut f1;
         self.sv.iter_mut().for_each(|v| *v = 0.0);
 
@@ -127,14 +127,14 @@ impl CauchySearch {
             // off their bounds would mispredict at every step.
             let mut scan = BreakScan::new();
             let mut out = BoxedOut::new(
-                &mut self.iwhere[..n],
+                &mut self.status[..n],
                 &mut d[..n],
                 &mut self.brk[..n],
                 &mut self.order[..n],
             );
             classify_boxed(x, g, b.lower(), b.upper(), &mut out, &mut scan);
-            nbreak = scan.count();
-            (f1, bkmin, ibkmin) = scan.finish(&self.brk[..n]);
+            n_breaks = scan.count();
+            (f1, first_break, first_break_at) = scan.finish(&self.brk[..n]);
         } else {
             // Same lane-wise sum of dᵢ² as the boxed pass (see `BreakScan`).
             let mut lane_dd = [0.0f64; 4];
@@ -142,7 +142,7 @@ impl CauchySearch {
                 let neggi = -g[i];
                 let kind = b.kind(i);
                 let (mut tl, mut tu) = (0.0, 0.0);
-                let w = self.iwhere[i];
+                let w = self.status[i];
                 if w != FIXED && w != UNBOUNDED {
                     if kind.has_lower() {
                         tl = x[i] - b.lower()[i];
@@ -164,34 +164,34 @@ impl CauchySearch {
                     } else if neggi.abs() <= 0.0 {
                         status = FREE_ZERO_GRADIENT;
                     }
-                    self.iwhere[i] = status;
+                    self.status[i] = status;
                 }
-                let w = self.iwhere[i];
+                let w = self.status[i];
                 if w != FREE && w != UNBOUNDED {
                     d[i] = 0.0;
                 } else {
                     d[i] = neggi;
                     lane_dd[i % 4] += neggi * neggi;
                     if kind.has_lower() && neggi < 0.0 {
-                        self.order[nbreak] = i;
-                        self.brk[nbreak] = tl / (-neggi);
-                        if nbreak == 0 || self.brk[nbreak] < bkmin {
-                            bkmin = self.brk[nbreak];
-                            ibkmin = nbreak;
+                        self.order[n_breaks] = i;
+                        self.brk[n_breaks] = tl / (-neggi);
+                        if n_breaks == 0 || self.brk[n_breaks] < first_break {
+                            first_break = self.brk[n_breaks];
+                            first_break_at = n_breaks;
                         }
-                        nbreak += 1;
+                        n_breaks += 1;
                     } else if kind.has_upper() && neggi > 0.0 {
-                        self.order[nbreak] = i;
-                        self.brk[nbreak] = tu / neggi;
-                        if nbreak == 0 || self.brk[nbreak] < bkmin {
-                            bkmin = self.brk[nbreak];
-                            ibkmin = nbreak;
+                        self.order[n_breaks] = i;
+                        self.brk[n_breaks] = tu / neggi;
+                        if n_breaks == 0 || self.brk[n_breaks] < first_break {
+                            first_break = self.brk[n_breaks];
+                            first_break_at = n_breaks;
                         }
-                        nbreak += 1;
+                        n_breaks += 1;
                     } else {
                         n_unbounded_dir += 1;
                         if neggi.abs() > 0.0 {
-                            bnded = false;
+                            path_bounded = false;
                         }
                     }
                 }
@@ -213,7 +213,7 @@ impl CauchySearch {
             self.p[col + j] = theta * self.sv[m + s];
         }
         z.copy_from_slice(x);
-        if nbreak == 0 && n_unbounded_dir == 0 {
+        if n_breaks == 0 && n_unbounded_dir == 0 {
             // The path is a single point: x is the Cauchy point.
             return Ok(0);
         }
@@ -225,24 +225,24 @@ impl CauchySearch {
             pairs.middle_times(&self.p, &mut self.v)?;
             f2 -= dot(&self.v[..2 * col], &self.p[..2 * col]);
         }
-        let mut dtm = -f1 / f2;
-        let mut tsum = 0.0;
-        let mut nseg = 1;
+        let mut dt_min = -f1 / f2;
+        let mut t_total = 0.0;
+        let mut n_segments = 1;
         let mut all_fixed = false;
 
-        if nbreak > 0 {
-            let mut nleft = nbreak;
+        if n_breaks > 0 {
+            let mut n_left = n_breaks;
             let mut iter = 1;
             let mut scanning = !force_heap();
             let mut tj = 0.0;
             loop {
                 let tj0 = tj;
-                let ibp;
+                let var;
                 if iter == 1 {
                     // The smallest breakpoint is already known; often it is the only one
                     // needed, so the heap is built lazily.
-                    tj = bkmin;
-                    ibp = self.order[ibkmin];
+                    tj = first_break;
+                    var = self.order[first_break_at];
                 } else {
                     // The next few breakpoints are found by scanning, which is much cheaper
                     // than building the heap when only a handful are passed. A scan gives the
@@ -252,112 +252,116 @@ impl CauchySearch {
                     // reference one.
                     let mut found = None;
                     if scanning && iter - 1 <= MAX_SCANS {
-                        found = next_breakpoint(&self.brk[..nbreak], tj, iter == 2);
+                        found = next_breakpoint(&self.brk[..n_breaks], tj, iter == 2);
                     }
                     if let Some(q) = found {
                         tj = self.brk[q];
-                        ibp = self.order[q];
+                        var = self.order[q];
                     } else {
                         if scanning {
                             scanning = false;
                             for it in 2..iter {
-                                let nl = nbreak - (it - 1);
-                                if it == 2 && ibkmin != nbreak - 1 {
-                                    self.brk[ibkmin] = self.brk[nbreak - 1];
-                                    self.order[ibkmin] = self.order[nbreak - 1];
+                                let nl = n_breaks - (it - 1);
+                                if it == 2 && first_break_at != n_breaks - 1 {
+                                    self.brk[first_break_at] = self.brk[n_breaks - 1];
+                                    self.order[first_break_at] = self.order[n_breaks - 1];
                                 }
                                 heap_pop_min(&mut self.brk[..nl], &mut self.order[..nl], it == 2);
                             }
                         }
-                        if iter == 2 && ibkmin != nbreak - 1 {
-                            self.brk[ibkmin] = self.brk[nbreak - 1];
-                            self.order[ibkmin] = self.order[nbreak - 1];
+                        if iter == 2 && first_break_at != n_breaks - 1 {
+                            self.brk[first_break_at] = self.brk[n_breaks - 1];
+                            self.order[first_break_at] = self.order[n_breaks - 1];
                         }
-                        heap_pop_min(&mut self.brk[..nleft], &mut self.order[..nleft], iter == 2);
-                        tj = self.brk[nleft - 1];
-                        ibp = self.order[nleft - 1];
+                        heap_pop_min(
+                            &mut self.brk[..n_left],
+                            &mut self.order[..n_left],
+                            iter == 2,
+                        );
+                        tj = self.brk[n_left - 1];
+                        var = self.order[n_left - 1];
                     }
                 }
                 let dt = tj - tj0;
-                if dtm < dt {
+                if dt_min < dt {
                     // The minimiser lies inside this segment.
                     break;
                 }
-                tsum += dt;
-                nleft -= 1;
+                t_total += dt;
+                n_left -= 1;
                 iter += 1;
-                let dibp = d[ibp];
-                d[ibp] = 0.0;
-                let zibp;
-                if dibp > 0.0 {
-                    zibp = b.upper()[ibp] - x[ibp];
-                    z[ibp] = b.upper()[ibp];
-                    self.iwhere[ibp] = AT_UPPER;
+                let d_var = d[var];
+                d[var] = 0.0;
+                let dist_var;
+                if d_var > 0.0 {
+                    dist_var = b.upper()[var] - x[var];
+                    z[var] = b.upper()[var];
+                    self.status[var] = AT_UPPER;
                 } else {
-                    zibp = b.lower()[ibp] - x[ibp];
-                    z[ibp] = b.lower()[ibp];
-                    self.iwhere[ibp] = AT_LOWER;
+                    dist_var = b.lower()[var] - x[var];
+                    z[var] = b.lower()[var];
+                    self.status[var] = AT_LOWER;
                 }
-                if nleft == 0 && nbreak == n {
+                if n_left == 0 && n_breaks == n {
                     // Every variable reached a bound: that corner is the Cauchy point.
-                    dtm = dt;
+                    dt_min = dt;
                     all_fixed = true;
                     break;
                 }
-                nseg += 1;
-                let dibp2 = dibp * dibp;
-                f1 = f1 + dt * f2 + dibp2 - theta * dibp * zibp;
+                n_segments += 1;
+                let dibp2 = d_var * d_var;
+                f1 = f1 + dt * f2 + dibp2 - theta * d_var * dist_var;
                 f2 -= theta * dibp2;
                 if col > 0 {
                     for i in 0..2 * col {
                         self.c[i] += dt * self.p[i];
                     }
-                    let row = &pairs.rows()[ibp * 2 * m..(ibp + 1) * 2 * m];
+                    let row = &pairs.rows()[var * 2 * m..(var + 1) * 2 * m];
                     for j in 0..col {
                         let s = pairs.slot(j);
-                        self.wbp[j] = row[s];
-                        self.wbp[col + j] = theta * row[m + s];
+                        self.w_row[j] = row[s];
+                        self.w_row[col + j] = theta * row[m + s];
                     }
-                    pairs.middle_times(&self.wbp, &mut self.v)?;
+                    pairs.middle_times(&self.w_row, &mut self.v)?;
                     let wmc = dot(&self.c[..2 * col], &self.v[..2 * col]);
                     let wmp = dot(&self.p[..2 * col], &self.v[..2 * col]);
-                    let wmw = dot(&self.wbp[..2 * col], &self.v[..2 * col]);
+                    let wmw = dot(&self.w_row[..2 * col], &self.v[..2 * col]);
                     for i in 0..2 * col {
-                        self.p[i] -= dibp * self.wbp[i];
+                        self.p[i] -= d_var * self.w_row[i];
                     }
-                    f1 += dibp * wmc;
-                    f2 += 2.0 * dibp * wmp - dibp2 * wmw;
+                    f1 += d_var * wmc;
+                    f2 += 2.0 * d_var * wmp - dibp2 * wmw;
                 }
                 // Guard against a vanishing or negative curvature from cancellation.
                 f2 = f2.max(f64::EPSILON * f2_org);
-                if nleft > 0 {
-                    dtm = -f1 / f2;
+                if n_left > 0 {
+                    dt_min = -f1 / f2;
                     continue;
-                } else if bnded {
-                    dtm = 0.0;
+                } else if path_bounded {
+                    dt_min = 0.0;
                 } else {
-                    dtm = -f1 / f2;
+                    dt_min = -f1 / f2;
                 }
                 break;
             }
         }
 
         if !all_fixed {
-            if dtm <= 0.0 {
-                dtm = 0.0;
+            if dt_min <= 0.0 {
+                dt_min = 0.0;
             }
-            tsum += dtm;
+            t_total += dt_min;
             // Variables whose breakpoints were not reached move along the path.
             for i in 0..n {
-                z[i] += tsum * d[i];
+                z[i] += t_total * d[i];
             }
         }
         if col > 0 {
             for i in 0..2 * col {
-                self.c[i] += dtm * self.p[i];
+                self.c[i] += dt_min * self.p[i];
             }
         }
-        Ok(nseg)
+        Ok(n_segments)
     }
 }
 
@@ -395,18 +399,18 @@ mod tests {
             let run = |heap: bool, boxed: bool| {
                 let b = Bounds::new(lower.clone(), upper.clone()).unwrap();
                 let b = if boxed { b } else { b.without_box_fast_path() };
-                let sbgnrm = b.projected_gradient_norm(&x, &g);
+                let pg_norm = b.projected_gradient_norm(&x, &g);
                 FORCE_HEAP.with(|f| f.set(heap));
                 // No pairs: the model is θ/2·‖z − x‖² + gᵀ(z − x).
                 let pairs = PairMemory::new(n, 3).with_theta(rng_theta(case));
                 let mut search = CauchySearch::new(n, 3);
                 search.reset_status(&b);
                 let (mut z, mut d) = (vec![0.0; n], vec![0.0; n]);
-                let nseg = search
-                    .compute(&pairs, &b, &x, &g, sbgnrm, &mut z, &mut d)
+                let n_segments = search
+                    .compute(&pairs, &b, &x, &g, pg_norm, &mut z, &mut d)
                     .unwrap();
                 FORCE_HEAP.with(|f| f.set(false));
-                (nseg, z, search.iwhere.clone(), d)
+                (n_segments, z, search.status.clone(), d)
             };
             let scanned = run(false, false);
             if scanned.0 > MAX_SCANS {
@@ -420,7 +424,7 @@ mod tests {
                         other.1[i].to_bits(),
                         "case {case}: z[{i}]"
                     );
-                    assert_eq!(scanned.2[i], other.2[i], "case {case}: iwhere[{i}]");
+                    assert_eq!(scanned.2[i], other.2[i], "case {case}: status[{i}]");
                     assert_eq!(
                         scanned.3[i].to_bits(),
                         other.3[i].to_bits(),

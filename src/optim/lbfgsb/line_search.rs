@@ -52,7 +52,7 @@ impl LineSearchConstants {
                 format!("must be in (ftol, 1) = ({ftol}, 1), got {gtol}"),
             ));
         }
-        if !(xtol >= 0.0 && xtol < 1.0) {
+        if !(0.0..1.0).contains(&xtol) {
             return Err(LbfgsbError::param(
                 "line_search_xtol",
                 format!("must be in [0, 1), got {xtol}"),
@@ -96,9 +96,9 @@ pub(super) enum Search {
         stp: f64,
         f: f64,
         g: Array1<f64>,
-        gd: f64,
-        gdold: f64,
-        dtd: f64,
+        slope_new: f64,
+        slope_old: f64,
+        d_norm2: f64,
     },
     Failed,
     NonFinite,
@@ -130,12 +130,12 @@ where
         + Gradient<Param = Array1<f64>, Gradient = Array1<f64>>,
 {
     let b = setup.bounds;
-    let dtd = dot(d, d);
-    let dnorm = dtd.sqrt();
+    let d_norm2 = dot(d, d);
+    let dnorm = d_norm2.sqrt();
 
     // Largest step that keeps x + stp d in the box. The first iteration is capped at the unit
     // step because d then comes from an unscaled gradient.
-    let stpmx = if !b.is_constrained() {
+    let step_cap = if !b.is_constrained() {
         BIG_STEP
     } else if setup.first_iteration {
         1.0
@@ -143,25 +143,25 @@ where
         b.max_step(x, d)
     };
     let mut stp = if setup.first_iteration && !b.is_boxed() {
-        (1.0 / dnorm).min(stpmx)
+        (1.0 / dnorm).min(step_cap)
     } else {
         1.0
     };
 
-    let gdold = dot(g0, d);
-    if gdold >= 0.0 || gdold.is_nan() {
+    let slope_old = dot(g0, d);
+    if slope_old >= 0.0 || slope_old.is_nan() {
         // Not a descent direction (rounding, or a stale model).
         return Ok(Search::Failed);
     }
     let (mut ls, mut verdict) = Dcsrch::start(
         f0,
-        gdold,
+        slope_old,
         stp,
         setup.constants.ftol,
         setup.constants.gtol,
         setup.constants.xtol,
         0.0,
-        stpmx,
+        step_cap,
     );
     let mut evals = 0;
     let mut last: Option<(f64, Array1<f64>, f64)> = None;
@@ -187,16 +187,16 @@ where
                 }
                 let (f, g) = evaluate(problem, xt)?;
                 evals += 1;
-                let gd = dot(g.as_slice().expect("contiguous"), d);
+                let slope_new = dot(g.as_slice().expect("contiguous"), d);
                 // A NaN or infinite gradient component always makes gᵀd non-finite.
-                if !f.is_finite() || !gd.is_finite() {
+                if !f.is_finite() || !slope_new.is_finite() {
                     return Ok(Search::NonFinite);
                 }
-                verdict = ls.step(f, gd, &mut stp);
-                last = Some((f, g, gd));
+                verdict = ls.step(f, slope_new, &mut stp);
+                last = Some((f, g, slope_new));
             }
             Verdict::Converged | Verdict::Warning => {
-                let Some((f, g, gd)) = last else {
+                let Some((f, g, slope_new)) = last else {
                     return Ok(Search::Failed);
                 };
                 // A warning can hand back a step that went uphill; never accept it.
@@ -207,9 +207,9 @@ where
                     stp,
                     f,
                     g,
-                    gd,
-                    gdold,
-                    dtd,
+                    slope_new,
+                    slope_old,
+                    d_norm2,
                 });
             }
             Verdict::Error => return Ok(Search::Failed),

@@ -4,11 +4,44 @@
 //! Morales & Nocedal (2011), i.e. L-BFGS-B 3.0 as used by SciPy:
 //!
 //! 1. the *generalized Cauchy point* along the projected steepest-descent path of the
-//!    quadratic model built from the compact limited-memory BFGS matrix;
+//!    quadratic model built from the compact limited-memory BFGS matrix (`cauchy`, with the
+//!    breakpoint machinery in `breakpoints`);
 //! 2. minimisation of the model over the variables that are free at that point (direct primal
-//!    method), projected back into the box or truncated when projection is not downhill;
+//!    method), projected back into the box or truncated when projection is not downhill
+//!    (`subspace`, with the free set in `free_set` and the matrix `K` in `subspace_matrix`);
 //! 3. a Moré–Thuente line search for the strong Wolfe conditions along the resulting feasible
-//!    direction, with the step capped at the boundary of the box.
+//!    direction, with the step capped at the boundary of the box (`line_search` driving the
+//!    state machine in `dcsrch`).
+//!
+//! The model itself, the pairs `(sᵢ, yᵢ)` and the compact form `B = θI − WMWᵀ`, is in `pairs`;
+//! the box in `bounds`; `workspace` holds all of the state kept between iterations and runs
+//! steps 1–2; `dense` and `rows` are the small linear-algebra kernels. This file is the
+//! `argmin` solver: settings, the iteration loop and the stopping tests.
+//!
+//! # Glossary
+//!
+//! Names here against those of the paper and of the reference Fortran (`lbfgsb.f` 3.0, as
+//! shipped with SciPy), for reading the two side by side:
+//!
+//! | here | reference | what |
+//! |---|---|---|
+//! | `BoundKind` (`Unbounded`, `LowerOnly`, `Both`, `UpperOnly`) | `nbd` = 0, 1, 2, 3 | which bounds of a variable are finite |
+//! | `Status` (`FREE`, `AT_LOWER`, …) | `iwhere` | where a variable stands at the Cauchy point |
+//! | `pg_norm`, `Bounds::projected_gradient_norm` | `sbgnrm`, `projgr` | `‖P(x − g) − x‖∞` |
+//! | `previous_cost` | `fold` | cost before the last iteration |
+//! | `PairMemory` | `ws`, `wy`, `sy`, `ss`, `wt` | pairs, `SᵀY`, `SᵀS`, Cholesky factor of `T` |
+//! | `len`, `head`, `tail`, `pushes` | `col`, `head`, `itail`, `iupdat` | ring of pairs |
+//! | `middle_times`, `push`, `factor_t` | `bmv`, `matupd`, `formt` | `M·v`; store a pair; factor `T` |
+//! | `CauchySearch::compute` | `cauchy` | generalized Cauchy point |
+//! | `brk`, `order`, `w_row` | `t`, `iorder`, `wbp` | breakpoints, their variables, row of `W` |
+//! | `f1`, `f2`, `dt_min`, `t_total`, `var` | `f1`, `f2`, `dtm`, `tsum`, `ibp` | slope, curvature, segment minimiser, path length, variable at the breakpoint |
+//! | `FreeSet` (`order`, `n_free`, `changed`, `n_entering`, `leaving_start`) | `index`, `nfree`, `indx2`, `nenter`, `ileave` (`freev`) | free/active partition and its changes |
+//! | `SubspaceMatrix` (`k_factor`, `inner`) | `wn`, `wn1` (`formk`) | `K` and the inner products it is built from |
+//! | `needs_forming`, `new_pair`, `mark_stale` | `wrk`, `updatd` | `K` must be formed again |
+//! | `SubspaceStep::reduced_gradient`, `step` | `cmprlb`, `subsm` | reduced gradient; Newton step, projected or truncated |
+//! | `step_cap`, `LineSearchConstants` | `stpmx`, `ftol`/`gtol`/`xtol` (`lnsrlb`) | largest feasible step; Moré–Thuente constants |
+//! | `slope_old`, `slope_new`, `d_norm2` | `gdold`, `gd`, `dtd` | `gᵀd` before and after the step, `dᵀd` |
+//! | `yty`, `sty`, `descent` | `rr`, `dr`, `ddum` | `yᵀy`, `sᵀy`, `−gᵀs` of a new pair |
 //!
 //! Deliberate differences from the reference code, all in degenerate situations: trial points
 //! are clipped to the box so rounding in `x + stp·d` cannot leave it; a line search that gives
@@ -148,9 +181,9 @@ struct RunInfo {
     /// Completed iterations since `init`.
     iter: u64,
     /// Infinity norm of the projected gradient at the current point.
-    sbgnrm: f64,
+    pg_norm: f64,
     /// Cost before the last iteration (None until one has been taken).
-    fold: Option<f64>,
+    previous_cost: Option<f64>,
 }
 
 impl LBfgsB {
@@ -372,10 +405,10 @@ where
                     .terminate_with(TerminationReason::SolverExit(
                         REASON_NON_FINITE_START.into(),
                     ));
-            self.run.sbgnrm = f64::INFINITY;
+            self.run.pg_norm = f64::INFINITY;
             return Ok((state, None));
         }
-        self.run.sbgnrm = self.bounds.projected_gradient_norm(
+        self.run.pg_norm = self.bounds.projected_gradient_norm(
             x.as_slice().expect("contiguous"),
             g.as_slice().expect("contiguous"),
         );
@@ -425,7 +458,7 @@ where
 
         let accepted =
             loop {
-                if w.propose(bounds, xs, gs, run.sbgnrm, run.iter == 0)
+                if w.propose(bounds, xs, gs, run.pg_norm, run.iter == 0)
                     .is_err()
                 {
                     w.reset_memory();
@@ -451,10 +484,10 @@ where
                         stp,
                         f,
                         g,
-                        gd,
-                        gdold,
-                        dtd,
-                    } => break (stp, f, g, gd, gdold, dtd),
+                        slope_new,
+                        slope_old,
+                        d_norm2,
+                    } => break (stp, f, g, slope_new, slope_old, d_norm2),
                     Search::Failed if w.memory_len() > 0 => {
                         // The model may be poor: drop the memory and retry from a gradient step.
                         w.reset_memory();
@@ -474,21 +507,21 @@ where
                     }
                 }
             };
-        let (stp, f_new, g_new, gd, gdold, dtd) = accepted;
+        let (stp, f_new, g_new, slope_new, slope_old, d_norm2) = accepted;
         run.iter += 1;
-        run.fold = Some(f);
+        run.previous_cost = Some(f);
         let gn = g_new.as_slice().expect("contiguous");
         let xts = xt.as_slice().expect("contiguous");
-        run.sbgnrm = bounds.projected_gradient_norm(xts, gn);
+        run.pg_norm = bounds.projected_gradient_norm(xts, gn);
 
-        w.update_pairs(gs, gn, stp, gd, gdold, dtd);
+        w.update_pairs(gs, gn, stp, slope_new, slope_old, d_norm2);
 
         let kv = argmin::kv!(
             "step" => stp;
             "free" => w.n_free() as u64;
             "memory" => w.memory_len() as u64;
             "theta" => w.theta();
-            "proj_grad_norm" => run.sbgnrm;
+            "proj_grad_norm" => run.pg_norm;
         );
         let state = state
             .param(x)
@@ -503,13 +536,13 @@ where
         if self.work.is_none() {
             return TerminationStatus::NotTerminated;
         }
-        if self.run.sbgnrm <= self.pgtol {
+        if self.run.pg_norm <= self.pgtol {
             return TerminationStatus::Terminated(TerminationReason::SolverConverged);
         }
-        if let Some(fold) = self.run.fold {
+        if let Some(previous_cost) = self.run.previous_cost {
             let f = state.get_cost();
-            let scale = fold.abs().max(f.abs()).max(1.0);
-            if fold - f <= self.ftol * scale {
+            let scale = previous_cost.abs().max(f.abs()).max(1.0);
+            if previous_cost - f <= self.ftol * scale {
                 return TerminationStatus::Terminated(TerminationReason::SolverExit(
                     REASON_FTOL.into(),
                 ));

@@ -22,7 +22,7 @@ pub(super) struct SubspaceStep {
     /// Reduced gradient over the free variables, then the subspace direction.
     r: Vec<f64>,
     /// Saved free components of the Cauchy point.
-    xp: Vec<f64>,
+    cauchy_free: Vec<f64>,
     /// `WᵀZr`, then `K⁻¹WᵀZr`, chronological.
     wv: Vec<f64>,
     /// `M c` (scratch).
@@ -38,7 +38,7 @@ impl SubspaceStep {
         SubspaceStep {
             n,
             r: vec![0.0; n],
-            xp: vec![0.0; n],
+            cauchy_free: vec![0.0; n],
             wv: vec![0.0; 2 * m],
             v: vec![0.0; 2 * m],
             sv: vec![0.0; 2 * m],
@@ -76,8 +76,7 @@ impl SubspaceStep {
             return Ok(());
         }
         let theta = pairs.theta();
-        for i in 0..nfree {
-            let k = index[i];
+        for (i, &k) in index[..nfree].iter().enumerate() {
             self.r[i] = -theta * (z[k] - x[k]) - g[k];
         }
         pairs.middle_times(c, &mut self.v)?;
@@ -118,10 +117,10 @@ impl SubspaceStep {
         let m = pairs.capacity();
         let m2 = 2 * m;
         let col = pairs.len();
-        let nsub = fs.n_free();
+        let n_free = fs.n_free();
         let theta = pairs.theta();
         let index = fs.order();
-        if nsub == 0 {
+        if n_free == 0 {
             return Ok(());
         }
         // wv = Wᵀ Z r (accumulated by `reduced_gradient`, which must run first)
@@ -143,19 +142,18 @@ impl SubspaceStep {
         rows::dot_update(
             pairs.rows(),
             m2,
-            &index[..nsub],
+            &index[..n_free],
             &self.sv,
             inv_theta,
-            &mut self.r[..nsub],
+            &mut self.r[..n_free],
         );
 
         // Try the projection of the full Newton step first.
         let mut hit_bound = false;
-        for i in 0..nsub {
-            let k = index[i];
+        for (i, &k) in index[..n_free].iter().enumerate() {
             let dk = self.r[i];
             let xk = z[k];
-            self.xp[i] = xk;
+            self.cauchy_free[i] = xk;
             let (l, u) = (b.lower()[k], b.upper()[k]);
             z[k] = match b.kind(k) {
                 BoundKind::Unbounded => xk + dk,
@@ -189,50 +187,49 @@ impl SubspaceStep {
                 *a += (zn[i] - xn[i]) * gn[i];
             }
         }
-        let mut dd_p = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+        let mut d_dot_g = (acc[0] + acc[1]) + (acc[2] + acc[3]);
         for i in 4 * (n / 4)..n {
-            dd_p += (zn[i] - xn[i]) * gn[i];
+            d_dot_g += (zn[i] - xn[i]) * gn[i];
         }
-        if dd_p <= 0.0 {
+        if d_dot_g <= 0.0 {
             return Ok(());
         }
 
         // Projection is uphill: restore the Cauchy point and truncate the Newton step at the
         // first bound it meets.
-        for i in 0..nsub {
-            z[index[i]] = self.xp[i];
+        for i in 0..n_free {
+            z[index[i]] = self.cauchy_free[i];
         }
         let mut alpha: f64 = 1.0;
-        let mut temp1 = alpha;
-        let mut ibd = None;
-        for i in 0..nsub {
-            let k = index[i];
+        let mut limit = alpha;
+        let mut blocking = None;
+        for (i, &k) in index[..n_free].iter().enumerate() {
             let dk = self.r[i];
             let kind = b.kind(k);
             if kind != BoundKind::Unbounded {
                 if dk < 0.0 && kind.has_lower() {
-                    let temp2 = b.lower()[k] - z[k];
-                    if temp2 >= 0.0 {
-                        temp1 = 0.0;
-                    } else if dk * alpha < temp2 {
-                        temp1 = temp2 / dk;
+                    let room = b.lower()[k] - z[k];
+                    if room >= 0.0 {
+                        limit = 0.0;
+                    } else if dk * alpha < room {
+                        limit = room / dk;
                     }
                 } else if dk > 0.0 && kind.has_upper() {
-                    let temp2 = b.upper()[k] - z[k];
-                    if temp2 <= 0.0 {
-                        temp1 = 0.0;
-                    } else if dk * alpha > temp2 {
-                        temp1 = temp2 / dk;
+                    let room = b.upper()[k] - z[k];
+                    if room <= 0.0 {
+                        limit = 0.0;
+                    } else if dk * alpha > room {
+                        limit = room / dk;
                     }
                 }
-                if temp1 < alpha {
-                    alpha = temp1;
-                    ibd = Some(i);
+                if limit < alpha {
+                    alpha = limit;
+                    blocking = Some(i);
                 }
             }
         }
         if alpha < 1.0 {
-            if let Some(i) = ibd {
+            if let Some(i) = blocking {
                 let k = index[i];
                 let dk = self.r[i];
                 if dk > 0.0 {
@@ -244,9 +241,8 @@ impl SubspaceStep {
                 }
             }
         }
-        for i in 0..nsub {
-            let k = index[i];
-            z[k] += alpha * self.r[i];
+        for (&k, &r) in index[..n_free].iter().zip(&self.r[..n_free]) {
+            z[k] += alpha * r;
         }
         Ok(())
     }

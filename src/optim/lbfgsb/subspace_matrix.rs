@@ -231,7 +231,7 @@ impl SubspaceMatrix {
             self.rebuild(pairs, fs);
             self.inner_stale = false;
         } else {
-            let upcl;
+            let n_old;
             if self.new_pair {
                 if pairs.has_wrapped() {
                     // The oldest pair was dropped: shift the stored blocks up-left by one.
@@ -272,13 +272,13 @@ impl SubspaceMatrix {
                     let s = pairs.slot(i);
                     self.inner[w1(m + i, col - 1)] = tc[s];
                 }
-                upcl = col - 1;
+                n_old = col - 1;
             } else {
-                upcl = col;
+                n_old = col;
             }
 
             // Older entries: add the variables that became free, remove those that left.
-            if upcl > 0 && fs.has_changes() {
+            if n_old > 0 && fs.has_changes() {
                 let mm = m * m;
                 let (eyy, rest) = self.acc.split_at_mut(mm);
                 let (ess, rest) = rest.split_at_mut(mm);
@@ -293,7 +293,7 @@ impl SubspaceMatrix {
                 }
                 let slots: [usize; 64] = {
                     let mut s = [0usize; 64];
-                    for (j, v) in s.iter_mut().enumerate().take(upcl.min(64)) {
+                    for (j, v) in s.iter_mut().enumerate().take(n_old.min(64)) {
                         *v = pairs.slot(j);
                     }
                     s
@@ -308,10 +308,10 @@ impl SubspaceMatrix {
                 let accumulate = |set: &[usize], yy: &mut [f64], ss: &mut [f64], sy: &mut [f64]| {
                     for &k in set {
                         let row = &pairs.rows()[k * m2..(k + 1) * m2];
-                        for i in 0..upcl {
+                        for i in 0..n_old {
                             let si = slot_of(i);
                             let (yi, s_i) = (row[si], row[m + si]);
-                            for j in 0..upcl {
+                            for j in 0..n_old {
                                 let sj = slot_of(j);
                                 if j <= i {
                                     yy[i + j * m] += yi * row[sj];
@@ -324,15 +324,15 @@ impl SubspaceMatrix {
                 };
                 accumulate(fs.entering(), eyy, ess, esy);
                 accumulate(fs.leaving(), lyy, lss, lsy);
-                for iy in 0..upcl {
+                for iy in 0..n_old {
                     for jy in 0..=iy {
                         let e = iy + jy * m;
                         self.inner[w1(iy, jy)] += eyy[e] - lyy[e];
                         self.inner[w1(m + iy, m + jy)] += -ess[e] + lss[e];
                     }
                 }
-                for is in 0..upcl {
-                    for jy in 0..upcl {
+                for is in 0..n_old {
+                    for jy in 0..n_old {
                         let e = is + jy * m;
                         if is <= jy {
                             self.inner[w1(m + is, jy)] += esy[e] - lsy[e];

@@ -181,37 +181,37 @@ impl Workspace {
     }
 
     /// Stores the pair of the step just taken, `s = stp·d` and `y = g_new − g_old`, unless its
-    /// curvature is negligible. `gd = g_newᵀd`, `gdold = g_oldᵀd` and `dtd = dᵀd` come from
+    /// curvature is negligible. `slope_new = g_newᵀd`, `slope_old = g_oldᵀd` and `d_norm2 = dᵀd` come from
     /// the line search.
     pub(super) fn update_pairs(
         &mut self,
         g_old: &[f64],
         g_new: &[f64],
         stp: f64,
-        gd: f64,
-        gdold: f64,
-        dtd: f64,
+        slope_new: f64,
+        slope_old: f64,
+        d_norm2: f64,
     ) {
-        let mut rr = 0.0;
+        let mut yty = 0.0;
         for i in 0..self.n {
             let yi = g_new[i] - g_old[i];
             self.y[i] = yi;
-            rr += yi * yi;
+            yty += yi * yi;
         }
-        let (dr, ddum) = if stp == 1.0 {
-            (gd - gdold, -gdold)
+        let (sty, descent) = if stp == 1.0 {
+            (slope_new - slope_old, -slope_old)
         } else {
             for v in self.d.iter_mut() {
                 *v *= stp;
             }
-            ((gd - gdold) * stp, -gdold * stp)
+            ((slope_new - slope_old) * stp, -slope_old * stp)
         };
         // Skip pairs whose curvature is negligible (relative to both the decrease along s and
         // |y|²): they would make the matrix nearly singular or indefinite.
-        if dr <= f64::EPSILON * ddum || dr <= f64::EPSILON * rr {
+        if sty <= f64::EPSILON * descent || sty <= f64::EPSILON * yty {
             self.matrix.note_update(false);
         } else {
-            self.pairs.push(&self.d, &self.y, rr, dr, stp, dtd);
+            self.pairs.push(&self.d, &self.y, yty, sty, stp, d_norm2);
             self.matrix.note_update(true);
             if self.pairs.factor_t().is_err() {
                 self.reset_memory();
