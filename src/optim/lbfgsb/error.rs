@@ -39,7 +39,7 @@ pub enum LbfgsbError {
 }
 
 impl LbfgsbError {
-    pub(crate) fn param(name: &'static str, reason: impl Into<String>) -> Self {
+    pub(super) fn param(name: &'static str, reason: impl Into<String>) -> Self {
         LbfgsbError::InvalidParameter {
             name,
             reason: reason.into(),

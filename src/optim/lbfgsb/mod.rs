@@ -690,7 +690,8 @@ mod tests {
         })]
 
         /// Small memories and tight boxes make the free set change often and the pair ring wrap,
-        /// which exercises the incremental update of `K` (checked inside `form_k` in test builds).
+        /// which exercises the incremental update of `K` (checked inside
+        /// `SubspaceMatrix::form` in test builds).
         #[test]
         fn incremental_subspace_matrix_matches_recomputation(
             n in 3usize..16,
