@@ -102,7 +102,10 @@ impl SubspaceStep {
     /// Subspace minimisation by the direct primal method: the Newton step of the model over
     /// the free variables from the Cauchy point, then, following Morales & Nocedal (2011),
     /// projected onto the box; if the projected point is not a descent direction from `x`,
-    /// fall back to the longest feasible step along the Newton direction instead.
+    /// fall back to the longest feasible step along the Newton direction instead. `z` holds
+    /// the Cauchy point on entry and the step's point on return; `k` must have been formed
+    /// for the current pairs and free set, and [`reduced_gradient`](Self::reduced_gradient)
+    /// must have run.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn step(
         &mut self,
