@@ -82,6 +82,24 @@ pub enum Error {
     Optim(String),
 }
 
+/// The solver's errors become the crate's variants of the same name and message, so `?` on
+/// an [`LBfgsB`](crate::optim::LBfgsB) setting works in functions returning [`Result`].
+impl From<crate::optim::LbfgsbError> for Error {
+    fn from(e: crate::optim::LbfgsbError) -> Self {
+        use crate::optim::LbfgsbError as E;
+        match e {
+            E::InvalidBounds(msg) => Error::InvalidBounds(msg),
+            E::InvalidParameter { name, reason } => Error::InvalidParameter { name, reason },
+            E::Shape {
+                what,
+                expected,
+                got,
+            } => Error::shape(what, expected, got),
+            E::NonFinite { what } => Error::NonFinite { what },
+        }
+    }
+}
+
 /// `Result` with the crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

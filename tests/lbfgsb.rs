@@ -9,7 +9,7 @@ use argmin::core::{
 };
 use argmin::solver::linesearch::MoreThuenteLineSearch;
 use argmin::solver::quasinewton::LBFGS;
-use blindspot::optim::LBfgsB;
+use blindspot::optim::{LBfgsB, LbfgsbError};
 use blindspot::Error;
 use ndarray::{Array1, Array2};
 use proptest::prelude::*;
@@ -689,7 +689,7 @@ fn nan_at_the_start_is_reported() {
 
 fn bounds_error(l: Vec<f64>, u: Vec<f64>) -> String {
     match LBfgsB::new(Vector::from_vec(l), Vector::from_vec(u)) {
-        Err(Error::InvalidBounds(msg)) => msg,
+        Err(LbfgsbError::InvalidBounds(msg)) => msg,
         Err(other) => panic!("wrong error {other:?}"),
         Ok(_) => panic!("accepted invalid bounds"),
     }
@@ -716,7 +716,7 @@ fn invalid_bounds_are_rejected_with_the_offending_index() {
 #[test]
 fn invalid_options_are_rejected() {
     let solver = || LBfgsB::new(Vector::zeros(2), Vector::ones(2)).unwrap();
-    let is_param = |r: Result<LBfgsB, Error>, name: &str| matches!(r, Err(Error::InvalidParameter { name: n, .. }) if n == name);
+    let is_param = |r: Result<LBfgsB, LbfgsbError>, name: &str| matches!(r, Err(LbfgsbError::InvalidParameter { name: n, .. }) if n == name);
     assert!(is_param(solver().with_memory(0), "memory"));
     assert!(is_param(solver().with_pgtol(-1e-3), "pgtol"));
     assert!(is_param(solver().with_pgtol(f64::NAN), "pgtol"));
@@ -730,6 +730,74 @@ fn invalid_options_are_rejected() {
         .with_memory(3)
         .and_then(|s| s.with_pgtol(0.0))
         .is_ok());
+    let ls = |ftol, gtol, xtol| solver().with_line_search(ftol, gtol, xtol);
+    assert!(is_param(ls(0.0, 0.9, 0.1), "line_search_ftol"));
+    assert!(is_param(ls(1.0, 0.9, 0.1), "line_search_ftol"));
+    assert!(is_param(ls(f64::NAN, 0.9, 0.1), "line_search_ftol"));
+    assert!(is_param(ls(1e-3, 1e-4, 0.1), "line_search_gtol"));
+    assert!(is_param(ls(1e-3, 1.0, 0.1), "line_search_gtol"));
+    assert!(is_param(ls(1e-3, f64::NAN, 0.1), "line_search_gtol"));
+    assert!(is_param(ls(1e-3, 0.9, -0.1), "line_search_xtol"));
+    assert!(is_param(ls(1e-3, 0.9, 1.0), "line_search_xtol"));
+    assert!(ls(1e-4, 0.1, 0.0).is_ok());
+}
+
+/// The documented defaults of `with_line_search` are the defaults: setting them explicitly
+/// changes nothing, while a strict curvature test changes the run.
+#[test]
+fn line_search_constants_default_to_the_reference_values() {
+    let run = |solver: LBfgsB| {
+        let res = Executor::new(Rosenbrock, solver)
+            .configure(|s| s.param(Vector::from_elem(10, -1.2)).max_iters(200))
+            .run()
+            .unwrap();
+        let evals = res.problem.counts["cost_count"];
+        (
+            res.state().get_cost().to_bits(),
+            res.state().get_iter(),
+            evals,
+        )
+    };
+    let base = || LBfgsB::new(Vector::from_elem(10, -2.0), Vector::from_elem(10, 2.0)).unwrap();
+    let default = run(base());
+    assert_eq!(
+        run(base().with_line_search(1e-3, 0.9, 0.1).unwrap()),
+        default
+    );
+    assert_ne!(
+        run(base().with_line_search(1e-4, 0.1, 0.1).unwrap()),
+        default
+    );
+}
+
+/// `?` in a function returning the crate's `Result` turns the solver's errors into the crate's
+/// variants of the same name, message unchanged.
+#[test]
+fn solver_errors_convert_to_the_crate_error() {
+    fn build(memory: usize) -> blindspot::Result<LBfgsB> {
+        Ok(LBfgsB::new(Vector::zeros(2), Vector::ones(2))?.with_memory(memory)?)
+    }
+    let Err(err) = build(0) else {
+        panic!("memory 0 is accepted")
+    };
+    let text = err.to_string();
+    assert!(
+        matches!(err, Error::InvalidParameter { name: "memory", .. }),
+        "{err:?}"
+    );
+    assert_eq!(
+        text,
+        LbfgsbError::InvalidParameter {
+            name: "memory",
+            reason: "must be at least 1".into()
+        }
+        .to_string()
+    );
+    let err = Error::from(LbfgsbError::InvalidBounds("x".into()));
+    assert!(
+        matches!(err, Error::InvalidBounds(ref m) if m == "x"),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -739,7 +807,13 @@ fn starting_point_of_the_wrong_length_is_an_error() {
         .configure(|s| s.param(Vector::zeros(4)).max_iters(10))
         .run();
     let err = res.err().expect("length mismatch is an error");
-    assert!(err.downcast_ref::<Error>().is_some(), "{err}");
+    assert!(
+        matches!(
+            err.downcast_ref::<LbfgsbError>(),
+            Some(LbfgsbError::Shape { .. })
+        ),
+        "{err}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

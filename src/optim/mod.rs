@@ -1,8 +1,12 @@
 //! Optimisers.
 //!
 //! [`LBfgsB`] is a bound-constrained limited-memory BFGS solver for `argmin`, used by the
-//! crate's box-constrained adversarial search.
+//! crate's box-constrained adversarial search. [`LbfgsbError`] is its error type; the crate's
+//! `Error` converts from it, so `?` works in functions returning the crate's `Result`.
+//!
+//! This module depends on nothing else in the crate, so it can be read (or moved out) on its
+//! own.
 
 mod lbfgsb;
 
-pub use lbfgsb::LBfgsB;
+pub use lbfgsb::{LBfgsB, LbfgsbError};

@@ -87,6 +87,27 @@ pub(crate) fn solve_upper(
     Ok(())
 }
 
+/// `aᵀb` over the shorter length.
+#[inline]
+pub(super) fn dot(a: &[f64], b: &[f64]) -> f64 {
+    // Four accumulators let the compiler vectorise without reassociating a single sum.
+    let n = a.len().min(b.len());
+    let (mut s0, mut s1, mut s2, mut s3) = (0.0, 0.0, 0.0, 0.0);
+    let chunks = n / 4;
+    for c in 0..chunks {
+        let i = 4 * c;
+        s0 += a[i] * b[i];
+        s1 += a[i + 1] * b[i + 1];
+        s2 += a[i + 2] * b[i + 2];
+        s3 += a[i + 3] * b[i + 3];
+    }
+    let mut s = (s0 + s1) + (s2 + s3);
+    for i in 4 * chunks..n {
+        s += a[i] * b[i];
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

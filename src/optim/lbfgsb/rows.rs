@@ -1,4 +1,4 @@
-//! Kernels over the interleaved pair storage (`2m` values per coordinate, see `compact`).
+//! Kernels over the interleaved pair storage (`2m` values per coordinate, see `pairs`).
 //!
 //! Every hot loop of the solver either accumulates `Σ cₖ rowₖ` over a set of coordinates or
 //! takes `coefᵀ rowₖ` per coordinate. These kernels are specialised at compile time for the
