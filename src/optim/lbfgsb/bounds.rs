@@ -243,7 +243,7 @@ impl Bounds {
 fn max_step_boxed(x: &[f64], d: &[f64], lower: &[f64], upper: &[f64]) -> f64 {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx2") {
+        if super::simd::avx2() {
             // SAFETY: the CPU supports AVX2 (checked just above); lengths are checked inside.
             return unsafe { max_step_boxed_avx2(x, d, lower, upper) };
         }

@@ -174,7 +174,7 @@ pub(super) fn classify_boxed(
     let mut start = 0;
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx2") {
+        if super::simd::avx2() {
             // SAFETY: the CPU supports AVX2 (checked just above); lengths are checked inside.
             start = unsafe { classify_boxed_avx2(x, g, lower, upper, out, scan) };
         }

@@ -61,6 +61,7 @@ mod free_set;
 mod line_search;
 mod pairs;
 mod rows;
+mod simd;
 mod subspace;
 mod subspace_matrix;
 mod workspace;

@@ -59,7 +59,7 @@ macro_rules! row_kernel {
             }
             #[cfg(target_arch = "x86_64")]
             {
-                if std::arch::is_x86_feature_detected!("avx") {
+                if super::simd::avx() {
                     // SAFETY: the CPU supports AVX (checked just above).
                     return unsafe { avx($($arg),*) };
                 }
