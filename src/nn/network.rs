@@ -394,7 +394,7 @@ impl Network {
     /// are the whole network's logits on `x`; its parameters are copies, in the order of the
     /// last ones of [`Trainable::params`], and its weight decay is the network's.
     ///
-    /// This is what the paper's layer-wise adversarial examples attack: any [`crate::Attack`]
+    /// This is what the paper's layer-wise adversarial examples attack: any [`Attack`](crate::attack::Attack)
     /// takes it unchanged.
     ///
     /// # Errors
