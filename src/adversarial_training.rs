@@ -479,11 +479,12 @@ struct Tally {
     events: Vec<AdversarialProgress>,
 }
 
-/// One pool: its level, the network above it as of the last refresh (for the attacks), and the
-/// SGD buffers of a step on that upper network.
+/// One pool: its level, the network above that level (its weights copied in before each pool
+/// step, so the step allocates nothing), and the SGD buffers of a step on it.
 struct LevelPool {
     level: usize,
     pool: Option<AdversarialPool>,
+    upper: Network,
     sgd: SgdStep<Network>,
 }
 
@@ -584,9 +585,13 @@ impl<A: Attack> PoolSteps<'_, A> {
                 .assign(&pool.examples.row(slot));
             self.yb.push(pool.labels[slot]);
         }
-        let upper = model.above(lp.level)?;
+        let params = model.params();
+        let skip = params.len() - lp.upper.params().len();
+        for (dst, src) in lp.upper.params_mut().into_iter().zip(&params[skip..]) {
+            dst.assign(*src);
+        }
         let x = self.xb.slice(s![..rows, ..pool.examples.ncols()]);
-        lp.sgd.gradient(&upper, x, &self.yb)?;
+        lp.sgd.gradient(&lp.upper, x, &self.yb)?;
         sgd.update_suffix(model.params_mut(), lp.sgd.grads(), lr, momentum)?;
         self.tally.borrow_mut().pool_steps += 1;
         Ok(())
@@ -831,6 +836,7 @@ pub fn train_adversarial<A: Attack>(
                     level,
                     pool: None,
                     sgd: SgdStep::new(&upper, ap.pool_batch),
+                    upper,
                 });
             }
             let mut steps = PoolSteps {

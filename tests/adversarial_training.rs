@@ -321,8 +321,9 @@ fn fgsm_matches_a_hand_computation_on_a_linear_model_and_stays_in_the_box() {
         .unwrap()
         .attack(&model, x.view(), y, Target::Untargeted)
         .unwrap();
+    // Every pixel moved by at most the largest ε tried, and a success really changes the label.
+    assert!(s.perturbation.iter().all(|r| r.abs() <= 0.5 + 1e-6));
     if s.success {
-        assert!(s.distortion <= out.distortion.max(0.5) + 1e-9);
         assert_ne!(s.adversarial_label, y);
     }
     assert!(matches!(
