@@ -71,12 +71,22 @@ struct Args {
     /// Fraction of each pool replaced at each refresh.
     #[arg(long, default_value_t = 0.1)]
     refresh_fraction: f32,
+    /// Clean steps per pool step.
+    #[arg(long, default_value_t = 1)]
+    pool_every: usize,
+    /// Factor on the learning rate of pool steps, in (0, 1].
+    #[arg(long, default_value_t = 1.0)]
+    pool_weight: f32,
     /// Clean epochs before the pools are made (and before FGSM starts).
     #[arg(long, default_value_t = 1)]
     warmup: usize,
     /// L-BFGS-B iterations per solve of the pools' attack (one solve per c, no bisection).
     #[arg(long, default_value_t = 30)]
     attack_iters: u64,
+    /// Bisection steps on c of the pools' attack (0: one solve at the initial c; more make the
+    /// examples closer to minimal, at that many times the cost).
+    #[arg(long, default_value_t = 0)]
+    attack_search_steps: usize,
     /// Dropout rate of each hidden layer for `dropout`.
     #[arg(long, default_value_t = 0.2)]
     dropout: f32,
@@ -136,7 +146,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err(format!("unknown method {m}; known: {}", METHODS.join(", ")).into());
     }
     let pool_attack = BoxLbfgs::new()
-        .with_search_steps(0)
+        .with_search_steps(args.attack_search_steps)
         .with_max_iters(args.attack_iters)?;
     let hidden = arch.hidden().len();
     let epochs = args.epochs.unwrap_or(TrainParams::for_arch(&arch).epochs);
@@ -149,11 +159,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         rayon::current_num_threads()
     );
     println!(
-        "pools of {} examples, {:.0}% replaced every {} clean batches, one pool batch after each clean batch (levels in turn), {} warm-up epoch(s); pool attack: box L-BFGS, random target, no bisection, {} iterations per solve; dropout {}; FGSM ε {}\n",
+        "pools of {} examples, {:.0}% replaced every {} clean batches, one pool batch (rate × {}) after every {} clean batch(es) (levels in turn), {} warm-up epoch(s); pool attack: box L-BFGS, random target, {} bisection steps, {} iterations per solve; dropout {}; FGSM ε {}\n",
         args.pool_size,
         100.0 * args.refresh_fraction,
         args.refresh_every,
+        args.pool_weight,
+        args.pool_every,
         args.warmup,
+        args.attack_search_steps,
         args.attack_iters,
         args.dropout,
         args.fgsm_epsilon
@@ -198,6 +211,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         .with_pool_size(args.pool_size.min(data.len()))
                         .with_refresh(args.refresh_every, args.refresh_fraction)
                         .with_warmup_epochs(args.warmup)
+                        .with_pool_schedule(args.pool_every, args.pool_weight)
                         .with_target(PoolTarget::Random)
                         .check()?;
                     let r = train_adversarial(
@@ -215,10 +229,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                             } = p
                             {
                                 eprintln!(
-                                    "  {method} seed {seed}: pool at level {level}: {} examples in {:.1} s, success {:.0}%",
+                                    "  {method} seed {seed}: pool at level {level}: {} examples in {:.1} s, success {:.0}%, mean distortion {:.4}",
                                     stats.generated,
                                     stats.seconds,
-                                    100.0 * stats.success_rate
+                                    100.0 * stats.success_rate,
+                                    stats.mean_distortion
                                 );
                             }
                         },
@@ -248,6 +263,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "attack_seconds": attack_seconds,
                 "test_error_per_epoch": curve,
             }));
+            // Written after every run, so that a stopped sweep keeps what it finished.
+            if let Some(path) = &args.json {
+                write_json(path, &args, epochs, data.len(), &rows)?;
+            }
         }
     }
     println!(
@@ -276,25 +295,40 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             100.0 * es
         );
     }
-    if let Some(path) = &args.json {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let out = json!({
-            "model": args.model,
-            "epochs": epochs,
-            "train_images": data.len(),
-            "pool_size": args.pool_size,
-            "refresh_every": args.refresh_every,
-            "refresh_fraction": args.refresh_fraction,
-            "warmup_epochs": args.warmup,
-            "attack_iters": args.attack_iters,
-            "dropout": args.dropout,
-            "fgsm_epsilon": args.fgsm_epsilon,
-            "distortion_images": args.images,
-            "rows": rows,
-        });
-        std::fs::write(path, serde_json::to_string_pretty(&out)?)?;
+    Ok(())
+}
+
+/// Writes the settings and the rows so far to `path` through a temporary file and a rename, so
+/// that the file is never half written.
+fn write_json(
+    path: &std::path::Path,
+    args: &Args,
+    epochs: usize,
+    train_images: usize,
+    rows: &[serde_json::Value],
+) -> Result<(), Box<dyn std::error::Error>> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
     }
+    let out = json!({
+        "model": args.model,
+        "epochs": epochs,
+        "train_images": train_images,
+        "pool_size": args.pool_size,
+        "refresh_every": args.refresh_every,
+        "refresh_fraction": args.refresh_fraction,
+        "pool_every": args.pool_every,
+        "pool_weight": args.pool_weight,
+        "warmup_epochs": args.warmup,
+        "attack_iters": args.attack_iters,
+        "attack_search_steps": args.attack_search_steps,
+        "dropout": args.dropout,
+        "fgsm_epsilon": args.fgsm_epsilon,
+        "distortion_images": args.images,
+        "rows": rows,
+    });
+    let tmp = path.with_extension(format!("json.tmp{}", std::process::id()));
+    std::fs::write(&tmp, serde_json::to_string_pretty(&out)?)?;
+    std::fs::rename(&tmp, path)?;
     Ok(())
 }

@@ -20,9 +20,10 @@
 //! - The clean mini-batches are those of [`crate::nn::train`] from the same seed: one SGD step
 //!   each, all layers. After `warmup_epochs` clean epochs a pool of `pool_size` examples is made
 //!   for every chosen level from random training images.
-//! - After every clean step comes one pool step: `pool_batch` examples drawn from the pool of
-//!   the next level in turn (round robin), one SGD step (same rate and momentum) on the layers
-//!   above that level only; the layers at and below it are not touched.
+//! - After every `pool_every`-th clean step comes one pool step: `pool_batch` examples drawn
+//!   from the pool of the next level in turn (round robin), one SGD step (the clean step's rate
+//!   times `pool_weight`, same momentum) on the layers above that level only; the layers at
+//!   and below it are not touched.
 //! - Every `refresh_every` clean batches, `refresh_fraction` of every pool is replaced by
 //!   examples made against the current weights.
 
@@ -81,6 +82,11 @@ pub struct AdversarialParams {
     pub refresh_fraction: f32,
     /// Rows of each pool step (>= 1).
     pub pool_batch: usize,
+    /// Clean steps per pool step (>= 1): 1 puts a pool step after every clean step.
+    pub pool_every: usize,
+    /// Factor on the learning rate of pool steps, in (0, 1]: the weight of the pools'
+    /// objective against the clean one.
+    pub pool_weight: f32,
     /// Clean epochs before the pools are made (< epochs).
     pub warmup_epochs: usize,
     /// Which label the pools' attacks aim at.
@@ -100,6 +106,8 @@ impl AdversarialParams {
             refresh_every: 500,
             refresh_fraction: 0.1,
             pool_batch,
+            pool_every: 1,
+            pool_weight: 1.0,
             warmup_epochs: 1,
             target: PoolTarget::Random,
         }
@@ -121,6 +129,13 @@ impl AdversarialParams {
     /// Sets the rows of each pool step.
     pub fn with_pool_batch(mut self, rows: usize) -> Self {
         self.pool_batch = rows;
+        self
+    }
+
+    /// Sets how many clean steps come per pool step and the pool steps' learning-rate factor.
+    pub fn with_pool_schedule(mut self, every: usize, weight: f32) -> Self {
+        self.pool_every = every;
+        self.pool_weight = weight;
         self
     }
 
@@ -181,6 +196,15 @@ impl AdversarialParams {
             return Err(Error::param(
                 "pool_batch",
                 format!("must be in 1..=1000000, got {}", self.pool_batch),
+            ));
+        }
+        if self.pool_every == 0 {
+            return Err(Error::param("pool_every", "must be at least 1 clean step"));
+        }
+        if !(self.pool_weight > 0.0 && self.pool_weight <= 1.0) {
+            return Err(Error::param(
+                "pool_weight",
+                format!("must be in (0, 1], got {}", self.pool_weight),
             ));
         }
         if self.warmup_epochs >= self.train.epochs {
@@ -495,6 +519,7 @@ struct PoolSteps<'a, A: Attack> {
     pools: Vec<LevelPool>,
     rng: ChaCha8Rng,
     round: usize,
+    clean_steps: usize,
     epoch: usize,
     xb: Array2<f32>,
     yb: Vec<usize>,
@@ -622,7 +647,10 @@ impl<A: Attack> Steps<Network> for PoolSteps<'_, A> {
             if batch > 0 && batch % self.params.refresh_every == 0 {
                 self.fill(model, true)?;
             }
-            self.pool_step(model, sgd, lr, momentum)?;
+            self.clean_steps += 1;
+            if self.clean_steps % self.params.pool_every == 0 {
+                self.pool_step(model, sgd, lr * self.params.pool_weight, momentum)?;
+            }
         }
         Ok(loss)
     }
@@ -846,6 +874,7 @@ pub fn train_adversarial<A: Attack>(
                 pools,
                 rng: pool_rng,
                 round: 0,
+                clean_steps: 0,
                 epoch: 0,
                 xb: Array2::zeros((ap.pool_batch, widest)),
                 yb: Vec::with_capacity(ap.pool_batch),

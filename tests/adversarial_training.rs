@@ -186,6 +186,24 @@ fn layerwise_training_is_deterministic_and_uses_every_level() {
 }
 
 #[test]
+fn pool_every_sets_the_share_of_pool_steps() {
+    let data = small();
+    let count = |every: usize| {
+        let mut model = net(2);
+        let config = pools(vec![1], 4)
+            .with_pool_schedule(every, 0.5)
+            .check()
+            .unwrap();
+        let r =
+            train_adversarial(&mut model, &data, None, &quick_attack(), &config, |_| {}).unwrap();
+        r.epochs.iter().map(|e| e.pool_steps).collect::<Vec<_>>()
+    };
+    // 20 clean batches an epoch; no pool steps in the warm-up epoch.
+    assert_eq!(count(1), vec![0, 20, 20]);
+    assert_eq!(count(3), vec![0, 6, 7]);
+}
+
+#[test]
 fn config_rejects_each_bad_value() {
     let bad = |p: AdversarialParams, name: &str| match p.check() {
         Err(Error::InvalidParameter { name: n, .. }) => assert_eq!(n, name),
@@ -197,6 +215,13 @@ fn config_rejects_each_bad_value() {
     bad(pools(vec![0], 1).with_refresh(0, 0.1), "refresh_every");
     bad(pools(vec![0], 1).with_refresh(5, 0.0), "refresh_fraction");
     bad(pools(vec![0], 1).with_pool_batch(0), "pool_batch");
+    bad(pools(vec![0], 1).with_pool_schedule(0, 1.0), "pool_every");
+    bad(pools(vec![0], 1).with_pool_schedule(2, 0.0), "pool_weight");
+    bad(
+        pools(vec![0], 1).with_pool_schedule(2, f32::NAN),
+        "pool_weight",
+    );
+    bad(pools(vec![0], 1).with_pool_schedule(2, 1.5), "pool_weight");
     bad(pools(vec![0], 1).with_warmup_epochs(3), "warmup_epochs");
     bad(
         AdversarialParams::new(tiny_params(1), Regime::Fgsm { epsilon: f32::NAN }),
