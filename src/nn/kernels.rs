@@ -4,6 +4,12 @@
 //! and will not reorder a floating-point sum into vector lanes. These kernels use AVX2 and FMA
 //! when the processor has them, detected once at run time, and portable code otherwise (or
 //! when the environment variable `BLINDSPOT_PORTABLE` is `1`, read at the same first call).
+//!
+//! Rounding policy (shared by [`super::gemm`]): the AVX2 paths fuse multiply-adds and sum in
+//! eight lanes, so their results differ from the portable code's in the last bits. Training and
+//! attacks tolerate that; the tests compare against tolerances, and CI runs the whole suite on
+//! both paths. The solver's kernels (`optim::lbfgsb::simd`) take the opposite policy, because
+//! L-BFGS-B must give the same iterates as the reference: no fused operations there.
 
 /// `y += a * x` over equal-length slices.
 #[inline]

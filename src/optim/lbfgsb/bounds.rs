@@ -257,7 +257,7 @@ fn max_step_boxed(x: &[f64], d: &[f64], lower: &[f64], upper: &[f64]) -> f64 {
 #[target_feature(enable = "avx2")]
 unsafe fn max_step_boxed_avx2(x: &[f64], d: &[f64], lower: &[f64], upper: &[f64]) -> f64 {
     // SAFETY: the caller guarantees the target feature this function enables (its
-    // documented contract, checked at the call site with `is_x86_feature_detected!`); every
+    // documented contract, checked at the call site with `simd::avx2()`); every
     // pointer access is within the slices whose lengths are asserted at the top.
     unsafe {
         use std::arch::x86_64::*;

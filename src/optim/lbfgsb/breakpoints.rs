@@ -249,7 +249,7 @@ unsafe fn classify_boxed_avx2(
     scan: &mut BreakScan,
 ) -> usize {
     // SAFETY: the caller guarantees the target feature this function enables (its
-    // documented contract, checked at the call site with `is_x86_feature_detected!`); every
+    // documented contract, checked at the call site with `simd::avx2()`); every
     // pointer access is within the slices whose lengths are asserted at the top.
     unsafe {
         use std::arch::x86_64::*;
