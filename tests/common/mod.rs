@@ -11,8 +11,8 @@ use std::sync::OnceLock;
 
 use blindspot::data::{Dataset, Mnist};
 use blindspot::nn::{train, Architecture, Mlp, TrainParams, Trainable};
-use blindspot::Classifier;
-use ndarray::{Array2, ArrayView2};
+use blindspot::{Classifier, Differentiable, Error};
+use ndarray::{Array1, Array2, ArrayView2};
 use ndarray_rand::rand_distr::Uniform;
 use ndarray_rand::RandomExt;
 use rand::SeedableRng;
@@ -86,6 +86,64 @@ pub fn objective<T: Trainable>(m: &T, x: ArrayView2<f32>, y: &[usize]) -> f64 {
 /// order 1, hence the bound |fd − g| <= 2e-2·max(|fd|, |g|) + 2e-4.
 pub fn close(fd: f64, g: f64) -> bool {
     (fd - g).abs() <= 2e-2 * fd.abs().max(g.abs()) + 2e-4
+}
+
+/// Asserts that `model`'s gradient call rejects each kind of bad argument with the crate's
+/// typed error (the check every model shares, `blindspot::model::check_loss_and_grad_args`),
+/// and accepts good ones. Needs a model with at least one input and two classes.
+pub fn assert_gradient_arguments_are_checked<M: Differentiable>(model: &M) {
+    let (n, m, k) = (2, model.input_dim(), model.num_classes());
+    let x = Array2::from_elem((n, m), 0.5f32);
+    let labels = vec![1; n];
+    let mut scratch = M::Scratch::default();
+    let mut call = |x: ArrayView2<f32>, labels: &[usize], losses: usize, grad: (usize, usize)| {
+        let mut l = Array1::zeros(losses);
+        let mut g = Array2::zeros(grad);
+        model.loss_and_input_grad_with(x, labels, &mut scratch, l.view_mut(), g.view_mut())
+    };
+    call(x.view(), &labels, n, (n, m)).unwrap();
+    let shape = |r: Result<(), Error>| match r {
+        Err(Error::Shape {
+            what,
+            expected,
+            got,
+        }) => (what, expected, got),
+        other => panic!("expected a shape error, got {other:?}"),
+    };
+    let (what, expected, got) = shape(call(x.view(), &labels, n + 1, (n, m)));
+    assert_eq!(
+        (what.as_str(), expected, got),
+        ("losses", n.to_string(), (n + 1).to_string())
+    );
+    let (what, expected, got) = shape(call(x.view(), &labels, n, (n, m + 1)));
+    assert_eq!(
+        (what.as_str(), expected, got),
+        (
+            "input gradient",
+            format!("{n} × {m}"),
+            format!("{n} × {}", m + 1)
+        )
+    );
+    let (what, ..) = shape(call(x.view(), &labels[..1], n, (n, m)));
+    assert_eq!(what, "labels");
+    let wide = Array2::from_elem((n, m + 1), 0.5f32);
+    let (what, ..) = shape(call(wide.view(), &labels, n, (n, m + 1)));
+    assert_eq!(what, "input batch");
+    assert!(matches!(
+        call(x.view(), &[0, k], n, (n, m)),
+        Err(Error::LabelOutOfRange { label, classes }) if label == k && classes == k
+    ));
+    let empty = Array2::zeros((0, m));
+    assert!(matches!(
+        call(empty.view(), &[], 0, (0, m)),
+        Err(Error::EmptyDataset(_))
+    ));
+    let mut nan = x.clone();
+    nan[[1, m - 1]] = f32::NAN;
+    assert!(matches!(
+        call(nan.view(), &labels, n, (n, m)),
+        Err(Error::NonFinite { .. })
+    ));
 }
 
 /// A fresh directory under the system temp dir, removed when dropped (the crate has no
