@@ -12,67 +12,11 @@ use argmin::core::{CostFunction, Error, Executor, Gradient, State};
 use blindspot::optim::LBfgsB;
 use ndarray::Array1;
 
-/// Extended Rosenbrock: `Σ_{i<n/2} 100 (x_{2i+1} − x_{2i}²)² + (1 − x_{2i})²`.
-struct Rosenbrock;
-
-impl CostFunction for Rosenbrock {
-    type Param = Array1<f64>;
-    type Output = f64;
-    fn cost(&self, x: &Array1<f64>) -> Result<f64, Error> {
-        let x = x.as_slice().expect("contiguous");
-        let mut f = 0.0;
-        for p in x.chunks_exact(2) {
-            let (a, b) = (p[0], p[1]);
-            f += 100.0 * (b - a * a).powi(2) + (1.0 - a).powi(2);
-        }
-        Ok(f)
-    }
-}
-
-impl Gradient for Rosenbrock {
-    type Param = Array1<f64>;
-    type Gradient = Array1<f64>;
-    fn gradient(&self, x: &Array1<f64>) -> Result<Array1<f64>, Error> {
-        let xs = x.as_slice().expect("contiguous");
-        let mut g = Array1::zeros(xs.len());
-        let gs = g.as_slice_mut().expect("contiguous");
-        for (p, q) in xs.chunks_exact(2).zip(gs.chunks_exact_mut(2)) {
-            let (a, b) = (p[0], p[1]);
-            let t = b - a * a;
-            q[0] = -400.0 * a * t - 2.0 * (1.0 - a);
-            q[1] = 200.0 * t;
-        }
-        Ok(g)
-    }
-}
-
-/// Bounds shared with the SciPy script, by pair `k = i / 2` of the extended Rosenbrock
-/// function: `x_{2k} ≤ 0.5` for `k ≡ 0 (mod 3)` (active, solution `(0.5, 0.25)`),
-/// `x_{2k} ≥ 1.2` for `k ≡ 1 (mod 3)` (active, solution `(1.2, 1.44)`), both variables in
-/// `[−2, 2]` for `k ≡ 2 (mod 3)` with `k ≡ 2 (mod 5)` (inactive), no bounds otherwise.
-/// Each pair then has a single KKT point, so both solvers must reach the same minimiser.
-fn rosenbrock_bounds(n: usize) -> (Array1<f64>, Array1<f64>) {
-    let mut l = Array1::from_elem(n, f64::NEG_INFINITY);
-    let mut u = Array1::from_elem(n, f64::INFINITY);
-    for k in 0..n / 2 {
-        match k % 3 {
-            0 => u[2 * k] = 0.5,
-            1 => l[2 * k] = 1.2,
-            _ if k % 5 == 2 => {
-                for i in [2 * k, 2 * k + 1] {
-                    l[i] = -2.0;
-                    u[i] = 2.0;
-                }
-            }
-            _ => {}
-        }
-    }
-    (l, u)
-}
-
-fn rosenbrock_start(n: usize) -> Array1<f64> {
-    Array1::from_shape_fn(n, |i| if i % 2 == 0 { -1.2 } else { 1.0 })
-}
+// The extended Rosenbrock problem of the tests and the benchmark (its bounds are those of
+// scripts/compare_lbfgsb.py): one definition, so the comparison runs what the tests check.
+#[path = "../tests/common/rosenbrock.rs"]
+mod rosenbrock;
+use rosenbrock::{rosenbrock_bounds, rosenbrock_start, Rosenbrock};
 
 /// `½ xᵀAx − bᵀx` with `A = tridiag(−1, 3 + (i mod 10)/2, −1)`, `b_i = 10 sin(i + 1)`,
 /// over `[−1, 1]ⁿ`.

@@ -1,5 +1,6 @@
 //! The crate's error type: every failure on bad input is one of these, never a panic.
 
+use std::fmt::Display;
 use std::path::PathBuf;
 
 /// Everything that can go wrong in `blindspot`, with enough context to say what was wrong.
@@ -128,5 +129,47 @@ impl Error {
             name,
             reason: reason.into(),
         }
+    }
+}
+
+/// `Ok` if the setting `name` is finite and > 0, else [`Error::InvalidParameter`] giving `v`:
+/// one wording for the many settings that must be positive.
+pub(crate) fn check_positive<T: Copy + Into<f64> + Display>(
+    name: &'static str,
+    v: T,
+) -> Result<()> {
+    let f: f64 = v.into();
+    if f.is_finite() && f > 0.0 {
+        Ok(())
+    } else {
+        Err(Error::param(
+            name,
+            format!("must be finite and > 0, got {v}"),
+        ))
+    }
+}
+
+/// `Ok` if the setting `name` is finite and >= 0, else [`Error::InvalidParameter`] giving `v`.
+pub(crate) fn check_non_negative<T: Copy + Into<f64> + Display>(
+    name: &'static str,
+    v: T,
+) -> Result<()> {
+    let f: f64 = v.into();
+    if f.is_finite() && f >= 0.0 {
+        Ok(())
+    } else {
+        Err(Error::param(
+            name,
+            format!("must be finite and >= 0, got {v}"),
+        ))
+    }
+}
+
+/// `Ok` if the count `name` is at least 1, else [`Error::InvalidParameter`].
+pub(crate) fn check_nonzero(name: &'static str, n: usize) -> Result<()> {
+    if n == 0 {
+        Err(Error::param(name, "must be at least 1"))
+    } else {
+        Ok(())
     }
 }

@@ -6,7 +6,8 @@ use std::path::Path;
 use ndarray::ArrayView1;
 
 use crate::data::idx::write_atomic;
-use crate::error::{Error, Result};
+use crate::error::{check_nonzero, Error, Result};
+use crate::model::check_finite;
 
 /// Largest image [`Grid::render`] draws, in pixels (256 Mi, one byte each).
 pub const MAX_PIXELS: usize = 1 << 28;
@@ -60,9 +61,7 @@ impl Grid {
             ("tile_cols", tile_cols),
             ("cols_per_row", cols_per_row),
         ] {
-            if v == 0 {
-                return Err(Error::param(name, "must be at least 1"));
-            }
+            check_nonzero(name, v)?;
         }
         if tile_rows
             .checked_mul(tile_cols)
@@ -90,9 +89,7 @@ impl Grid {
     /// [`Error::InvalidParameter`] if `scale` is 0 or one magnified tile would have more than
     /// [`MAX_PIXELS`] pixels.
     pub fn with_scale(mut self, scale: usize) -> Result<Grid> {
-        if scale == 0 {
-            return Err(Error::param("scale", "must be at least 1"));
-        }
+        check_nonzero("scale", scale)?;
         let side = |n: usize| n.checked_mul(scale);
         let fits = match (side(self.tile_rows), side(self.tile_cols)) {
             (Some(h), Some(w)) => h.checked_mul(w).is_some_and(|n| n <= MAX_PIXELS),
@@ -250,10 +247,7 @@ impl Grid {
                 v.len(),
             ));
         }
-        if v.iter().any(|x| !x.is_finite()) {
-            return Err(Error::NonFinite { what: what.into() });
-        }
-        Ok(())
+        check_finite(v, what)
     }
 }
 

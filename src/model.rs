@@ -4,7 +4,7 @@
 //! attackable, and [`Representation`] to make it probeable. Inputs are row-major batches:
 //! one example per row of an `n × input_dim` array of `f32`.
 
-use ndarray::{Array1, Array2, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis};
+use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis};
 
 use crate::error::{Error, Result};
 
@@ -129,6 +129,77 @@ fn all_finite(s: &[f32]) -> bool {
     chunks.remainder().iter().all(|v| v.is_finite())
 }
 
+/// [`check_batch`] of an input batch (named "input batch" in errors) that must also have at
+/// least one row: what every model checks before a forward pass.
+///
+/// # Errors
+///
+/// As [`check_batch`]; [`Error::EmptyDataset`] for no rows.
+pub fn check_input_batch(x: ArrayView2<'_, f32>, dim: usize) -> Result<()> {
+    check_batch(x, dim, "input batch")?;
+    if x.nrows() == 0 {
+        return Err(Error::EmptyDataset("input batch has no rows".into()));
+    }
+    Ok(())
+}
+
+/// Checks the arguments of [`Differentiable::loss_and_input_grad_with`] for a model of input
+/// width `dim` and `classes` classes: `x` as [`check_input_batch`], `labels` as
+/// [`check_labels`], `losses` one entry per row and `grad` the shape of `x`. The crate's models
+/// and adapters call it first; an implementation outside the crate can call it to fail the
+/// same way.
+///
+/// # Errors
+///
+/// As [`check_input_batch`] and [`check_labels`]; [`Error::Shape`] naming `losses` or
+/// `input gradient` for a buffer of the wrong size.
+pub fn check_loss_and_grad_args(
+    x: ArrayView2<'_, f32>,
+    dim: usize,
+    labels: &[usize],
+    classes: usize,
+    losses: ArrayView1<'_, f32>,
+    grad: ArrayView2<'_, f32>,
+) -> Result<()> {
+    check_input_batch(x, dim)?;
+    let (n, m) = x.dim();
+    check_labels(labels, n, classes)?;
+    if losses.len() != n {
+        return Err(Error::shape("losses", n, losses.len()));
+    }
+    if grad.dim() != (n, m) {
+        return Err(Error::shape(
+            "input gradient",
+            format!("{n} × {m}"),
+            format!("{} × {}", grad.nrows(), grad.ncols()),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks an array a model returned (logits, an input gradient): `rows × cols` and finite,
+/// so that a faulty model is a typed error naming `what` instead of an index out of range or
+/// a NaN passed along.
+///
+/// # Errors
+///
+/// [`Error::Shape`] for another shape, [`Error::NonFinite`] for a NaN or infinite value.
+pub fn check_model_output(
+    a: ArrayView2<'_, f32>,
+    rows: usize,
+    cols: usize,
+    what: &str,
+) -> Result<()> {
+    if a.dim() != (rows, cols) {
+        return Err(Error::shape(
+            what,
+            format!("{rows} × {cols}"),
+            format!("{} × {}", a.nrows(), a.ncols()),
+        ));
+    }
+    check_finite(a, what)
+}
+
 /// Checks that `labels` has one entry per row and every label is below `classes`.
 pub fn check_labels(labels: &[usize], n: usize, classes: usize) -> Result<()> {
     if labels.len() != n {
@@ -155,15 +226,7 @@ pub fn checked_logits<C: Classifier + ?Sized>(
     x: ArrayView2<'_, f32>,
 ) -> Result<Array2<f32>> {
     let z = model.logits(x)?;
-    let want = (x.nrows(), model.num_classes());
-    if z.dim() != want {
-        return Err(Error::shape(
-            "model logits",
-            format!("{} × {}", want.0, want.1),
-            format!("{} × {}", z.nrows(), z.ncols()),
-        ));
-    }
-    check_finite(z.view(), "model logits")?;
+    check_model_output(z.view(), x.nrows(), model.num_classes(), "model logits")?;
     Ok(z)
 }
 

@@ -8,6 +8,8 @@ use ndarray::{Array2, ArrayView2};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+mod common;
+
 fn mlp(name: &str, input: usize, seed: u64) -> Mlp {
     Mlp::new(Architecture::parse(name, input).unwrap(), seed)
 }
@@ -172,4 +174,11 @@ fn the_attack_runs_on_finite_differences() {
         out.distortion,
         exact.distortion
     );
+}
+
+#[test]
+fn bad_gradient_arguments_are_the_same_typed_errors_for_the_mlp_and_the_adapter() {
+    let model = mlp("FC6-4", 5, 1);
+    common::assert_gradient_arguments_are_checked(&model);
+    common::assert_gradient_arguments_are_checked(&FiniteDifference::new(model, 1e-2).unwrap());
 }

@@ -6,15 +6,17 @@ use blindspot::adversarial_training::{
     refresh_count, train_adversarial, AdversarialParams, AdversarialPool, PoolTarget, Regime,
 };
 use blindspot::attack::{Attack, BoxLbfgs, Fgsm, Target};
-use blindspot::data::{Dataset, Mnist};
+use blindspot::data::Dataset;
 use blindspot::nn::{train, Architecture, Mlp, TrainParams, Trainable};
 use blindspot::{Classifier, Differentiable, Error, Representation};
 use ndarray::{s, Array2, Axis};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+mod common;
+
 fn small() -> Dataset {
-    Mnist::load_default().unwrap().train.head(400).unwrap()
+    common::mnist().train.head(400).unwrap()
 }
 
 fn tiny_params(seed: u64) -> TrainParams {

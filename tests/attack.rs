@@ -1,44 +1,21 @@
 //! The attack: success inside the box, honest figures, typed errors, determinism.
 
 use blindspot::attack::{distortion, Attack, BoxLbfgs, GaussianNoise, Penalty, Target};
-use blindspot::data::{Dataset, Mnist};
-use blindspot::nn::{train, Architecture, Mlp, TrainParams};
 use blindspot::{Classifier, Error};
 use ndarray::{s, Array1};
 
-/// A small sigmoid network trained briefly on 3,000 MNIST images, and the held-out images it
-/// classifies correctly.
-fn trained() -> (Mlp, Dataset) {
-    let mnist = Mnist::load_default().unwrap();
-    let arch = Architecture::parse("FC32-10", 784).unwrap();
-    let mut m = Mlp::new(arch, 2);
-    let cfg = TrainParams {
-        epochs: 4,
-        batch_size: 32,
-        learning_rate: 0.1,
-        ..TrainParams::default()
-    }
-    .check()
-    .unwrap();
-    train(&mut m, &mnist.train.head(3000).unwrap(), None, &cfg, |_| {}).unwrap();
-    let test = mnist.test.head(200).unwrap();
-    let pred = m.predict(test.images()).unwrap();
-    let right: Vec<usize> = (0..test.len())
-        .filter(|&i| pred[i] == test.labels()[i])
-        .take(8)
-        .collect();
-    (m, test.subset(&right).unwrap())
-}
+mod common;
+use common::small_mnist_model;
 
 #[test]
 fn targeted_attack_succeeds_inside_the_box_with_honest_figures() {
-    let (m, data) = trained();
+    let (m, data) = small_mnist_model();
     let atk = BoxLbfgs::default();
     for i in 0..4 {
         let x = data.images().row(i).to_owned();
         let y = data.labels()[i];
         let t = (y + 1) % 10;
-        let out = atk.attack(&m, x.view(), y, Target::Label(t)).unwrap();
+        let out = atk.attack(m, x.view(), y, Target::Label(t)).unwrap();
         assert!(out.success, "image {i}: no adversarial example found");
         assert_eq!(out.adversarial_label, t);
         assert!(
@@ -67,14 +44,14 @@ fn targeted_attack_succeeds_inside_the_box_with_honest_figures() {
 
 #[test]
 fn untargeted_is_no_larger_than_any_targeted_result() {
-    let (m, data) = trained();
+    let (m, data) = small_mnist_model();
     let atk = BoxLbfgs::default().with_search_steps(3);
     let x = data.images().row(0).to_owned();
     let y = data.labels()[0];
-    let un = atk.attack(&m, x.view(), y, Target::Untargeted).unwrap();
+    let un = atk.attack(m, x.view(), y, Target::Untargeted).unwrap();
     assert!(un.success && un.adversarial_label != y && un.target.is_none());
     for t in (0..10).filter(|&t| t != y) {
-        let o = atk.attack(&m, x.view(), y, Target::Label(t)).unwrap();
+        let o = atk.attack(m, x.view(), y, Target::Label(t)).unwrap();
         if o.success {
             assert!(
                 un.distortion <= o.distortion + 1e-12,
@@ -88,13 +65,13 @@ fn untargeted_is_no_larger_than_any_targeted_result() {
 
 #[test]
 fn both_penalties_find_adversarial_examples() {
-    let (m, data) = trained();
+    let (m, data) = small_mnist_model();
     let x = data.images().row(1).to_owned();
     let y = data.labels()[1];
     for p in [Penalty::SquaredL2, Penalty::L2] {
         let o = BoxLbfgs::default()
             .with_penalty(p)
-            .attack(&m, x.view(), y, Target::Label((y + 3) % 10))
+            .attack(m, x.view(), y, Target::Label((y + 3) % 10))
             .unwrap();
         assert!(o.success, "{p:?}");
     }
@@ -102,36 +79,36 @@ fn both_penalties_find_adversarial_examples() {
 
 #[test]
 fn bad_requests_are_typed_errors() {
-    let (m, data) = trained();
+    let (m, data) = small_mnist_model();
     let atk = BoxLbfgs::default();
     let x = data.images().row(0).to_owned();
     let y = data.labels()[0];
     assert!(matches!(
-        atk.attack(&m, x.view(), y, Target::Label(y)),
+        atk.attack(m, x.view(), y, Target::Label(y)),
         Err(Error::InvalidParameter { .. })
     ));
     assert!(matches!(
-        atk.attack(&m, x.slice(s![..700]), y, Target::Label((y + 1) % 10)),
+        atk.attack(m, x.slice(s![..700]), y, Target::Label((y + 1) % 10)),
         Err(Error::Shape { .. })
     ));
     let mut nan = x.clone();
     nan[5] = f32::NAN;
     assert!(matches!(
-        atk.attack(&m, nan.view(), y, Target::Untargeted),
+        atk.attack(m, nan.view(), y, Target::Untargeted),
         Err(Error::NonFinite { .. })
     ));
     assert!(matches!(
-        atk.attack(&m, x.view(), 10, Target::Untargeted),
+        atk.attack(m, x.view(), 10, Target::Untargeted),
         Err(Error::LabelOutOfRange { .. })
     ));
     assert!(matches!(
-        atk.attack(&m, x.view(), y, Target::Label(12)),
+        atk.attack(m, x.view(), y, Target::Label(12)),
         Err(Error::LabelOutOfRange { .. })
     ));
     let mut outside = x.clone();
     outside[0] = 1.5;
     assert!(atk
-        .attack(&m, outside.view(), y, Target::Untargeted)
+        .attack(m, outside.view(), y, Target::Untargeted)
         .is_err());
     assert!(BoxLbfgs::default().with_initial_c(0.0).is_err());
     assert!(BoxLbfgs::default().with_max_iters(0).is_err());
@@ -140,7 +117,7 @@ fn bad_requests_are_typed_errors() {
 
 #[test]
 fn batch_equals_single_and_seeds_are_reproducible() {
-    let (m, data) = trained();
+    let (m, data) = small_mnist_model();
     let atk = BoxLbfgs::default().with_search_steps(2);
     let n = 4;
     let xs = data.images().slice(s![..n, ..]).to_owned();
@@ -148,9 +125,9 @@ fn batch_equals_single_and_seeds_are_reproducible() {
     let targets: Vec<Target> = (0..n as u64)
         .map(|i| Target::Random { seed: 100 + i })
         .collect();
-    let batch = atk.attack_batch(&m, xs.view(), labels, &targets).unwrap();
+    let batch = atk.attack_batch(m, xs.view(), labels, &targets).unwrap();
     for i in 0..n {
-        let single = atk.attack(&m, xs.row(i), labels[i], targets[i]).unwrap();
+        let single = atk.attack(m, xs.row(i), labels[i], targets[i]).unwrap();
         assert_eq!(batch[i], single, "image {i}");
         let resolved = targets[i].resolve(labels[i], 10).unwrap().unwrap();
         assert_ne!(resolved, labels[i]);
@@ -163,13 +140,13 @@ fn batch_equals_single_and_seeds_are_reproducible() {
     assert_eq!(drawn.len(), 9);
     assert!(!drawn.contains(&3));
     assert!(atk
-        .attack_batch(&m, xs.view(), &labels[..2], &targets)
+        .attack_batch(m, xs.view(), &labels[..2], &targets)
         .is_err());
 }
 
 #[test]
 fn gaussian_noise_matches_the_requested_distortion() {
-    let (m, data) = trained();
+    let (m, data) = small_mnist_model();
     let x = data.images().row(2).to_owned();
     for d in [0.05, 0.1, 0.3] {
         let noisy = GaussianNoise::matching(x.view(), d, 7).unwrap();
@@ -180,7 +157,7 @@ fn gaussian_noise_matches_the_requested_distortion() {
     }
     let out = GaussianNoise::new(0.1)
         .unwrap()
-        .attack(&m, x.view(), data.labels()[2], Target::Random { seed: 1 })
+        .attack(m, x.view(), data.labels()[2], Target::Random { seed: 1 })
         .unwrap();
     assert!(out.adversarial.iter().all(|&v| (0.0..=1.0).contains(&v)));
     assert_eq!(

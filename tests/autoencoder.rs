@@ -6,22 +6,16 @@ use blindspot::nn::{
     fit, train_ae_classifier, AeRecipe, AeStage, Autoencoder, Schedule, TrainParams, Trainable,
 };
 use blindspot::{Classifier, Differentiable, Error, Representation};
-use ndarray::{Array2, ArrayView2};
-use ndarray_rand::rand_distr::Uniform;
-use ndarray_rand::RandomExt;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
+use ndarray::Array2;
 
-fn random_images(n: usize, d: usize, seed: u64) -> Array2<f32> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    Array2::random_using((n, d), Uniform::new(0.0f32, 1.0), &mut rng)
-}
+mod common;
+use common::{close, objective, random_inputs};
 
 /// A small structured dataset: 4 classes of 4×4 "images", each a noisy copy of a class
 /// prototype, so an autoencoder can learn to compress it and a classifier to separate it.
 fn toy_dataset(n: usize, seed: u64) -> Dataset {
-    let protos = random_images(4, 16, 99).mapv(|v| if v > 0.5 { 0.9 } else { 0.1 });
-    let noise = random_images(n, 16, seed);
+    let protos = random_inputs(4, 16, 99).mapv(|v| if v > 0.5 { 0.9 } else { 0.1 });
+    let noise = random_inputs(n, 16, seed);
     let labels: Vec<usize> = (0..n).map(|i| (i * 7 + 1) % 4).collect();
     let mut x = Array2::zeros((n, 16));
     for i in 0..n {
@@ -32,34 +26,15 @@ fn toy_dataset(n: usize, seed: u64) -> Dataset {
     Dataset::new(x, labels, (4, 4), 4).unwrap()
 }
 
-/// The training objective: mean reconstruction loss plus the regulariser.
-fn objective(m: &Autoencoder, x: ArrayView2<f32>) -> f64 {
-    let mut g: Vec<Array2<f32>> = m
-        .params()
-        .iter()
-        .map(|p| Array2::zeros(p.raw_dim()))
-        .collect();
-    let mut ws = Trainable::workspace(m, x.nrows());
-    let y = vec![0; x.nrows()];
-    let loss = m.accumulate_grad(x, &y, 1.0, &mut g, &mut ws).unwrap() as f64;
-    loss / x.nrows() as f64 + m.regularize(&mut g) as f64
-}
-
-/// Central differences on f32: step 1e-3 gives truncation error ~1e-6 and rounding error ~1e-4
-/// on losses of order 1, hence |fd − g| <= 2e-2·max(|fd|, |g|) + 2e-4 (as in tests/nn.rs).
-fn close(fd: f64, g: f64) -> bool {
-    (fd - g).abs() <= 2e-2 * fd.abs().max(g.abs()) + 2e-4
-}
-
 #[test]
 fn parameter_gradients_match_finite_differences() {
-    // Six pixels keep the summed loss of order 1, where the f32 bound above is meaningful.
+    // Six pixels keep the summed loss of order 1, where the f32 bound of `common::close` is meaningful.
     let (d, h, n) = (6, 4, 5);
     let mut m = Autoencoder::new(d, h, 0.05, 3).unwrap();
     // Non-zero biases so that their gradients are exercised away from the symmetric start.
     m.params_mut()[1].mapv_inplace(|_| 0.3);
     m.params_mut()[3].mapv_inplace(|_| -0.2);
-    let x = random_images(n, d, 11);
+    let x = random_inputs(n, d, 11);
     let mut grads: Vec<Array2<f32>> = m
         .params()
         .iter()
@@ -76,9 +51,9 @@ fn parameter_gradients_match_finite_differences() {
         for ((r, c), &g) in gp.indexed_iter() {
             let orig = m.params()[p][[r, c]];
             m.params_mut()[p][[r, c]] = orig + step;
-            let up = objective(&m, x.view());
+            let up = objective(&m, x.view(), &y);
             m.params_mut()[p][[r, c]] = orig - step;
-            let down = objective(&m, x.view());
+            let down = objective(&m, x.view(), &y);
             m.params_mut()[p][[r, c]] = orig;
             let fd = (up - down) / (2.0 * step as f64);
             let g = g as f64;
@@ -92,7 +67,7 @@ fn parameter_gradients_match_finite_differences() {
 #[test]
 fn loss_is_binary_cross_entropy_summed_over_pixels() {
     let m = Autoencoder::new(5, 3, 0.0, 1).unwrap();
-    let x = random_images(4, 5, 2);
+    let x = random_inputs(4, 5, 2);
     let xh = m.reconstruct(x.view()).unwrap();
     let losses = m.reconstruction_losses(x.view()).unwrap();
     for i in 0..4 {

@@ -11,6 +11,8 @@ use ndarray::{s, Array2, ArrayView2};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+mod common;
+
 /// The crate's `Mlp` rebuilt in candle: `Linear` layers (weights out × in) with sigmoids.
 struct CandleMlp {
     layers: Vec<Linear>,
@@ -322,4 +324,11 @@ fn the_attack_through_candle_matches_the_attack_on_the_mlp() {
         a.distortion,
         b.distortion
     );
+}
+
+#[test]
+fn bad_gradient_arguments_are_the_same_typed_errors_as_for_the_mlp() {
+    let (mlp, candle) = pair(4);
+    common::assert_gradient_arguments_are_checked(&mlp);
+    common::assert_gradient_arguments_are_checked(&candle);
 }

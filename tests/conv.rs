@@ -4,11 +4,14 @@
 
 use blindspot::nn::{Activation, Architecture, ConvStage, Layer, Network, Trainable};
 use blindspot::{Classifier, Differentiable, Error, Representation};
-use ndarray::{Array2, ArrayView2};
+use ndarray::Array2;
 use ndarray_rand::rand_distr::Uniform;
 use ndarray_rand::RandomExt;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+
+mod common;
+use common::{objective, random_batch};
 
 fn stage(channels: usize, kernel: usize, stride: usize, padding: usize, pool: usize) -> ConvStage {
     ConvStage {
@@ -43,24 +46,6 @@ fn net(
     m
 }
 
-fn batch(n: usize, d: usize, seed: u64) -> (Array2<f32>, Vec<usize>) {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let x = Array2::random_using((n, d), Uniform::new(0.0f32, 1.0), &mut rng);
-    let y = (0..n).map(|i| (i * 7 + 3) % 4).collect();
-    (x, y)
-}
-
-fn objective(m: &Network, x: ArrayView2<f32>, y: &[usize]) -> f64 {
-    let mut g: Vec<Array2<f32>> = m
-        .params()
-        .iter()
-        .map(|p| Array2::zeros(p.raw_dim()))
-        .collect();
-    let mut ws = Trainable::workspace(m, x.nrows());
-    let loss = m.accumulate_grad(x, y, 1.0, &mut g, &mut ws).unwrap() as f64;
-    loss / x.nrows() as f64 + m.regularize(&mut g) as f64
-}
-
 /// Central differences, with kinks accounted for: where a ReLU or a max-pooling switch lies
 /// inside the step, the central difference averages two slopes, and backprop (which follows
 /// the branch at the unperturbed point) must then equal one of the one-sided slopes instead.
@@ -83,7 +68,7 @@ fn check(f: impl Fn(f32) -> f64, g: f64, what: &str, kinks: &mut usize) {
 }
 
 fn check_param_grads(m: &mut Network, n: usize) {
-    let (x, y) = batch(n, m.input_dim(), 11);
+    let (x, y) = random_batch(n, m.input_dim(), 11);
     let mut grads: Vec<Array2<f32>> = m
         .params()
         .iter()
@@ -121,7 +106,7 @@ fn check_param_grads(m: &mut Network, n: usize) {
 }
 
 fn check_input_grad(m: &Network, n: usize) {
-    let (x, y) = batch(n, m.input_dim(), 12);
+    let (x, y) = random_batch(n, m.input_dim(), 12);
     let (losses, grad) = m.loss_and_input_grad(x.view(), &y).unwrap();
     let (mut checked, mut skipped) = (0, 0);
     for i in 0..n {
@@ -163,7 +148,7 @@ fn convolution_equals_a_direct_loop() {
         };
         let kernel = conv.kernel_dckk();
         let bias = conv.bias();
-        let (x, _) = batch(2, h * w * c, 3);
+        let (x, _) = random_batch(2, h * w * c, 3);
         let got = m.representation(x.view(), 0).unwrap();
         let (ho, wo) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
         assert_eq!(got.ncols(), ho * wo * d);
@@ -328,7 +313,7 @@ fn conv_network_round_trips_through_a_file_and_corrupt_files_are_errors() {
     m.save(&path).unwrap();
     let back = Network::load(&path).unwrap();
     assert_eq!(back, m);
-    let (x, _) = batch(3, m.input_dim(), 1);
+    let (x, _) = random_batch(3, m.input_dim(), 1);
     assert_eq!(back.logits(x.view()).unwrap(), m.logits(x.view()).unwrap());
 
     // A kernel of the wrong shape is named.
@@ -348,7 +333,7 @@ fn conv_network_round_trips_through_a_file_and_corrupt_files_are_errors() {
 #[test]
 fn training_is_deterministic_and_batch_equals_single() {
     let m = net((8, 8, 1), vec![stage(3, 3, 1, 1, 2)], Activation::Relu, 2);
-    let (x, y) = batch(5, 64, 4);
+    let (x, y) = random_batch(5, 64, 4);
     let (l, g) = m.loss_and_input_grad(x.view(), &y).unwrap();
     for i in 0..5 {
         let xi = x.row(i).insert_axis(ndarray::Axis(0));

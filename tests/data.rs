@@ -2,8 +2,7 @@
 
 use std::collections::HashSet;
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::Path;
 
 use blindspot::data::{read_idx, write_idx, Dataset, Mnist};
 use blindspot::Error;
@@ -13,32 +12,8 @@ use ndarray::{array, Array2};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-/// A fresh directory under the system temp dir, removed when dropped (the crate has no
-/// `tempfile` dev-dependency).
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "blindspot-data-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+mod common;
+use common::TempDir;
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {
     let mut enc = GzEncoder::new(Vec::new(), Compression::fast());
@@ -74,7 +49,7 @@ fn assert_data_file(err: Error, path: &Path, needles: &[&str]) {
 
 #[test]
 fn idx_round_trip_raw_and_gzip() {
-    let dir = TempDir::new("roundtrip");
+    let dir = TempDir::new("data-roundtrip");
     let data: Vec<u8> = (0..2 * 3 * 4).map(|i| (i * 7 % 256) as u8).collect();
     for (gz, name) in [(false, "a.idx"), (true, "a.idx.gz")] {
         let p = dir.path(name);
@@ -96,7 +71,7 @@ fn idx_round_trip_raw_and_gzip() {
 
 #[test]
 fn write_idx_rejects_inconsistent_input() {
-    let dir = TempDir::new("writebad");
+    let dir = TempDir::new("data-writebad");
     let p = dir.path("x.idx");
     assert!(matches!(
         write_idx(&p, &[2, 2], &[0; 3], false),
@@ -115,7 +90,7 @@ fn write_idx_rejects_inconsistent_input() {
 
 #[test]
 fn idx_bad_files_are_typed_errors_naming_the_file() {
-    let dir = TempDir::new("badidx");
+    let dir = TempDir::new("data-badidx");
     let ok = idx_bytes(8, &[2, 3], &[0; 6]);
     let cases: Vec<(&str, Vec<u8>, Vec<&str>)> = vec![
         ("empty", vec![], vec!["empty"]),
@@ -172,7 +147,7 @@ fn idx_bad_files_are_typed_errors_naming_the_file() {
 
 #[test]
 fn corrupt_gzip_is_a_data_file_error() {
-    let dir = TempDir::new("corruptgz");
+    let dir = TempDir::new("data-corruptgz");
     let good = gzip(&idx_bytes(8, &[100], &[7; 100]));
     // Cut the stream short.
     let p = dir.path("cut.gz");
@@ -195,7 +170,7 @@ fn corrupt_gzip_is_a_data_file_error() {
 
 #[test]
 fn missing_idx_file_is_an_io_error() {
-    let dir = TempDir::new("missing");
+    let dir = TempDir::new("data-missing");
     let p = dir.path("nope");
     match read_idx(&p) {
         Err(Error::Io { path, source }) => {
@@ -233,7 +208,7 @@ fn write_fake_mnist(dir: &Path, train_labels: &[u8], n_train_images: usize, gz: 
 #[test]
 fn mnist_loads_small_synthetic_files_raw_and_gzip() {
     for gz in [false, true] {
-        let dir = TempDir::new("fakemnist");
+        let dir = TempDir::new("data-fakemnist");
         write_fake_mnist(&dir.0, &[3, 1, 4], 3, gz);
         let m = Mnist::load(&dir.0).unwrap();
         assert_eq!(m.train.len(), 3);
@@ -251,7 +226,7 @@ fn mnist_loads_small_synthetic_files_raw_and_gzip() {
 
 #[test]
 fn mnist_prefers_gz_over_raw() {
-    let dir = TempDir::new("prefergz");
+    let dir = TempDir::new("data-prefergz");
     write_fake_mnist(&dir.0, &[3, 1, 4], 3, false);
     write_fake_mnist(&dir.0, &[7, 7, 7], 3, true);
     assert_eq!(Mnist::load(&dir.0).unwrap().train.labels(), &[7, 7, 7]);
@@ -259,7 +234,7 @@ fn mnist_prefers_gz_over_raw() {
 
 #[test]
 fn mnist_label_out_of_range_names_file_index_and_label() {
-    let dir = TempDir::new("label10");
+    let dir = TempDir::new("data-label10");
     write_fake_mnist(&dir.0, &[3, 10, 4], 3, true);
     let p = dir.0.join("train-labels-idx1-ubyte.gz");
     assert_data_file(
@@ -271,7 +246,7 @@ fn mnist_label_out_of_range_names_file_index_and_label() {
 
 #[test]
 fn mnist_count_mismatch_names_both_files_and_counts() {
-    let dir = TempDir::new("mismatch");
+    let dir = TempDir::new("data-mismatch");
     write_fake_mnist(&dir.0, &[3, 1], 3, false);
     let err = Mnist::load(&dir.0).unwrap_err();
     let img = dir.0.join("train-images-idx3-ubyte");
@@ -285,7 +260,7 @@ fn mnist_count_mismatch_names_both_files_and_counts() {
 
 #[test]
 fn mnist_wrong_rank_and_missing_files() {
-    let dir = TempDir::new("rank");
+    let dir = TempDir::new("data-rank");
     write_fake_mnist(&dir.0, &[3, 1, 4], 3, false);
     let img = dir.0.join("t10k-images-idx3-ubyte");
     write_idx(&img, &[2, 12], &[0; 24], false).unwrap();

@@ -1,33 +1,11 @@
 //! PNG grids: geometry, gray mapping and errors, checked by decoding the written file.
 
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use blindspot::image::{save_gray_png, Grid};
 use blindspot::Error;
 use ndarray::{array, Array1};
 
-/// A fresh directory under the system temp dir, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "blindspot-image-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+mod common;
+use common::TempDir;
 
 /// Decodes an 8-bit grayscale PNG into (width, height, pixels).
 fn decode(path: &std::path::Path) -> (usize, usize, Vec<u8>) {
@@ -43,7 +21,7 @@ fn decode(path: &std::path::Path) -> (usize, usize, Vec<u8>) {
 
 #[test]
 fn grid_round_trips_through_png() {
-    let dir = TempDir::new("grid");
+    let dir = TempDir::new("image-grid");
     let path = dir.0.join("grid.png");
     // 2×3 tiles, 2 per row, 3 tiles → 2 rows of tiles, the last cell empty.
     let mut grid = Grid::new(2, 3, 2).unwrap();
@@ -82,7 +60,7 @@ fn grid_round_trips_through_png() {
 
 #[test]
 fn perturbation_is_magnified_by_its_largest_magnitude() {
-    let dir = TempDir::new("magnify");
+    let dir = TempDir::new("image-magnify");
     let path = dir.0.join("p.png");
     let mut grid = Grid::new(1, 3, 3).unwrap();
     // Tiny values, as adversarial perturbations are: still drawn at full contrast.
@@ -95,7 +73,7 @@ fn perturbation_is_magnified_by_its_largest_magnitude() {
 
 #[test]
 fn scale_magnifies_tiles_but_not_separators() {
-    let dir = TempDir::new("scale");
+    let dir = TempDir::new("image-scale");
     let path = dir.0.join("s.png");
     let mut grid = Grid::new(1, 2, 2)
         .unwrap()
@@ -148,7 +126,7 @@ fn grid_errors_are_typed() {
     ));
     assert!(grid.is_empty(), "rejected tiles are not added");
 
-    let dir = TempDir::new("errors");
+    let dir = TempDir::new("image-errors");
     let path = dir.0.join("empty.png");
     assert!(matches!(
         grid.save(&path),
@@ -166,7 +144,7 @@ fn grid_errors_are_typed() {
 
 #[test]
 fn save_gray_png_writes_exact_pixels() {
-    let dir = TempDir::new("gray");
+    let dir = TempDir::new("image-gray");
     let path = dir.0.join("g.png");
     let pixels: Vec<u8> = (0..12).map(|i| i * 20).collect();
     save_gray_png(&path, 4, 3, &pixels).unwrap();

@@ -14,83 +14,13 @@ use blindspot::Error;
 use ndarray::{Array1, Array2};
 use proptest::prelude::*;
 
+mod common;
+use common::rosenbrock::{rosenbrock_bounds, rosenbrock_solution, rosenbrock_start, Rosenbrock};
+
 type Vector = Array1<f64>;
 
 // ---------------------------------------------------------------------------------------------
 // Problems
-
-/// Extended Rosenbrock: `Σ_k 100 (x_{2k+1} − x_{2k}²)² + (1 − x_{2k})²`.
-#[derive(Clone)]
-struct Rosenbrock;
-
-impl CostFunction for Rosenbrock {
-    type Param = Vector;
-    type Output = f64;
-    fn cost(&self, x: &Vector) -> Result<f64, ArgminError> {
-        Ok((0..x.len() / 2)
-            .map(|k| {
-                let (a, b) = (x[2 * k], x[2 * k + 1]);
-                100.0 * (b - a * a).powi(2) + (1.0 - a).powi(2)
-            })
-            .sum())
-    }
-}
-
-impl Gradient for Rosenbrock {
-    type Param = Vector;
-    type Gradient = Vector;
-    fn gradient(&self, x: &Vector) -> Result<Vector, ArgminError> {
-        let mut g = Vector::zeros(x.len());
-        for k in 0..x.len() / 2 {
-            let (a, b) = (x[2 * k], x[2 * k + 1]);
-            let t = b - a * a;
-            g[2 * k] = -400.0 * a * t - 2.0 * (1.0 - a);
-            g[2 * k + 1] = 200.0 * t;
-        }
-        Ok(g)
-    }
-}
-
-/// Bounds by pair `k`: `x_{2k} ≤ 0.5` (k ≡ 0 mod 3), `x_{2k} ≥ 1.2` (k ≡ 1 mod 3), the pair in
-/// `[−2, 2]` for k ≡ 2 (mod 3) and k ≡ 2 (mod 5). Each pair has one KKT point.
-fn rosenbrock_bounds(n: usize) -> (Vector, Vector) {
-    let mut l = Vector::from_elem(n, f64::NEG_INFINITY);
-    let mut u = Vector::from_elem(n, f64::INFINITY);
-    for k in 0..n / 2 {
-        match k % 3 {
-            0 => u[2 * k] = 0.5,
-            1 => l[2 * k] = 1.2,
-            _ if k % 5 == 2 => {
-                for i in [2 * k, 2 * k + 1] {
-                    l[i] = -2.0;
-                    u[i] = 2.0;
-                }
-            }
-            _ => {}
-        }
-    }
-    (l, u)
-}
-
-/// Minimiser of each bounded pair, worked out by hand: with `x_{2k}` pinned at `a` the best
-/// `x_{2k+1}` is `a²`, and `(1 − a)²` is monotone on each side of 1.
-fn rosenbrock_solution(n: usize) -> Vector {
-    let mut x = Vector::ones(n);
-    for k in 0..n / 2 {
-        let a = match k % 3 {
-            0 => 0.5,
-            1 => 1.2,
-            _ => 1.0,
-        };
-        x[2 * k] = a;
-        x[2 * k + 1] = a * a;
-    }
-    x
-}
-
-fn rosenbrock_start(n: usize) -> Vector {
-    Vector::from_shape_fn(n, |i| if i % 2 == 0 { -1.2 } else { 1.0 })
-}
 
 /// `½ xᵀAx − bᵀx` with a dense symmetric positive definite `A`.
 #[derive(Clone)]

@@ -3,36 +3,10 @@
 use blindspot::data::Dataset;
 use blindspot::nn::{train, Activation, Architecture, Mlp, ModelFile, TrainParams, Trainable};
 use blindspot::{Classifier, Differentiable, Error, Representation};
-use ndarray::{Array2, ArrayView2};
-use ndarray_rand::rand_distr::Uniform;
-use ndarray_rand::RandomExt;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
+use ndarray::Array2;
 
-fn small_batch(n: usize, d: usize, seed: u64) -> (Array2<f32>, Vec<usize>) {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let x = Array2::random_using((n, d), Uniform::new(0.0f32, 1.0), &mut rng);
-    let y = (0..n).map(|i| (i * 7 + 3) % 4).collect();
-    (x, y)
-}
-
-/// The training objective: mean cross-entropy plus the regulariser.
-fn objective(m: &Mlp, x: ArrayView2<f32>, y: &[usize]) -> f64 {
-    let mut g: Vec<Array2<f32>> = m
-        .params()
-        .iter()
-        .map(|p| Array2::zeros(p.raw_dim()))
-        .collect();
-    let mut ws = Trainable::workspace(m, x.nrows());
-    let loss = m.accumulate_grad(x, y, 1.0, &mut g, &mut ws).unwrap() as f64;
-    loss / x.nrows() as f64 + m.regularize(&mut g) as f64
-}
-
-/// Central differences on f32 parameters: step 1e-3 gives truncation error ~1e-6 and rounding
-/// error ~1e-4 on losses of order 1, hence the bound |fd − g| <= 2e-2·max(|fd|, |g|) + 2e-4.
-fn close(fd: f64, g: f64) -> bool {
-    (fd - g).abs() <= 2e-2 * fd.abs().max(g.abs()) + 2e-4
-}
+mod common;
+use common::{close, objective, random_batch};
 
 #[test]
 fn parameter_gradients_match_finite_differences() {
@@ -44,7 +18,7 @@ fn parameter_gradients_match_finite_differences() {
     ] {
         let arch = Architecture::new(6, vec![5, 4], 4, act, 0.05).unwrap();
         let mut m = Mlp::new(arch, 3);
-        let (x, y) = small_batch(7, 6, 11);
+        let (x, y) = random_batch(7, 6, 11);
         let mut grads: Vec<Array2<f32>> = m
             .params()
             .iter()
@@ -83,7 +57,7 @@ fn parameter_gradients_match_finite_differences() {
 fn input_gradient_matches_finite_differences() {
     let arch = Architecture::new(6, vec![5, 4], 4, Activation::Sigmoid, 0.0).unwrap();
     let m = Mlp::new(arch, 5);
-    let (x, y) = small_batch(3, 6, 2);
+    let (x, y) = random_batch(3, 6, 2);
     let (losses, grad) = m.loss_and_input_grad(x.view(), &y).unwrap();
     assert_eq!(grad.dim(), (3, 6));
     let h = 1e-3f32;
@@ -117,7 +91,7 @@ fn input_gradient_matches_finite_differences() {
 fn probabilities_and_representation_are_consistent() {
     let arch = Architecture::parse("FC8-6-3", 5).unwrap();
     let m = Mlp::new(arch, 1);
-    let (x, _) = small_batch(4, 5, 9);
+    let (x, _) = random_batch(4, 5, 9);
     let p = m.probabilities(x.view()).unwrap();
     for row in p.rows() {
         assert!((row.sum() - 1.0).abs() < 1e-6);
@@ -244,7 +218,7 @@ fn npz_round_trip_and_mismatched_shapes() {
 
 fn toy_dataset() -> Dataset {
     // Two classes separated by the mean brightness of the left vs right half.
-    let (mut x, _) = small_batch(200, 16, 4);
+    let (mut x, _) = random_batch(200, 16, 4);
     let mut y = Vec::new();
     for (i, mut row) in x.rows_mut().into_iter().enumerate() {
         let label = i % 2;
@@ -293,7 +267,7 @@ fn single_example_kernel_matches_batch_path() {
     for act in [Activation::Sigmoid, Activation::Relu] {
         let arch = Architecture::new(30, vec![17, 9], 5, act, 0.0).unwrap();
         let m = Mlp::new(arch, 8);
-        let (mut x, _) = small_batch(4, 30, 6);
+        let (mut x, _) = random_batch(4, 30, 6);
         x[[2, 3]] = 0.0; // zero pixels take the kernel's skip branch
         let y = [4, 0, 2, 1];
         let (batch_loss, batch_grad) = m.loss_and_input_grad(x.view(), &y).unwrap();

@@ -6,10 +6,13 @@ use blindspot::spectral::{
 };
 use blindspot::Error;
 use ndarray::{Array2, Axis};
-use ndarray_rand::rand_distr::{StandardNormal, Uniform};
+use ndarray_rand::rand_distr::StandardNormal;
 use ndarray_rand::RandomExt;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+
+mod common;
+use common::random_inputs;
 
 const TOL: f64 = 1e-9;
 
@@ -144,11 +147,6 @@ fn zero_matrix_has_norm_zero_and_bad_inputs_are_typed_errors() {
     ));
 }
 
-fn random_batch(n: usize, d: usize, seed: u64) -> Array2<f32> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    Array2::random_using((n, d), Uniform::new(0.0f32, 1.0), &mut rng)
-}
-
 #[test]
 fn measured_ratio_never_exceeds_the_bound() {
     for (i, act) in [
@@ -174,7 +172,7 @@ fn measured_ratio_never_exceeds_the_bound() {
         );
         let bound = network_bound(&bounds);
         assert!(bound > 0.0);
-        let x = random_batch(200, 12, 7 + i as u64);
+        let x = random_inputs(200, 12, 7 + i as u64);
         let mut rng = ChaCha8Rng::seed_from_u64(11 + i as u64);
         let mut worst: f64 = 0.0;
         for scale in [1e-2f32, 1e-1, 1.0, 10.0] {
@@ -200,7 +198,7 @@ fn bound_is_attained_by_a_single_linear_layer() {
     assert_eq!(bounds.len(), 1);
     let est = power_iteration(mlp.weights(0).unwrap(), TOL, 100_000, 1).unwrap();
     let r = est.left.mapv(|v| v as f32).insert_axis(Axis(0));
-    let x = random_batch(1, 30, 1);
+    let x = random_inputs(1, 30, 1);
     let ratio = perturbation_ratios(&mlp, x.view(), r.view()).unwrap()[0];
     let bound = network_bound(&bounds);
     assert!((ratio - bound).abs() <= 1e-4 * bound, "{ratio} vs {bound}");
@@ -209,13 +207,13 @@ fn bound_is_attained_by_a_single_linear_layer() {
 #[test]
 fn perturbation_ratios_check_shapes() {
     let mlp = Mlp::new(Architecture::parse("FC5-3", 4).unwrap(), 1);
-    let x = random_batch(3, 4, 1);
-    let r = random_batch(2, 4, 2);
+    let x = random_inputs(3, 4, 1);
+    let r = random_inputs(2, 4, 2);
     assert!(matches!(
         perturbation_ratios(&mlp, x.view(), r.view()),
         Err(Error::Shape { .. })
     ));
-    let r = random_batch(3, 5, 2);
+    let r = random_inputs(3, 5, 2);
     assert!(matches!(
         perturbation_ratios(&mlp, x.view(), r.view()),
         Err(Error::Shape { .. })

@@ -6,7 +6,10 @@ use candle_core::{DType, Device, Module, Tensor, Var};
 use ndarray::{Array2, ArrayView2, ArrayViewMut1, ArrayViewMut2};
 
 use crate::error::{Error, Result};
-use crate::model::{check_batch, check_labels, Classifier, Differentiable, Representation};
+use crate::model::{
+    check_finite, check_input_batch, check_loss_and_grad_args, check_model_output, Classifier,
+    Differentiable, Representation,
+};
 
 /// A hidden output: computed from the wrapped module and the input batch tensor.
 type HiddenFn<M> = Box<dyn Fn(&M, &Tensor) -> candle_core::Result<Tensor> + Send + Sync>;
@@ -248,11 +251,7 @@ impl<M: Module> CandleModel<M> {
     }
 
     fn check_input(&self, x: ArrayView2<'_, f32>) -> Result<()> {
-        check_batch(x, self.input_dim, "input batch")?;
-        if x.nrows() == 0 {
-            return Err(Error::EmptyDataset("input batch has no rows".into()));
-        }
-        Ok(())
+        check_input_batch(x, self.input_dim)
     }
 
     fn batch_shape(&self, n: usize) -> Vec<usize> {
@@ -288,11 +287,7 @@ impl<M: Module> CandleModel<M> {
     /// Logits as an array, checked finite.
     fn logits_array(z: &Tensor) -> Result<Array2<f32>> {
         let z = array_from_tensor(z)?;
-        if z.iter().any(|v| !v.is_finite()) {
-            return Err(Error::NonFinite {
-                what: "candle model logits".into(),
-            });
-        }
+        check_finite(z.view(), "candle model logits")?;
         Ok(z)
     }
 }
@@ -322,19 +317,15 @@ impl<M: Module + Sync> Differentiable for CandleModel<M> {
         mut losses: ArrayViewMut1<'_, f32>,
         mut grad: ArrayViewMut2<'_, f32>,
     ) -> Result<()> {
-        self.check_input(x)?;
+        check_loss_and_grad_args(
+            x,
+            self.input_dim,
+            labels,
+            self.classes,
+            losses.view(),
+            grad.view(),
+        )?;
         let (n, m) = x.dim();
-        check_labels(labels, n, self.classes)?;
-        if losses.len() != n {
-            return Err(Error::shape("losses", n, losses.len()));
-        }
-        if grad.dim() != x.dim() {
-            return Err(Error::shape(
-                "input gradient",
-                format!("{n} × {m}"),
-                format!("{} × {}", grad.nrows(), grad.ncols()),
-            ));
-        }
         let x_std = x.as_standard_layout();
         let input = Var::from_slice(
             x_std.as_slice().expect("standard layout is contiguous"),
@@ -376,18 +367,7 @@ impl<M: Module + Sync> Differentiable for CandleModel<M> {
         match grads.get(input.as_tensor()) {
             Some(g) => {
                 let g = array_from_tensor(g)?;
-                if g.dim() != (n, m) {
-                    return Err(Error::shape(
-                        "candle input gradient",
-                        format!("{n} × {m}"),
-                        format!("{} × {}", g.nrows(), g.ncols()),
-                    ));
-                }
-                if g.iter().any(|v| !v.is_finite()) {
-                    return Err(Error::NonFinite {
-                        what: "candle input gradient".into(),
-                    });
-                }
+                check_model_output(g.view(), n, m, "candle input gradient")?;
                 grad.assign(&g);
             }
             // The logits do not depend on the input at all.

@@ -2,8 +2,10 @@
 
 use ndarray::{Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis};
 
-use crate::error::{Error, Result};
-use crate::model::{check_batch, check_labels, Classifier, Differentiable, Representation};
+use crate::error::{check_nonzero, Error, Result};
+use crate::model::{
+    check_loss_and_grad_args, checked_logits, Classifier, Differentiable, Representation,
+};
 
 /// Default step `h` of the central difference, in input units (pixels in `[0, 1]`).
 ///
@@ -89,9 +91,7 @@ impl<C: Classifier> FiniteDifference<C> {
     ///
     /// [`Error::InvalidParameter`] for 0.
     pub fn with_chunk(mut self, chunk: usize) -> Result<Self> {
-        if chunk == 0 {
-            return Err(Error::param("chunk", "must be at least 1"));
-        }
+        check_nonzero("chunk", chunk)?;
         self.chunk = chunk;
         Ok(self)
     }
@@ -114,25 +114,6 @@ impl<C: Classifier> FiniteDifference<C> {
     /// Unwraps the model.
     pub fn into_inner(self) -> C {
         self.model
-    }
-
-    /// Logits of `rows`, checked to be `rows × classes` and finite.
-    fn checked_logits(&self, rows: ArrayView2<'_, f32>) -> Result<Array2<f32>> {
-        let z = self.model.logits(rows)?;
-        let expected = (rows.nrows(), self.model.num_classes());
-        if z.dim() != expected {
-            return Err(Error::shape(
-                "model logits",
-                format!("{} × {}", expected.0, expected.1),
-                format!("{} × {}", z.nrows(), z.ncols()),
-            ));
-        }
-        if z.iter().any(|v| !v.is_finite()) {
-            return Err(Error::NonFinite {
-                what: "model logits".into(),
-            });
-        }
-        Ok(z)
     }
 }
 
@@ -172,23 +153,16 @@ impl<C: Classifier> Differentiable for FiniteDifference<C> {
         mut losses: ArrayViewMut1<'_, f32>,
         mut grad: ArrayViewMut2<'_, f32>,
     ) -> Result<()> {
+        check_loss_and_grad_args(
+            x,
+            self.input_dim(),
+            labels,
+            self.num_classes(),
+            losses.view(),
+            grad.view(),
+        )?;
         let (n, m) = x.dim();
-        check_batch(x, self.input_dim(), "input batch")?;
-        if n == 0 {
-            return Err(Error::EmptyDataset("input batch has no rows".into()));
-        }
-        check_labels(labels, n, self.num_classes())?;
-        if losses.len() != n {
-            return Err(Error::shape("losses", n, losses.len()));
-        }
-        if grad.dim() != x.dim() {
-            return Err(Error::shape(
-                "input gradient",
-                format!("{n} × {m}"),
-                format!("{} × {}", grad.nrows(), grad.ncols()),
-            ));
-        }
-        let z = self.checked_logits(x)?;
+        let z = checked_logits(&self.model, x)?;
         for (i, row) in z.axis_iter(Axis(0)).enumerate() {
             losses[i] = xent(row, labels[i]) as f32;
         }
@@ -213,7 +187,7 @@ impl<C: Classifier> Differentiable for FiniteDifference<C> {
                 minus.assign(&xi);
                 minus[j] -= h;
             }
-            let z = self.checked_logits(rows.view())?;
+            let z = checked_logits(&self.model, rows.view())?;
             for k in 0..len {
                 let (i, j) = ((start + k) / m, (start + k) % m);
                 // The step actually taken, after f32 rounding of x ± h.

@@ -4,8 +4,8 @@
 use ndarray::{Array1, ArrayView1, Axis};
 
 use super::{check_input, outcome, Attack, Outcome, Target};
-use crate::error::{Error, Result};
-use crate::model::{checked_predict, Differentiable};
+use crate::error::{check_positive, Error, Result};
+use crate::model::{check_model_output, checked_predict, Differentiable};
 
 /// One signed-gradient step: `x' = clip(x + ε·sign ∇ₓ J(x, y))` for an untargeted attack
 /// (away from the true label `y`), `x' = clip(x − ε·sign ∇ₓ J(x, t))` towards a target `t`,
@@ -77,13 +77,7 @@ impl Fgsm {
 }
 
 fn check_epsilon(epsilon: f64) -> Result<()> {
-    if !(epsilon.is_finite() && epsilon > 0.0) {
-        return Err(Error::param(
-            "epsilon",
-            format!("must be finite and > 0, got {epsilon}"),
-        ));
-    }
-    Ok(())
+    check_positive("epsilon", epsilon)
 }
 
 /// `clip(x + step·s)` into `out`.
@@ -109,18 +103,7 @@ impl Attack for Fgsm {
             None => (label, 1.0f32),
         };
         let (_, grad) = model.loss_and_input_grad(x.insert_axis(Axis(0)), &[aim])?;
-        if grad.dim() != (1, x.len()) {
-            return Err(Error::shape(
-                "model input gradient",
-                format!("1 × {}", x.len()),
-                format!("{:?}", grad.dim()),
-            ));
-        }
-        if grad.iter().any(|g| !g.is_finite()) {
-            return Err(Error::NonFinite {
-                what: "model input gradient".into(),
-            });
-        }
+        check_model_output(grad.view(), 1, x.len(), "model input gradient")?;
         // sign(0) = 0: pixels the loss does not depend on stay put.
         let s: Array1<f32> = grad.row(0).mapv(|g| {
             if g > 0.0 {

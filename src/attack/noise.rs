@@ -7,7 +7,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use super::{check_input, distortion, outcome, Attack, Outcome, Target};
-use crate::error::{Error, Result};
+use crate::error::{check_non_negative, Error, Result};
 use crate::model::Differentiable;
 
 /// Adds `N(0, stddev²)` noise to every pixel and clips to `[0, 1]`; the paper's baseline for
@@ -28,12 +28,7 @@ impl GaussianNoise {
     ///
     /// [`Error::InvalidParameter`] if `stddev` is negative or not finite.
     pub fn new(stddev: f64) -> Result<Self> {
-        if !(stddev.is_finite() && stddev >= 0.0) {
-            return Err(Error::param(
-                "stddev",
-                format!("must be finite and >= 0, got {stddev}"),
-            ));
-        }
+        check_non_negative("stddev", stddev)?;
         Ok(GaussianNoise { stddev })
     }
 
@@ -71,12 +66,7 @@ impl GaussianNoise {
     /// not finite, or more than clipped noise can reach.
     pub fn matching(x: ArrayView1<'_, f32>, target: f64, seed: u64) -> Result<Array1<f32>> {
         check_pixels(x)?;
-        if !(target.is_finite() && target >= 0.0) {
-            return Err(Error::param(
-                "distortion",
-                format!("must be finite and >= 0, got {target}"),
-            ));
-        }
+        check_non_negative("distortion", target)?;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let noise: Array1<f64> = Array1::random_using(
             x.len(),

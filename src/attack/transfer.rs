@@ -5,8 +5,8 @@
 use ndarray::{Array1, ArrayView1, ArrayView2, Zip};
 
 use super::distortion;
-use crate::error::{Error, Result};
-use crate::model::{check_batch, check_labels, checked_predict, Classifier};
+use crate::error::{check_non_negative, Error, Result};
+use crate::model::{check_batch, check_finite, check_labels, checked_predict, Classifier};
 
 /// Relative tolerance of [`magnify`]: the returned input's distortion is within
 /// `MAGNIFY_TOLERANCE · target` of `target`.
@@ -50,23 +50,15 @@ pub fn magnify(
     if x.is_empty() {
         return Err(Error::shape("input", "at least one pixel", 0));
     }
-    if x.iter().chain(x_adv.iter()).any(|v| !v.is_finite()) {
-        return Err(Error::NonFinite {
-            what: "magnify inputs".into(),
-        });
-    }
+    check_finite(x, "magnify inputs")?;
+    check_finite(x_adv, "magnify inputs")?;
     if let Some(i) = x.iter().position(|&v| !(0.0..=1.0).contains(&v)) {
         return Err(Error::param(
             "x",
             format!("pixel {i} is {}, outside the box [0, 1]", x[i]),
         ));
     }
-    if !(target_distortion.is_finite() && target_distortion >= 0.0) {
-        return Err(Error::param(
-            "target_distortion",
-            format!("must be finite and >= 0, got {target_distortion}"),
-        ));
-    }
+    check_non_negative("target_distortion", target_distortion)?;
     if target_distortion == 0.0 {
         return Ok(x.to_owned());
     }

@@ -8,7 +8,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
-use crate::error::{Error, Result};
+use crate::error::{check_nonzero, Error, Result};
 
 /// Labelled grayscale images, one flattened image per row, pixel values in `[0, 1]`.
 ///
@@ -70,9 +70,7 @@ impl Dataset {
         image_shape: (usize, usize),
         num_classes: usize,
     ) -> Result<Dataset> {
-        if num_classes == 0 {
-            return Err(Error::param("num_classes", "must be at least 1"));
-        }
+        check_nonzero("num_classes", num_classes)?;
         let (n, d) = images.dim();
         if n == 0 {
             return Err(Error::EmptyDataset("Dataset::new given 0 images".into()));
@@ -278,9 +276,7 @@ impl Dataset {
     ///
     /// [`Error::InvalidParameter`] if `batch_size == 0`.
     pub fn batches(&self, batch_size: usize, seed: u64) -> Result<Batches<'_>> {
-        if batch_size == 0 {
-            return Err(Error::param("batch_size", "must be at least 1"));
-        }
+        check_nonzero("batch_size", batch_size)?;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         Ok(Batches {
             dataset: self,

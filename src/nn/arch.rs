@@ -3,7 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::error::{Error, Result};
+use crate::error::{check_non_negative, Error, Result};
 use crate::nn::Activation;
 
 /// Weight decay used when a name gives none; the paper's deeper FC networks use 1e-5.
@@ -132,12 +132,7 @@ impl Architecture {
                 format!("need at least 2 classes, got {classes}"),
             ));
         }
-        if !(weight_decay.is_finite() && weight_decay >= 0.0) {
-            return Err(Error::param(
-                "weight_decay",
-                format!("must be finite and >= 0, got {weight_decay}"),
-            ));
-        }
+        check_non_negative("weight_decay", weight_decay)?;
         let a = Architecture {
             input,
             image: (1, input, 1),

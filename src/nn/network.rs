@@ -10,7 +10,10 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::error::{Error, Result};
-use crate::model::{check_batch, check_labels, Classifier, Differentiable, Representation};
+use crate::model::{
+    check_finite, check_input_batch, check_labels, check_loss_and_grad_args, Classifier,
+    Differentiable, Representation,
+};
 use crate::nn::layer::{weight_decay, Conv2d, Dense, Layer, MaxPool2d};
 use crate::nn::stack::{check_grads, Stack, Workspace};
 use crate::nn::{Activation, Architecture, ModelFile, Trainable};
@@ -131,11 +134,7 @@ impl Network {
                     format!("{:?}", p.dim()),
                 ));
             }
-            if p.iter().any(|v| !v.is_finite()) {
-                return Err(Error::NonFinite {
-                    what: format!("parameter {name}"),
-                });
-            }
+            check_finite(p.view(), &format!("parameter {name}"))?;
         }
         // The single-example kernels read parameters as contiguous row-major slices.
         let params = params
@@ -241,11 +240,7 @@ impl Network {
     }
 
     fn check_input(&self, x: ArrayView2<'_, f32>) -> Result<()> {
-        check_batch(x, self.arch.input(), "input batch")?;
-        if x.nrows() == 0 {
-            return Err(Error::EmptyDataset("input batch has no rows".into()));
-        }
-        Ok(())
+        check_input_batch(x, self.arch.input())
     }
 
     /// Forward pass with the softmax head: probabilities in the last slot and, with labels,
@@ -299,27 +294,19 @@ impl Network {
         mut losses: ArrayViewMut1<'_, f32>,
         grad: ArrayViewMut2<'_, f32>,
     ) -> Result<()> {
-        self.check_input(x)?;
-        check_labels(labels, x.nrows(), self.arch.classes())?;
+        check_loss_and_grad_args(
+            x,
+            self.arch.input(),
+            labels,
+            self.arch.classes(),
+            losses.view(),
+            grad.view(),
+        )?;
         let n = x.nrows();
-        if losses.len() != n {
-            return Err(Error::shape("losses", n, losses.len()));
-        }
-        if grad.dim() != x.dim() {
-            return Err(Error::shape(
-                "input gradient",
-                format!("{:?}", x.dim()),
-                format!("{:?}", grad.dim()),
-            ));
-        }
         self.stack.prepare(ws, n)?;
         self.forward_softmax(x, Some(labels), ws, true);
         let l = ws.losses.slice(s![..n]);
-        if l.iter().any(|v| !v.is_finite()) {
-            return Err(Error::NonFinite {
-                what: "loss (the input is too large for finite logits)".into(),
-            });
-        }
+        check_finite(l, "loss (the input is too large for finite logits)")?;
         losses.assign(&l);
         self.softmax_delta(labels, 1.0, ws);
         self.stack.backward(x, ws, None, Some(grad), true);
@@ -496,11 +483,10 @@ impl Classifier for Network {
     fn logits(&self, x: ArrayView2<'_, f32>) -> Result<Array2<f32>> {
         self.check_input(x)?;
         let z = self.forward_to(x, self.layers().len() - 1)?;
-        if z.iter().any(|v| !v.is_finite()) {
-            return Err(Error::NonFinite {
-                what: "logits (the input is too large for finite logits)".into(),
-            });
-        }
+        check_finite(
+            z.view(),
+            "logits (the input is too large for finite logits)",
+        )?;
         Ok(z)
     }
 }

@@ -55,7 +55,8 @@ use rayon::prelude::*;
 use rustfft::num_complex::Complex;
 use rustfft::FftPlanner;
 
-use crate::error::{Error, Result};
+use crate::error::{check_nonzero, check_positive, Error, Result};
+use crate::model::check_finite;
 
 /// Largest number of elements any array built here may have (`2^28`): the input `C·H·W`, the
 /// output `D·H_out·W_out`, and the kernel spectra `D·C·H·W` (stride included) of the Fourier
@@ -116,19 +117,12 @@ fn check_kernel(kernel: &ArrayView4<'_, f32>) -> Result<(usize, usize, usize, us
             format!("({d}, {c}, {kh}, {kw})"),
         ));
     }
-    if kernel.iter().any(|v| !v.is_finite()) {
-        return Err(Error::NonFinite {
-            what: "convolution kernel".into(),
-        });
-    }
+    check_finite(kernel.view(), "convolution kernel")?;
     Ok((d, c, kh, kw))
 }
 
 fn check_stride(stride: usize) -> Result<()> {
-    if stride == 0 {
-        return Err(Error::param("stride", "must be at least 1"));
-    }
-    Ok(())
+    check_nonzero("stride", stride)
 }
 
 fn check_image(height: usize, width: usize) -> Result<()> {
@@ -683,15 +677,8 @@ pub fn conv_power_iteration(
     let dims = check_kernel(&kernel)?;
     check_stride(stride)?;
     check_image(height, width)?;
-    if !(tol.is_finite() && tol > 0.0) {
-        return Err(Error::param(
-            "tol",
-            format!("must be finite and > 0, got {tol}"),
-        ));
-    }
-    if max_iter == 0 {
-        return Err(Error::param("max_iter", "must be at least 1"));
-    }
+    check_positive("tol", tol)?;
+    check_nonzero("max_iter", max_iter)?;
     let g = Geometry::new(dims, height, width, stride, padding)?;
     let k: Vec<f64> = kernel.iter().map(|&v| f64::from(v)).collect();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);

@@ -28,8 +28,8 @@ use ndarray_rand::RandomExt;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::error::{Error, Result};
-use crate::model::{check_batch, Classifier};
+use crate::error::{check_nonzero, check_positive, Error, Result};
+use crate::model::{check_batch, check_finite, Classifier};
 use crate::nn::{Activation, Layer, Mlp};
 
 pub mod conv;
@@ -92,20 +92,9 @@ pub fn power_iteration(
             format!("{m} × {n}"),
         ));
     }
-    if w.iter().any(|v| !v.is_finite()) {
-        return Err(Error::NonFinite {
-            what: "matrix for operator norm".into(),
-        });
-    }
-    if !(tol.is_finite() && tol > 0.0) {
-        return Err(Error::param(
-            "tol",
-            format!("must be finite and > 0, got {tol}"),
-        ));
-    }
-    if max_iter == 0 {
-        return Err(Error::param("max_iter", "must be at least 1"));
-    }
+    check_finite(w, "matrix for operator norm")?;
+    check_positive("tol", tol)?;
+    check_nonzero("max_iter", max_iter)?;
     let w = w.mapv(f64::from);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut v: Array1<f64> = Array1::random_using(n, StandardNormal, &mut rng);
