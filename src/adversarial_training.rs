@@ -37,7 +37,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::attack::{Attack, Target};
 use crate::data::Dataset;
-use crate::error::{Error, Result};
+use crate::error::{check_nonzero, Error, Result};
 use crate::model::{Classifier, Differentiable, Representation};
 use crate::nn::{error_rate, Activation, Network, Progress, TrainConfig, TrainParams, Trainable};
 use crate::nn::{fit_loop, SgdStep, Steps};
@@ -180,9 +180,7 @@ impl AdversarialParams {
                 }
             }
         }
-        if self.pool_size == 0 {
-            return Err(Error::param("pool_size", "must be at least 1"));
-        }
+        check_nonzero("pool_size", self.pool_size)?;
         if !(self.refresh_fraction > 0.0 && self.refresh_fraction <= 1.0) {
             return Err(Error::param(
                 "refresh_fraction",
@@ -198,9 +196,7 @@ impl AdversarialParams {
                 format!("must be in 1..=1000000, got {}", self.pool_batch),
             ));
         }
-        if self.pool_every == 0 {
-            return Err(Error::param("pool_every", "must be at least 1 clean step"));
-        }
+        check_nonzero("pool_every", self.pool_every)?;
         if !(self.pool_weight > 0.0 && self.pool_weight <= 1.0) {
             return Err(Error::param(
                 "pool_weight",
@@ -292,9 +288,7 @@ impl AdversarialPool {
         M: Differentiable + ?Sized,
         A: Attack,
     {
-        if inputs.nrows() == 0 {
-            return Err(Error::param("pool_size", "must be at least 1"));
-        }
+        check_nonzero("pool_size", inputs.nrows())?;
         let start = Instant::now();
         let (examples, evaluations, ok, dist) = make(model, attack, inputs, labels, target, rng)?;
         let n = labels.len();
