@@ -18,7 +18,9 @@ fn bench(c: &mut Criterion) {
     let config = TrainParams {
         batch_size: 128,
         learning_rate: 0.5,
-        ..TrainParams::for_arch(&arch).with_epochs(3).with_seed(1)
+        ..blindspot::zoo::train_params(&arch)
+            .with_epochs(3)
+            .with_seed(1)
     }
     .check()
     .unwrap();

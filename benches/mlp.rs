@@ -75,7 +75,9 @@ fn bench(c: &mut Criterion) {
     let subset = mnist.train.head(10_000).unwrap();
     let config = TrainParams {
         batch_size: 128,
-        ..TrainParams::for_arch(&arch).with_epochs(1).with_seed(1)
+        ..blindspot::zoo::train_params(&arch)
+            .with_epochs(1)
+            .with_seed(1)
     }
     .check()
     .unwrap();

@@ -28,7 +28,7 @@ use blindspot::adversarial_training::{
 };
 use blindspot::attack::{Attack, BoxLbfgs, Target};
 use blindspot::data::{Dataset, Mnist};
-use blindspot::nn::{train, Architecture, Mlp, TrainParams};
+use blindspot::nn::{train, Architecture, Mlp};
 use clap::Parser;
 use serde_json::json;
 
@@ -149,7 +149,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_search_steps(args.attack_search_steps)
         .with_max_iters(args.attack_iters)?;
     let hidden = arch.hidden().len();
-    let epochs = args.epochs.unwrap_or(TrainParams::for_arch(&arch).epochs);
+    let epochs = args
+        .epochs
+        .unwrap_or(blindspot::zoo::train_params(&arch).epochs);
     println!(
         "# Adversarial training of {} ({} training images, {} epochs, seeds 1..={}, {} threads)\n",
         args.model,
@@ -174,7 +176,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut rows = Vec::new();
     for method in &methods {
         for seed in 1..=args.seeds {
-            let mut params = TrainParams::for_arch(&arch)
+            let mut params = blindspot::zoo::train_params(&arch)
                 .with_seed(seed)
                 .with_epochs(epochs);
             let mut model = Mlp::new(arch.clone(), seed);

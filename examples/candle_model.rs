@@ -25,7 +25,7 @@ use blindspot::adapters::{tensor_from_array, CandleModel, FiniteDifference};
 use blindspot::attack::{magnify, transfer_error, Attack, BoxLbfgs, Outcome, Target};
 use blindspot::data::Mnist;
 use blindspot::nn::{error_rate, Mlp};
-use blindspot::probe::{study, ProbeConfig, ProbeReport};
+use blindspot::probe::{study, ProbeParams, ProbeReport};
 use blindspot::zoo::Zoo;
 use blindspot::{Differentiable, Representation};
 use candle_core::{DType, Device, Module, Tensor};
@@ -432,7 +432,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // 6. The probe on the convnet's hidden layer.
     let layer = net.layer_index("fc1").expect("fc1 was added");
     let t = Instant::now();
-    let report = study(&net, &mnist.test, layer, &ProbeConfig::default())?;
+    let report = study(&net, &mnist.test, layer, &ProbeParams::default().check()?)?;
     let probe = probe_json(&report);
     eprintln!(
         "probe fc1 ({} units, {:.1} s): unit purity {:.3}, random purity {:.3}, difference p = {:.3}",

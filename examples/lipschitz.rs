@@ -18,7 +18,7 @@ use blindspot::data::Mnist;
 use blindspot::nn::{error_rate, Layer, Mlp};
 use blindspot::spectral::{
     conv_operator_norm, conv_power_iteration, layer_bounds, network_bound, perturbation_ratios,
-    power_iteration, LayerBound, Padding, DEFAULT_MAX_ITER, DEFAULT_TOL,
+    power_iteration, LayerBound, Padding, PowerIterationConfig, PowerIterationParams,
 };
 use blindspot::zoo::{Zoo, TABLE1_AND_CONV};
 use clap::Parser;
@@ -114,9 +114,9 @@ fn singular_sets(
                 w,
                 stride,
                 Padding::Zero(padding),
-                1e-9,
-                100_000,
-                1,
+                &PowerIterationParams::new(1e-9, 100_000)
+                    .with_seed(1)
+                    .check()?,
             )?;
             // (C, H, W) to the crate's channels-last rows.
             let v = est.input.permuted_axes([1, 2, 0]);
@@ -124,7 +124,7 @@ fn singular_sets(
         }
         _ => {
             let w0 = model.weights(0).expect("an Mlp has at least one layer");
-            power_iteration(w0, DEFAULT_TOL, DEFAULT_MAX_ITER, 1)?
+            power_iteration(w0, &PowerIterationConfig::default().with_seed(1))?
                 .left
                 .iter()
                 .map(|&v| v as f32)
@@ -205,9 +205,9 @@ fn conv_checks(model: &Mlp) -> blindspot::Result<Vec<Value>> {
             w,
             stride,
             Padding::Circular,
-            1e-12,
-            200_000,
-            7,
+            &PowerIterationParams::new(1e-12, 200_000)
+                .with_seed(7)
+                .check()?,
         )?;
         let rel = (fourier.value - circular.value).abs() / fourier.value;
         let bound = layer_bounds(model)?
@@ -221,9 +221,9 @@ fn conv_checks(model: &Mlp) -> blindspot::Result<Vec<Value>> {
             w,
             stride,
             Padding::Zero(padding),
-            1e-10,
-            50_000,
-            7,
+            &PowerIterationParams::new(1e-10, 50_000)
+                .with_seed(7)
+                .check()?,
         )?;
         println!(
             "- conv layer {i}: (a) circular {h}×{w} grid: Fourier {:.6} vs power iteration {:.6} \

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use blindspot::data::{Dataset, Mnist};
 use blindspot::image::Grid;
 use blindspot::probe::{
-    study, Difference, Direction, MeanCi, PreActivations, ProbeConfig, ProbeReport,
+    study, Difference, Direction, MeanCi, PreActivations, ProbeParams, ProbeReport,
 };
 use blindspot::zoo::Zoo;
 use clap::Parser;
@@ -174,14 +174,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(dir) => Mnist::load(dir)?,
         None => Mnist::load_default()?,
     };
-    let config = ProbeConfig {
+    let config = ProbeParams {
         k: args.k,
         n_unit: args.n_unit,
         n_random: args.n_random,
         baseline_sets: args.baseline_sets,
         resamples: args.resamples,
         seed: args.seed,
-    };
+    }
+    .check()?;
     std::fs::create_dir_all(&args.out)?;
     let zoo = match &args.cache {
         Some(dir) => Zoo::with_dir(dir),

@@ -11,7 +11,8 @@ use std::path::Path;
 use blindspot::attack::{Attack, BoxLbfgs, Target};
 use blindspot::data::Mnist;
 use blindspot::image::Grid;
-use blindspot::nn::{error_rate, train, Architecture, Mlp, TrainParams};
+use blindspot::nn::{error_rate, train, Architecture, Mlp};
+use blindspot::zoo;
 use blindspot::Classifier;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -31,8 +32,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Err(_) => {
             let arch = Architecture::parse("FC100-100-10", mnist.train.input_dim())?;
             let mut model = Mlp::new(arch.clone(), 1);
-            // A short version of the library's recipe: a few epochs reach about 2-3% error.
-            let config = TrainParams::for_arch(&arch)
+            // A short version of the zoo's recipe: a few epochs reach about 2-3% error.
+            let config = zoo::train_params(&arch)
                 .with_epochs(5)
                 .with_seed(1)
                 .check()?;

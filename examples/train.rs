@@ -7,7 +7,8 @@
 use std::path::PathBuf;
 
 use blindspot::data::Mnist;
-use blindspot::nn::{train, Architecture, Mlp, Progress, TrainParams};
+use blindspot::nn::{train, Architecture, Mlp, Progress};
+use blindspot::zoo;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -53,7 +54,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         None => Mnist::load_default()?,
     };
     let arch = Architecture::parse(&args.model, mnist.train.input_dim())?;
-    let mut params = TrainParams::for_arch(&arch).with_seed(args.seed);
+    let mut params = zoo::train_params(&arch).with_seed(args.seed);
     if let Some(e) = args.epochs {
         params = params.with_epochs(e);
     }

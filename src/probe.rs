@@ -574,12 +574,22 @@ pub fn compare_means(a: &[f64], b: &[f64], resamples: usize, seed: u64) -> Resul
     })
 }
 
-/// Largest [`ProbeConfig::n_random`] accepted.
+/// Largest [`ProbeParams::n_random`] accepted.
 pub const MAX_DIRECTIONS: usize = 100_000;
 
-/// Settings of a probe study ([`study`]). `Default` gives the example's values.
+/// Settings of a probe study ([`study`]) as given; [`ProbeParams::check`] turns them into a
+/// [`ProbeConfig`]. `Default` gives the example's values.
+///
+/// ```
+/// use blindspot::probe::ProbeParams;
+///
+/// let config = ProbeParams::default().with_k(5).with_seed(3).check()?;
+/// assert_eq!(config.k(), 5);
+/// assert!(ProbeParams::default().with_resamples(0).check().is_err());
+/// # Ok::<(), blindspot::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
-pub struct ProbeConfig {
+pub struct ProbeParams {
     /// Images per direction.
     pub k: usize,
     /// Number of natural-basis directions (distinct units drawn at random with the seed).
@@ -594,9 +604,9 @@ pub struct ProbeConfig {
     pub seed: u64,
 }
 
-impl Default for ProbeConfig {
+impl Default for ProbeParams {
     fn default() -> Self {
-        ProbeConfig {
+        ProbeParams {
             k: 8,
             n_unit: 50,
             n_random: 50,
@@ -604,6 +614,115 @@ impl Default for ProbeConfig {
             resamples: 2000,
             seed: 0,
         }
+    }
+}
+
+impl ProbeParams {
+    /// Sets the images per direction.
+    pub fn with_k(mut self, k: usize) -> Self {
+        self.k = k;
+        self
+    }
+
+    /// Sets the numbers of unit and random directions.
+    pub fn with_directions(mut self, n_unit: usize, n_random: usize) -> Self {
+        self.n_unit = n_unit;
+        self.n_random = n_random;
+        self
+    }
+
+    /// Sets the number of random k-subsets of the baseline.
+    pub fn with_baseline_sets(mut self, sets: usize) -> Self {
+        self.baseline_sets = sets;
+        self
+    }
+
+    /// Sets the bootstrap resamples (and permutations).
+    pub fn with_resamples(mut self, resamples: usize) -> Self {
+        self.resamples = resamples;
+        self
+    }
+
+    /// Sets the seed.
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// Validates every value once; the result cannot be invalid. What depends on the data
+    /// (`k` at most the held-out size, `n_unit` at most the layer's width) is checked by
+    /// [`study`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidParameter`] naming the first bad value: `k`, `n_unit` or `n_random` if
+    /// 0, `n_random` above [`MAX_DIRECTIONS`], `baseline_sets` or `resamples` outside
+    /// `1..=`[`MAX_RESAMPLES`].
+    pub fn check(self) -> Result<ProbeConfig> {
+        for (name, value) in [("k", self.k), ("n_unit", self.n_unit)] {
+            if value == 0 {
+                return Err(Error::param(name, "must be at least 1"));
+            }
+        }
+        if self.n_random == 0 || self.n_random > MAX_DIRECTIONS {
+            return Err(Error::param(
+                "n_random",
+                format!("must be in 1..={MAX_DIRECTIONS}, got {}", self.n_random),
+            ));
+        }
+        check_resamples("baseline_sets", self.baseline_sets)?;
+        check_resamples("resamples", self.resamples)?;
+        Ok(ProbeConfig {
+            k: self.k,
+            n_unit: self.n_unit,
+            n_random: self.n_random,
+            baseline_sets: self.baseline_sets,
+            resamples: self.resamples,
+            seed: self.seed,
+        })
+    }
+}
+
+/// Checked settings of a probe study (from [`ProbeParams::check`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeConfig {
+    k: usize,
+    n_unit: usize,
+    n_random: usize,
+    baseline_sets: usize,
+    resamples: usize,
+    seed: u64,
+}
+
+impl ProbeConfig {
+    /// Images per direction.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// Number of natural-basis directions.
+    pub fn n_unit(&self) -> usize {
+        self.n_unit
+    }
+
+    /// Number of random directions.
+    pub fn n_random(&self) -> usize {
+        self.n_random
+    }
+
+    /// Number of random k-subsets of the baseline.
+    pub fn baseline_sets(&self) -> usize {
+        self.baseline_sets
+    }
+
+    /// Bootstrap resamples (and permutations).
+    pub fn resamples(&self) -> usize {
+        self.resamples
+    }
+
+    /// Seed of everything random in the study.
+    pub fn seed(&self) -> u64 {
+        self.seed
     }
 }
 
@@ -695,32 +814,11 @@ fn stream(seed: u64, id: u64) -> ChaCha8Rng {
 }
 
 impl ProbeConfig {
-    fn check(&self, dim: usize, n: usize) -> Result<()> {
+    /// The checks that depend on the data: `k` at most the held-out size `n`, `n_unit` at
+    /// most the layer's width `dim`.
+    fn check_data(&self, dim: usize, n: usize) -> Result<()> {
         check_k(self.k, n)?;
-        if self.n_unit == 0 || self.n_random == 0 {
-            return Err(Error::param(
-                "n_unit/n_random",
-                "need at least one direction of each kind",
-            ));
-        }
-        if self.n_unit > dim {
-            return Err(Error::param(
-                "n_unit",
-                format!(
-                    "{} unit directions asked of a layer of width {dim}",
-                    self.n_unit
-                ),
-            ));
-        }
-        check_resamples("baseline_sets", self.baseline_sets)?;
-        check_resamples("resamples", self.resamples)?;
-        if self.n_random > MAX_DIRECTIONS {
-            return Err(Error::param(
-                "n_random",
-                format!("must be at most {MAX_DIRECTIONS}, got {}", self.n_random),
-            ));
-        }
-        Ok(())
+        check_n_unit(self.n_unit, dim)
     }
 
     /// The study's directions: `n_unit` distinct units (ascending) then `n_random` random
@@ -728,23 +826,9 @@ impl ProbeConfig {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidParameter`] if `n_unit > dim` or `n_random > `[`MAX_DIRECTIONS`].
+    /// [`Error::InvalidParameter`] (`n_unit`) if `n_unit > dim`.
     pub fn directions(&self, dim: usize) -> Result<Vec<Direction>> {
-        if self.n_random > MAX_DIRECTIONS {
-            return Err(Error::param(
-                "n_random",
-                format!("must be at most {MAX_DIRECTIONS}, got {}", self.n_random),
-            ));
-        }
-        if self.n_unit > dim {
-            return Err(Error::param(
-                "n_unit",
-                format!(
-                    "{} unit directions asked of a layer of width {dim}",
-                    self.n_unit
-                ),
-            ));
-        }
+        check_n_unit(self.n_unit, dim)?;
         let mut rng = stream(self.seed, 1);
         let mut units = sample(&mut rng, dim, self.n_unit).into_vec();
         units.sort_unstable();
@@ -755,16 +839,25 @@ impl ProbeConfig {
     }
 }
 
+fn check_n_unit(n_unit: usize, dim: usize) -> Result<()> {
+    if n_unit > dim {
+        return Err(Error::param(
+            "n_unit",
+            format!("{n_unit} unit directions asked of a layer of width {dim}"),
+        ));
+    }
+    Ok(())
+}
+
 /// Runs the §3 experiment on layer `layer` of `model` with `heldout` as the image pool:
 /// top-k images of `n_unit` unit and `n_random` random directions, their label purity and
 /// relative spread, the random-k-set baseline, and the unit-vs-random comparison.
 ///
 /// # Errors
 ///
-/// [`Error::InvalidParameter`] for a layer out of range, `k` outside `1..=n`, no directions of
-/// a kind, more unit directions than units or more than [`MAX_DIRECTIONS`] random ones, or
-/// baseline sets or resamples outside `1..=`[`MAX_RESAMPLES`]; as
-/// [`layer_activations`] for model failures.
+/// [`Error::InvalidParameter`] for a layer out of range, `k` larger than the held-out set
+/// (`k`) or more unit directions than units (`n_unit`); as [`layer_activations`] for model
+/// failures.
 pub fn study<R: Representation + ?Sized>(
     model: &R,
     heldout: &Dataset,
@@ -773,7 +866,7 @@ pub fn study<R: Representation + ?Sized>(
 ) -> Result<ProbeReport> {
     let n = heldout.len();
     let dim = checked_layer_dim(model, layer)?;
-    config.check(dim, n)?;
+    config.check_data(dim, n)?;
     let directions = config.directions(dim)?;
     let images = heldout.images();
     let labels = heldout.labels();

@@ -3,7 +3,8 @@
 
 use blindspot::data::Dataset;
 use blindspot::nn::{
-    fit, train_ae_classifier, AeRecipe, AeStage, Autoencoder, Schedule, TrainParams, Trainable,
+    fit, train_ae_classifier, AeConfig, AeParams, AeStage, Autoencoder, Schedule, TrainParams,
+    Trainable,
 };
 use blindspot::{Classifier, Differentiable, Error, Representation};
 use ndarray::Array2;
@@ -162,7 +163,7 @@ fn bad_inputs_are_typed_errors() {
 }
 
 /// A recipe small enough for a test: few epochs of each stage on the toy data.
-fn tiny_recipe(code: usize) -> AeRecipe {
+fn tiny_params(code: usize) -> AeParams {
     let sgd = |epochs, lr| TrainParams {
         epochs,
         batch_size: 20,
@@ -172,7 +173,7 @@ fn tiny_recipe(code: usize) -> AeRecipe {
         seed: 0,
         ..TrainParams::default()
     };
-    AeRecipe {
+    AeParams {
         code,
         ae_weight_decay: 1e-6,
         weight_decay: 1e-6,
@@ -180,6 +181,10 @@ fn tiny_recipe(code: usize) -> AeRecipe {
         softmax: sgd(20, 0.5),
         finetune: Some(sgd(5, 0.1)),
     }
+}
+
+fn tiny_recipe(code: usize) -> AeConfig {
+    tiny_params(code).check().unwrap()
 }
 
 #[test]
@@ -205,8 +210,7 @@ fn ae_classifier_stacks_encoder_and_softmax() {
     assert_eq!(mlp.arch().weight_decay(), 1e-6);
 
     // Without fine-tuning, layer 0 of the stack is exactly the autoencoder's code.
-    let mut frozen = tiny_recipe(9);
-    frozen.finetune = None;
+    let frozen = tiny_params(9).with_finetune(None).check().unwrap();
     let (mlp, report) = train_ae_classifier(&data, &frozen, 3, |_, _| {}).unwrap();
     let code = report.autoencoder.encode(data.images()).unwrap();
     let rep = mlp.representation(data.images(), 0).unwrap();
@@ -241,4 +245,44 @@ fn stacked_input_gradient_matches_finite_differences() {
             assert!(close(fd, g), "x[{i},{j}]: fd {fd} vs backprop {g}");
         }
     }
+}
+
+#[test]
+fn ae_params_name_each_bad_value() {
+    let name = |p: AeParams| match p.check() {
+        Err(Error::InvalidParameter { name, .. }) => name,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        name(AeParams {
+            code: 0,
+            ..tiny_params(9)
+        }),
+        "code"
+    );
+    assert_eq!(
+        name(AeParams {
+            ae_weight_decay: -1.0,
+            ..tiny_params(9)
+        }),
+        "ae_weight_decay"
+    );
+    assert_eq!(
+        name(AeParams {
+            weight_decay: f32::NAN,
+            ..tiny_params(9)
+        }),
+        "weight_decay"
+    );
+    let mut bad_stage = tiny_params(9);
+    bad_stage.softmax.learning_rate = 0.0;
+    assert_eq!(name(bad_stage), "learning_rate");
+    let bad_finetune = tiny_params(9).with_finetune(Some(TrainParams {
+        epochs: 0,
+        ..TrainParams::default()
+    }));
+    assert_eq!(name(bad_finetune), "epochs");
+    let ok = tiny_params(9).check().unwrap();
+    assert_eq!(ok.code(), 9);
+    assert_eq!(ok.finetune().unwrap().params().epochs, 5);
 }

@@ -3,7 +3,7 @@
 
 use blindspot::spectral::{
     conv_operator_norm, conv_operator_norm_padded, conv_power_iteration, power_iteration,
-    zero_padding_grid, Padding,
+    zero_padding_grid, Padding, PowerIterationConfig, PowerIterationParams,
 };
 use blindspot::Error;
 use ndarray::{array, Array2, Array4};
@@ -12,6 +12,14 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 const TOL: f64 = 1e-12;
+
+/// Checked power-iteration settings for a test.
+fn power_config(tol: f64, max_iter: usize, seed: u64) -> PowerIterationConfig {
+    PowerIterationParams::new(tol, max_iter)
+        .with_seed(seed)
+        .check()
+        .unwrap()
+}
 const MAX_ITER: usize = 500_000;
 
 fn gaussian_kernel(shape: (usize, usize, usize, usize), seed: u64) -> Array4<f32> {
@@ -52,9 +60,7 @@ fn fourier_equals_circular_power_iteration() {
             w,
             s,
             Padding::Circular,
-            TOL,
-            MAX_ITER,
-            7 + i as u64,
+            &power_config(TOL, MAX_ITER, 7 + i as u64),
         )
         .unwrap();
         let rel = (f.value - p.value).abs() / f.value;
@@ -113,9 +119,7 @@ fn fourier_bounds_zero_padded_power_iteration() {
             w,
             s,
             Padding::Zero(pad),
-            TOL,
-            MAX_ITER,
-            31 + i as u64,
+            &power_config(TOL, MAX_ITER, 31 + i as u64),
         )
         .unwrap();
         println!(
@@ -155,7 +159,7 @@ fn one_by_one_kernel_gives_largest_singular_value_of_the_matrix() {
     // A random 5 × 3 matrix against the dense power iteration.
     let mut rng = ChaCha8Rng::seed_from_u64(42);
     let m = Array2::from_shape_simple_fn((5, 3), || rng.sample::<f32, _>(StandardNormal));
-    let dense = power_iteration(m.view(), 1e-14, 1_000_000, 1)
+    let dense = power_iteration(m.view(), &power_config(1e-14, 1_000_000, 1))
         .unwrap()
         .value;
     let kernel = m.into_shape_with_order((5, 3, 1, 1)).unwrap();
@@ -201,7 +205,15 @@ fn constant_kernel_has_norm_abs_a_times_k_squared() {
     // A zero kernel has norm 0 (not an error).
     let zero = Array4::<f32>::zeros((2, 3, 3, 3));
     assert_eq!(conv_operator_norm(zero.view(), 4, 4, 1).unwrap().value, 0.0);
-    let p = conv_power_iteration(zero.view(), 4, 4, 1, Padding::Zero(1), TOL, 10, 0).unwrap();
+    let p = conv_power_iteration(
+        zero.view(),
+        4,
+        4,
+        1,
+        Padding::Zero(1),
+        &power_config(TOL, 10, 0),
+    )
+    .unwrap();
     assert_eq!(p.value, 0.0);
 }
 
@@ -223,7 +235,7 @@ fn pi(
     s: usize,
     pad: Padding,
 ) -> Result<blindspot::spectral::ConvNormEstimate, Error> {
-    conv_power_iteration(k.view(), h, w, s, pad, 1e-6, 100, 0)
+    conv_power_iteration(k.view(), h, w, s, pad, &power_config(1e-6, 100, 0))
 }
 
 #[test]
@@ -337,15 +349,16 @@ fn absurd_sizes_are_errors_not_allocations() {
 fn bad_power_iteration_settings_are_errors() {
     let k = gaussian_kernel((2, 2, 3, 3), 1);
     for tol in [0.0, -1.0, f64::NAN, f64::INFINITY] {
-        assert_param(
-            conv_power_iteration(k.view(), 6, 6, 1, Padding::Circular, tol, 10, 0),
-            "tol",
-        );
+        assert_param(PowerIterationParams::new(tol, 10).check(), "tol");
     }
-    assert_param(
-        conv_power_iteration(k.view(), 6, 6, 1, Padding::Circular, 1e-6, 0, 0),
-        "max_iter",
+    assert_param(PowerIterationParams::new(1e-6, 0).check(), "max_iter");
+    let r = conv_power_iteration(
+        k.view(),
+        6,
+        6,
+        1,
+        Padding::Circular,
+        &power_config(1e-15, 1, 0),
     );
-    let r = conv_power_iteration(k.view(), 6, 6, 1, Padding::Circular, 1e-15, 1, 0);
     assert!(matches!(r, Err(Error::Optim(_))), "{r:?}");
 }

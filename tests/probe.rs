@@ -5,7 +5,7 @@ use blindspot::data::Dataset;
 use blindspot::nn::{Architecture, Mlp};
 use blindspot::probe::{
     bootstrap_mean, compare_means, label_purity, layer_activations, mean_pairwise_distance, study,
-    top_k, top_k_from_activations, Direction, ProbeConfig,
+    top_k, top_k_from_activations, Direction, ProbeParams,
 };
 use blindspot::{Error, Representation, Result};
 use ndarray::{array, Array1, Array2, ArrayView2};
@@ -146,14 +146,16 @@ fn one_hot_dataset() -> Dataset {
 fn unit_purity_is_exact_on_a_synthetic_representation() {
     let data = one_hot_dataset();
     let model = Identity { dim: 10 };
-    let config = ProbeConfig {
+    let config = ProbeParams {
         k: 8,
         n_unit: 10,
         n_random: 20,
         baseline_sets: 500,
         resamples: 500,
         seed: 3,
-    };
+    }
+    .check()
+    .unwrap();
     let report = study(&model, &data, 0, &config).unwrap();
     assert_eq!(report.layer_dim, 10);
     assert_eq!(report.heldout, 120);
@@ -247,7 +249,7 @@ fn bad_arguments_are_typed_errors() {
         Err(Error::InvalidParameter { name: "layer", .. })
     ));
     assert!(matches!(
-        study(&model, &data, 2, &ProbeConfig::default()),
+        study(&model, &data, 2, &ProbeParams::default().check().unwrap()),
         Err(Error::InvalidParameter { name: "layer", .. })
     ));
     // k = 0 and k > n.
@@ -256,20 +258,20 @@ fn bad_arguments_are_typed_errors() {
             top_k(&model, x, 0, &unit, k),
             Err(Error::InvalidParameter { name: "k", .. })
         ));
-        let config = ProbeConfig {
-            k,
-            n_unit: 5,
-            ..ProbeConfig::default()
-        };
+        // k = 0 is caught by the check, k > n by the study, both under the name `k`.
+        let config = ProbeParams::default()
+            .with_k(k)
+            .with_directions(5, 50)
+            .check();
         assert!(matches!(
-            study(&model, &data, 0, &config),
+            config.and_then(|c| study(&model, &data, 0, &c)),
             Err(Error::InvalidParameter { name: "k", .. })
         ));
     }
     assert!(top_k(&model, x, 0, &unit, 120).is_ok());
     // More unit directions than units; no directions.
     assert!(matches!(
-        study(&model, &data, 0, &ProbeConfig::default()),
+        study(&model, &data, 0, &ProbeParams::default().check().unwrap()),
         Err(Error::InvalidParameter { name: "n_unit", .. })
     ));
     assert!(matches!(
@@ -328,4 +330,31 @@ fn pre_activations_are_the_sigmoid_arguments() {
         pre.representation(wrong.view(), 0),
         Err(Error::Shape { .. })
     ));
+}
+
+#[test]
+fn probe_params_name_each_bad_value() {
+    let name = |p: ProbeParams| match p.check() {
+        Err(Error::InvalidParameter { name, .. }) => name,
+        other => panic!("{other:?}"),
+    };
+    let d = ProbeParams::default;
+    assert_eq!(name(d().with_k(0)), "k");
+    assert_eq!(name(d().with_directions(0, 5)), "n_unit");
+    assert_eq!(name(d().with_directions(5, 0)), "n_random");
+    assert_eq!(
+        name(d().with_directions(5, blindspot::probe::MAX_DIRECTIONS + 1)),
+        "n_random"
+    );
+    assert_eq!(name(d().with_baseline_sets(0)), "baseline_sets");
+    assert_eq!(
+        name(d().with_resamples(blindspot::probe::MAX_RESAMPLES + 1)),
+        "resamples"
+    );
+    let c = d().with_seed(9).check().unwrap();
+    assert_eq!((c.k(), c.n_unit(), c.n_random()), (8, 50, 50));
+    assert_eq!(
+        (c.baseline_sets(), c.resamples(), c.seed()),
+        (2000, 2000, 9)
+    );
 }

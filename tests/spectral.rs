@@ -2,7 +2,8 @@
 
 use blindspot::nn::{Activation, Architecture, Mlp};
 use blindspot::spectral::{
-    layer_bounds, network_bound, operator_norm, perturbation_ratios, power_iteration,
+    layer_bounds, layer_bounds_with, network_bound, operator_norm, perturbation_ratios,
+    power_iteration, PowerIterationConfig, PowerIterationParams, DEFAULT_SEED,
 };
 use blindspot::Error;
 use ndarray::{Array2, Axis};
@@ -15,6 +16,14 @@ mod common;
 use common::random_inputs;
 
 const TOL: f64 = 1e-9;
+
+/// Checked power-iteration settings for a test.
+fn power_config(tol: f64, max_iter: usize, seed: u64) -> PowerIterationConfig {
+    PowerIterationParams::new(tol, max_iter)
+        .with_seed(seed)
+        .check()
+        .unwrap()
+}
 
 /// A random `n × n` orthogonal matrix: Gram–Schmidt (twice, for f64 accuracy) on a Gaussian one.
 fn random_orthogonal(n: usize, rng: &mut ChaCha8Rng) -> Array2<f64> {
@@ -61,7 +70,7 @@ fn diagonal_matrices_give_their_largest_absolute_entry() {
             w[[i, i]] = v;
         }
         let expected = diag.iter().fold(0.0f32, |a, v| a.max(v.abs()));
-        let got = operator_norm(w.view(), TOL, 100_000).unwrap();
+        let got = operator_norm(w.view(), &power_config(TOL, 100_000, DEFAULT_SEED)).unwrap();
         assert!(
             (got - expected).abs() <= 1e-5 * expected,
             "{m}×{n} diag {diag:?}: got {got}, expected {expected}"
@@ -83,7 +92,7 @@ fn rotated_matrices_give_their_chosen_singular_value() {
     ];
     for (seed, &(m, n, s)) in cases.iter().enumerate() {
         let w = with_singular_values(m, n, s, seed as u64);
-        let est = power_iteration(w.view(), TOL, 100_000, 3).unwrap();
+        let est = power_iteration(w.view(), &power_config(TOL, 100_000, 3)).unwrap();
         let rel = (est.value - s[0]).abs() / s[0];
         assert!(
             rel <= 1e-5,
@@ -105,7 +114,7 @@ fn rotated_matrices_give_their_chosen_singular_value() {
             assert!(cu * cv > 0.0);
         }
         // The transpose has the same norm.
-        let t = operator_norm(w.t(), TOL, 100_000).unwrap() as f64;
+        let t = operator_norm(w.t(), &power_config(TOL, 100_000, DEFAULT_SEED)).unwrap() as f64;
         assert!((t - s[0]).abs() / s[0] <= 1e-5);
     }
 }
@@ -113,36 +122,42 @@ fn rotated_matrices_give_their_chosen_singular_value() {
 #[test]
 fn zero_matrix_has_norm_zero_and_bad_inputs_are_typed_errors() {
     let z = Array2::<f32>::zeros((3, 4));
-    assert_eq!(operator_norm(z.view(), TOL, 10).unwrap(), 0.0);
+    assert_eq!(
+        operator_norm(z.view(), &power_config(TOL, 10, DEFAULT_SEED)).unwrap(),
+        0.0
+    );
     let empty = Array2::<f32>::zeros((0, 4));
     assert!(matches!(
-        operator_norm(empty.view(), TOL, 10),
+        operator_norm(empty.view(), &power_config(TOL, 10, DEFAULT_SEED)),
         Err(Error::Shape { .. })
     ));
     let mut nan = Array2::<f32>::eye(3);
     nan[[1, 2]] = f32::NAN;
     assert!(matches!(
-        operator_norm(nan.view(), TOL, 10),
+        operator_norm(nan.view(), &power_config(TOL, 10, DEFAULT_SEED)),
         Err(Error::NonFinite { .. })
     ));
-    let eye = Array2::<f32>::eye(3);
-    for tol in [0.0, -1.0, f64::NAN] {
+    for tol in [0.0, -1.0, f64::NAN, f64::INFINITY] {
         assert!(matches!(
-            operator_norm(eye.view(), tol, 10),
+            PowerIterationParams::new(tol, 10).check(),
             Err(Error::InvalidParameter { name: "tol", .. })
         ));
     }
     assert!(matches!(
-        operator_norm(eye.view(), TOL, 0),
+        PowerIterationParams::new(TOL, 0).check(),
         Err(Error::InvalidParameter {
             name: "max_iter",
             ..
         })
     ));
+    assert_eq!(
+        PowerIterationParams::default().check().unwrap(),
+        PowerIterationConfig::default()
+    );
     // Nearly equal top singular values converge slowly: two iterations are not enough.
     let close = with_singular_values(20, 20, &[1.0, 0.999, 0.5], 9);
     assert!(matches!(
-        power_iteration(close.view(), 1e-12, 2, 1),
+        power_iteration(close.view(), &power_config(1e-12, 2, 1)),
         Err(Error::Optim(_))
     ));
 }
@@ -196,7 +211,18 @@ fn bound_is_attained_by_a_single_linear_layer() {
     let mlp = Mlp::new(Architecture::parse("FC10", 30).unwrap(), 5);
     let bounds = layer_bounds(&mlp).unwrap();
     assert_eq!(bounds.len(), 1);
-    let est = power_iteration(mlp.weights(0).unwrap(), TOL, 100_000, 1).unwrap();
+    // The default settings are what `layer_bounds` uses; another seed moves the estimate
+    // only within the tolerance.
+    assert_eq!(
+        layer_bounds_with(&mlp, &PowerIterationConfig::default()).unwrap(),
+        bounds
+    );
+    let reseeded = layer_bounds_with(&mlp, &power_config(TOL, 100_000, 99)).unwrap();
+    assert!(
+        (reseeded[0].operator_norm - bounds[0].operator_norm).abs()
+            <= 1e-6 * bounds[0].operator_norm
+    );
+    let est = power_iteration(mlp.weights(0).unwrap(), &power_config(TOL, 100_000, 1)).unwrap();
     let r = est.left.mapv(|v| v as f32).insert_axis(Axis(0));
     let x = random_inputs(1, 30, 1);
     let ratio = perturbation_ratios(&mlp, x.view(), r.view()).unwrap()[0];

@@ -132,7 +132,7 @@ impl Architecture {
                 format!("need at least 2 classes, got {classes}"),
             ));
         }
-        check_non_negative("weight_decay", weight_decay)?;
+        check_weight_decay(weight_decay)?;
         let a = Architecture {
             input,
             image: (1, input, 1),
@@ -377,6 +377,18 @@ impl Architecture {
         self
     }
 
+    /// The same architecture with weight decay λ = `weight_decay`: how a recipe that carries
+    /// its λ as data (the zoo's) sets it instead of writing it into the name.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidParameter`] (`weight_decay`) if λ is negative or not finite.
+    pub fn with_weight_decay(mut self, weight_decay: f32) -> Result<Self> {
+        check_weight_decay(weight_decay)?;
+        self.weight_decay = weight_decay;
+        Ok(self)
+    }
+
     /// Input width.
     pub fn input(&self) -> usize {
         self.input
@@ -463,6 +475,11 @@ impl FromStr for Architecture {
     fn from_str(s: &str) -> Result<Self> {
         Architecture::parse(s, 784)
     }
+}
+
+/// λ must be finite and non-negative.
+fn check_weight_decay(weight_decay: f32) -> Result<()> {
+    check_non_negative("weight_decay", weight_decay)
 }
 
 /// One stage token of a `CONV` name: channels, then optional `k`, `s`, `p`, `q` values.

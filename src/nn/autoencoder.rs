@@ -26,8 +26,8 @@ use crate::model::check_batch;
 use crate::nn::layer::{weight_decay, Dense, Layer};
 use crate::nn::stack::{check_grads, Stack, Workspace};
 use crate::nn::{
-    fit, sigmoid, train, Activation, Architecture, Mlp, ModelFile, Progress, Schedule, TrainParams,
-    TrainReport, Trainable,
+    fit, sigmoid, train, Activation, Architecture, Mlp, ModelFile, Progress, TrainConfig,
+    TrainParams, TrainReport, Trainable,
 };
 
 /// A sigmoid autoencoder `input → code → input` with untied encoder and decoder weights.
@@ -425,9 +425,14 @@ const FORMAT: &str = "1";
 const PARAM_NAMES: [&str; 4] = ["W_enc", "b_enc", "W_dec", "b_dec"];
 
 fn check_decay(weight_decay: f32) -> Result<()> {
+    check_named_decay("weight_decay", weight_decay)
+}
+
+/// A weight decay must be finite and non-negative; `name` is the setting's name in the error.
+fn check_named_decay(name: &'static str, weight_decay: f32) -> Result<()> {
     if !(weight_decay.is_finite() && weight_decay >= 0.0) {
         return Err(Error::param(
-            "weight_decay",
+            name,
             format!("must be finite and >= 0, got {weight_decay}"),
         ));
     }
@@ -490,10 +495,12 @@ impl Trainable for Autoencoder {
     }
 }
 
-/// How `AE400-10` is trained: unsupervised pretraining of the autoencoder, a softmax layer
-/// on its codes, then (optionally) fine-tuning the stacked encoder + softmax as one network.
+/// How an autoencoder classifier such as `AE400-10` is trained, as given: unsupervised
+/// pretraining of the autoencoder, a softmax layer on its codes, then (optionally) fine-tuning
+/// the stacked encoder + softmax as one network. [`AeParams::check`] turns the values into an
+/// [`AeConfig`]. The zoo holds the paper's values (`crate::zoo::recipe("AE400-10")`).
 #[derive(Debug, Clone, PartialEq)]
-pub struct AeRecipe {
+pub struct AeParams {
     /// Width of the code (hidden) layer; 400 in the paper.
     pub code: usize,
     /// Weight decay of the autoencoder during pretraining.
@@ -510,59 +517,80 @@ pub struct AeRecipe {
     pub finetune: Option<TrainParams>,
 }
 
-impl AeRecipe {
-    /// The recipe for the paper's `AE400-10` on MNIST.
+impl AeParams {
+    /// Sets the fine-tuning stage (`None`: keep the encoder frozen).
+    pub fn with_finetune(mut self, finetune: Option<TrainParams>) -> Self {
+        self.finetune = finetune;
+        self
+    }
+
+    /// Validates every value once; the result cannot be invalid.
     ///
-    /// The pretraining learning rate (0.05) is lower than a classifier's because the objective
-    /// sums the cross-entropy over 784 pixels, so its gradients are much larger; at 0.01 the
-    /// codes learnt in the same 10 epochs were clearly worse (softmax on them: 11% vs 7%
-    /// error after 3 epochs). The softmax layer on fixed codes converges in a few epochs.
-    /// Fine-tuning then trains the 784-400-10 stack like an FC network from the pretrained
-    /// features; with a larger step (0.3) and smaller batches (64) than the FC recipe it
-    /// reached 1.66% test error (0% train) where 0.1 / 128 stopped at 2.08%, and its loss is
-    /// flat after about 20 of the 30 epochs. Measured on the full MNIST training set, seed 1.
-    pub fn paper() -> Self {
-        AeRecipe {
-            code: 400,
-            ae_weight_decay: 1e-6,
-            weight_decay: 1e-6,
-            pretrain: TrainParams {
-                epochs: 10,
-                batch_size: 128,
-                learning_rate: 0.05,
-                momentum: 0.9,
-                schedule: Schedule::Cosine {
-                    final_fraction: 0.0,
-                },
-                seed: 0,
-                eval_every_epoch: false,
-                dropout: Vec::new(),
-            },
-            softmax: TrainParams {
-                epochs: 10,
-                batch_size: 128,
-                learning_rate: 0.1,
-                momentum: 0.9,
-                schedule: Schedule::Cosine {
-                    final_fraction: 0.0,
-                },
-                seed: 0,
-                eval_every_epoch: false,
-                dropout: Vec::new(),
-            },
-            finetune: Some(TrainParams {
-                epochs: 30,
-                batch_size: 64,
-                learning_rate: 0.3,
-                momentum: 0.9,
-                schedule: Schedule::Cosine {
-                    final_fraction: 0.0,
-                },
-                seed: 0,
-                eval_every_epoch: false,
-                dropout: Vec::new(),
-            }),
+    /// # Errors
+    ///
+    /// [`Error::InvalidParameter`] naming the first bad value: `code` if it is 0 or above
+    /// [`MAX_SIZE`](crate::nn::MAX_SIZE), `ae_weight_decay` or `weight_decay` if negative or
+    /// not finite, and the stages' values as [`TrainParams::check`] names them.
+    pub fn check(self) -> Result<AeConfig> {
+        if self.code == 0 || self.code > crate::nn::MAX_SIZE {
+            return Err(Error::param(
+                "code",
+                format!("must be in 1..={}, got {}", crate::nn::MAX_SIZE, self.code),
+            ));
         }
+        check_named_decay("ae_weight_decay", self.ae_weight_decay)?;
+        check_named_decay("weight_decay", self.weight_decay)?;
+        Ok(AeConfig {
+            code: self.code,
+            ae_weight_decay: self.ae_weight_decay,
+            weight_decay: self.weight_decay,
+            pretrain: self.pretrain.check()?,
+            softmax: self.softmax.check()?,
+            finetune: self.finetune.map(TrainParams::check).transpose()?,
+        })
+    }
+}
+
+/// Checked settings of [`train_ae_classifier`] (from [`AeParams::check`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AeConfig {
+    code: usize,
+    ae_weight_decay: f32,
+    weight_decay: f32,
+    pretrain: TrainConfig,
+    softmax: TrainConfig,
+    finetune: Option<TrainConfig>,
+}
+
+impl AeConfig {
+    /// Width of the code (hidden) layer.
+    pub fn code(&self) -> usize {
+        self.code
+    }
+
+    /// Weight decay of the autoencoder during pretraining.
+    pub fn ae_weight_decay(&self) -> f32 {
+        self.ae_weight_decay
+    }
+
+    /// Weight decay λ of the classifier (softmax layer and stack).
+    pub fn weight_decay(&self) -> f32 {
+        self.weight_decay
+    }
+
+    /// SGD settings of the autoencoder pretraining.
+    pub fn pretrain(&self) -> &TrainConfig {
+        &self.pretrain
+    }
+
+    /// SGD settings of the softmax layer on the fixed codes.
+    pub fn softmax(&self) -> &TrainConfig {
+        &self.softmax
+    }
+
+    /// SGD settings of the fine-tuning, or `None` when the encoder stays frozen.
+    pub fn finetune(&self) -> Option<&TrainConfig> {
+        self.finetune.as_ref()
     }
 
     /// The stacked classifier's architecture for inputs of width `input` and `classes`
@@ -570,7 +598,7 @@ impl AeRecipe {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidParameter`] for a zero width or a bad λ.
+    /// [`Error::InvalidParameter`] for a zero width.
     pub fn architecture(&self, input: usize, classes: usize) -> Result<Architecture> {
         Architecture::new(
             input,
@@ -610,17 +638,17 @@ pub struct AeReport {
     pub autoencoder: Autoencoder,
 }
 
-/// Trains the paper's `AE400-10` on `data`: pretrains an [`Autoencoder`] with `recipe.code`
+/// Trains the paper's `AE400-10` on `data`: pretrains an [`Autoencoder`] with `config.code()`
 /// units, trains a softmax layer on its codes, stacks `[W_enc, b_enc, W_soft, b_soft]` into an
 /// [`Mlp`] with one sigmoid hidden layer (so the result is a plain `Mlp`: a [`Classifier`],
 /// [`Differentiable`] through the encoder, and a [`Representation`] whose layer 0 is the code)
-/// and, if the recipe says so, fine-tunes the whole stack. Every stage is seeded from `seed`.
+/// and, if `config` has a fine-tuning stage, fine-tunes the whole stack. Every stage is seeded from `seed`.
 ///
 /// `progress` receives each stage's training events.
 ///
 /// # Errors
 ///
-/// Whatever a stage reports: invalid recipe parameters, a diverging loss
+/// Whatever a stage reports: a diverging loss
 /// ([`Error::NonFinite`]), or shape errors.
 ///
 /// [`Classifier`]: crate::Classifier
@@ -628,34 +656,30 @@ pub struct AeReport {
 /// [`Representation`]: crate::Representation
 pub fn train_ae_classifier(
     data: &Dataset,
-    recipe: &AeRecipe,
+    config: &AeConfig,
     seed: u64,
     mut progress: impl FnMut(AeStage, &Progress),
 ) -> Result<(Mlp, AeReport)> {
     let input = data.input_dim();
     // Distinct seeds per stage so that the stages do not share shuffling orders.
     let stage_seed = |k: u64| seed.wrapping_mul(4).wrapping_add(k);
-    let pre_cfg = recipe.pretrain.clone().with_seed(stage_seed(0)).check()?;
-    let soft_cfg = recipe.softmax.clone().with_seed(stage_seed(1)).check()?;
-    let fine_cfg = recipe
-        .finetune
-        .clone()
-        .map(|p| p.with_seed(stage_seed(2)).check())
-        .transpose()?;
-    let arch = recipe.architecture(input, data.num_classes().max(2))?;
+    let pre_cfg = config.pretrain.clone().with_seed(stage_seed(0));
+    let soft_cfg = config.softmax.clone().with_seed(stage_seed(1));
+    let fine_cfg = config.finetune.clone().map(|c| c.with_seed(stage_seed(2)));
+    let arch = config.architecture(input, data.num_classes().max(2))?;
 
-    let mut ae = Autoencoder::new(input, recipe.code, recipe.ae_weight_decay, seed)?;
+    let mut ae = Autoencoder::new(input, config.code, config.ae_weight_decay, seed)?;
     let reconstruction_before = ae.reconstruction_error(data)?;
     let pretrain = fit(&mut ae, data, &pre_cfg, |p| progress(AeStage::Pretrain, p))?;
     let reconstruction_after = ae.reconstruction_error(data)?;
 
     let codes = ae.encode_dataset(data)?;
     let soft_arch = Architecture::new(
-        recipe.code,
+        config.code,
         vec![],
         arch.classes(),
         Activation::Sigmoid,
-        recipe.weight_decay,
+        config.weight_decay,
     )?;
     let mut soft = Mlp::new(soft_arch, stage_seed(3));
     let softmax = train(&mut soft, &codes, None, &soft_cfg, |p| {

@@ -15,7 +15,7 @@ mod train;
 pub use activation::{sigmoid, Activation};
 pub use arch::{Architecture, ConvStage, DEFAULT_WEIGHT_DECAY, MAX_SIZE};
 pub use autoencoder::{
-    train_ae_classifier, AeRecipe, AeReport, AeStage, Autoencoder, AutoencoderWorkspace,
+    train_ae_classifier, AeConfig, AeParams, AeReport, AeStage, Autoencoder, AutoencoderWorkspace,
 };
 pub use layer::{Conv2d, Dense, Layer, MaxPool2d};
 pub use network::{Mlp, MlpWorkspace, Network};

@@ -120,35 +120,15 @@ impl Default for TrainParams {
 }
 
 impl TrainParams {
-    /// The crate's recipe for an architecture: what reaches the paper's errors on MNIST.
-    /// Softmax regression (no hidden layer) converges in few epochs; sigmoid networks need more.
-    pub fn for_arch(arch: &crate::nn::Architecture) -> Self {
-        if arch.is_conv() {
-            // ReLU convnets train fast with larger batches; see zoo::CONVNET for the figures.
-            TrainParams {
-                epochs: 10,
-                batch_size: 64,
-                learning_rate: 0.05,
-                ..TrainParams::default()
-            }
-        } else if arch.hidden().is_empty() {
-            TrainParams {
-                epochs: 20,
-                learning_rate: 0.05,
-                ..TrainParams::default()
-            }
-        } else {
-            // Small batches and a cosine-decayed rate generalise best for the paper's sigmoid
-            // nets. Seed 1, 60 epochs at batch 16: FC100-100-10 1.61% test error at rate 0.1
-            // (1.69% at 0.05; 1.9% at batch 128); FC200-200-10 1.59% at 0.05 (1.65% at 0.1),
-            // so wider nets take the smaller rate.
-            let units: usize = arch.hidden().iter().sum();
-            TrainParams {
-                epochs: 60,
-                batch_size: 16,
-                learning_rate: if units <= 200 { 0.1 } else { 0.05 },
-                ..TrainParams::default()
-            }
+    /// [`TrainParams::default`] with the three values a training recipe usually sets: the
+    /// number of epochs, the mini-batch size and the initial learning rate. The recipes of the
+    /// zoo's models are built this way (see `crate::zoo`).
+    pub fn new(epochs: usize, batch_size: usize, learning_rate: f32) -> Self {
+        TrainParams {
+            epochs,
+            batch_size,
+            learning_rate,
+            ..TrainParams::default()
         }
     }
 
@@ -249,6 +229,13 @@ impl TrainConfig {
     /// The validated values.
     pub fn params(&self) -> &TrainParams {
         &self.0
+    }
+
+    /// The same settings with another shuffling seed (every seed is valid): how one recipe
+    /// trains many seeds without being checked again.
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.0.seed = seed;
+        self
     }
 
     /// The learning rate during epoch `epoch` (0-based).

@@ -55,7 +55,8 @@ use rayon::prelude::*;
 use rustfft::num_complex::Complex;
 use rustfft::FftPlanner;
 
-use crate::error::{check_nonzero, check_positive, Error, Result};
+use super::PowerIterationConfig;
+use crate::error::{check_nonzero, Error, Result};
 use crate::model::check_finite;
 
 /// Largest number of elements any array built here may have (`2^28`): the input `C·H·W`, the
@@ -648,9 +649,9 @@ fn norm(v: &[f64]) -> f64 {
 /// `A` and its adjoint, the transposed convolution. A check on [`conv_operator_norm`], not a
 /// fast path.
 ///
-/// Started from a Gaussian input drawn with `seed`; each iteration computes `u = A v`, `z =
-/// Aᵀ u`, `v ← z / ‖z‖` and stops when the estimate `‖A v‖` changes by at most `tol` relative
-/// to itself. The estimate never decreases and never exceeds the true norm (up to rounding);
+/// Started from a Gaussian input drawn with the config's seed; each iteration computes
+/// `u = A v`, `z = Aᵀ u`, `v ← z / ‖z‖` and stops when the estimate `‖A v‖` changes by at
+/// most `tol` relative to itself. The estimate never decreases and never exceeds the true norm (up to rounding);
 /// when the top singular values are close, the stopping rule can fire before the remaining
 /// error is below `tol`.
 ///
@@ -660,25 +661,21 @@ fn norm(v: &[f64]) -> f64 {
 ///   zero-padded input, or (circular padding) if `height` or `width` is not a multiple of
 ///   `stride`;
 /// - [`Error::NonFinite`] if a kernel entry is NaN or infinite;
-/// - [`Error::InvalidParameter`] if `stride` is 0, `tol` is not finite and positive,
-///   `max_iter` is 0, or (`"size"`) the input or output would exceed [`MAX_ELEMENTS`];
+/// - [`Error::InvalidParameter`] if `stride` is 0, or (`"size"`) the input or output would
+///   exceed [`MAX_ELEMENTS`];
 /// - [`Error::Optim`] if the estimate has not converged after `max_iter` iterations.
-#[allow(clippy::too_many_arguments)]
 pub fn conv_power_iteration(
     kernel: ArrayView4<'_, f32>,
     height: usize,
     width: usize,
     stride: usize,
     padding: Padding,
-    tol: f64,
-    max_iter: usize,
-    seed: u64,
+    config: &PowerIterationConfig,
 ) -> Result<ConvNormEstimate> {
+    let (tol, max_iter, seed) = (config.tol(), config.max_iter(), config.seed());
     let dims = check_kernel(&kernel)?;
     check_stride(stride)?;
     check_image(height, width)?;
-    check_positive("tol", tol)?;
-    check_nonzero("max_iter", max_iter)?;
     let g = Geometry::new(dims, height, width, stride, padding)?;
     let k: Vec<f64> = kernel.iter().map(|&v| f64::from(v)).collect();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);

@@ -13,11 +13,12 @@
 //! # Example
 //!
 //! ```
-//! use blindspot::spectral::operator_norm;
+//! use blindspot::spectral::{operator_norm, PowerIterationParams};
 //! use ndarray::array;
 //!
 //! let w = array![[3.0f32, 0.0], [0.0, -5.0], [0.0, 0.0]];
-//! let s = operator_norm(w.view(), 1e-6, 1000)?;
+//! let config = PowerIterationParams::new(1e-6, 1000).check()?;
+//! let s = operator_norm(w.view(), &config)?;
 //! assert!((s - 5.0).abs() < 1e-3);
 //! # Ok::<(), blindspot::Error>(())
 //! ```
@@ -39,14 +40,114 @@ pub use conv::{
     ConvNorm, ConvNormEstimate, Padding,
 };
 
-/// Seed of the power iteration's start vector in [`operator_norm`].
+/// Default seed of the power iteration's start vector ([`PowerIterationParams::default`]).
 pub const DEFAULT_SEED: u64 = 0x5eed;
 
-/// Default relative tolerance of [`layer_bounds`]' power iterations.
+/// Default relative tolerance of the power iterations ([`layer_bounds`]).
 pub const DEFAULT_TOL: f64 = 1e-7;
 
-/// Default iteration cap of [`layer_bounds`]' power iterations.
+/// Default iteration cap of the power iterations ([`layer_bounds`]).
 pub const DEFAULT_MAX_ITER: usize = 10_000;
+
+/// Settings of a power iteration ([`power_iteration`], [`conv_power_iteration`],
+/// [`layer_bounds_with`]) as given; [`PowerIterationParams::check`] turns them into a
+/// [`PowerIterationConfig`]. `Default`: [`DEFAULT_TOL`], [`DEFAULT_MAX_ITER`],
+/// [`DEFAULT_SEED`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PowerIterationParams {
+    /// Stop when the estimate changes by at most this much relative to itself between two
+    /// iterations (finite, > 0).
+    pub tol: f64,
+    /// Iteration cap (>= 1); not converging within it is an error.
+    pub max_iter: usize,
+    /// Seed of the Gaussian start vector.
+    pub seed: u64,
+}
+
+impl Default for PowerIterationParams {
+    fn default() -> Self {
+        PowerIterationParams {
+            tol: DEFAULT_TOL,
+            max_iter: DEFAULT_MAX_ITER,
+            seed: DEFAULT_SEED,
+        }
+    }
+}
+
+impl PowerIterationParams {
+    /// A tolerance and an iteration cap, with the [`DEFAULT_SEED`].
+    pub fn new(tol: f64, max_iter: usize) -> Self {
+        PowerIterationParams {
+            tol,
+            max_iter,
+            seed: DEFAULT_SEED,
+        }
+    }
+
+    /// Sets the seed of the start vector.
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// Validates the values once; the result cannot be invalid.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidParameter`] naming the bad value: `tol` if it is not finite and
+    /// positive, `max_iter` if it is 0.
+    pub fn check(self) -> Result<PowerIterationConfig> {
+        check_positive("tol", self.tol)?;
+        check_nonzero("max_iter", self.max_iter)?;
+        Ok(PowerIterationConfig {
+            tol: self.tol,
+            max_iter: self.max_iter,
+            seed: self.seed,
+        })
+    }
+}
+
+/// Checked power-iteration settings (from [`PowerIterationParams::check`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PowerIterationConfig {
+    tol: f64,
+    max_iter: usize,
+    seed: u64,
+}
+
+impl Default for PowerIterationConfig {
+    /// The checked [`PowerIterationParams::default`] (whose values are valid constants).
+    fn default() -> Self {
+        PowerIterationConfig {
+            tol: DEFAULT_TOL,
+            max_iter: DEFAULT_MAX_ITER,
+            seed: DEFAULT_SEED,
+        }
+    }
+}
+
+impl PowerIterationConfig {
+    /// The relative tolerance.
+    pub fn tol(&self) -> f64 {
+        self.tol
+    }
+
+    /// The iteration cap.
+    pub fn max_iter(&self) -> usize {
+        self.max_iter
+    }
+
+    /// The start vector's seed.
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// The same settings with another seed (every seed is valid).
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+}
 
 /// Result of a power iteration on `W` (`m × n`).
 #[derive(Debug, Clone, PartialEq)]
@@ -64,8 +165,8 @@ pub struct NormEstimate {
 }
 
 /// The largest singular value of `w` by power iteration on `WᵀW`, started from a Gaussian
-/// vector drawn with `seed`, stopping when the estimate changes by at most `tol` relative to
-/// itself between two iterations.
+/// vector drawn with the config's seed, stopping when the estimate changes by at most `tol`
+/// relative to itself between two iterations.
 ///
 /// Each iteration computes `u = W v`, `z = Wᵀ u`, `v ← z / ‖z‖` for a unit `v`; the estimate
 /// `‖W v‖` never decreases and never exceeds `‖W‖₂`. Arithmetic is in f64 so that a tight
@@ -76,14 +177,13 @@ pub struct NormEstimate {
 /// # Errors
 ///
 /// [`Error::Shape`] if `w` has no rows or no columns; [`Error::NonFinite`] if an entry is NaN
-/// or infinite; [`Error::InvalidParameter`] if `tol` is not finite and positive or `max_iter`
-/// is 0; [`Error::Optim`] if the estimate has not converged after `max_iter` iterations.
+/// or infinite; [`Error::Optim`] if the estimate has not converged after `max_iter`
+/// iterations.
 pub fn power_iteration(
     w: ArrayView2<'_, f32>,
-    tol: f64,
-    max_iter: usize,
-    seed: u64,
+    config: &PowerIterationConfig,
 ) -> Result<NormEstimate> {
+    let (tol, max_iter, seed) = (config.tol, config.max_iter, config.seed);
     let (m, n) = w.dim();
     if m == 0 || n == 0 {
         return Err(Error::shape(
@@ -93,8 +193,6 @@ pub fn power_iteration(
         ));
     }
     check_finite(w, "matrix for operator norm")?;
-    check_positive("tol", tol)?;
-    check_nonzero("max_iter", max_iter)?;
     let w = w.mapv(f64::from);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut v: Array1<f64> = Array1::random_using(n, StandardNormal, &mut rng);
@@ -138,14 +236,14 @@ pub fn power_iteration(
     )))
 }
 
-/// The operator norm `‖W‖₂` (largest singular value) of `w`, by [`power_iteration`] from a
-/// start vector seeded with [`DEFAULT_SEED`].
+/// The operator norm `‖W‖₂` (largest singular value) of `w`, by [`power_iteration`]: its
+/// value alone, in `f32`.
 ///
 /// # Errors
 ///
 /// As [`power_iteration`].
-pub fn operator_norm(w: ArrayView2<'_, f32>, tol: f64, max_iter: usize) -> Result<f32> {
-    Ok(power_iteration(w, tol, max_iter, DEFAULT_SEED)?.value as f32)
+pub fn operator_norm(w: ArrayView2<'_, f32>, config: &PowerIterationConfig) -> Result<f32> {
+    Ok(power_iteration(w, config)?.value as f32)
 }
 
 /// How a layer's operator norm was obtained.
@@ -215,15 +313,16 @@ pub struct LayerBound {
 ///
 /// As [`power_iteration`] and [`conv_operator_norm_padded`].
 pub fn layer_bounds(mlp: &Mlp) -> Result<Vec<LayerBound>> {
-    layer_bounds_with(mlp, DEFAULT_TOL, DEFAULT_MAX_ITER)
+    layer_bounds_with(mlp, &PowerIterationConfig::default())
 }
 
-/// [`layer_bounds`] with a chosen tolerance and iteration cap.
+/// [`layer_bounds`] with chosen power-iteration settings; the `k`-th dense layer's start
+/// vector is seeded with the config's seed plus `k`.
 ///
 /// # Errors
 ///
 /// As [`layer_bounds`].
-pub fn layer_bounds_with(mlp: &Mlp, tol: f64, max_iter: usize) -> Result<Vec<LayerBound>> {
+pub fn layer_bounds_with(mlp: &Mlp, config: &PowerIterationConfig) -> Result<Vec<LayerBound>> {
     let layers = mlp.layers();
     let mut rows: Vec<LayerBound> = Vec::new();
     let mut dense = 0u64;
@@ -250,8 +349,10 @@ pub fn layer_bounds_with(mlp: &Mlp, tol: f64, max_iter: usize) -> Result<Vec<Lay
         let next = match layer {
             Layer::Dense(d) => {
                 // Seeds as before the layer stack, so dense estimates are unchanged.
-                let est =
-                    power_iteration(d.weight(), tol, max_iter, DEFAULT_SEED.wrapping_add(dense))?;
+                let est = power_iteration(
+                    d.weight(),
+                    &config.with_seed(config.seed.wrapping_add(dense)),
+                )?;
                 dense += 1;
                 row(
                     "dense",
