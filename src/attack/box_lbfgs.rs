@@ -41,6 +41,10 @@ pub enum Penalty {
 /// smaller perturbation. The smallest successful perturbation seen is returned, after a fresh
 /// forward pass confirms its label.
 ///
+/// An error the model returns while the solver runs comes out of [`Attack::attack`] as that
+/// same [`Error`]; a NaN or infinite loss or input gradient is [`Error::NonFinite`], and
+/// [`Error::Optim`] is left for failures of argmin itself.
+///
 /// ```
 /// use blindspot::attack::{Attack, BoxLbfgs, Target};
 /// use blindspot::nn::{Architecture, Mlp};
@@ -350,7 +354,7 @@ struct CSearch {
     c: f64,
     /// Largest success so far.
     lo: Option<f64>,
-    /// Smallest failure above `lo` so far (the latest failure).
+    /// Latest failure: once both ends are known, the smallest failure above `lo`.
     hi: Option<f64>,
     bracket_steps: usize,
     search_steps: usize,
