@@ -3,7 +3,7 @@
 //! panic.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use blindspot::attack::{transfer_error, Attack, BoxLbfgs, GaussianNoise, Target};
@@ -178,11 +178,110 @@ fn non_finite_losses_and_gradients_are_typed_errors() {
     for fault in [Fault::NanLoss, Fault::InfGrad] {
         let m = Fake::new(3, fault);
         let r = fast_attack().attack(&m, x0().view(), 0, Target::Label(1));
-        // argmin reports the objective's error as an optimisation failure carrying the
-        // message; either form is a typed error.
+        // The objective's error comes out of argmin as itself, not as an optimisation failure.
         match r {
-            Err(Error::NonFinite { .. }) | Err(Error::Optim(_)) => {}
+            Err(Error::NonFinite { .. }) => {}
             other => panic!("{fault:?}: {:?}", other.map(|_| ())),
+        }
+    }
+}
+
+/// The well-behaved fake model, except that its `nth` loss-and-gradient call (counting from
+/// 1) returns the error `fail` makes.
+struct FailsOnCall {
+    inner: Fake,
+    nth: usize,
+    calls: AtomicUsize,
+    fail: fn() -> Error,
+}
+
+impl FailsOnCall {
+    fn new(nth: usize, fail: fn() -> Error) -> Self {
+        FailsOnCall {
+            inner: Fake::new(3, Fault::None),
+            nth,
+            calls: AtomicUsize::new(0),
+            fail,
+        }
+    }
+}
+
+impl Classifier for FailsOnCall {
+    fn input_dim(&self) -> usize {
+        self.inner.input_dim()
+    }
+
+    fn num_classes(&self) -> usize {
+        self.inner.num_classes()
+    }
+
+    fn logits(&self, x: ArrayView2<'_, f32>) -> Result<Array2<f32>> {
+        self.inner.logits(x)
+    }
+}
+
+impl Differentiable for FailsOnCall {
+    type Scratch = ();
+
+    fn loss_and_input_grad_with(
+        &self,
+        x: ArrayView2<'_, f32>,
+        labels: &[usize],
+        scratch: &mut (),
+        losses: ArrayViewMut1<'_, f32>,
+        grad: ArrayViewMut2<'_, f32>,
+    ) -> Result<()> {
+        if self.calls.fetch_add(1, Ordering::SeqCst) + 1 == self.nth {
+            return Err((self.fail)());
+        }
+        self.inner
+            .loss_and_input_grad_with(x, labels, scratch, losses, grad)
+    }
+}
+
+#[test]
+fn a_model_error_inside_the_solver_comes_out_as_itself() {
+    fn shape() -> Error {
+        Error::Shape {
+            what: "fake model input".into(),
+            expected: "4".into(),
+            got: "5".into(),
+        }
+    }
+    fn non_finite() -> Error {
+        Error::NonFinite {
+            what: "fake model activations".into(),
+        }
+    }
+    for target in [Target::Label(1), Target::Untargeted] {
+        // Failing on the first call, on one midway, and on the last call the healthy model
+        // sees: the later ones after the c-search has moved on to other solves.
+        let healthy = FailsOnCall::new(usize::MAX, shape);
+        let out = fast_attack()
+            .attack(&healthy, x0().view(), 0, target)
+            .unwrap();
+        let calls = healthy.calls.load(Ordering::SeqCst);
+        assert!(calls >= 4, "{target:?}: only {calls} gradient calls");
+        assert!(out.evaluations > calls, "label checks count too");
+        for nth in [1, calls / 2, calls] {
+            let m = FailsOnCall::new(nth, shape);
+            match fast_attack().attack(&m, x0().view(), 0, target) {
+                Err(Error::Shape {
+                    what,
+                    expected,
+                    got,
+                }) => assert_eq!(
+                    (what.as_str(), expected.as_str(), got.as_str()),
+                    ("fake model input", "4", "5")
+                ),
+                other => panic!("call {nth}, {target:?}: {:?}", other.map(|_| ())),
+            }
+            assert_eq!(m.calls.load(Ordering::SeqCst), nth, "the attack went on");
+            let m = FailsOnCall::new(nth, non_finite);
+            match fast_attack().attack(&m, x0().view(), 0, target) {
+                Err(Error::NonFinite { what }) => assert_eq!(what, "fake model activations"),
+                other => panic!("call {nth}, {target:?}: {:?}", other.map(|_| ())),
+            }
         }
     }
 }

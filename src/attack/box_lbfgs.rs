@@ -3,13 +3,13 @@
 
 use std::cell::{Cell, RefCell};
 
-use argmin::core::{CostFunction, Executor, Gradient};
+use argmin::core::{CostFunction, Executor, Gradient, OptimizationResult};
 use ndarray::{Array1, Array2, ArrayView1};
 
 use super::{check_input, outcome, Attack, Outcome, Target};
 use crate::error::{Error, Result};
 use crate::model::{check_finite, checked_predict, Differentiable};
-use crate::optim::LBfgsB;
+use crate::optim::{LBfgsB, LbfgsbError};
 
 /// Cross-entropy below which the target's probability exceeds one half (`ln 2 ≈ 0.6931`, less a
 /// margin for rounding), so the target is certainly the model's label.
@@ -40,6 +40,10 @@ pub enum Penalty {
 /// `c` whose minimiser the model labels `l`: a larger `c` weighs the norm more, so it gives a
 /// smaller perturbation. The smallest successful perturbation seen is returned, after a fresh
 /// forward pass confirms its label.
+///
+/// An error the model returns while the solver runs comes out of [`Attack::attack`] as that
+/// same [`Error`]; a NaN or infinite loss or input gradient is [`Error::NonFinite`], and
+/// [`Error::Optim`] is left for failures of argmin itself.
 ///
 /// ```
 /// use blindspot::attack::{Attack, BoxLbfgs, Target};
@@ -260,146 +264,31 @@ impl BoxLbfgs {
             .with_warm_memory(self.warm_memory && self.penalty == Penalty::SquaredL2))
     }
 
-    /// The c-search for one target label.
+    /// The c-search for one target label: [`CSearch`] chooses each `c`, [`SolveStep`] runs the
+    /// solve, and [`Found`] keeps the smallest success.
     fn targeted<M: Differentiable + ?Sized>(
         &self,
         model: &M,
         x: ArrayView1<'_, f32>,
         label: usize,
         target: usize,
-        solver: &RefCell<Option<LBfgsB>>,
-        cache: &RefCell<Cache<M::Scratch>>,
+        ws: &mut Workspace<M::Scratch>,
     ) -> Result<Outcome> {
-        let x64 = x.mapv(f64::from);
-        let evals = Cell::new(0usize);
-        let last_c = Cell::new(None::<f64>);
-        // Best success so far: (distortion², adversarial, c).
-        let mut best: Option<(f64, Array1<f32>, f64)> = None;
-        let mut last_failure: Option<(Array1<f32>, f64)> = None;
-        // End point of the latest solve: the start of the next one while nothing succeeded.
-        let last_end: RefCell<Option<Array1<f32>>> = RefCell::new(None);
-        let solve =
-            |c: f64, best: &Option<(f64, Array1<f32>, f64)>| -> Result<(Array1<f32>, bool)> {
-                let start = match (self.warm_start, best, last_end.borrow().as_ref()) {
-                    (true, Some((_, adv, _)), _) => adv.mapv(f64::from),
-                    (true, None, Some(end)) => end.mapv(f64::from),
-                    _ => x64.clone(),
-                };
-                cache.borrow_mut().valid = false;
-                let problem = Objective {
-                    model,
-                    x: &x64,
-                    target,
-                    c,
-                    penalty: self.penalty,
-                    evals: &evals,
-                    cache,
-                };
-                let max_iters = self.max_iters;
-                // The solver comes back from each run with its buffers, which the next run reuses.
-                let mut s = match solver.borrow_mut().take() {
-                    Some(s) => s,
-                    None => self.solver(x.len())?,
-                };
-                // Pairs from the previous solve for this target, corrected for the new c;
-                // none from another target's objective.
-                match last_c.replace(Some(c)) {
-                    Some(prev) => {
-                        s.shift_curvature(2.0 * (c - prev));
-                    }
-                    None => s.clear_memory(),
-                }
-                let res = Executor::new(problem, s)
-                    .configure(|s| s.param(start).max_iters(max_iters))
-                    .run()
-                    .map_err(|e| Error::Optim(e.to_string()))?;
-                let state = res.state;
-                let z = state
-                    .best_param
-                    .as_ref()
-                    .or(state.param.as_ref())
-                    .ok_or_else(|| Error::Optim("L-BFGS-B returned no point".into()))?;
-                // The solver keeps iterates inside the box; clamping only guards the f64 → f32 cast.
-                let adv: Array1<f32> = z.mapv(|v| v.clamp(0.0, 1.0) as f32);
-                *solver.borrow_mut() = Some(res.solver);
-                *last_end.borrow_mut() = Some(adv.clone());
-                // If the model's last evaluation was at exactly this input and gave the target a
-                // probability above one half, the target is its label; otherwise ask.
-                {
-                    let c = cache.borrow();
-                    let seen = c.model_target == Some(target)
-                        && c.z32.as_slice() == adv.as_slice()
-                        && c.loss[0] < SURE_LOSS;
-                    if seen {
-                        return Ok((adv, true));
-                    }
-                }
-                evals.set(evals.get() + 1);
-                let got = checked_predict(model, adv.view().insert_axis(ndarray::Axis(0)))?[0];
-                Ok((adv, got == target))
-            };
-        let mut record =
-            |adv: Array1<f32>, c: f64, ok: bool, best: &mut Option<(f64, Array1<f32>, f64)>| {
-                if ok {
-                    let d2: f64 = adv
-                        .iter()
-                        .zip(x.iter())
-                        .map(|(&a, &b)| ((a - b) as f64).powi(2))
-                        .sum();
-                    if best.as_ref().is_none_or(|(bd, _, _)| d2 < *bd) {
-                        *best = Some((d2, adv, c));
-                    }
-                } else {
-                    last_failure = Some((adv, c));
-                }
-            };
-
-        // Bracket: find c_ok (success) and c_fail (failure) a factor of 10 apart.
-        let mut c = self.initial_c;
-        let (adv, ok) = solve(c, &best)?;
-        record(adv, c, ok, &mut best);
-        let (mut lo, mut hi) = if ok { (Some(c), None) } else { (None, Some(c)) };
-        for _ in 0..self.bracket_steps {
-            if ok {
-                if hi.is_some() {
-                    break;
-                }
-                c *= 10.0;
-            } else {
-                if lo.is_some() {
-                    break;
-                }
-                c /= 10.0;
-            }
-            let (adv, ok_now) = solve(c, &best)?;
-            record(adv, c, ok_now, &mut best);
-            if ok_now {
-                lo = Some(c);
-            } else {
-                hi = Some(c);
-            }
-            if lo.is_some() && hi.is_some() {
-                break;
-            }
+        let mut step = SolveStep::new(self, model, x, target, ws);
+        let mut search = CSearch::new(self.initial_c, self.bracket_steps, self.search_steps);
+        let mut found = Found::default();
+        let mut next = search.current();
+        while let Some(c) = next {
+            let (adv, ok) = step.solve(c, found.best_adversarial())?;
+            found.record(x, adv, c, ok);
+            next = search.next_c(ok);
         }
-        // Bisect in log space between the largest success and the smallest failure above it.
-        if let (Some(mut l), Some(mut h)) = (lo, hi) {
-            for _ in 0..self.search_steps {
-                let mid = (l * h).sqrt();
-                let (adv, ok_now) = solve(mid, &best)?;
-                record(adv, mid, ok_now, &mut best);
-                if ok_now {
-                    l = mid;
-                } else {
-                    h = mid;
-                }
-            }
-        }
-        let (adv, c) = match best {
-            Some((_, adv, c)) => (adv, c),
-            None => last_failure.ok_or_else(|| Error::Optim("no solve ran".into()))?,
-        };
-        outcome(model, x, adv, label, Some(target), c, evals.get() + 1)
+        let evaluations = step.evaluations();
+        let (adv, c) = found
+            .pick()
+            .ok_or_else(|| Error::Optim("no solve ran".into()))?;
+        // The confirming forward pass in `outcome` is one more evaluation.
+        outcome(model, x, adv, label, Some(target), c, evaluations + 1)
     }
 }
 
@@ -414,17 +303,18 @@ impl Attack for BoxLbfgs {
         self.check_settings()?;
         check_input(model, x, label)?;
         let target = target.resolve(label, model.num_classes())?;
-        let n = x.len();
-        let solver = RefCell::new(Some(self.solver(n)?));
-        let cache = RefCell::new(Cache::new(n));
+        let mut ws = Workspace {
+            solver: Some(self.solver(x.len())?),
+            cache: Cache::new(x.len()),
+        };
         match target {
-            Some(t) => self.targeted(model, x, label, t, &solver, &cache),
+            Some(t) => self.targeted(model, x, label, t, &mut ws),
             None => {
                 // Untargeted: the smallest successful perturbation over every other label.
                 let mut best: Option<Outcome> = None;
                 let mut evaluations = 0;
                 for t in (0..model.num_classes()).filter(|&t| t != label) {
-                    let out = self.targeted(model, x, label, t, &solver, &cache)?;
+                    let out = self.targeted(model, x, label, t, &mut ws)?;
                     evaluations += out.evaluations;
                     let better = match &best {
                         None => true,
@@ -445,6 +335,284 @@ impl Attack for BoxLbfgs {
                 Ok(out)
             }
         }
+    }
+}
+
+/// Where the search over `c` stands: which `c` to solve for next, given whether the solve at
+/// the current one succeeded.
+///
+/// The first `c` is the initial one. A success there sends the bracket up by factors of 10 (a
+/// larger `c` gives a smaller perturbation, so look for the first failure above), a failure
+/// sends it down (look for the first success below), for at most `bracket_steps` solves. Once
+/// a success `lo` and a failure `hi` are a factor of 10 apart, `search_steps` log-space
+/// midpoints `√(lo·hi)` halve the bracket, each replacing the end whose outcome it shares. A
+/// search that never finds both ends stops after the bracket phase.
+#[derive(Debug, Clone, PartialEq)]
+struct CSearch {
+    phase: Phase,
+    /// The `c` whose outcome [`CSearch::next_c`] expects.
+    c: f64,
+    /// Largest success so far.
+    lo: Option<f64>,
+    /// Latest failure: once both ends are known, the smallest failure above `lo`.
+    hi: Option<f64>,
+    bracket_steps: usize,
+    search_steps: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// The solve at the initial `c` has not been reported.
+    Start,
+    /// Stepping `c` by factors of 10, up or down; `left` more steps allowed.
+    Bracket { up: bool, left: usize },
+    /// Bisecting `[lo, hi]`; `left` more midpoints after the current one.
+    Bisect { left: usize },
+    /// No more solves.
+    Done,
+}
+
+impl CSearch {
+    fn new(initial_c: f64, bracket_steps: usize, search_steps: usize) -> Self {
+        CSearch {
+            phase: Phase::Start,
+            c: initial_c,
+            lo: None,
+            hi: None,
+            bracket_steps,
+            search_steps,
+        }
+    }
+
+    /// The `c` to solve for now, or `None` once the search is over.
+    fn current(&self) -> Option<f64> {
+        (self.phase != Phase::Done).then_some(self.c)
+    }
+
+    /// Reports whether the solve at [`CSearch::current`] succeeded and returns the next `c`
+    /// to solve for, or `None` when the search is over (then and afterwards).
+    fn next_c(&mut self, success: bool) -> Option<f64> {
+        let (up, left) = match self.phase {
+            Phase::Done => return None,
+            Phase::Start => (success, self.bracket_steps),
+            Phase::Bracket { up, left } => (up, left),
+            Phase::Bisect { left } => {
+                self.settle(success);
+                return self.bisect(left);
+            }
+        };
+        self.settle(success);
+        if self.lo.is_some() && self.hi.is_some() {
+            return self.bisect(self.search_steps);
+        }
+        if left == 0 {
+            return self.finish();
+        }
+        self.c = if up { self.c * 10.0 } else { self.c / 10.0 };
+        self.phase = Phase::Bracket { up, left: left - 1 };
+        Some(self.c)
+    }
+
+    /// Largest `c` whose solve succeeded so far.
+    #[cfg(test)]
+    fn best_c(&self) -> Option<f64> {
+        self.lo
+    }
+
+    fn settle(&mut self, success: bool) {
+        if success {
+            self.lo = Some(self.c);
+        } else {
+            self.hi = Some(self.c);
+        }
+    }
+
+    /// The next midpoint, if `left` remain and there is a bracket.
+    fn bisect(&mut self, left: usize) -> Option<f64> {
+        match (self.lo, self.hi, left) {
+            (Some(l), Some(h), 1..) => {
+                self.c = (l * h).sqrt();
+                self.phase = Phase::Bisect { left: left - 1 };
+                Some(self.c)
+            }
+            _ => self.finish(),
+        }
+    }
+
+    fn finish(&mut self) -> Option<f64> {
+        self.phase = Phase::Done;
+        None
+    }
+}
+
+/// The outcomes of one target's solves: the smallest successful perturbation, and the latest
+/// failure to return when nothing succeeded.
+#[derive(Default)]
+struct Found {
+    /// Best success so far: (distortion², adversarial, c).
+    best: Option<(f64, Array1<f32>, f64)>,
+    last_failure: Option<(Array1<f32>, f64)>,
+}
+
+impl Found {
+    fn record(&mut self, x: ArrayView1<'_, f32>, adv: Array1<f32>, c: f64, ok: bool) {
+        if ok {
+            let d2: f64 = adv
+                .iter()
+                .zip(x.iter())
+                .map(|(&a, &b)| ((a - b) as f64).powi(2))
+                .sum();
+            if self.best.as_ref().is_none_or(|(bd, _, _)| d2 < *bd) {
+                self.best = Some((d2, adv, c));
+            }
+        } else {
+            self.last_failure = Some((adv, c));
+        }
+    }
+
+    fn best_adversarial(&self) -> Option<&Array1<f32>> {
+        self.best.as_ref().map(|(_, adv, _)| adv)
+    }
+
+    /// The point to report and its `c`: the best success, else the latest failure.
+    fn pick(self) -> Option<(Array1<f32>, f64)> {
+        match self.best {
+            Some((_, adv, c)) => Some((adv, c)),
+            None => self.last_failure,
+        }
+    }
+}
+
+/// Buffers one attack reuses across all its solves, for every target: the solver (its pairs
+/// and work arrays) and the evaluation cache.
+struct Workspace<S> {
+    /// `None` only while a solve runs (argmin owns the solver then), or after one failed.
+    solver: Option<LBfgsB>,
+    cache: Cache<S>,
+}
+
+/// The solves of one target's c-search: each starts from the warm start and with the previous
+/// solve's curvature pairs, and counts the model evaluations it costs.
+struct SolveStep<'a, M: Differentiable + ?Sized> {
+    attack: &'a BoxLbfgs,
+    model: &'a M,
+    x: Array1<f64>,
+    target: usize,
+    ws: &'a mut Workspace<M::Scratch>,
+    /// `c` of the previous solve for this target: the solver's pairs belong to its objective.
+    last_c: Option<f64>,
+    /// End point of the latest solve: the start of the next one while nothing succeeded.
+    last_end: Option<Array1<f32>>,
+    /// Model evaluations so far: losses and gradients, and label checks.
+    evals: usize,
+}
+
+impl<'a, M: Differentiable + ?Sized> SolveStep<'a, M> {
+    fn new(
+        attack: &'a BoxLbfgs,
+        model: &'a M,
+        x: ArrayView1<'_, f32>,
+        target: usize,
+        ws: &'a mut Workspace<M::Scratch>,
+    ) -> Self {
+        SolveStep {
+            attack,
+            model,
+            x: x.mapv(f64::from),
+            target,
+            ws,
+            last_c: None,
+            last_end: None,
+            evals: 0,
+        }
+    }
+
+    fn evaluations(&self) -> usize {
+        self.evals
+    }
+
+    /// Minimises the objective for `c`, starting (with warm starts on) from `best`, the best
+    /// success so far, else from where the previous solve ended, else from `x`; returns the
+    /// end point and whether the model labels it `target`.
+    fn solve(&mut self, c: f64, best: Option<&Array1<f32>>) -> Result<(Array1<f32>, bool)> {
+        let start = match (self.attack.warm_start, best, self.last_end.as_ref()) {
+            (true, Some(adv), _) => adv.mapv(f64::from),
+            (true, None, Some(end)) => end.mapv(f64::from),
+            _ => self.x.clone(),
+        };
+        // The cached cost and gradient belong to the previous c.
+        self.ws.cache.valid = false;
+        // The solver comes back from each run with its buffers, which the next run reuses.
+        let mut solver = match self.ws.solver.take() {
+            Some(s) => s,
+            None => self.attack.solver(self.x.len())?,
+        };
+        // Pairs from the previous solve for this target, corrected for the new c; none from
+        // another target's objective.
+        match self.last_c.replace(c) {
+            Some(prev) => {
+                solver.shift_curvature(2.0 * (c - prev));
+            }
+            None => solver.clear_memory(),
+        }
+        let problem = Objective {
+            model: self.model,
+            x: &self.x,
+            target: self.target,
+            c,
+            penalty: self.attack.penalty,
+            evals: Cell::new(0),
+            cache: RefCell::new(&mut self.ws.cache),
+        };
+        let max_iters = self.attack.max_iters;
+        let OptimizationResult {
+            mut problem,
+            solver,
+            state,
+        } = Executor::new(problem, solver)
+            .configure(|s| s.param(start).max_iters(max_iters))
+            .run()
+            .map_err(from_argmin)?;
+        self.ws.solver = Some(solver);
+        let calls = problem
+            .take_problem()
+            .ok_or_else(|| Error::Optim("argmin did not return the objective".into()))?
+            .evals
+            .get();
+        self.evals += calls;
+        let z = state
+            .best_param
+            .as_ref()
+            .or(state.param.as_ref())
+            .ok_or_else(|| Error::Optim("L-BFGS-B returned no point".into()))?;
+        // The solver keeps iterates inside the box; clamping only guards the f64 → f32 cast.
+        let adv: Array1<f32> = z.mapv(|v| v.clamp(0.0, 1.0) as f32);
+        self.last_end = Some(adv.clone());
+        // If the model's last evaluation was at exactly this input and gave the target a
+        // probability above one half, the target is its label; otherwise ask.
+        let cache = &self.ws.cache;
+        if cache.model_target == Some(self.target)
+            && cache.z32.as_slice() == adv.as_slice()
+            && cache.loss[0] < SURE_LOSS
+        {
+            return Ok((adv, true));
+        }
+        self.evals += 1;
+        let got = checked_predict(self.model, adv.view().insert_axis(ndarray::Axis(0)))?[0];
+        Ok((adv, got == self.target))
+    }
+}
+
+/// argmin carries the objective's errors (and the solver's) as its own `anyhow`-based error:
+/// a model's typed error comes back out as itself, the solver's as the crate's variant of the
+/// same name, and anything else from argmin as [`Error::Optim`].
+fn from_argmin(e: argmin::core::Error) -> Error {
+    match e.downcast::<Error>() {
+        Ok(e) => e,
+        Err(e) => match e.downcast::<LbfgsbError>() {
+            Ok(e) => e.into(),
+            Err(e) => Error::Optim(e.to_string()),
+        },
     }
 }
 
@@ -484,21 +652,24 @@ impl<S: Default> Cache<S> {
 }
 
 /// `c·pen(z − x) + CE(f(z), target)` over the box, with `z = x + r`.
+///
+/// argmin asks for cost and gradient through `&self`, hence the cells.
 struct Objective<'a, M: Differentiable + ?Sized> {
     model: &'a M,
     x: &'a Array1<f64>,
     target: usize,
     c: f64,
     penalty: Penalty,
-    evals: &'a Cell<usize>,
-    cache: &'a RefCell<Cache<M::Scratch>>,
+    /// Model evaluations of this solve.
+    evals: Cell<usize>,
+    cache: RefCell<&'a mut Cache<M::Scratch>>,
 }
 
 impl<M: Differentiable + ?Sized> Objective<'_, M> {
     /// Evaluates cost and gradient at `z` once; repeated calls at the same point are free.
     fn evaluate(&self, z: &Array1<f64>) -> Result<()> {
         let mut guard = self.cache.borrow_mut();
-        let cache = &mut *guard;
+        let cache = &mut **guard;
         let n = self.x.len();
         let (Some(zs), Some(xs)) = (z.as_slice(), self.x.as_slice()) else {
             return Err(Error::Optim("non-contiguous point".into()));
@@ -577,5 +748,225 @@ impl<M: Differentiable + ?Sized> Gradient for Objective<'_, M> {
     fn gradient(&self, z: &Array1<f64>) -> std::result::Result<Array1<f64>, argmin::core::Error> {
         self.evaluate(z)?;
         Ok(self.cache.borrow().grad.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs a search against `succeeds`, returning the `c` values tried in order (at most 1000,
+    /// so that a search that never stops fails the test instead of hanging it).
+    fn drive(search: &mut CSearch, succeeds: impl Fn(f64) -> bool) -> Vec<f64> {
+        let mut tried = Vec::new();
+        let mut next = search.current();
+        while let Some(c) = next {
+            tried.push(c);
+            assert!(tried.len() <= 1000, "search does not stop");
+            next = search.next_c(succeeds(c));
+        }
+        tried
+    }
+
+    /// The c-search as `BoxLbfgs::targeted` wrote it before it became a state machine
+    /// (bracket by factors of 10 from `initial`, then bisect in log space): the sequence of
+    /// `c` values it tried.
+    fn loop_sequence(
+        initial: f64,
+        bracket_steps: usize,
+        search_steps: usize,
+        succeeds: impl Fn(f64) -> bool,
+    ) -> Vec<f64> {
+        let mut tried = Vec::new();
+        let mut solve = |c: f64| {
+            tried.push(c);
+            succeeds(c)
+        };
+        let mut c = initial;
+        let ok = solve(c);
+        let (mut lo, mut hi) = if ok { (Some(c), None) } else { (None, Some(c)) };
+        for _ in 0..bracket_steps {
+            if ok {
+                if hi.is_some() {
+                    break;
+                }
+                c *= 10.0;
+            } else {
+                if lo.is_some() {
+                    break;
+                }
+                c /= 10.0;
+            }
+            if solve(c) {
+                lo = Some(c);
+            } else {
+                hi = Some(c);
+            }
+            if lo.is_some() && hi.is_some() {
+                break;
+            }
+        }
+        if let (Some(mut l), Some(mut h)) = (lo, hi) {
+            for _ in 0..search_steps {
+                let mid = (l * h).sqrt();
+                if solve(mid) {
+                    l = mid;
+                } else {
+                    h = mid;
+                }
+            }
+        }
+        tried
+    }
+
+    #[test]
+    fn tries_the_same_c_values_as_the_loop_it_replaces() {
+        let thresholds = [
+            0.0, 1e-12, 2.3e-7, 1e-3, 0.037, 0.1, 0.99, 1.0, 1.01, 7.0, 10.0, 420.0, 3.7e3, 1e8,
+            5e9,
+        ];
+        for initial in [1.0, 0.3, 250.0] {
+            for bracket in [0, 1, 2, 8, 30] {
+                for search in [0, 1, 5, 60] {
+                    for &t in thresholds.iter().chain([f64::INFINITY].iter()) {
+                        let oracle = |c: f64| c <= t;
+                        let mut s = CSearch::new(initial, bracket, search);
+                        let got = drive(&mut s, oracle);
+                        let want = loop_sequence(initial, bracket, search, oracle);
+                        // Bit for bit: the attack's result depends on each c exactly.
+                        let bits = |v: &[f64]| v.iter().map(|c| c.to_bits()).collect::<Vec<_>>();
+                        assert_eq!(
+                            bits(&got),
+                            bits(&want),
+                            "initial {initial}, bracket {bracket}, search {search}, c* {t}: \
+                             {got:?} vs {want:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn brackets_then_bisects_down_to_the_threshold() {
+        let t = 0.037;
+        let mut s = CSearch::new(1.0, 8, 5);
+        let tried = drive(&mut s, |c| c <= t);
+        // Failures at 1 and 0.1, the first success at 0.01, then five midpoints.
+        assert_eq!(&tried[..3], &[1.0, 0.1, 0.01]);
+        assert_eq!(tried.len(), 3 + 5);
+        let (lo, hi) = (s.lo.unwrap(), s.hi.unwrap());
+        assert!(lo <= t && t < hi, "[{lo}, {hi}] misses {t}");
+        // Five halvings of a factor-10 bracket in log space.
+        let width = (hi / lo).log10();
+        assert!((width - 1.0 / 32.0).abs() < 1e-12, "log10 width {width}");
+        assert_eq!(s.best_c(), Some(lo));
+        // Every success is at most the threshold and the best is the largest of them.
+        let best = tried
+            .iter()
+            .copied()
+            .filter(|&c| c <= t)
+            .fold(0.0, f64::max);
+        assert_eq!(s.best_c(), Some(best));
+    }
+
+    #[test]
+    fn brackets_upwards_after_a_first_success() {
+        let t = 3.7e3;
+        let mut s = CSearch::new(1.0, 8, 5);
+        let tried = drive(&mut s, |c| c <= t);
+        assert_eq!(&tried[..5], &[1.0, 10.0, 100.0, 1000.0, 10000.0]);
+        assert_eq!(tried.len(), 5 + 5);
+        let (lo, hi) = (s.lo.unwrap(), s.hi.unwrap());
+        assert!(lo <= t && t < hi, "[{lo}, {hi}] misses {t}");
+        assert!(
+            lo > 3.0e3,
+            "five halvings should reach above 3000, got {lo}"
+        );
+    }
+
+    #[test]
+    fn more_steps_narrow_to_the_threshold() {
+        let t = 0.0123;
+        let mut s = CSearch::new(1.0, 8, 60);
+        drive(&mut s, |c| c <= t);
+        let (lo, hi) = (s.lo.unwrap(), s.hi.unwrap());
+        assert!(lo <= t && t < hi);
+        assert!((hi - lo) / t < 1e-12, "[{lo}, {hi}] around {t}");
+    }
+
+    #[test]
+    fn never_succeeding_stops_after_the_bracket_steps() {
+        let mut s = CSearch::new(1.0, 8, 5);
+        let tried = drive(&mut s, |_| false);
+        assert_eq!(tried.len(), 1 + 8);
+        assert!((tried[8] - 1e-8).abs() < 1e-20, "{tried:?}");
+        assert!(tried.windows(2).all(|w| w[1] < w[0]));
+        assert_eq!(s.best_c(), None);
+    }
+
+    #[test]
+    fn always_succeeding_stops_after_the_bracket_steps() {
+        let mut s = CSearch::new(1.0, 8, 5);
+        let tried = drive(&mut s, |_| true);
+        assert_eq!(tried.len(), 1 + 8);
+        assert_eq!(s.best_c(), Some(1e8));
+    }
+
+    #[test]
+    fn no_bracket_or_search_steps_mean_no_further_solves() {
+        // Without bracket steps only the initial c is tried, whatever the outcome.
+        for ok in [false, true] {
+            let mut s = CSearch::new(2.0, 0, 5);
+            assert_eq!(drive(&mut s, |_| ok), vec![2.0]);
+        }
+        // Without search steps the bracket is found but not bisected.
+        let mut s = CSearch::new(1.0, 8, 0);
+        assert_eq!(drive(&mut s, |c| c <= 0.5), vec![1.0, 0.1]);
+        assert_eq!(s.best_c(), Some(0.1));
+        // A threshold out of reach of the bracket steps: no bisection either.
+        let mut s = CSearch::new(1.0, 2, 5);
+        assert_eq!(drive(&mut s, |c| c <= 1e-5).len(), 3);
+        assert_eq!(s.best_c(), None);
+    }
+
+    #[test]
+    fn a_finished_search_stays_finished() {
+        let mut s = CSearch::new(1.0, 1, 1);
+        drive(&mut s, |c| c <= 0.5);
+        assert_eq!(s.current(), None);
+        for ok in [true, false, true] {
+            assert_eq!(s.next_c(ok), None);
+        }
+    }
+
+    #[test]
+    fn argmin_errors_come_back_typed() {
+        let e = from_argmin(
+            Error::NonFinite {
+                what: "loss".into(),
+            }
+            .into(),
+        );
+        assert!(
+            matches!(e, Error::NonFinite { ref what } if what == "loss"),
+            "{e:?}"
+        );
+        let e = from_argmin(
+            LbfgsbError::InvalidParameter {
+                name: "memory",
+                reason: "must be at least 1".into(),
+            }
+            .into(),
+        );
+        assert!(
+            matches!(e, Error::InvalidParameter { name: "memory", .. }),
+            "{e:?}"
+        );
+        let e = from_argmin(argmin::core::Error::msg("something else"));
+        assert!(
+            matches!(e, Error::Optim(ref m) if m == "something else"),
+            "{e:?}"
+        );
     }
 }
