@@ -6,6 +6,7 @@
 //! [`Differentiable`] model, so a model of your own can be attacked unchanged.
 
 mod box_lbfgs;
+mod c_search;
 mod fgsm;
 mod noise;
 pub mod transfer;
