@@ -1,3 +1,6 @@
+// Over 700 lines on purpose: one concept, the operator norm of a convolution, computed two ways
+// (Fourier blocks and power iteration) on one shared geometry, plus 185 lines of tests that
+// check both against the dense matrix of the same convolution.
 //! Operator norms of multi-channel 2-D convolutions (paper §4.3).
 //!
 //! # Layout
