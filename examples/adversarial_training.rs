@@ -65,8 +65,8 @@ struct Args {
     /// Examples in each pool.
     #[arg(long, default_value_t = 6000)]
     pool_size: usize,
-    /// Clean batches between pool refreshes.
-    #[arg(long, default_value_t = 500)]
+    /// Clean batches between pool refreshes (fresher pools hurt in results/adversarial_training).
+    #[arg(long, default_value_t = 2000)]
     refresh_every: usize,
     /// Fraction of each pool replaced at each refresh.
     #[arg(long, default_value_t = 0.1)]
@@ -80,12 +80,12 @@ struct Args {
     /// Clean epochs before the pools are made (and before FGSM starts).
     #[arg(long, default_value_t = 1)]
     warmup: usize,
-    /// L-BFGS-B iterations per solve of the pools' attack (one solve per c, no bisection).
+    /// L-BFGS-B iterations per solve of the pools' attack.
     #[arg(long, default_value_t = 30)]
     attack_iters: u64,
     /// Bisection steps on c of the pools' attack (0: one solve at the initial c; more make the
     /// examples closer to minimal, at that many times the cost).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 5)]
     attack_search_steps: usize,
     /// Dropout rate of each hidden layer for `dropout`.
     #[arg(long, default_value_t = 0.2)]
