@@ -145,9 +145,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(m) = methods.iter().find(|m| !METHODS.contains(&m.as_str())) {
         return Err(format!("unknown method {m}; known: {}", METHODS.join(", ")).into());
     }
-    let pool_attack = BoxLbfgs::new()
+    let pool_attack = BoxLbfgs::params()
         .with_search_steps(args.attack_search_steps)
-        .with_max_iters(args.attack_iters)?;
+        .with_max_iters(args.attack_iters)
+        .check()?;
     let hidden = arch.hidden().len();
     let epochs = args
         .epochs

@@ -48,12 +48,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let model = Mlp::load(&args.model)?;
     let mnist = Mnist::load_default()?;
-    let attack = BoxLbfgs::new()
-        .with_memory(args.memory)?
-        .with_max_iters(args.max_iters)?
-        .with_tolerances(args.pgtol, args.ftol)?
+    let attack = BoxLbfgs::params()
+        .with_memory(args.memory)
+        .with_max_iters(args.max_iters)
+        .with_tolerances(args.pgtol, args.ftol)
         .with_search_steps(args.search_steps)
-        .with_warm_memory(!args.cold_memory);
+        .with_warm_memory(!args.cold_memory)
+        .check()?;
     let images = mnist.train.images();
     let labels = mnist.train.labels();
     let n = args.images.min(mnist.train.len());

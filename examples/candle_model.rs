@@ -246,7 +246,7 @@ impl Run {
         labels: &[usize],
         search_steps: usize,
     ) -> blindspot::Result<Run> {
-        let attack = BoxLbfgs::new().with_search_steps(search_steps);
+        let attack = BoxLbfgs::params().with_search_steps(search_steps).check()?;
         let targets = vec![Target::Untargeted; xs.nrows()];
         let t = Instant::now();
         let outs = attack.attack_batch(model, xs, labels, &targets)?;

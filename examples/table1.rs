@@ -104,7 +104,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             },
         })
         .collect();
-    let attack = BoxLbfgs::new().with_search_steps(args.search_steps);
+    let attack = BoxLbfgs::params()
+        .with_search_steps(args.search_steps)
+        .check()?;
     // The one-step contrast: along the sign of the gradient, the smallest ε (to 1e-6) that
     // succeeds, so it too has a minimal distortion of its own.
     let fgsm = Fgsm::searched(1.0, 20)?;

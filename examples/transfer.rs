@@ -175,7 +175,9 @@ struct Made {
 
 fn make_adversarial(model: &Mlp, img: &Images, c: &Common) -> Result<Made, blindspot::Error> {
     make_with(
-        &BoxLbfgs::new().with_search_steps(c.search_steps),
+        &BoxLbfgs::params()
+            .with_search_steps(c.search_steps)
+            .check()?,
         model,
         img,
     )

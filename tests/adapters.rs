@@ -155,7 +155,7 @@ fn the_attack_runs_on_finite_differences() {
     let model = mlp("FC16-10", 20, 11);
     let x = pixels(1, 20, 5);
     let label = model.predict(x.view()).unwrap()[0];
-    let attack = BoxLbfgs::new().with_search_steps(3);
+    let attack = BoxLbfgs::params().with_search_steps(3).check().unwrap();
     let exact = attack
         .attack(&model, x.row(0), label, Target::Untargeted)
         .unwrap();

@@ -30,10 +30,11 @@ fn tiny_params(seed: u64) -> TrainParams {
 }
 
 fn quick_attack() -> BoxLbfgs {
-    BoxLbfgs::new()
+    BoxLbfgs::params()
         .with_search_steps(0)
         .with_bracket_steps(2)
         .with_max_iters(15)
+        .check()
         .unwrap()
 }
 

@@ -255,17 +255,24 @@ proptest! {
         };
         let model = Mlp::new(arch, seed);
         let x = Array1::from(x);
-        let atk = BoxLbfgs::new().with_search_steps(steps).with_bracket_steps(steps.min(2));
+        // Oversized step counts are refused when the settings are checked, never later.
+        let atk = BoxLbfgs::params()
+            .with_search_steps(steps)
+            .with_bracket_steps(steps.min(2))
+            .check();
+        prop_assert_eq!(atk.is_err(), steps == usize::MAX);
         let check = |o: &blindspot::attack::Outcome| {
             o.adversarial.iter().all(|v| (0.0..=1.0).contains(v))
                 && o.perturbation.iter().all(|v| v.is_finite())
                 && o.distortion.is_finite()
                 && o.adversarial_label < classes
         };
-        if let Ok(o) = no_panic("BoxLbfgs::attack", || atk.attack(&model, x.view(), label, target))? {
-            prop_assert!(check(&o));
-            if let Ok(m) = no_panic("magnify", || magnify(x.view(), o.adversarial.view(), magnify_to))? {
-                prop_assert!(m.iter().all(|v| (0.0..=1.0).contains(v)));
+        if let Ok(atk) = &atk {
+            if let Ok(o) = no_panic("BoxLbfgs::attack", || atk.attack(&model, x.view(), label, target))? {
+                prop_assert!(check(&o));
+                if let Ok(m) = no_panic("magnify", || magnify(x.view(), o.adversarial.view(), magnify_to))? {
+                    prop_assert!(m.iter().all(|v| (0.0..=1.0).contains(v)));
+                }
             }
         }
         if let Ok(noise) = no_panic("GaussianNoise::new", || GaussianNoise::new(stddev))? {

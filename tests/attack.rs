@@ -45,7 +45,7 @@ fn targeted_attack_succeeds_inside_the_box_with_honest_figures() {
 #[test]
 fn untargeted_is_no_larger_than_any_targeted_result() {
     let (m, data) = small_mnist_model();
-    let atk = BoxLbfgs::default().with_search_steps(3);
+    let atk = BoxLbfgs::params().with_search_steps(3).check().unwrap();
     let x = data.images().row(0).to_owned();
     let y = data.labels()[0];
     let un = atk.attack(m, x.view(), y, Target::Untargeted).unwrap();
@@ -69,8 +69,10 @@ fn both_penalties_find_adversarial_examples() {
     let x = data.images().row(1).to_owned();
     let y = data.labels()[1];
     for p in [Penalty::SquaredL2, Penalty::L2] {
-        let o = BoxLbfgs::default()
+        let o = BoxLbfgs::params()
             .with_penalty(p)
+            .check()
+            .unwrap()
             .attack(m, x.view(), y, Target::Label((y + 3) % 10))
             .unwrap();
         assert!(o.success, "{p:?}");
@@ -110,15 +112,15 @@ fn bad_requests_are_typed_errors() {
     assert!(atk
         .attack(m, outside.view(), y, Target::Untargeted)
         .is_err());
-    assert!(BoxLbfgs::default().with_initial_c(0.0).is_err());
-    assert!(BoxLbfgs::default().with_max_iters(0).is_err());
+    assert!(BoxLbfgs::params().with_initial_c(0.0).check().is_err());
+    assert!(BoxLbfgs::params().with_max_iters(0).check().is_err());
     assert!(GaussianNoise::new(-1.0).is_err());
 }
 
 #[test]
 fn batch_equals_single_and_seeds_are_reproducible() {
     let (m, data) = small_mnist_model();
-    let atk = BoxLbfgs::default().with_search_steps(2);
+    let atk = BoxLbfgs::params().with_search_steps(2).check().unwrap();
     let n = 4;
     let xs = data.images().slice(s![..n, ..]).to_owned();
     let labels = &data.labels()[..n];

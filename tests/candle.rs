@@ -313,7 +313,7 @@ fn the_attack_through_candle_matches_the_attack_on_the_mlp() {
     let x = pixels(1, 40, 8);
     let label = mlp.predict(x.view()).unwrap()[0];
     let target = Target::Untargeted;
-    let attack = BoxLbfgs::new().with_search_steps(3);
+    let attack = BoxLbfgs::params().with_search_steps(3).check().unwrap();
     let a = attack.attack(&mlp, x.row(0), label, target).unwrap();
     let b = attack.attack(&candle, x.row(0), label, target).unwrap();
     assert!(a.success && b.success);

@@ -115,7 +115,11 @@ fn x0() -> Array1<f32> {
 }
 
 fn fast_attack() -> BoxLbfgs {
-    BoxLbfgs::new().with_search_steps(1).with_bracket_steps(2)
+    BoxLbfgs::params()
+        .with_search_steps(1)
+        .with_bracket_steps(2)
+        .check()
+        .unwrap()
 }
 
 #[test]
@@ -314,16 +318,29 @@ fn untargeted_attack_on_a_one_class_model_is_a_typed_error() {
 
 #[test]
 fn oversized_attack_settings_are_typed_errors() {
-    let m = Fake::new(3, Fault::None);
-    for atk in [
-        BoxLbfgs::new().with_bracket_steps(usize::MAX),
-        BoxLbfgs::new().with_search_steps(usize::MAX),
+    for (params, name) in [
+        (
+            BoxLbfgs::params().with_bracket_steps(usize::MAX),
+            "bracket_steps",
+        ),
+        (
+            BoxLbfgs::params().with_search_steps(usize::MAX),
+            "search_steps",
+        ),
+        (BoxLbfgs::params().with_memory(usize::MAX), "memory"),
+        (BoxLbfgs::params().with_max_iters(u64::MAX), "max_iters"),
+        (
+            BoxLbfgs::params().with_initial_c(f64::INFINITY),
+            "initial_c",
+        ),
+        (BoxLbfgs::params().with_tolerances(f64::NAN, 1e-6), "pgtol"),
+        (BoxLbfgs::params().with_tolerances(1e-5, -1.0), "ftol"),
     ] {
-        let r = atk.attack(&m, x0().view(), 0, Target::Label(1));
-        assert!(matches!(r, Err(Error::InvalidParameter { .. })));
+        match params.check() {
+            Err(Error::InvalidParameter { name: n, .. }) => assert_eq!(n, name),
+            other => panic!("{name}: {other:?}"),
+        }
     }
-    assert!(BoxLbfgs::new().with_memory(usize::MAX).is_err());
-    assert!(BoxLbfgs::new().with_max_iters(u64::MAX).is_err());
 }
 
 #[test]

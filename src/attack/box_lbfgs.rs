@@ -61,23 +61,55 @@ pub enum Penalty {
 ///     assert_eq!(out.adversarial_label, target);
 /// }
 /// ```
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct BoxLbfgs {
-    penalty: Penalty,
-    initial_c: f64,
-    bracket_steps: usize,
-    search_steps: usize,
-    max_iters: u64,
-    memory: usize,
-    pgtol: f64,
-    ftol: f64,
-    warm_start: bool,
-    warm_memory: bool,
+    p: BoxLbfgsParams,
 }
 
-impl Default for BoxLbfgs {
+/// Settings of [`BoxLbfgs`] as given; [`BoxLbfgsParams::check`] validates them into the
+/// attack, which cannot hold an invalid value afterwards. `Default` gives the paper's method
+/// with the defaults below, each justified by a measurement.
+///
+/// ```
+/// use blindspot::attack::{BoxLbfgs, BoxLbfgsParams};
+///
+/// let attack = BoxLbfgs::params().with_search_steps(0).with_max_iters(30).check()?;
+/// assert_eq!(attack.settings().search_steps, 0);
+/// assert!(BoxLbfgsParams::default().with_memory(0).check().is_err());
+/// # Ok::<(), blindspot::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct BoxLbfgsParams {
+    /// Penalty form (default [`Penalty::SquaredL2`]).
+    pub penalty: Penalty,
+    /// First `c` tried (default 1); finite and > 0.
+    pub initial_c: f64,
+    /// Most factor-of-10 steps when bracketing `c`, each way (default 8, at most
+    /// [`BoxLbfgs::MAX_BRACKET_STEPS`]).
+    pub bracket_steps: usize,
+    /// Bisection steps on `c` after bracketing (default 5, at most
+    /// [`BoxLbfgs::MAX_SEARCH_STEPS`]).
+    pub search_steps: usize,
+    /// Iteration limit of each L-BFGS-B solve (default 150, as Foolbox), in
+    /// `1..=`[`BoxLbfgs::MAX_ITERS`].
+    pub max_iters: u64,
+    /// L-BFGS-B memory (default 5), in `1..=`[`BoxLbfgs::MAX_MEMORY`].
+    pub memory: usize,
+    /// L-BFGS-B projected-gradient tolerance (default 1e-5); finite and > 0.
+    pub pgtol: f64,
+    /// L-BFGS-B relative-reduction tolerance (default 3e-6); finite and > 0.
+    pub ftol: f64,
+    /// Start each solve from the best adversarial point found so far, or while there is none
+    /// from where the previous solve ended (default true), instead of from `x`.
+    pub warm_start: bool,
+    /// Carry L-BFGS-B's curvature pairs from one solve of the `c`-search to the next (default
+    /// true; used with [`Penalty::SquaredL2`] only; see [`BoxLbfgsParams::with_warm_memory`]).
+    pub warm_memory: bool,
+}
+
+impl Default for BoxLbfgsParams {
     fn default() -> Self {
-        BoxLbfgs {
+        BoxLbfgsParams {
             penalty: Penalty::SquaredL2,
             initial_c: 1.0,
             bracket_steps: 8,
@@ -99,141 +131,59 @@ impl Default for BoxLbfgs {
     }
 }
 
-impl BoxLbfgs {
-    /// Largest [`BoxLbfgs::with_bracket_steps`]: 30 factors of 10 each way already span
-    /// `c` from `1e-30` to `1e30` times the initial value, and a few hundred would overflow.
-    pub const MAX_BRACKET_STEPS: usize = 30;
-
-    /// Largest [`BoxLbfgs::with_search_steps`]: after 60 halvings in log space the bracket
-    /// is below `f64` resolution, so more steps would only repeat the same solve.
-    pub const MAX_SEARCH_STEPS: usize = 60;
-
-    /// Largest [`BoxLbfgs::with_max_iters`].
-    pub const MAX_ITERS: u64 = 1_000_000;
-
-    /// Largest [`BoxLbfgs::with_memory`] (the solver keeps `2 · memory` vectors of the
-    /// input's length).
-    pub const MAX_MEMORY: usize = 1000;
-
-    /// The paper's method with default settings (see [`Default`]).
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Checks the settings that the infallible builders accept without checking.
-    fn check_settings(&self) -> Result<()> {
-        if self.bracket_steps > Self::MAX_BRACKET_STEPS {
-            return Err(Error::param(
-                "bracket_steps",
-                format!(
-                    "must be at most {}, got {}",
-                    Self::MAX_BRACKET_STEPS,
-                    self.bracket_steps
-                ),
-            ));
-        }
-        if self.search_steps > Self::MAX_SEARCH_STEPS {
-            return Err(Error::param(
-                "search_steps",
-                format!(
-                    "must be at most {}, got {}",
-                    Self::MAX_SEARCH_STEPS,
-                    self.search_steps
-                ),
-            ));
-        }
-        Ok(())
-    }
-
-    /// Penalty form (default [`Penalty::SquaredL2`]).
+impl BoxLbfgsParams {
+    /// Sets the penalty form.
     pub fn with_penalty(mut self, penalty: Penalty) -> Self {
         self.penalty = penalty;
         self
     }
 
-    /// First `c` tried (default 1).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidParameter`] unless `c` is finite and > 0.
-    pub fn with_initial_c(mut self, c: f64) -> Result<Self> {
-        check_positive("initial_c", c)?;
+    /// Sets the first `c` tried.
+    pub fn with_initial_c(mut self, c: f64) -> Self {
         self.initial_c = c;
-        Ok(self)
+        self
     }
 
-    /// Most factor-of-10 steps when bracketing `c`, each way (default 8, at most
-    /// [`BoxLbfgs::MAX_BRACKET_STEPS`]; a larger value makes [`Attack::attack`] return
-    /// [`Error::InvalidParameter`]).
+    /// Sets the most factor-of-10 bracketing steps, each way.
     pub fn with_bracket_steps(mut self, n: usize) -> Self {
         self.bracket_steps = n;
         self
     }
 
-    /// Bisection steps on `c` after bracketing (default 5, at most
-    /// [`BoxLbfgs::MAX_SEARCH_STEPS`]; a larger value makes [`Attack::attack`] return
-    /// [`Error::InvalidParameter`]).
+    /// Sets the bisection steps on `c` after bracketing.
     pub fn with_search_steps(mut self, n: usize) -> Self {
         self.search_steps = n;
         self
     }
 
-    /// Iteration limit of each L-BFGS-B solve (default 150, as Foolbox).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidParameter`] if `n` is 0 or above [`BoxLbfgs::MAX_ITERS`].
-    pub fn with_max_iters(mut self, n: u64) -> Result<Self> {
-        if n == 0 || n > Self::MAX_ITERS {
-            return Err(Error::param(
-                "max_iters",
-                format!("must be in 1..={}, got {n}", Self::MAX_ITERS),
-            ));
-        }
+    /// Sets the iteration limit of each L-BFGS-B solve.
+    pub fn with_max_iters(mut self, n: u64) -> Self {
         self.max_iters = n;
-        Ok(self)
+        self
     }
 
-    /// L-BFGS-B memory (default 5).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidParameter`] if `m` is 0 or above [`BoxLbfgs::MAX_MEMORY`].
-    pub fn with_memory(mut self, m: usize) -> Result<Self> {
-        if m == 0 || m > Self::MAX_MEMORY {
-            return Err(Error::param(
-                "memory",
-                format!("must be in 1..={}, got {m}", Self::MAX_MEMORY),
-            ));
-        }
+    /// Sets the L-BFGS-B memory.
+    pub fn with_memory(mut self, m: usize) -> Self {
         self.memory = m;
-        Ok(self)
+        self
     }
 
-    /// L-BFGS-B tolerances: projected-gradient (default 1e-5) and relative reduction (default
-    /// 3e-6, looser than the solver's own default because each solve only has to settle the
-    /// label and a near-minimal norm).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidParameter`] unless both are finite and > 0.
-    pub fn with_tolerances(mut self, pgtol: f64, ftol: f64) -> Result<Self> {
-        check_positive("pgtol", pgtol)?;
-        check_positive("ftol", ftol)?;
+    /// Sets the L-BFGS-B tolerances: projected gradient, and relative reduction (the default
+    /// 3e-6 is looser than the solver's own because each solve only has to settle the label
+    /// and a near-minimal norm).
+    pub fn with_tolerances(mut self, pgtol: f64, ftol: f64) -> Self {
         self.pgtol = pgtol;
         self.ftol = ftol;
-        Ok(self)
+        self
     }
 
-    /// Start each solve from the best adversarial point found so far, or while there is none
-    /// from where the previous solve ended (default true), instead of from `x`.
+    /// Sets whether each solve starts from the best point so far (see the field).
     pub fn with_warm_start(mut self, on: bool) -> Self {
         self.warm_start = on;
         self
     }
 
-    /// Carry L-BFGS-B's curvature pairs from one solve of the `c`-search to the next
-    /// (default true; used with [`Penalty::SquaredL2`] only).
+    /// Sets whether L-BFGS-B's curvature pairs carry over between the solves of the search.
     ///
     /// Between solves only `c` changes, and with the squared penalty the objective changes by
     /// `(c' − c)·‖r‖²`, whose Hessian is the constant `2(c' − c)·I`: every stored pair is
@@ -246,12 +196,98 @@ impl BoxLbfgs {
         self
     }
 
+    /// Validates every value once and gives the attack.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidParameter`] naming the first bad value: `initial_c`, `pgtol` or `ftol`
+    /// not finite and > 0; `bracket_steps`, `search_steps`, `max_iters` or `memory` out of
+    /// its range.
+    pub fn check(self) -> Result<BoxLbfgs> {
+        check_positive("initial_c", self.initial_c)?;
+        at_most(
+            "bracket_steps",
+            self.bracket_steps,
+            BoxLbfgs::MAX_BRACKET_STEPS,
+        )?;
+        at_most(
+            "search_steps",
+            self.search_steps,
+            BoxLbfgs::MAX_SEARCH_STEPS,
+        )?;
+        if self.max_iters == 0 || self.max_iters > BoxLbfgs::MAX_ITERS {
+            return Err(Error::param(
+                "max_iters",
+                format!(
+                    "must be in 1..={}, got {}",
+                    BoxLbfgs::MAX_ITERS,
+                    self.max_iters
+                ),
+            ));
+        }
+        if self.memory == 0 || self.memory > BoxLbfgs::MAX_MEMORY {
+            return Err(Error::param(
+                "memory",
+                format!(
+                    "must be in 1..={}, got {}",
+                    BoxLbfgs::MAX_MEMORY,
+                    self.memory
+                ),
+            ));
+        }
+        check_positive("pgtol", self.pgtol)?;
+        check_positive("ftol", self.ftol)?;
+        Ok(BoxLbfgs { p: self })
+    }
+}
+
+fn at_most(name: &'static str, n: usize, max: usize) -> Result<()> {
+    if n > max {
+        return Err(Error::param(
+            name,
+            format!("must be at most {max}, got {n}"),
+        ));
+    }
+    Ok(())
+}
+
+impl BoxLbfgs {
+    /// Largest [`BoxLbfgsParams::bracket_steps`]: 30 factors of 10 each way already span
+    /// `c` from `1e-30` to `1e30` times the initial value, and a few hundred would overflow.
+    pub const MAX_BRACKET_STEPS: usize = 30;
+
+    /// Largest [`BoxLbfgsParams::search_steps`]: after 60 halvings in log space the bracket
+    /// is below `f64` resolution, so more steps would only repeat the same solve.
+    pub const MAX_SEARCH_STEPS: usize = 60;
+
+    /// Largest [`BoxLbfgsParams::max_iters`].
+    pub const MAX_ITERS: u64 = 1_000_000;
+
+    /// Largest [`BoxLbfgsParams::memory`] (the solver keeps `2 · memory` vectors of the
+    /// input's length).
+    pub const MAX_MEMORY: usize = 1000;
+
+    /// The paper's method with default settings (see [`BoxLbfgsParams`]).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Default settings to change and [`check`](BoxLbfgsParams::check) into an attack.
+    pub fn params() -> BoxLbfgsParams {
+        BoxLbfgsParams::default()
+    }
+
+    /// The checked settings.
+    pub fn settings(&self) -> &BoxLbfgsParams {
+        &self.p
+    }
+
     fn solver(&self, n: usize) -> Result<LBfgsB> {
         Ok(LBfgsB::new(Array1::zeros(n), Array1::ones(n))?
-            .with_memory(self.memory)?
-            .with_pgtol(self.pgtol)?
-            .with_ftol(self.ftol)?
-            .with_warm_memory(self.warm_memory && self.penalty == Penalty::SquaredL2))
+            .with_memory(self.p.memory)?
+            .with_pgtol(self.p.pgtol)?
+            .with_ftol(self.p.ftol)?
+            .with_warm_memory(self.p.warm_memory && self.p.penalty == Penalty::SquaredL2))
     }
 
     /// The c-search for one target label: [`CSearch`] chooses each `c`, [`SolveStep`] runs the
@@ -265,7 +301,7 @@ impl BoxLbfgs {
         ws: &mut Workspace<M::Scratch>,
     ) -> Result<Outcome> {
         let mut step = SolveStep::new(self, model, x, target, ws);
-        let mut search = CSearch::new(self.initial_c, self.bracket_steps, self.search_steps);
+        let mut search = CSearch::new(self.p.initial_c, self.p.bracket_steps, self.p.search_steps);
         let mut found = Found::default();
         let mut next = search.current();
         while let Some(c) = next {
@@ -290,7 +326,6 @@ impl Attack for BoxLbfgs {
         label: usize,
         target: Target,
     ) -> Result<Outcome> {
-        self.check_settings()?;
         check_input(model, x, label)?;
         let target = target.resolve(label, model.num_classes())?;
         let mut ws = Workspace {
@@ -418,7 +453,7 @@ impl<'a, M: Differentiable + ?Sized> SolveStep<'a, M> {
     /// success so far, else from where the previous solve ended, else from `x`; returns the
     /// end point and whether the model labels it `target`.
     fn solve(&mut self, c: f64, best: Option<&Array1<f32>>) -> Result<(Array1<f32>, bool)> {
-        let start = match (self.attack.warm_start, best, self.last_end.as_ref()) {
+        let start = match (self.attack.p.warm_start, best, self.last_end.as_ref()) {
             (true, Some(adv), _) => adv.mapv(f64::from),
             (true, None, Some(end)) => end.mapv(f64::from),
             _ => self.x.clone(),
@@ -443,11 +478,11 @@ impl<'a, M: Differentiable + ?Sized> SolveStep<'a, M> {
             x: &self.x,
             target: self.target,
             c,
-            penalty: self.attack.penalty,
+            penalty: self.attack.p.penalty,
             evals: Cell::new(0),
             cache: RefCell::new(&mut self.ws.cache),
         };
-        let max_iters = self.attack.max_iters;
+        let max_iters = self.attack.p.max_iters;
         let OptimizationResult {
             mut problem,
             solver,

@@ -11,7 +11,7 @@ mod fgsm;
 mod noise;
 pub mod transfer;
 
-pub use box_lbfgs::{BoxLbfgs, Penalty};
+pub use box_lbfgs::{BoxLbfgs, BoxLbfgsParams, Penalty};
 pub use fgsm::Fgsm;
 pub use noise::GaussianNoise;
 pub use transfer::{magnify, transfer_error, MAGNIFY_TOLERANCE};
