@@ -165,6 +165,18 @@ pub(crate) fn check_non_negative<T: Copy + Into<f64> + Display>(
     }
 }
 
+/// `Ok` if the count `name` is in `1..=max`, else [`Error::InvalidParameter`] saying so.
+pub(crate) fn check_count<T>(name: &'static str, n: T, max: T) -> Result<()>
+where
+    T: Copy + PartialOrd + Display + From<u8>,
+{
+    if n < T::from(1) || n > max {
+        Err(Error::param(name, format!("must be in 1..={max}, got {n}")))
+    } else {
+        Ok(())
+    }
+}
+
 /// `Ok` if the count `name` is at least 1, else [`Error::InvalidParameter`].
 pub(crate) fn check_nonzero(name: &'static str, n: usize) -> Result<()> {
     if n == 0 {

@@ -41,7 +41,7 @@ use steps::{FgsmSteps, LevelPool, PoolSteps, Tally, POOL_STREAM};
 
 use crate::attack::Attack;
 use crate::data::Dataset;
-use crate::error::{check_nonzero, Error, Result};
+use crate::error::{check_count, check_nonzero, Error, Result};
 use crate::model::Classifier;
 use crate::nn::{error_rate, Activation, Network, Progress, TrainConfig, TrainParams, Trainable};
 use crate::nn::{fit_loop, SgdStep};
@@ -184,12 +184,7 @@ impl AdversarialParams {
         if self.refresh_every == 0 {
             return Err(Error::param("refresh_every", "must be at least 1 batch"));
         }
-        if self.pool_batch == 0 || self.pool_batch > 1_000_000 {
-            return Err(Error::param(
-                "pool_batch",
-                format!("must be in 1..=1000000, got {}", self.pool_batch),
-            ));
-        }
+        check_count("pool_batch", self.pool_batch, 1_000_000)?;
         check_nonzero("pool_every", self.pool_every)?;
         if !(self.pool_weight > 0.0 && self.pool_weight <= 1.0) {
             return Err(Error::param(

@@ -8,7 +8,7 @@ use ndarray::{Array1, Array2, ArrayView1};
 
 use super::c_search::CSearch;
 use super::{check_input, outcome, Attack, Outcome, Target};
-use crate::error::{check_positive, Error, Result};
+use crate::error::{check_count, check_positive, Error, Result};
 use crate::model::{check_finite, checked_predict, Differentiable};
 use crate::optim::{LBfgsB, LbfgsbError};
 
@@ -215,26 +215,8 @@ impl BoxLbfgsParams {
             self.search_steps,
             BoxLbfgs::MAX_SEARCH_STEPS,
         )?;
-        if self.max_iters == 0 || self.max_iters > BoxLbfgs::MAX_ITERS {
-            return Err(Error::param(
-                "max_iters",
-                format!(
-                    "must be in 1..={}, got {}",
-                    BoxLbfgs::MAX_ITERS,
-                    self.max_iters
-                ),
-            ));
-        }
-        if self.memory == 0 || self.memory > BoxLbfgs::MAX_MEMORY {
-            return Err(Error::param(
-                "memory",
-                format!(
-                    "must be in 1..={}, got {}",
-                    BoxLbfgs::MAX_MEMORY,
-                    self.memory
-                ),
-            ));
-        }
+        check_count("max_iters", self.max_iters, BoxLbfgs::MAX_ITERS)?;
+        check_count("memory", self.memory, BoxLbfgs::MAX_MEMORY)?;
         check_positive("pgtol", self.pgtol)?;
         check_positive("ftol", self.ftol)?;
         Ok(BoxLbfgs { p: self })

@@ -21,8 +21,8 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::data::Dataset;
-use crate::error::{Error, Result};
-use crate::model::check_batch;
+use crate::error::{check_non_negative, Error, Result};
+use crate::model::check_input_batch;
 use crate::nn::layer::{weight_decay, Dense, Layer};
 use crate::nn::stack::{check_grads, Stack, Workspace};
 use crate::nn::{
@@ -207,11 +207,7 @@ impl Autoencoder {
     }
 
     fn check_input(&self, x: ArrayView2<'_, f32>) -> Result<()> {
-        check_batch(x, self.input_dim(), "input batch")?;
-        if x.nrows() == 0 {
-            return Err(Error::EmptyDataset("input batch has no rows".into()));
-        }
-        Ok(())
+        check_input_batch(x, self.input_dim())
     }
 
     /// Forward pass into the workspace: the code, the reconstruction `x̂` in the last slot,
@@ -430,13 +426,7 @@ fn check_decay(weight_decay: f32) -> Result<()> {
 
 /// A weight decay must be finite and non-negative; `name` is the setting's name in the error.
 fn check_named_decay(name: &'static str, weight_decay: f32) -> Result<()> {
-    if !(weight_decay.is_finite() && weight_decay >= 0.0) {
-        return Err(Error::param(
-            name,
-            format!("must be finite and >= 0, got {weight_decay}"),
-        ));
-    }
-    Ok(())
+    check_non_negative(name, weight_decay)
 }
 
 /// `(s, s)` for a square code width, else `(1, width)`: how a code is shown as an image.

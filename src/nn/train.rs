@@ -9,7 +9,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 use crate::data::Dataset;
-use crate::error::{Error, Result};
+use crate::error::{check_count, check_positive, Error, Result};
 use crate::model::Classifier;
 
 /// A model the generic trainer can fit: its parameter arrays, visited in a fixed order, and the
@@ -168,24 +168,9 @@ impl TrainParams {
     pub fn check(self) -> Result<TrainConfig> {
         const MAX_EPOCHS: usize = 1_000_000;
         const MAX_BATCH: usize = 1_000_000;
-        if self.epochs == 0 || self.epochs > MAX_EPOCHS {
-            return Err(Error::param(
-                "epochs",
-                format!("must be in 1..={MAX_EPOCHS}, got {}", self.epochs),
-            ));
-        }
-        if self.batch_size == 0 || self.batch_size > MAX_BATCH {
-            return Err(Error::param(
-                "batch_size",
-                format!("must be in 1..={MAX_BATCH}, got {}", self.batch_size),
-            ));
-        }
-        if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
-            return Err(Error::param(
-                "learning_rate",
-                format!("must be finite and > 0, got {}", self.learning_rate),
-            ));
-        }
+        check_count("epochs", self.epochs, MAX_EPOCHS)?;
+        check_count("batch_size", self.batch_size, MAX_BATCH)?;
+        check_positive("learning_rate", self.learning_rate)?;
         if !(0.0..1.0).contains(&self.momentum) {
             return Err(Error::param(
                 "momentum",
