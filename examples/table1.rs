@@ -41,7 +41,7 @@ enum Aim {
 #[derive(Parser)]
 #[command(about = "Reproduce Table 1 of Szegedy et al. (2013)")]
 struct Args {
-    /// Comma-separated model names (default: the six Table 1 models).
+    /// Comma-separated model names (default: the six Table 1 models and the zoo's convnet).
     #[arg(long)]
     models: Option<String>,
     /// Images attacked per model.
