@@ -15,7 +15,9 @@
 //!   the layers above it;
 //! - `layerwise`: pools at every level (the input and both hidden layers), the paper's method
 //!   (its < 1.2%);
-//! - `fgsm`: one-step adversarial training, ½J(x) + ½J(x + ε sign ∇J) (`--fgsm-epsilon`).
+//! - `fgsm`: one-step adversarial training, ½J(x) + ½J(x + ε sign ∇J) (`--fgsm-epsilon`);
+//! - `fgsm_dropout`: `fgsm` with `dropout`'s rates on the hidden layers (the two regularisers
+//!   that helped, together).
 //!
 //! The pools' schedule is `blindspot::adversarial_training`'s: after every clean batch one
 //! pool batch, levels in turn; pools refreshed every `--refresh-every` batches.
@@ -32,7 +34,7 @@ use blindspot::nn::{train, Architecture, Mlp};
 use clap::Parser;
 use serde_json::json;
 
-const METHODS: [&str; 7] = [
+const METHODS: [&str; 8] = [
     "weight_decay",
     "dropout",
     "input_pool",
@@ -40,6 +42,7 @@ const METHODS: [&str; 7] = [
     "pool_hidden2",
     "layerwise",
     "fgsm",
+    "fgsm_dropout",
 ];
 
 #[derive(Parser)]
@@ -187,16 +190,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "pool_hidden1" => Some(Regime::Pools(vec![1])),
                 "pool_hidden2" => Some(Regime::Pools(vec![2])),
                 "layerwise" => Some(Regime::Pools((0..=hidden).collect())),
-                "fgsm" => Some(Regime::Fgsm {
+                "fgsm" | "fgsm_dropout" => Some(Regime::Fgsm {
                     epsilon: args.fgsm_epsilon,
                 }),
                 _ => None,
             };
+            if method == "dropout" || method == "fgsm_dropout" {
+                params = params.with_dropout(vec![args.dropout; hidden]);
+            }
             let (test_error, attack_seconds, curve) = match regime {
                 None => {
-                    if method == "dropout" {
-                        params = params.with_dropout(vec![args.dropout; hidden]);
-                    }
                     params.eval_every_epoch = true;
                     let r = train(
                         &mut model,
