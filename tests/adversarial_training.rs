@@ -3,7 +3,8 @@
 //! determinism under a seed.
 
 use blindspot::adversarial_training::{
-    refresh_count, train_adversarial, AdversarialParams, AdversarialPool, PoolTarget, Regime,
+    refresh_count, train_adversarial, AdversarialParams, AdversarialPool, PoolTarget, PoolUpdate,
+    Regime,
 };
 use blindspot::attack::{Attack, BoxLbfgs, Fgsm, Target};
 use blindspot::data::Dataset;
@@ -204,6 +205,32 @@ fn pool_every_sets_the_share_of_pool_steps() {
     // 20 clean batches an epoch; no pool steps in the warm-up epoch.
     assert_eq!(count(1), vec![0, 20, 20]);
     assert_eq!(count(3), vec![0, 6, 7]);
+}
+
+#[test]
+fn mixed_pools_take_one_update_per_mixed_batch_and_are_deterministic() {
+    let data = small();
+    let run = |update: PoolUpdate, every: usize| {
+        let mut model = net(2);
+        let config = pools(vec![0, 2], 4)
+            .with_pool_schedule(every, 1.0)
+            .with_pool_update(update)
+            .check()
+            .unwrap();
+        let r =
+            train_adversarial(&mut model, &data, None, &quick_attack(), &config, |_| {}).unwrap();
+        (model, r)
+    };
+    let (a, ra) = run(PoolUpdate::Mixed, 3);
+    let (b, _) = run(PoolUpdate::Mixed, 3);
+    assert_eq!(a, b);
+    assert_eq!(
+        ra.epochs.iter().map(|e| e.pool_steps).collect::<Vec<_>>(),
+        vec![0, 6, 7]
+    );
+    // Mixed batches move the weights elsewhere than separate pool steps do.
+    let (sep, _) = run(PoolUpdate::Separate, 3);
+    assert_ne!(a, sep);
 }
 
 #[test]

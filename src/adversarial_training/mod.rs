@@ -26,6 +26,10 @@
 //!   and below it are not touched.
 //! - Every `refresh_every` clean batches, `refresh_fraction` of every pool is replaced by
 //!   examples made against the current weights.
+//! - With [`PoolUpdate::Mixed`] the pool rows join the clean batch instead: every
+//!   `pool_every`-th clean step draws `pool_batch` rows from the next level's pool and takes
+//!   **one** momentum step on the objective of both together (see [`PoolUpdate`]), rather
+//!   than a clean step followed by a separate pool step.
 
 mod pool;
 mod steps;
@@ -37,6 +41,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 pub use pool::{refresh_count, AdversarialPool, PoolStats, PoolTarget};
+
 use steps::{FgsmSteps, LevelPool, PoolSteps, Tally, POOL_STREAM};
 
 use crate::attack::Attack;
@@ -58,6 +63,21 @@ pub enum Regime {
         /// The step ε.
         epsilon: f32,
     },
+}
+
+/// How a pool's examples update the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PoolUpdate {
+    /// A pool step of its own after the clean step: a second momentum update, on the layers
+    /// above the pool's level only (the schedule in the module docs).
+    #[default]
+    Separate,
+    /// The pool rows join the clean batch under one momentum update. With `m` clean rows and
+    /// `p` pool rows the step follows the gradient of
+    /// `(m·J̄_clean + w·p·J̄_pool) / (m + p) + R` (`w` = `pool_weight`, `R` the weight decay
+    /// counted once), where the pool term reaches only the layers above the pool's level: at
+    /// level 0 and `w = 1` exactly one SGD step on the concatenated batch.
+    Mixed,
 }
 
 /// Adversarial-training hyperparameters as given; [`AdversarialParams::check`] validates them.
@@ -85,6 +105,8 @@ pub struct AdversarialParams {
     pub warmup_epochs: usize,
     /// Which label the pools' attacks aim at.
     pub target: PoolTarget,
+    /// A separate pool step, or the pool rows mixed into the clean batch.
+    pub pool_update: PoolUpdate,
 }
 
 impl AdversarialParams {
@@ -104,7 +126,14 @@ impl AdversarialParams {
             pool_weight: 1.0,
             warmup_epochs: 1,
             target: PoolTarget::Random,
+            pool_update: PoolUpdate::Separate,
         }
+    }
+
+    /// Sets how pool examples update the network.
+    pub fn with_pool_update(mut self, update: PoolUpdate) -> Self {
+        self.pool_update = update;
+        self
     }
 
     /// Sets the pool size.
@@ -447,6 +476,11 @@ pub fn train_adversarial<A: Attack>(
                 clean_steps: 0,
                 epoch: 0,
                 xb: Array2::zeros((ap.pool_batch, widest)),
+                reg: model
+                    .params()
+                    .iter()
+                    .map(|a| Array2::zeros(a.raw_dim()))
+                    .collect(),
                 yb: Vec::with_capacity(ap.pool_batch),
                 tally: &tally,
             };

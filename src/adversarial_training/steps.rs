@@ -10,7 +10,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
 use super::pool::{refresh_count, AdversarialPool};
-use super::{AdversarialParams, AdversarialProgress};
+use super::{AdversarialParams, AdversarialProgress, PoolUpdate};
 use crate::attack::Attack;
 use crate::data::Dataset;
 use crate::error::Result;
@@ -50,6 +50,8 @@ pub(super) struct PoolSteps<'a, A: Attack> {
     pub(super) epoch: usize,
     pub(super) xb: Array2<f32>,
     pub(super) yb: Vec<usize>,
+    /// The weight-decay gradient of the whole model, for a mixed step.
+    pub(super) reg: Vec<Array2<f32>>,
     pub(super) tally: &'a RefCell<Tally>,
 }
 
@@ -114,26 +116,21 @@ impl<A: Attack> PoolSteps<'_, A> {
         Ok(())
     }
 
-    /// One SGD step on the layers above the next level in turn, from its pool.
-    fn pool_step(
-        &mut self,
-        model: &mut Network,
-        sgd: &mut SgdStep<Network>,
-        lr: f32,
-        momentum: f32,
-    ) -> Result<()> {
+    /// Draws the next level's pool batch (levels in turn) into `xb`/`yb` and copies the
+    /// model's weights into that level's upper network; the pool's index and the batch's
+    /// rows and width, or `None` before the pools exist.
+    fn draw(&mut self, model: &Network) -> Option<(usize, usize, usize)> {
         let i = self.round % self.pools.len();
         self.round += 1;
         let lp = &mut self.pools[i];
-        let Some(pool) = lp.pool.as_ref() else {
-            return Ok(());
-        };
+        let pool = lp.pool.as_ref()?;
         let rows = self.params.pool_batch.min(pool.len());
+        let cols = pool.examples().ncols();
         self.yb.clear();
         for r in 0..rows {
             let slot = self.rng.gen_range(0..pool.len());
             self.xb
-                .slice_mut(s![r, ..pool.examples().ncols()])
+                .slice_mut(s![r, ..cols])
                 .assign(&pool.examples().row(slot));
             self.yb.push(pool.labels()[slot]);
         }
@@ -142,11 +139,85 @@ impl<A: Attack> PoolSteps<'_, A> {
         for (dst, src) in lp.upper.params_mut().into_iter().zip(&params[skip..]) {
             dst.assign(*src);
         }
-        let x = self.xb.slice(s![..rows, ..pool.examples().ncols()]);
-        lp.sgd.gradient(&lp.upper, x, &self.yb)?;
+        Some((i, rows, cols))
+    }
+
+    /// One SGD step on the layers above the next level in turn, from its pool.
+    fn pool_step(
+        &mut self,
+        model: &mut Network,
+        sgd: &mut SgdStep<Network>,
+        lr: f32,
+        momentum: f32,
+    ) -> Result<()> {
+        let Some((i, rows, cols)) = self.draw(model) else {
+            return Ok(());
+        };
+        let lp = &mut self.pools[i];
+        lp.sgd
+            .gradient(&lp.upper, self.xb.slice(s![..rows, ..cols]), &self.yb)?;
         sgd.update_suffix(model.params_mut(), lp.sgd.grads(), lr, momentum)?;
         self.tally.borrow_mut().pool_steps += 1;
         Ok(())
+    }
+
+    /// One momentum step on the clean batch and the next level's pool batch together
+    /// ([`PoolUpdate::Mixed`]); returns the clean objective.
+    fn mixed_step(
+        &mut self,
+        model: &mut Network,
+        sgd: &mut SgdStep<Network>,
+        (x, y): (ArrayView2<'_, f32>, &[usize]),
+        lr: f32,
+        momentum: f32,
+    ) -> Result<f32> {
+        let objective = sgd.gradient(model, x, y)?;
+        let Some((i, rows, cols)) = self.draw(model) else {
+            sgd.apply(model, lr, momentum);
+            return Ok(objective);
+        };
+        let lp = &mut self.pools[i];
+        lp.sgd
+            .gradient(&lp.upper, self.xb.slice(s![..rows, ..cols]), &self.yb)?;
+        // Both gradients carry the decay term R; rescaling them by α and β counts it
+        // α (+ β above the level) times, so the rest is added back from R's own gradient.
+        let (m, p) = (x.nrows() as f32, rows as f32);
+        let alpha = m / (m + p);
+        let beta = self.params.pool_weight * p / (m + p);
+        for r in self.reg.iter_mut() {
+            r.fill(0.0);
+        }
+        model.regularize(&mut self.reg);
+        mix(sgd.grads_mut(), lp.sgd.grads(), &self.reg, alpha, beta);
+        sgd.apply(model, lr, momentum);
+        self.tally.borrow_mut().pool_steps += 1;
+        Ok(objective)
+    }
+}
+
+/// `grads ← α·grads + β·pool + (1 − α − β)·reg` on the last `pool.len()` parameters and
+/// `α·grads + (1 − α)·reg` on the others: the clean gradient (decay included) and the
+/// pool's (decay included, layers above its level only) weighted, with the decay gradient
+/// `reg` restored to weight one.
+fn mix(
+    grads: &mut [Array2<f32>],
+    pool: &[Array2<f32>],
+    reg: &[Array2<f32>],
+    alpha: f32,
+    beta: f32,
+) {
+    let skip = grads.len() - pool.len();
+    for (k, (g, r)) in grads.iter_mut().zip(reg).enumerate() {
+        if k < skip {
+            ndarray::Zip::from(g)
+                .and(r)
+                .for_each(|g, &r| *g = alpha * *g + (1.0 - alpha) * r);
+        } else {
+            ndarray::Zip::from(g)
+                .and(r)
+                .and(&pool[k - skip])
+                .for_each(|g, &r, &q| *g = alpha * *g + beta * q + (1.0 - alpha - beta) * r);
+        }
     }
 }
 
@@ -169,6 +240,19 @@ impl<A: Attack> Steps<Network> for PoolSteps<'_, A> {
         momentum: f32,
         batch: usize,
     ) -> Result<f32> {
+        if self.params.pool_update == PoolUpdate::Mixed {
+            if self.pools[0].pool.is_none() {
+                return sgd.step(model, x, y, lr, momentum);
+            }
+            if batch > 0 && batch % self.params.refresh_every == 0 {
+                self.fill(model, true)?;
+            }
+            self.clean_steps += 1;
+            if self.clean_steps % self.params.pool_every != 0 {
+                return sgd.step(model, x, y, lr, momentum);
+            }
+            return self.mixed_step(model, sgd, (x, y), lr, momentum);
+        }
         let loss = sgd.step(model, x, y, lr, momentum)?;
         if self.pools[0].pool.is_some() {
             if batch > 0 && batch % self.params.refresh_every == 0 {
@@ -249,5 +333,92 @@ impl Steps<Network> for FgsmSteps {
             lr,
             momentum,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mix;
+    use crate::nn::{Architecture, Network, SgdStep, Trainable};
+    use ndarray::{concatenate, Array2, Axis};
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    fn batch(rows: usize, cols: usize, seed: u64) -> (Array2<f32>, Vec<usize>) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let x = Array2::from_shape_fn((rows, cols), |_| rng.gen_range(0.0..1.0));
+        let y = (0..rows).map(|_| rng.gen_range(0..10)).collect();
+        (x, y)
+    }
+
+    fn max_diff(a: &[Array2<f32>], b: &[Array2<f32>]) -> f32 {
+        a.iter()
+            .zip(b)
+            .flat_map(|(a, b)| a.iter().zip(b).map(|(x, y)| (x - y).abs()))
+            .fold(0.0, f32::max)
+    }
+
+    /// At the input (level 0) with weight 1, a mixed step is one SGD step on the clean and
+    /// pool rows concatenated: the mixed gradient equals that batch's gradient, decay
+    /// counted once.
+    #[test]
+    fn mixed_gradient_at_the_input_is_the_concatenated_batch() {
+        let arch = Architecture::parse("FC20-10(1e-2)", 12).unwrap();
+        let model = Network::new(arch, 3);
+        let (xc, yc) = batch(6, 12, 1);
+        let (xp, yp) = batch(4, 12, 2);
+        let mut clean = SgdStep::new(&model, 10);
+        clean.gradient(&model, xc.view(), &yc).unwrap();
+        let upper = model.above(0).unwrap();
+        let mut pool = SgdStep::new(&upper, 10);
+        pool.gradient(&upper, xp.view(), &yp).unwrap();
+        let mut reg: Vec<Array2<f32>> = model
+            .params()
+            .iter()
+            .map(|a| Array2::zeros(a.raw_dim()))
+            .collect();
+        model.regularize(&mut reg);
+        mix(clean.grads_mut(), pool.grads(), &reg, 0.6, 0.4);
+        let x = concatenate(Axis(0), &[xc.view(), xp.view()]).unwrap();
+        let y: Vec<usize> = yc.iter().chain(&yp).copied().collect();
+        let mut whole = SgdStep::new(&model, 10);
+        whole.gradient(&model, x.view(), &y).unwrap();
+        let d = max_diff(clean.grads(), whole.grads());
+        assert!(d < 1e-6, "mixed vs concatenated gradient differ by {d}");
+        assert!(reg.iter().any(|r| r.iter().any(|&v| v != 0.0)));
+    }
+
+    /// Above a hidden level the pool rows reach only the upper layers: the lower layers get
+    /// the clean rows' share α of their gradient plus the whole decay.
+    #[test]
+    fn mixed_gradient_above_a_hidden_level_leaves_lower_layers_to_the_clean_rows() {
+        let arch = Architecture::parse("FC16-16-10(1e-2)", 8).unwrap();
+        let model = Network::new(arch, 5);
+        let (xc, yc) = batch(5, 8, 3);
+        let (xp, yp) = batch(5, 16, 4);
+        let upper = model.above(2).unwrap();
+        let mut clean = SgdStep::new(&model, 5);
+        clean.gradient(&model, xc.view(), &yc).unwrap();
+        let plain: Vec<Array2<f32>> = clean.grads().to_vec();
+        let mut pool = SgdStep::new(&upper, 5);
+        pool.gradient(&upper, xp.view(), &yp).unwrap();
+        let mut reg: Vec<Array2<f32>> = model
+            .params()
+            .iter()
+            .map(|a| Array2::zeros(a.raw_dim()))
+            .collect();
+        model.regularize(&mut reg);
+        mix(clean.grads_mut(), pool.grads(), &reg, 0.5, 0.5);
+        let skip = plain.len() - pool.grads().len();
+        assert!(skip > 0);
+        for k in 0..plain.len() {
+            let want = if k < skip {
+                (&plain[k] - &reg[k]) * 0.5 + &reg[k]
+            } else {
+                (&plain[k] - &reg[k]) * 0.5 + (&pool.grads()[k - skip] - &reg[k]) * 0.5 + &reg[k]
+            };
+            let d = max_diff(&clean.grads()[k..=k], std::slice::from_ref(&want));
+            assert!(d < 1e-6, "parameter {k}: {d}");
+        }
     }
 }

@@ -536,10 +536,21 @@ impl<M: Trainable> SgdStep<M> {
         momentum: f32,
     ) -> Result<f32> {
         let objective = self.gradient(model, x, y)?;
-        let params = model.params_mut();
-        let grads = &self.part_grads[0];
-        update(params, grads, &mut self.velocity, lr, momentum);
+        self.apply(model, lr, momentum);
         Ok(objective)
+    }
+
+    /// Momentum update of every parameter from the gradient in the buffers: what
+    /// [`SgdStep::step`] does after [`SgdStep::gradient`], for callers that first combine
+    /// another gradient into [`SgdStep::grads_mut`] (a pool mixed into the clean batch).
+    pub(crate) fn apply(&mut self, model: &mut M, lr: f32, momentum: f32) {
+        update(
+            model.params_mut(),
+            &self.part_grads[0],
+            &mut self.velocity,
+            lr,
+            momentum,
+        );
     }
 
     /// The objective's gradient on `(x, y)` into the first part's buffers (see
@@ -601,6 +612,12 @@ impl<M: Trainable> SgdStep<M> {
     /// The gradient left by [`SgdStep::gradient`].
     pub(crate) fn grads(&self) -> &[Array2<f32>] {
         &self.part_grads[0]
+    }
+
+    /// The gradient left by [`SgdStep::gradient`], to combine in place before
+    /// [`SgdStep::apply`].
+    pub(crate) fn grads_mut(&mut self) -> &mut [Array2<f32>] {
+        &mut self.part_grads[0]
     }
 
     /// Momentum update of the last `grads.len()` parameters of `params` (the velocity of the
