@@ -81,6 +81,12 @@ pub enum Error {
     /// An optimisation run failed (argmin reported an error).
     #[error("optimisation failed: {0}")]
     Optim(String),
+    /// Drawing a figure failed (cargo feature `plot`).
+    #[error("plot failed: {reason}")]
+    Plot {
+        /// What the plotting library or the PNG encoder reported.
+        reason: String,
+    },
 }
 
 /// The solver's errors become the crate's variants of the same name and message, so `?` on

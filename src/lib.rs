@@ -43,6 +43,8 @@ pub mod import;
 pub mod model;
 pub mod nn;
 pub mod optim;
+#[cfg(feature = "plot")]
+pub mod plot;
 pub mod probe;
 pub mod spectral;
 pub mod zoo;
