@@ -106,24 +106,96 @@ struct Args {
     /// Write every figure as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Draw the learning curves and robust-accuracy curves (SVG and PNG) into this directory
+    /// (needs `--features plot`).
+    #[arg(long)]
+    plots: Option<PathBuf>,
+    /// Draw the figures from JSON files this example wrote (comma-separated, their rows
+    /// pooled), with `--plots`, without training.
+    #[arg(long, value_delimiter = ',')]
+    replot: Option<Vec<PathBuf>>,
 }
 
-/// Mean minimal distortion (over successes) and success rate of the untargeted attack.
-fn robustness(model: &Mlp, test: &Dataset, n: usize) -> blindspot::Result<(f64, f64)> {
+/// Learning curves (test error per epoch, mean ± sd over seeds) and robust-accuracy curves
+/// (from each run's per-image minimal distortions, seeds pooled) of `rows`, into `dir`.
+#[cfg(feature = "plot")]
+fn plots(
+    rows: &[serde_json::Value],
+    dir: &std::path::Path,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use blindspot::plot::{learning_curves, robust_accuracy};
+    let mut methods: Vec<String> = Vec::new();
+    for r in rows {
+        let m = r["method"].as_str().unwrap_or_default().to_string();
+        if !methods.contains(&m) {
+            methods.push(m);
+        }
+    }
+    let floats = |v: &serde_json::Value, missing: f64| -> Vec<f64> {
+        v.as_array()
+            .map(|a| a.iter().map(|x| x.as_f64().unwrap_or(missing)).collect())
+            .unwrap_or_default()
+    };
+    fn of<'a>(
+        rows: &'a [serde_json::Value],
+        m: &'a str,
+    ) -> impl Iterator<Item = &'a serde_json::Value> {
+        rows.iter().filter(move |r| r["method"] == m)
+    }
+    let curves: Vec<(String, Vec<Vec<f64>>)> = methods
+        .iter()
+        .map(|m| {
+            let runs = of(rows, m)
+                .map(|r| floats(&r["test_error_per_epoch"], f64::NAN))
+                .filter(|c| !c.is_empty())
+                .collect();
+            (m.clone(), runs)
+        })
+        .collect();
+    learning_curves(
+        "FC100-100-10: test error per epoch (mean ± sd over seeds)",
+        &curves,
+    )?
+    .save(dir, "learning_curves")?;
+    let robust: Vec<(String, Vec<f64>)> = methods
+        .iter()
+        .map(|m| {
+            let d: Vec<f64> = of(rows, m)
+                .flat_map(|r| floats(&r["min_distortions"], f64::INFINITY))
+                .collect();
+            (m.clone(), d)
+        })
+        .filter(|(_, d)| !d.is_empty())
+        .collect();
+    if !robust.is_empty() {
+        robust_accuracy(
+            "FC100-100-10 by training method: test accuracy under the untargeted attack",
+            &robust,
+            0.12,
+            120,
+        )?
+        .save(dir, "robust_accuracy")?;
+    }
+    println!("figures written to {}", dir.display());
+    Ok(())
+}
+
+#[cfg(not(feature = "plot"))]
+fn plots(_: &[serde_json::Value], _: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+    Err("--plots needs the plot feature: cargo run --release --features plot --example adversarial_training".into())
+}
+
+/// Each image's minimal distortion under the untargeted attack (`None` where it failed).
+fn robustness(model: &Mlp, test: &Dataset, n: usize) -> blindspot::Result<Vec<Option<f64>>> {
     let n = n.clamp(1, test.len());
     let xs = test.images().slice(ndarray::s![..n, ..]).to_owned();
     let labels = &test.labels()[..n];
     let outs =
         BoxLbfgs::new().attack_batch(model, xs.view(), labels, &vec![Target::Untargeted; n])?;
-    let ok: Vec<f64> = outs
+    Ok(outs
         .iter()
-        .filter(|o| o.success)
-        .map(|o| o.distortion)
-        .collect();
-    Ok((
-        ok.iter().sum::<f64>() / ok.len().max(1) as f64,
-        ok.len() as f64 / n as f64,
-    ))
+        .map(|o| o.success.then_some(o.distortion))
+        .collect())
 }
 
 fn mean_sd(v: &[f64]) -> (f64, f64) {
@@ -138,6 +210,18 @@ fn mean_sd(v: &[f64]) -> (f64, f64) {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
+    if let Some(paths) = &args.replot {
+        let dir = args.plots.as_ref().ok_or("--replot needs --plots DIR")?;
+        let mut rows = Vec::new();
+        for path in paths {
+            let json: serde_json::Value = serde_json::from_slice(&std::fs::read(path)?)?;
+            rows.extend(json["rows"].as_array().cloned().unwrap_or_default());
+        }
+        return plots(&rows, dir);
+    }
+    if args.plots.is_some() && !cfg!(feature = "plot") {
+        return Err("--plots needs the plot feature: add --features plot".into());
+    }
     let mnist = Mnist::load_default()?;
     let data = match args.train_images {
         Some(n) => mnist.train.head(n.min(mnist.train.len()))?,
@@ -261,7 +345,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }
             };
             let seconds = start.elapsed().as_secs_f64();
-            let (distortion, success) = robustness(&model, &mnist.test, args.images)?;
+            let per_image = robustness(&model, &mnist.test, args.images)?;
+            let ok: Vec<f64> = per_image.iter().flatten().copied().collect();
+            let distortion = ok.iter().sum::<f64>() / ok.len().max(1) as f64;
+            let success = ok.len() as f64 / per_image.len().max(1) as f64;
             println!(
                 "{method} seed {seed}: test error {:.2}%, mean minimal distortion {distortion:.4} (success {:.1}%), {seconds:.0} s ({attack_seconds:.0} s attacks)",
                 100.0 * test_error,
@@ -276,12 +363,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "seconds": seconds,
                 "attack_seconds": attack_seconds,
                 "test_error_per_epoch": curve,
+                "min_distortions": per_image,
             }));
             // Written after every run, so that a stopped sweep keeps what it finished.
             if let Some(path) = &args.json {
                 write_json(path, &args, epochs, data.len(), &rows)?;
             }
         }
+    }
+    if let Some(dir) = &args.plots {
+        plots(&rows, dir)?;
     }
     println!(
         "\n| method | test error (mean ± sd) | mean minimal distortion | seconds per run | paper |"

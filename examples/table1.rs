@@ -65,6 +65,13 @@ struct Args {
     /// Directory for the PNG grids (original | adversarial | perturbation magnified).
     #[arg(long, default_value = "out/table1")]
     png_dir: PathBuf,
+    /// Also draw the robust-accuracy curves and the distortion histograms (SVG and PNG) into
+    /// this directory (needs `--features plot`).
+    #[arg(long)]
+    plots: Option<PathBuf>,
+    /// Draw the figures from a JSON this example wrote (with `--plots`), without attacking.
+    #[arg(long)]
+    replot: Option<PathBuf>,
 }
 
 /// The paper's mean minimal distortion per model (Table 1).
@@ -80,8 +87,64 @@ fn paper_distortion(name: &str) -> Option<f64> {
     })
 }
 
+/// The robust-accuracy curves and distortion histograms of `rows` (each with its model's
+/// per-image minimal distortions, `null` where the attack failed) into `dir`.
+#[cfg(feature = "plot")]
+fn plots(
+    rows: &[serde_json::Value],
+    dir: &std::path::Path,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use blindspot::plot::{distortion_histogram, robust_accuracy};
+    let models: Vec<(String, Vec<f64>)> = rows
+        .iter()
+        .map(|r| {
+            let d = r["min_distortions"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|v| v.as_f64().unwrap_or(f64::INFINITY))
+                        .collect()
+                })
+                .unwrap_or_default();
+            (r["model"].as_str().unwrap_or_default().to_string(), d)
+        })
+        .filter(|(_, d): &(String, Vec<f64>)| !d.is_empty())
+        .collect();
+    if models.is_empty() {
+        return Err("no row has per-image distortions (\"min_distortions\") to plot".into());
+    }
+    robust_accuracy(
+        "Table 1 models: accuracy under the untargeted attack, by distortion",
+        &models,
+        0.15,
+        150,
+    )?
+    .save(dir, "robust_accuracy")?;
+    distortion_histogram("Table 1 models: minimal distortions", &models, 40)?
+        .save(dir, "distortion_histogram")?;
+    println!("figures written to {}", dir.display());
+    Ok(())
+}
+
+#[cfg(not(feature = "plot"))]
+fn plots(_: &[serde_json::Value], _: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+    Err(
+        "--plots needs the plot feature: cargo run --release --features plot --example table1"
+            .into(),
+    )
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
+    if let Some(path) = &args.replot {
+        let dir = args.plots.as_ref().ok_or("--replot needs --plots DIR")?;
+        let json: serde_json::Value = serde_json::from_slice(&std::fs::read(path)?)?;
+        let rows = json["rows"].as_array().ok_or("the JSON has no \"rows\"")?;
+        return plots(rows, dir);
+    }
+    if args.plots.is_some() && !cfg!(feature = "plot") {
+        return Err("--plots needs the plot feature: add --features plot".into());
+    }
     let start_all = Instant::now();
     let mnist = Mnist::load_default()?;
     let names: Vec<String> = match &args.models {
@@ -166,6 +229,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "paper_train_error": paper_errors(name).map(|p| p.0),
             "paper_test_error": paper_errors(name).map(|p| p.1),
             "paper_mean_distortion": paper_distortion(name),
+            // Per image, for the robust-accuracy curves: `null` where the attack failed.
+            "min_distortions": outs
+                .iter()
+                .map(|o| o.success.then_some(o.distortion))
+                .collect::<Vec<_>>(),
         }));
     }
 
@@ -224,6 +292,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(path) = &args.json {
         let json = serde_json::json!({ "rows": rows, "wall_seconds": total });
         std::fs::write(path, serde_json::to_string_pretty(&json)?)?;
+    }
+    if let Some(dir) = &args.plots {
+        plots(&rows, dir)?;
     }
     Ok(())
 }
