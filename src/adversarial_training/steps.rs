@@ -145,6 +145,7 @@ impl<A: Attack> PoolSteps<'_, A> {
         let x = self.xb.slice(s![..rows, ..pool.examples().ncols()]);
         lp.sgd.gradient(&lp.upper, x, &self.yb)?;
         sgd.update_suffix(model.params_mut(), lp.sgd.grads(), lr, momentum)?;
+        super::check_suffix_finite(model, lp.sgd.grads().len(), "parameters after a pool step")?;
         self.tally.borrow_mut().pool_steps += 1;
         Ok(())
     }
