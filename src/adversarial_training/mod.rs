@@ -339,7 +339,11 @@ pub fn step_above(
     let objective = upper_sgd.gradient(&upper, inputs, labels)?;
     let mut sgd = SgdStep::new(&*model, 1);
     sgd.update_suffix(model.params_mut(), upper_sgd.grads(), learning_rate, 0.0)?;
-    check_suffix_finite(model, upper_sgd.grads().len(), "parameters after a pool step")?;
+    check_suffix_finite(
+        model,
+        upper_sgd.grads().len(),
+        "parameters after a pool step",
+    )?;
     Ok(objective)
 }
 

@@ -415,10 +415,11 @@ impl ProbeConfig {
         ];
         let work: f64 = parts.iter().map(|p| p.1).sum();
         if work > MAX_STUDY_WORK {
-            let (name, _) = parts
-                .iter()
-                .copied()
-                .fold(("", f64::NEG_INFINITY), |a, b| if b.1 > a.1 { b } else { a });
+            let (name, _) =
+                parts.iter().copied().fold(
+                    ("", f64::NEG_INFINITY),
+                    |a, b| if b.1 > a.1 { b } else { a },
+                );
             return Err(Error::param(
                 name,
                 format!(

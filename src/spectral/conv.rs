@@ -624,7 +624,11 @@ impl Geometry {
         };
         capped_product(&[c, h, w], "the input")?;
         capped_product(&[d, oh, ow], "the output")?;
-        let work = 2.0 * [d, c, kh, kw, oh, ow].iter().map(|&v| v as f64).product::<f64>();
+        let work = 2.0
+            * [d, c, kh, kw, oh, ow]
+                .iter()
+                .map(|&v| v as f64)
+                .product::<f64>();
         if work > MAX_ITERATION_WORK {
             return Err(Error::param(
                 "work",
