@@ -56,10 +56,13 @@ fn workspace_words(n: usize, m: usize) -> Option<usize> {
 ///
 /// [`LbfgsbError::InvalidParameter`] named `memory`.
 pub(super) fn check_size(n: usize, m: usize) -> Result<(), LbfgsbError> {
-    if !(1..=MAX_MEMORY).contains(&m) {
+    if m == 0 {
+        return Err(LbfgsbError::param("memory", "must be at least 1"));
+    }
+    if m > MAX_MEMORY {
         return Err(LbfgsbError::param(
             "memory",
-            format!("must be in 1..={MAX_MEMORY}, got {m}"),
+            format!("must be at most {MAX_MEMORY}, got {m}"),
         ));
     }
     match workspace_words(n, m) {
