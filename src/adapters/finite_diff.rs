@@ -82,7 +82,9 @@ pub struct FiniteDifferenceScratch {
 }
 
 impl<C: Classifier> FiniteDifference<C> {
-    /// Wraps `model` with difference step `step` (input units); see [`DEFAULT_STEP`].
+    /// Wraps `model` with difference step `step` (input units); see [`DEFAULT_STEP`]. A step
+    /// too small to move a coordinate in `f32` is raised for that coordinate (see the type's
+    /// docs), so no step in `(0, 1]` gives `0/0`.
     ///
     /// # Errors
     ///
