@@ -218,7 +218,7 @@ impl LBfgsB {
     /// Largest workspace in 8-byte words (`2^27`, 1 GiB), checked before it is allocated: the
     /// solver keeps `2·m` vectors of the `n` variables plus `17·m²` words of small matrices,
     /// so `m·n` may be at most about `2^26`. The default memory (10) is checked when a run
-    /// starts: `init` then fails with the same error for a box of more than about 6.7 million
+    /// starts: `init` then fails with the same error for a box of more than about 4.4 million
     /// variables.
     pub const MAX_WORKSPACE: usize = workspace::MAX_WORKSPACE;
 
