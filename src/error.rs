@@ -78,6 +78,16 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A path to be read is not a regular file (a FIFO, a device, a directory, a socket):
+    /// refused before reading, since a FIFO without a writer would block forever and a device
+    /// such as `/dev/zero` never ends.
+    #[error("{} is not a regular file ({kind}); only regular files are read", path.display())]
+    NotRegularFile {
+        /// The path.
+        path: PathBuf,
+        /// What it is instead: "a FIFO", "a directory", "a character device", …
+        kind: &'static str,
+    },
     /// An optimisation run failed (argmin reported an error).
     #[error("optimisation failed: {0}")]
     Optim(String),

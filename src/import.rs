@@ -81,7 +81,8 @@ impl NpzWeights {
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] if the file cannot be opened; [`Error::ModelFile`] if it is not an
+    /// [`Error::Io`] if the file cannot be opened; [`Error::NotRegularFile`] if the path is a
+    /// FIFO, device, directory or socket; [`Error::ModelFile`] if it is not an
     /// uncompressed `.npz` (`numpy.savez`, not `savez_compressed`) or an array is neither
     /// `f32` nor `f64`.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {

@@ -345,6 +345,33 @@ fn absurd_sizes_are_errors_not_allocations() {
     assert!(conv_operator_norm(k.view(), 1 << 40, 1 << 40, 1 << 40).is_err());
 }
 
+/// Issue 20: sizes within the element cap can still ask for too much work; the budgets are
+/// checked before any of it is done.
+#[test]
+fn too_much_work_is_a_parameter_error_before_it_starts() {
+    // 512 × 512 channels on an 8 × 8 grid: ~10^11 flops of 1024 × 1024 eigenvalue problems.
+    let k = Array4::<f32>::ones((512, 512, 3, 3));
+    assert_param(conv_operator_norm(k.view(), 8, 8, 1), "work");
+    // One power iteration of 64 × 64 channels, 5 × 5 taps, on 128² would be 3.4·10^9
+    // multiply-adds (and 100 of them are asked for).
+    let k = Array4::<f32>::ones((64, 64, 5, 5));
+    assert_param(pi(&k, 128, 128, 1, Padding::Zero(2)), "work");
+    assert_param(pi(&k, 128, 128, 1, Padding::Circular), "work");
+    // The iteration cap is bounded too.
+    assert_param(
+        PowerIterationParams::new(1e-6, usize::MAX).check(),
+        "max_iter",
+    );
+    assert!(
+        PowerIterationParams::new(1e-6, blindspot::spectral::MAX_POWER_ITER)
+            .check()
+            .is_ok()
+    );
+    // Within the budgets, the same shapes on smaller grids still run.
+    let k = Array4::<f32>::ones((8, 8, 3, 3));
+    assert!(conv_operator_norm(k.view(), 16, 16, 1).is_ok());
+}
+
 #[test]
 fn bad_power_iteration_settings_are_errors() {
     let k = gaussian_kernel((2, 2, 3, 3), 1);

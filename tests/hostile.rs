@@ -669,3 +669,198 @@ fn huge_finite_inputs_give_finite_results_or_typed_errors() {
             .all(|v| v.is_finite()));
     }
 }
+
+// --- Issue 20: budgets, finiteness, and regular files only.
+
+/// Runs `read` on a thread; if it has not returned after a generous wait it is blocked in
+/// `open` on the FIFO `fifo`: give it a writer so that the thread ends, then fail.
+#[cfg(unix)]
+fn without_blocking<T: Send + 'static>(
+    fifo: &std::path::Path,
+    read: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    use std::os::unix::fs::OpenOptionsExt;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(read());
+    });
+    match rx.recv_timeout(std::time::Duration::from_secs(20)) {
+        Ok(v) => v,
+        Err(_) => {
+            let _ = std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(fifo);
+            panic!("reading {} blocked", fifo.display());
+        }
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn fifos_devices_and_directories_are_refused_not_read() {
+    use blindspot::data::read_idx;
+    use blindspot::import::NpzWeights;
+    use blindspot::nn::{Autoencoder, Network};
+
+    let dir = temp_dir("fifo");
+    let fifo = dir.join("pipe.npz");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    type Reader = fn(&std::path::Path) -> Option<Error>;
+    let readers: [(&str, Reader); 6] = [
+        ("read_idx", |p| read_idx(p).err()),
+        ("ModelFile::load", |p| ModelFile::load(p).err()),
+        ("Mlp::load", |p| Mlp::load(p).err()),
+        ("Network::load", |p| Network::load(p).err()),
+        ("Autoencoder::load", |p| Autoencoder::load(p).err()),
+        ("NpzWeights::open", |p| NpzWeights::open(p).err()),
+    ];
+    let dev_null = std::path::PathBuf::from("/dev/null");
+    for (name, read) in readers {
+        let path = fifo.clone();
+        let err = without_blocking(&fifo, move || read(&path));
+        match err {
+            Some(Error::NotRegularFile { path, kind }) => {
+                assert_eq!(path, fifo, "{name}");
+                assert_eq!(kind, "a FIFO", "{name}");
+            }
+            other => panic!("{name} on a FIFO: {other:?}"),
+        }
+        for (other, kind) in [(&dev_null, "a character device"), (&dir, "a directory")] {
+            match read(other) {
+                Some(Error::NotRegularFile { path, kind: k }) => {
+                    assert_eq!(&path, other, "{name}");
+                    assert_eq!(k, kind, "{name}");
+                }
+                e => panic!("{name} on {}: {e:?}", other.display()),
+            }
+        }
+    }
+    // Regular files still load, and a missing one is still an I/O error.
+    let mlp = Mlp::new(Architecture::parse("FC3", 4).unwrap(), 0);
+    let file = dir.join("m.npz");
+    mlp.save(&file).unwrap();
+    assert_eq!(Mlp::load(&file).unwrap(), mlp);
+    assert!(matches!(
+        read_idx(&dir.join("missing")),
+        Err(Error::Io { .. })
+    ));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_finite_difference_step_too_small_for_f32_is_raised_to_one_that_moves_the_input() {
+    use blindspot::adapters::FiniteDifference;
+
+    let mlp = Mlp::new(Architecture::parse("FC10", 6).unwrap(), 0);
+    // Pixels, and coordinates large enough that even the default step does not move them.
+    let x = Array2::from_shape_fn((3, 6), |(i, j)| {
+        [0.5f32, 0.0, 1.0, 0.25, 3.0, 1e6][(i + j) % 6]
+    });
+    let labels = [1, 2, 3];
+    for step in [1e-8f32, 1e-30, 1e-2] {
+        let fd = FiniteDifference::new(mlp.clone(), step).unwrap();
+        let (loss, grad) = fd.loss_and_input_grad(x.view(), &labels).unwrap();
+        assert!(loss.iter().all(|v| v.is_finite()), "step {step}: {loss}");
+        assert!(grad.iter().all(|v| v.is_finite()), "step {step}: {grad}");
+    }
+    // Raised, not guessed: at x = 0.5 every step below the f32 spacing there (2^-24) is the
+    // spacing itself.
+    let half = Array2::from_elem((2, 6), 0.5f32);
+    let spacing = 2f32.powi(-24);
+    let at = |step: f32| {
+        FiniteDifference::new(mlp.clone(), step)
+            .unwrap()
+            .loss_and_input_grad(half.view(), &[0, 4])
+            .unwrap()
+            .1
+    };
+    let reference = at(spacing);
+    assert!(reference.iter().all(|v| v.is_finite()));
+    assert_eq!(at(1e-8), reference);
+    assert_eq!(at(1e-30), reference);
+    assert_eq!(at(f32::MIN_POSITIVE), reference);
+}
+
+#[test]
+fn a_pool_step_with_a_bad_rate_or_an_overflow_is_an_error_not_nan_weights() {
+    use blindspot::adversarial_training::step_above;
+
+    let x = Array2::from_elem((2, 4), 0.5f32);
+    for lr in [f32::NAN, f32::INFINITY, -1.0, 0.0] {
+        let mut model = Mlp::new(Architecture::parse("FC5-3", 4).unwrap(), 1);
+        let before = model.clone();
+        match step_above(&mut model, 0, x.view(), &[0, 1], lr) {
+            Err(Error::InvalidParameter { name, .. }) => assert_eq!(name, "learning_rate"),
+            other => panic!("rate {lr}: {other:?}"),
+        }
+        assert_eq!(model, before, "rate {lr}: the model changed");
+    }
+    // A finite rate times a finite gradient can overflow f32: not Ok with infinite weights.
+    let mut model = Mlp::new(Architecture::parse("FC3", 4).unwrap(), 1);
+    let big = Array2::from_elem((2, 4), 1000f32);
+    let res = step_above(&mut model, 0, big.view(), &[0, 1], f32::MAX);
+    assert!(matches!(res, Err(Error::NonFinite { .. })), "{res:?}");
+}
+
+#[test]
+fn a_probe_study_at_the_separate_maxima_is_refused_before_it_starts() {
+    use blindspot::data::Dataset;
+    use blindspot::probe::{study, ProbeParams, MAX_DIRECTIONS, MAX_RESAMPLED_VALUES};
+
+    let n = 20;
+    let images = Array2::from_shape_fn((n, 16), |(i, j)| ((i * 5 + j * 3) % 7) as f32 / 7.0);
+    let data = Dataset::new(images, (0..n).map(|i| i % 4).collect(), (4, 4), 4).unwrap();
+    let mlp = Mlp::new(Architecture::parse("FC10-4", 16).unwrap(), 0);
+    // Each setting at its own documented maximum: hours of work.
+    let config = ProbeParams::default()
+        .with_directions(5, MAX_DIRECTIONS)
+        .with_baseline_sets(MAX_RESAMPLES)
+        .with_resamples(MAX_RESAMPLES)
+        .check()
+        .unwrap();
+    match study(&mlp, &data, 0, &config) {
+        Err(Error::InvalidParameter { name, .. }) => assert_eq!(name, "resamples"),
+        other => panic!("{other:?}"),
+    }
+    // Only the baseline too large: named as the culprit.
+    let config = ProbeParams::default()
+        .with_baseline_sets(MAX_RESAMPLES)
+        .with_directions(5, 5)
+        .check()
+        .unwrap();
+    let data_wide = Dataset::new(
+        Array2::from_elem((n, 784), 0.5),
+        (0..n).map(|i| i % 4).collect(),
+        (28, 28),
+        4,
+    )
+    .unwrap();
+    let wide = Mlp::new(Architecture::parse("FC10-4", 784).unwrap(), 0);
+    match study(&wide, &data_wide, 0, &config) {
+        Err(Error::InvalidParameter { name, .. }) => assert_eq!(name, "baseline_sets"),
+        other => panic!("{other:?}"),
+    }
+    // The default settings are well within the budget.
+    let config = ProbeParams::default()
+        .with_directions(5, 50)
+        .check()
+        .unwrap();
+    assert!(study(&mlp, &data, 0, &config).is_ok());
+    // The standalone statistics bound resamples × values the same way.
+    let values = vec![1.0; 1000];
+    assert!(MAX_RESAMPLES * values.len() > MAX_RESAMPLED_VALUES);
+    for res in [
+        bootstrap_mean(&values, MAX_RESAMPLES, 0).map(|_| ()),
+        compare_means(&values, &values, MAX_RESAMPLES, 0).map(|_| ()),
+    ] {
+        match res {
+            Err(Error::InvalidParameter { name, .. }) => assert_eq!(name, "resamples"),
+            other => panic!("{other:?}"),
+        }
+    }
+}

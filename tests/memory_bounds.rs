@@ -1,7 +1,9 @@
 //! Small hostile files must not make a load use much memory (issue 13): a model file of at
 //! most 4 KB claiming a huge array, and gzip bombs of at most 1 MB (payload inflating far past
 //! what the IDX header says, and headers that claim huge payloads), each give a typed error
-//! with a peak heap of at most 64 MB.
+//! with a peak heap of at most 64 MB. Settings that size an allocation (issue 20: solver
+//! memory, pool batch, finite-difference chunk, Fourier grid) are refused above their
+//! documented limits before allocating, or cost no more than what they can use.
 //!
 //! The peak is measured by a counting global allocator, so this file holds a single test:
 //! tests in one binary run in parallel threads and would add up in the counter.
@@ -11,9 +13,15 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use blindspot::data::read_idx;
-use blindspot::nn::{Autoencoder, Mlp, ModelFile};
-use blindspot::Error;
+use blindspot::adapters::{FiniteDifference, MAX_CHUNK};
+use blindspot::adversarial_training::{train_adversarial, AdversarialParams, Regime};
+use blindspot::attack::BoxLbfgs;
+use blindspot::data::{read_idx, Dataset};
+use blindspot::nn::{Architecture, Autoencoder, Mlp, ModelFile, TrainParams};
+use blindspot::optim::{LBfgsB, LbfgsbError};
+use blindspot::spectral::conv_operator_norm;
+use blindspot::{Differentiable, Error};
+use ndarray::{Array1, Array2, Array4};
 
 struct Counting;
 
@@ -190,7 +198,12 @@ fn gzip_bomb(header: &[u8], chunk: usize, copies: usize) -> Vec<u8> {
 }
 
 #[test]
-fn small_hostile_files_are_typed_errors_with_bounded_memory() {
+fn hostile_files_and_huge_settings_are_typed_errors_with_bounded_memory() {
+    small_hostile_files();
+    settings_that_size_allocations();
+}
+
+fn small_hostile_files() {
     let dir = temp_dir();
 
     // --- Model files of at most 4 KB.
@@ -292,4 +305,114 @@ fn small_hostile_files_are_typed_errors_with_bounded_memory() {
     check_idx(&p, "raw file claiming 4 GiB");
 
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// `Err(InvalidParameter)` named `name`, with a peak heap within [`LIMIT`].
+fn refused<T: std::fmt::Debug>(name: &str, what: &str, f: impl FnOnce() -> Result<T, Error>) {
+    let (res, peak) = peak_during(f);
+    match res {
+        Err(Error::InvalidParameter { name: n, reason }) => {
+            assert_eq!(n, name, "{what}: {reason}");
+            eprintln!("{what}: refused ({reason}), peak heap {peak} bytes");
+        }
+        other => panic!("{what}: expected InvalidParameter({name}), got {other:?}"),
+    }
+    assert!(peak <= LIMIT, "{what}: peak heap {peak} bytes");
+}
+
+fn settings_that_size_allocations() {
+    // --- L-BFGS-B memory: m and m × n are checked against the documented limits when set.
+    let solver = || LBfgsB::new(Array1::zeros(784), Array1::ones(784)).unwrap();
+    for m in [
+        usize::MAX,
+        usize::MAX / 2 + 1,
+        1_000_000,
+        LBfgsB::MAX_MEMORY + 1,
+    ] {
+        let (res, peak) = peak_during(|| solver().with_memory(m));
+        assert!(
+            matches!(
+                res,
+                Err(LbfgsbError::InvalidParameter { name: "memory", .. })
+            ),
+            "memory {m}: {res:?}"
+        );
+        assert!(peak <= LIMIT, "memory {m}: peak heap {peak} bytes");
+    }
+    assert!(solver().with_memory(LBfgsB::MAX_MEMORY).is_ok());
+    // Within the pair limit, but 1000 pairs of 2^17 variables need 2 GiB.
+    let wide = LBfgsB::new(Array1::zeros(1 << 17), Array1::ones(1 << 17)).unwrap();
+    let (res, peak) = peak_during(|| wide.with_memory(1000));
+    assert!(
+        matches!(
+            res,
+            Err(LbfgsbError::InvalidParameter { name: "memory", .. })
+        ),
+        "{res:?}"
+    );
+    assert!(peak <= LIMIT);
+
+    // --- Finite-difference chunk: refused above the limit; at the limit, the buffer of
+    // perturbed rows stays within MAX_SCRATCH values (64 MiB) however many coordinates the
+    // batch has (64 × 784 here, 50,176 coordinates: 315 MB of rows if all went at once).
+    let mlp = Mlp::new(Architecture::parse("FC10", 784).unwrap(), 0);
+    refused("chunk", "finite-difference chunk usize::MAX", || {
+        FiniteDifference::new(mlp.clone(), 1e-2)?.with_chunk(usize::MAX)
+    });
+    let fd = FiniteDifference::new(mlp.clone(), 1e-2)
+        .unwrap()
+        .with_chunk(MAX_CHUNK)
+        .unwrap();
+    let x = Array2::from_elem((64, 784), 0.5f32);
+    let labels: Vec<usize> = (0..64).map(|i| i % 10).collect();
+    let (res, peak) = peak_during(|| fd.loss_and_input_grad(x.view(), &labels));
+    let (_, grad) = res.unwrap();
+    assert!(grad.iter().all(|g| g.is_finite()));
+    eprintln!("finite differences with chunk {MAX_CHUNK}: peak heap {peak} bytes");
+    assert!(
+        peak <= 2 * LIMIT,
+        "finite differences: peak heap {peak} bytes"
+    );
+
+    // --- Fourier norm: a 16384² grid is within the element limit but its buffers are 12 GB;
+    // 4096 output channels on a 256² grid make 2 GB of spectra.
+    let one = Array4::<f32>::ones((1, 1, 1, 1));
+    refused("size", "Fourier norm on a 16384² grid", || {
+        conv_operator_norm(one.view(), 1 << 14, 1 << 14, 1)
+    });
+    let wide = Array4::<f32>::ones((4096, 1, 3, 3));
+    refused("size", "Fourier norm with 4096 output channels", || {
+        conv_operator_norm(wide.view(), 256, 256, 1)
+    });
+
+    // --- Pool batch: 1,000,000 rows asked of pools of 8 examples. A pool step takes at most
+    // the pool's size, and only that is allocated: training runs, within the limit.
+    let n = 40;
+    let images = Array2::from_shape_fn((n, 784), |(i, j)| ((i * 31 + j * 7) % 97) as f32 / 97.0);
+    let data = Dataset::new(images, (0..n).map(|i| i % 10).collect(), (28, 28), 10).unwrap();
+    let train = TrainParams {
+        epochs: 2,
+        batch_size: 10,
+        learning_rate: 0.1,
+        ..TrainParams::default()
+    };
+    let config = AdversarialParams::new(train, Regime::Pools(vec![0]))
+        .with_pool_size(8)
+        .with_pool_batch(1_000_000)
+        .with_warmup_epochs(1)
+        .check()
+        .unwrap();
+    let attack = BoxLbfgs::params()
+        .with_search_steps(0)
+        .with_bracket_steps(1)
+        .with_max_iters(5)
+        .check()
+        .unwrap();
+    let mut model = Mlp::new(Architecture::parse("FC10", 784).unwrap(), 3);
+    let (res, peak) =
+        peak_during(|| train_adversarial(&mut model, &data, None, &attack, &config, |_| {}));
+    let report = res.unwrap();
+    assert!(report.epochs.iter().map(|e| e.pool_steps).sum::<usize>() > 0);
+    eprintln!("pool batch 1,000,000 on pools of 8: peak heap {peak} bytes");
+    assert!(peak <= LIMIT, "pool batch: peak heap {peak} bytes");
 }

@@ -2,7 +2,7 @@
 
 use ndarray::{Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis};
 
-use crate::error::{check_nonzero, Error, Result};
+use crate::error::{check_count, Error, Result};
 use crate::model::{
     check_loss_and_grad_args, checked_logits, Classifier, Differentiable, Representation,
 };
@@ -17,6 +17,14 @@ pub const DEFAULT_STEP: f32 = 1e-2;
 /// Default number of coordinates differenced per [`Classifier::logits`] call (each costs two
 /// rows): 512 coordinates make batches of 1024 rows, about 3 MB of MNIST inputs.
 pub const DEFAULT_CHUNK: usize = 512;
+
+/// Largest [`FiniteDifference::with_chunk`]: 65,536 coordinates, `2^17` rows per call.
+pub const MAX_CHUNK: usize = 1 << 16;
+
+/// Largest buffer of perturbed inputs, in `f32` values (`2^24`, 64 MiB). When `2·chunk` rows
+/// of the input's width would exceed it, fewer coordinates go to each call (at least one);
+/// the estimates are the same, only the batching differs.
+pub const MAX_SCRATCH: usize = 1 << 24;
 
 /// A forward-only model made differentiable by central finite differences.
 ///
@@ -36,6 +44,14 @@ pub const DEFAULT_CHUNK: usize = 512;
 ///
 /// The model is queried slightly outside the box `[0, 1]` (at `x ± h`), which any classifier
 /// accepts.
+///
+/// **A step too small to move the input is raised, per coordinate**: `f32` cannot represent
+/// `x ± h` for `h` below about half the spacing of `f32` values at `x` (`1e-8` at `x = 0.5`,
+/// `1e-2` at `x = 10⁶`), which would make the two evaluations equal and the estimate `0/0`.
+/// Coordinate `j` is therefore differenced with `max(h, spacing(x_j))`, the smallest step that
+/// moves it; the quotient always divides by the step actually taken. For pixels in `[0, 1]` and
+/// the default step this never applies. A gradient or loss that still comes out NaN or infinite
+/// (a model whose logits jump across a tiny step) is [`Error::NonFinite`], never `Ok`.
 ///
 /// ```
 /// use blindspot::adapters::FiniteDifference;
@@ -66,7 +82,9 @@ pub struct FiniteDifferenceScratch {
 }
 
 impl<C: Classifier> FiniteDifference<C> {
-    /// Wraps `model` with difference step `step` (input units); see [`DEFAULT_STEP`].
+    /// Wraps `model` with difference step `step` (input units); see [`DEFAULT_STEP`]. A step
+    /// too small to move a coordinate in `f32` is raised for that coordinate (see the type's
+    /// docs), so no step in `(0, 1]` gives `0/0`.
     ///
     /// # Errors
     ///
@@ -86,12 +104,13 @@ impl<C: Classifier> FiniteDifference<C> {
     }
 
     /// Coordinates differenced per `logits` call (`2·chunk` rows); see [`DEFAULT_CHUNK`].
+    /// Fewer are sent when the rows would exceed [`MAX_SCRATCH`] values.
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidParameter`] for 0.
+    /// [`Error::InvalidParameter`] unless `chunk` is in `1..=`[`MAX_CHUNK`].
     pub fn with_chunk(mut self, chunk: usize) -> Result<Self> {
-        check_nonzero("chunk", chunk)?;
+        check_count("chunk", chunk, MAX_CHUNK)?;
         self.chunk = chunk;
         Ok(self)
     }
@@ -115,6 +134,14 @@ impl<C: Classifier> FiniteDifference<C> {
     pub fn into_inner(self) -> C {
         self.model
     }
+}
+
+/// The spacing of `f32` values just above `|v|`: the smallest step that moves `v` either way
+/// (below a power of two the spacing is half as large, so `v − spacing` is exact too).
+/// Infinite for `|v| = f32::MAX`.
+fn spacing(v: f32) -> f32 {
+    let a = v.abs();
+    f32::from_bits(a.to_bits() + 1) - a
 }
 
 /// The crate's per-example cross-entropy `logsumexp(z) − z[y]`, in `f64`.
@@ -165,14 +192,24 @@ impl<C: Classifier> Differentiable for FiniteDifference<C> {
         let z = checked_logits(&self.model, x)?;
         for (i, row) in z.axis_iter(Axis(0)).enumerate() {
             losses[i] = xent(row, labels[i]) as f32;
+            if !losses[i].is_finite() {
+                return Err(Error::NonFinite {
+                    what: format!("finite-difference loss of example {i}"),
+                });
+            }
         }
-        // Coordinates (example i, pixel j) in row-major order, `chunk` of them per call.
+        // Coordinates (example i, pixel j) in row-major order, `chunk` of them per call, and
+        // never more rows than MAX_SCRATCH values hold. `total` cannot overflow: x holds it.
         let total = n * m;
-        let chunk = self.chunk.min(total);
+        let chunk = self
+            .chunk
+            .min(total)
+            .min((MAX_SCRATCH / (2 * m.max(1))).max(1));
         if scratch.rows.dim() != (2 * chunk, m) {
             scratch.rows = Array2::zeros((2 * chunk, m));
         }
-        let h = self.step;
+        // The step of coordinate (i, j): the setting, or the smallest that moves x[i, j].
+        let step = |v: f32| self.step.max(spacing(v));
         let mut start = 0;
         while start < total {
             let len = chunk.min(total - start);
@@ -180,6 +217,7 @@ impl<C: Classifier> Differentiable for FiniteDifference<C> {
             for k in 0..len {
                 let (i, j) = ((start + k) / m, (start + k) % m);
                 let xi = x.row(i);
+                let h = step(xi[j]);
                 let mut plus = rows.row_mut(2 * k);
                 plus.assign(&xi);
                 plus[j] += h;
@@ -190,11 +228,22 @@ impl<C: Classifier> Differentiable for FiniteDifference<C> {
             let z = checked_logits(&self.model, rows.view())?;
             for k in 0..len {
                 let (i, j) = ((start + k) / m, (start + k) % m);
-                // The step actually taken, after f32 rounding of x ± h.
+                // The step actually taken, after f32 rounding of x ± h (never 0, see `step`).
+                let h = step(x[[i, j]]);
                 let span = (x[[i, j]] + h) as f64 - (x[[i, j]] - h) as f64;
                 let up = xent(z.row(2 * k), labels[i]);
                 let down = xent(z.row(2 * k + 1), labels[i]);
-                grad[[i, j]] = ((up - down) / span) as f32;
+                let g = ((up - down) / span) as f32;
+                if !g.is_finite() {
+                    return Err(Error::NonFinite {
+                        what: format!(
+                            "finite-difference gradient of example {i}, coordinate {j} (step \
+                             {h} at {})",
+                            x[[i, j]]
+                        ),
+                    });
+                }
+                grad[[i, j]] = g;
             }
             start += len;
         }

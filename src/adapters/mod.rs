@@ -13,7 +13,9 @@
 
 mod finite_diff;
 
-pub use finite_diff::{FiniteDifference, FiniteDifferenceScratch, DEFAULT_CHUNK, DEFAULT_STEP};
+pub use finite_diff::{
+    FiniteDifference, FiniteDifferenceScratch, DEFAULT_CHUNK, DEFAULT_STEP, MAX_CHUNK, MAX_SCRATCH,
+};
 
 #[cfg(feature = "candle")]
 mod candle;

@@ -46,10 +46,19 @@ use steps::{FgsmSteps, LevelPool, PoolSteps, Tally, POOL_STREAM};
 
 use crate::attack::Attack;
 use crate::data::Dataset;
-use crate::error::{check_count, check_nonzero, Error, Result};
+use crate::error::{check_count, check_nonzero, check_positive, Error, Result};
 use crate::model::Classifier;
 use crate::nn::{error_rate, Activation, Network, Progress, TrainConfig, TrainParams, Trainable};
 use crate::nn::{fit_loop, SgdStep};
+
+/// Largest [`AdversarialParams::pool_size`]. A pool also holds no more examples than the
+/// training set has images ([`train_adversarial`] checks that before allocating), so its memory
+/// is at most the training images' (times the level's width over the input's).
+pub const MAX_POOL_SIZE: usize = 1_000_000;
+
+/// Largest [`AdversarialParams::pool_batch`]. A pool step takes at most the pool's size in
+/// rows, and only that many are allocated, so a larger setting costs nothing more.
+pub const MAX_POOL_BATCH: usize = 1_000_000;
 
 /// How adversarial examples enter training.
 #[derive(Debug, Clone, PartialEq)]
@@ -88,13 +97,13 @@ pub struct AdversarialParams {
     pub train: TrainParams,
     /// Pools (and at which levels) or one-step perturbations.
     pub regime: Regime,
-    /// Examples in each pool.
+    /// Examples in each pool, in `1..=`[`MAX_POOL_SIZE`] and at most the training images.
     pub pool_size: usize,
     /// Clean batches between refreshes (>= 1).
     pub refresh_every: usize,
     /// Fraction of each pool replaced at a refresh, in (0, 1].
     pub refresh_fraction: f32,
-    /// Rows of each pool step (>= 1).
+    /// Rows of each pool step, in `1..=`[`MAX_POOL_BATCH`]; a step takes at most `pool_size`.
     pub pool_batch: usize,
     /// Clean steps per pool step (>= 1): 1 puts a pool step after every clean step.
     pub pool_every: usize,
@@ -203,7 +212,7 @@ impl AdversarialParams {
                 }
             }
         }
-        check_nonzero("pool_size", self.pool_size)?;
+        check_count("pool_size", self.pool_size, MAX_POOL_SIZE)?;
         if !(self.refresh_fraction > 0.0 && self.refresh_fraction <= 1.0) {
             return Err(Error::param(
                 "refresh_fraction",
@@ -213,7 +222,7 @@ impl AdversarialParams {
         if self.refresh_every == 0 {
             return Err(Error::param("refresh_every", "must be at least 1 batch"));
         }
-        check_count("pool_batch", self.pool_batch, 1_000_000)?;
+        check_count("pool_batch", self.pool_batch, MAX_POOL_BATCH)?;
         check_nonzero("pool_every", self.pool_every)?;
         if !(self.pool_weight > 0.0 && self.pool_weight <= 1.0) {
             return Err(Error::param(
@@ -331,8 +340,11 @@ pub struct AdversarialReport {
 ///
 /// # Errors
 ///
-/// As [`Network::above`]; [`Error::Shape`] for inputs that are not the level's width or a
-/// label count that does not match; [`Error::NonFinite`] if the objective is not finite.
+/// As [`Network::above`]; [`Error::InvalidParameter`] (`learning_rate`) unless the rate is
+/// finite and > 0; [`Error::Shape`] for inputs that are not the level's width or a label count
+/// that does not match; [`Error::NonFinite`] if the objective or the gradient is not finite,
+/// or if the step overflowed a parameter (the model is then left with the overflowed values:
+/// discard it).
 pub fn step_above(
     model: &mut Network,
     level: usize,
@@ -340,6 +352,7 @@ pub fn step_above(
     labels: &[usize],
     learning_rate: f32,
 ) -> Result<f32> {
+    check_positive("learning_rate", learning_rate)?;
     let upper = model.above(level)?;
     if inputs.ncols() != upper.input_dim() {
         return Err(Error::shape(
@@ -355,7 +368,28 @@ pub fn step_above(
     let objective = upper_sgd.gradient(&upper, inputs, labels)?;
     let mut sgd = SgdStep::new(&*model, 1);
     sgd.update_suffix(model.params_mut(), upper_sgd.grads(), learning_rate, 0.0)?;
+    check_suffix_finite(
+        model,
+        upper_sgd.grads().len(),
+        "parameters after a pool step",
+    )?;
     Ok(objective)
+}
+
+/// [`Error::NonFinite`] naming `what` if any of the last `count` parameter arrays of `model`
+/// (those a pool step updates) has a NaN or infinite entry: a finite gradient times a finite
+/// rate can still overflow `f32`. One pass over the parameters, cheaper than the update.
+pub(crate) fn check_suffix_finite(model: &Network, count: usize, what: &str) -> Result<()> {
+    let params = model.params();
+    let skip = params.len().saturating_sub(count);
+    if params[skip..]
+        .iter()
+        .all(|p| p.iter().all(|v| v.is_finite()))
+    {
+        Ok(())
+    } else {
+        Err(Error::NonFinite { what: what.into() })
+    }
 }
 
 /// Trains `model` in place with adversarial examples as `config` says (see the module docs for
@@ -368,7 +402,8 @@ pub fn step_above(
 /// [`Error::Shape`] if the data do not fit the model; [`Error::InvalidParameter`] for a pool
 /// larger than the training set, a level past the last hidden layer, a level whose
 /// activation's range is not the attack's box `[0, 1]` (only sigmoid units), or a level with
-/// convolutions above it; [`Error::NonFinite`] if the loss diverges; attack errors.
+/// convolutions above it; [`Error::NonFinite`] if the loss diverges or a step overflows a
+/// parameter; attack errors.
 pub fn train_adversarial<A: Attack>(
     model: &mut Network,
     train: &Dataset,
@@ -448,6 +483,8 @@ pub fn train_adversarial<A: Attack>(
                     ),
                 ));
             }
+            // A pool step draws at most the pool's size in rows: allocate no more.
+            let pool_rows = ap.pool_batch.min(ap.pool_size);
             let mut pools = Vec::with_capacity(levels.len());
             let mut widest = 0;
             for &level in levels {
@@ -462,7 +499,7 @@ pub fn train_adversarial<A: Attack>(
                 pools.push(LevelPool {
                     level,
                     pool: None,
-                    sgd: SgdStep::new(&upper, ap.pool_batch),
+                    sgd: SgdStep::new(&upper, pool_rows),
                     upper,
                 });
             }
@@ -475,13 +512,13 @@ pub fn train_adversarial<A: Attack>(
                 round: 0,
                 clean_steps: 0,
                 epoch: 0,
-                xb: Array2::zeros((ap.pool_batch, widest)),
+                xb: Array2::zeros((pool_rows, widest)),
+                yb: Vec::with_capacity(pool_rows),
                 reg: model
                     .params()
                     .iter()
                     .map(|a| Array2::zeros(a.raw_dim()))
                     .collect(),
-                yb: Vec::with_capacity(ap.pool_batch),
                 tally: &tally,
             };
             fit_loop(

@@ -157,6 +157,7 @@ impl<A: Attack> PoolSteps<'_, A> {
         lp.sgd
             .gradient(&lp.upper, self.xb.slice(s![..rows, ..cols]), &self.yb)?;
         sgd.update_suffix(model.params_mut(), lp.sgd.grads(), lr, momentum)?;
+        super::check_suffix_finite(model, lp.sgd.grads().len(), "parameters after a pool step")?;
         self.tally.borrow_mut().pool_steps += 1;
         Ok(())
     }
@@ -190,6 +191,8 @@ impl<A: Attack> PoolSteps<'_, A> {
         model.regularize(&mut self.reg);
         mix(sgd.grads_mut(), lp.sgd.grads(), &self.reg, alpha, beta);
         sgd.apply(model, lr, momentum);
+        let count = self.reg.len();
+        super::check_suffix_finite(model, count, "parameters after a mixed pool step")?;
         self.tally.borrow_mut().pool_steps += 1;
         Ok(objective)
     }

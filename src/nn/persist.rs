@@ -9,7 +9,6 @@
 //! file's own length.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::io::{BufReader, Read, Seek, Write};
 use std::path::Path;
 
@@ -76,12 +75,13 @@ impl ModelFile {
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] if the file cannot be opened or read; [`Error::ModelFile`] naming the
+    /// [`Error::Io`] if the file cannot be opened or read; [`Error::NotRegularFile`] if the path
+    /// is a FIFO, device, directory or socket; [`Error::ModelFile`] naming the
     /// file if it is not a zip archive, has too many members, a compressed or encrypted member,
     /// a member whose npy header is malformed or whose shape does not match its size, an
     /// array that is not 2-d `f32`, or a missing, non-UTF-8 or malformed `meta` header.
     pub fn load(path: &Path) -> Result<ModelFile> {
-        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let file = crate::data::idx::open_regular(path)?;
         let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
         ModelFile::read_from(BufReader::new(file), file_len, path)
     }
@@ -225,7 +225,7 @@ fn read_members(
 /// [`ModelFile::load`]: a file's claimed sizes are checked against its real length before
 /// anything is allocated.
 pub(crate) fn read_named_arrays(path: &Path) -> Result<Vec<(String, ndarray::ArrayD<f32>)>> {
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let file = crate::data::idx::open_regular(path)?;
     let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
     let mut arrays = Vec::new();
     read_members(BufReader::new(file), len, path, |name, member, header| {

@@ -34,7 +34,10 @@ mod stats;
 mod top_k;
 
 use stats::*;
-pub use stats::{bootstrap_mean, compare_means, Difference, Interval, MeanCi, MAX_RESAMPLES};
+pub use stats::{
+    bootstrap_mean, compare_means, Difference, Interval, MeanCi, MAX_RESAMPLED_VALUES,
+    MAX_RESAMPLES,
+};
 use top_k::*;
 pub use top_k::{
     direction_matrix, label_purity, layer_activations, mean_pairwise_distance, top_k,
@@ -133,6 +136,25 @@ impl Direction {
 /// Largest [`ProbeParams::n_random`] accepted.
 pub const MAX_DIRECTIONS: usize = 100_000;
 
+/// Largest work a [`study`] may be asked for (`2^35` units, a few seconds): each setting has
+/// its own maximum, but their product is what takes time, and at the separate maxima a study
+/// would run for hours. With `n` held-out images of `input_dim` values, a layer of width
+/// `dim` and `N = n_unit + n_random` directions, the work counted is
+///
+/// - the projections, `n·dim·N` multiply-adds of one matrix product (and the drawing of the
+///   random directions, `dim·N`), 1 unit each;
+/// - the selection of every direction's top k from its `n` scores, 1024 units per score
+///   (each read of a column of the score matrix is a cache miss);
+/// - the pairwise distances of the baseline sets and of every top k,
+///   `(baseline_sets + N)·k(k − 1)/2·input_dim` terms, 32 units each;
+/// - the bootstrap and permutation draws, `6·resamples·N`, 128 units each.
+///
+/// The weights are the parts' measured relative costs (a unit is about 0.2 ns on a loaded
+/// two-core machine), so the limit bounds the time whichever part dominates; it also bounds
+/// the score matrix to `n·N ≤ 2^25` values (128 MiB). The model's own forward pass over the
+/// held-out images is not counted: its cost is the data's.
+pub const MAX_STUDY_WORK: f64 = (1u64 << 35) as f64;
+
 /// Settings of a probe study ([`study`]) as given; [`ProbeParams::check`] turns them into a
 /// [`ProbeConfig`]. `Default` gives the example's values.
 ///
@@ -206,8 +228,8 @@ impl ProbeParams {
     }
 
     /// Validates every value once; the result cannot be invalid. What depends on the data
-    /// (`k` at most the held-out size, `n_unit` at most the layer's width) is checked by
-    /// [`study`].
+    /// (`k` at most the held-out size, `n_unit` at most the layer's width, the total work
+    /// within [`MAX_STUDY_WORK`]) is checked by [`study`].
     ///
     /// # Errors
     ///
@@ -371,10 +393,44 @@ fn stream(seed: u64, id: u64) -> ChaCha8Rng {
 
 impl ProbeConfig {
     /// The checks that depend on the data: `k` at most the held-out size `n`, `n_unit` at
-    /// most the layer's width `dim`.
-    fn check_data(&self, dim: usize, n: usize) -> Result<()> {
+    /// most the layer's width `dim`, and the work of a study of `n` images of `input_dim`
+    /// values within [`MAX_STUDY_WORK`].
+    fn check_data(&self, dim: usize, n: usize, input_dim: usize) -> Result<()> {
         check_k(self.k, n)?;
-        check_n_unit(self.n_unit, dim)
+        check_n_unit(self.n_unit, dim)?;
+        self.check_work(n, dim, input_dim)
+    }
+
+    /// [`Error::InvalidParameter`] naming the setting whose part of the work is largest if
+    /// the study's work (see [`MAX_STUDY_WORK`]) is over the limit.
+    fn check_work(&self, n: usize, dim: usize, input_dim: usize) -> Result<()> {
+        let dirs = (self.n_unit as f64) + (self.n_random as f64);
+        let (n, dim, input_dim, k) = (n as f64, dim as f64, input_dim as f64, self.k as f64);
+        let terms = k * (k - 1.0) / 2.0 * input_dim;
+        let parts = [
+            ("n_random", n * dim * dirs + 1024.0 * n * dirs),
+            ("baseline_sets", 32.0 * self.baseline_sets as f64 * terms),
+            ("k", 32.0 * dirs * terms),
+            ("resamples", 128.0 * 6.0 * self.resamples as f64 * dirs),
+        ];
+        let work: f64 = parts.iter().map(|p| p.1).sum();
+        if work > MAX_STUDY_WORK {
+            let (name, _) =
+                parts.iter().copied().fold(
+                    ("", f64::NEG_INFINITY),
+                    |a, b| if b.1 > a.1 { b } else { a },
+                );
+            return Err(Error::param(
+                name,
+                format!(
+                    "the study would take about {work:.3e} units of work (projections and \
+                     selection {:.3e}, baseline distances {:.3e}, top-k distances {:.3e}, \
+                     resampling {:.3e}), more than {MAX_STUDY_WORK:.3e}",
+                    parts[0].1, parts[1].1, parts[2].1, parts[3].1
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// The study's directions: `n_unit` distinct units (ascending) then `n_random` random
@@ -412,8 +468,9 @@ fn check_n_unit(n_unit: usize, dim: usize) -> Result<()> {
 /// # Errors
 ///
 /// [`Error::InvalidParameter`] for a layer out of range, `k` larger than the held-out set
-/// (`k`) or more unit directions than units (`n_unit`); as [`layer_activations`] for model
-/// failures.
+/// (`k`), more unit directions than units (`n_unit`), or more work than [`MAX_STUDY_WORK`]
+/// allows (naming the setting with the largest share); as
+/// [`layer_activations`] for model failures.
 pub fn study<R: Representation + ?Sized>(
     model: &R,
     heldout: &Dataset,
@@ -422,7 +479,7 @@ pub fn study<R: Representation + ?Sized>(
 ) -> Result<ProbeReport> {
     let n = heldout.len();
     let dim = checked_layer_dim(model, layer)?;
-    config.check_data(dim, n)?;
+    config.check_data(dim, n, heldout.input_dim())?;
     let directions = config.directions(dim)?;
     let images = heldout.images();
     let labels = heldout.labels();

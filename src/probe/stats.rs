@@ -10,6 +10,25 @@ use crate::error::{Error, Result};
 /// than a 95% interval needs, and small enough that a typo cannot run for hours.
 pub const MAX_RESAMPLES: usize = 1_000_000;
 
+/// Largest number of values drawn in all the resamples of one [`bootstrap_mean`] or
+/// [`compare_means`] (`resamples` times the values; `2^26`, a second or so): the separate
+/// maxima allow far more.
+pub const MAX_RESAMPLED_VALUES: usize = 1 << 26;
+
+/// `Ok` if `resamples` resamples of `len` values each are within [`MAX_RESAMPLED_VALUES`].
+fn check_resampled_values(resamples: usize, len: usize) -> Result<()> {
+    match resamples.checked_mul(len) {
+        Some(v) if v <= MAX_RESAMPLED_VALUES => Ok(()),
+        _ => Err(Error::param(
+            "resamples",
+            format!(
+                "{resamples} resamples of {len} values draw more than {MAX_RESAMPLED_VALUES} \
+                 values"
+            ),
+        )),
+    }
+}
+
 pub(super) fn check_resamples(name: &'static str, n: usize) -> Result<()> {
     if n == 0 || n > MAX_RESAMPLES {
         return Err(Error::param(
@@ -93,13 +112,16 @@ pub(super) fn resample_mean(v: &[f64], rng: &mut impl Rng) -> f64 {
 /// # Errors
 ///
 /// [`Error::EmptyDataset`] if `values` is empty; [`Error::NonFinite`] if a value is NaN or
-/// infinite, or values so large that their sums overflow; [`Error::InvalidParameter`] if `resamples` is 0 or above [`MAX_RESAMPLES`].
+/// infinite, or values so large that their sums overflow; [`Error::InvalidParameter`] if
+/// `resamples` is 0 or above [`MAX_RESAMPLES`], or `resamples · values.len()` is above
+/// [`MAX_RESAMPLED_VALUES`].
 pub fn bootstrap_mean(values: &[f64], resamples: usize, seed: u64) -> Result<MeanCi> {
     if values.is_empty() {
         return Err(Error::EmptyDataset("bootstrap of no values".into()));
     }
     check_values(values, "bootstrap values")?;
     check_resamples("resamples", resamples)?;
+    check_resampled_values(resamples, values.len())?;
     if !mean(values).is_finite() {
         return Err(Error::NonFinite {
             what: "mean of the bootstrap values".into(),
@@ -139,7 +161,8 @@ pub struct Difference {
 ///
 /// [`Error::EmptyDataset`] if a group is empty; [`Error::NonFinite`] if a value is NaN or
 /// infinite (or the means overflow); [`Error::InvalidParameter`] if `resamples` is 0 or above
-/// [`MAX_RESAMPLES`].
+/// [`MAX_RESAMPLES`], or `resamples` times the values of both groups is above
+/// [`MAX_RESAMPLED_VALUES`].
 pub fn compare_means(a: &[f64], b: &[f64], resamples: usize, seed: u64) -> Result<Difference> {
     if a.is_empty() || b.is_empty() {
         return Err(Error::EmptyDataset("comparison of an empty group".into()));
@@ -147,6 +170,7 @@ pub fn compare_means(a: &[f64], b: &[f64], resamples: usize, seed: u64) -> Resul
     check_values(a, "first group")?;
     check_values(b, "second group")?;
     check_resamples("resamples", resamples)?;
+    check_resampled_values(resamples, a.len().saturating_add(b.len()))?;
     let observed = mean(a) - mean(b);
     if !observed.is_finite() {
         return Err(Error::NonFinite {

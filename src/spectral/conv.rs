@@ -68,6 +68,26 @@ use crate::model::check_finite;
 /// allocating.
 pub const MAX_ELEMENTS: usize = 1 << 28;
 
+/// Largest memory the Fourier method ([`conv_operator_norm`]) may use for its buffers, in bytes
+/// (`2^30`, 1 GiB): the kernel spectra (`D·C·Δ²` complex values at each of the about
+/// `(H/Δ)·(W/Δ)/2` frequencies evaluated, so about `8·D·C·H·W` bytes), the transform grid and
+/// the list of frequencies. Checked before anything is allocated; larger requests fail with
+/// [`Error::InvalidParameter`] (name `"size"`).
+pub const MAX_FOURIER_BYTES: usize = 1 << 30;
+
+/// Largest work the Fourier method may be asked for, in floating-point operations (`2^35`,
+/// about ten seconds at a few Gflop/s): the transforms, about `5·D·C·H·W·log₂(H·W/Δ²)`, plus,
+/// at each frequency, the Gram matrix and the eigenvalue of the `D × C·Δ²` block `A(ξ)`, about
+/// `4·n²·N + 16·n³` for `n = min(D, C·Δ²)` and `N = max(D, C·Δ²)`. Larger requests fail with
+/// [`Error::InvalidParameter`] (name `"work"`) before any work is done.
+pub const MAX_FOURIER_WORK: f64 = (1u64 << 35) as f64;
+
+/// Largest work of one iteration of [`conv_power_iteration`], in multiply-adds (`2^30`): the
+/// direct convolution and its adjoint, `2·D·C·kh·kw·H_out·W_out`. With the iteration cap
+/// ([`MAX_POWER_ITER`](super::MAX_POWER_ITER)) this bounds the whole run. Larger requests fail
+/// with [`Error::InvalidParameter`] (name `"work"`).
+pub const MAX_ITERATION_WORK: f64 = (1u64 << 30) as f64;
+
 /// How a convolution treats the border of its input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Padding {
@@ -165,6 +185,42 @@ fn capped_product(factors: &[usize], what: &str) -> Result<usize> {
     })
 }
 
+/// Checks the Fourier method's memory and work against [`MAX_FOURIER_BYTES`] and
+/// [`MAX_FOURIER_WORK`] for `d` output and `m = C·Δ²` polyphase input channels on the
+/// `hp × wp` polyphase grid, before any of it is allocated. Frequencies are over-counted as
+/// `hp·(wp/2 + 1)` (all that the conjugate-pair selection scans).
+fn check_fourier_budget(d: usize, m: usize, hp: usize, wp: usize) -> Result<()> {
+    let (d, m, hp, wp) = (d as u128, m as u128, hp as u128, wp as u128);
+    let nf = hp * (wp / 2 + 1);
+    // Complex values (16 bytes): grid, column buffer, spectra; frequencies (16 bytes each)
+    // and singular values (8) of each.
+    let bytes = 16 * (hp * wp + nf) + nf * d * m * 16 + nf * 24;
+    if bytes > MAX_FOURIER_BYTES as u128 {
+        return Err(Error::param(
+            "size",
+            format!(
+                "the Fourier method would need {bytes} bytes for {d} × {m} blocks at {nf} \
+                 frequencies of a {hp} × {wp} grid, more than {MAX_FOURIER_BYTES}"
+            ),
+        ));
+    }
+    let (d, m, hp, wp, nf) = (d as f64, m as f64, hp as f64, wp as f64, nf as f64);
+    let (n, big) = (d.min(m), d.max(m));
+    let transforms = 5.0 * d * m * hp * wp * ((hp * wp).log2() + 1.0);
+    let blocks = nf * (4.0 * n * n * big + 16.0 * n * n * n);
+    let work = transforms + blocks;
+    if work > MAX_FOURIER_WORK {
+        return Err(Error::param(
+            "work",
+            format!(
+                "the Fourier method would take about {work:.3e} operations ({d} × {m} blocks \
+                 at {nf} frequencies), more than {MAX_FOURIER_WORK:.3e}"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn size_error(what: &str) -> Error {
     Error::param("size", format!("{what} overflows usize"))
 }
@@ -186,8 +242,9 @@ fn size_error(what: &str) -> Error {
 /// - [`Error::Shape`] if a kernel dimension is 0, if `height` or `width` is 0, or if either
 ///   is not a multiple of `stride`;
 /// - [`Error::NonFinite`] if a kernel entry is NaN or infinite;
-/// - [`Error::InvalidParameter`] (`"stride"`) if `stride` is 0, or (`"size"`) if the input
-///   `C·H·W` or the kernel spectra `D·C·H·W` would exceed [`MAX_ELEMENTS`].
+/// - [`Error::InvalidParameter`] (`"stride"`) if `stride` is 0, (`"size"`) if the input
+///   `C·H·W` or the kernel spectra `D·C·H·W` would exceed [`MAX_ELEMENTS`] or the buffers
+///   [`MAX_FOURIER_BYTES`], or (`"work"`) if the work would exceed [`MAX_FOURIER_WORK`].
 ///
 /// # Example
 ///
@@ -224,6 +281,7 @@ pub fn conv_operator_norm(
         .and_then(|v| v.checked_mul(stride))
         .ok_or_else(|| size_error("C·stride²"))?;
     let (hp, wp) = (height / stride, width / stride);
+    check_fourier_budget(d, m, hp, wp)?;
 
     // One representative of each conjugate pair {ξ, −ξ}; all of them have column ≤ wp/2.
     let freqs: Vec<(usize, usize)> = (0..=wp / 2)
@@ -566,6 +624,20 @@ impl Geometry {
         };
         capped_product(&[c, h, w], "the input")?;
         capped_product(&[d, oh, ow], "the output")?;
+        let work = 2.0
+            * [d, c, kh, kw, oh, ow]
+                .iter()
+                .map(|&v| v as f64)
+                .product::<f64>();
+        if work > MAX_ITERATION_WORK {
+            return Err(Error::param(
+                "work",
+                format!(
+                    "one power iteration would take about {work:.3e} multiply-adds, more than \
+                     {MAX_ITERATION_WORK:.3e}"
+                ),
+            ));
+        }
         Ok(Geometry {
             d,
             c,
@@ -664,8 +736,9 @@ fn norm(v: &[f64]) -> f64 {
 ///   zero-padded input, or (circular padding) if `height` or `width` is not a multiple of
 ///   `stride`;
 /// - [`Error::NonFinite`] if a kernel entry is NaN or infinite;
-/// - [`Error::InvalidParameter`] if `stride` is 0, or (`"size"`) the input or output would
-///   exceed [`MAX_ELEMENTS`];
+/// - [`Error::InvalidParameter`] if `stride` is 0, (`"size"`) the input or output would
+///   exceed [`MAX_ELEMENTS`], or (`"work"`) one iteration would exceed
+///   [`MAX_ITERATION_WORK`];
 /// - [`Error::Optim`] if the estimate has not converged after `max_iter` iterations.
 pub fn conv_power_iteration(
     kernel: ArrayView4<'_, f32>,

@@ -29,7 +29,7 @@ use ndarray_rand::RandomExt;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::error::{check_nonzero, check_positive, Error, Result};
+use crate::error::{check_count, check_positive, Error, Result};
 use crate::model::{check_batch, check_finite, Classifier};
 use crate::nn::{Activation, Layer, Mlp};
 
@@ -37,7 +37,7 @@ pub mod conv;
 
 pub use conv::{
     conv_operator_norm, conv_operator_norm_padded, conv_power_iteration, zero_padding_grid,
-    ConvNorm, ConvNormEstimate, Padding,
+    ConvNorm, ConvNormEstimate, Padding, MAX_FOURIER_BYTES, MAX_FOURIER_WORK, MAX_ITERATION_WORK,
 };
 
 /// Default seed of the power iteration's start vector ([`PowerIterationParams::default`]).
@@ -49,6 +49,11 @@ pub const DEFAULT_TOL: f64 = 1e-7;
 /// Default iteration cap of the power iterations ([`layer_bounds`]).
 pub const DEFAULT_MAX_ITER: usize = 10_000;
 
+/// Largest iteration cap of a power iteration ([`PowerIterationParams::max_iter`]): with the
+/// work of one iteration bounded (by the matrix given, or
+/// [`conv::MAX_ITERATION_WORK`] for a convolution), this bounds the whole run.
+pub const MAX_POWER_ITER: usize = 1_000_000;
+
 /// Settings of a power iteration ([`power_iteration`], [`conv_power_iteration`],
 /// [`layer_bounds_with`]) as given; [`PowerIterationParams::check`] turns them into a
 /// [`PowerIterationConfig`]. `Default`: [`DEFAULT_TOL`], [`DEFAULT_MAX_ITER`],
@@ -58,7 +63,7 @@ pub struct PowerIterationParams {
     /// Stop when the estimate changes by at most this much relative to itself between two
     /// iterations (finite, > 0).
     pub tol: f64,
-    /// Iteration cap (>= 1); not converging within it is an error.
+    /// Iteration cap, in `1..=`[`MAX_POWER_ITER`]; not converging within it is an error.
     pub max_iter: usize,
     /// Seed of the Gaussian start vector.
     pub seed: u64,
@@ -95,10 +100,10 @@ impl PowerIterationParams {
     /// # Errors
     ///
     /// [`Error::InvalidParameter`] naming the bad value: `tol` if it is not finite and
-    /// positive, `max_iter` if it is 0.
+    /// positive, `max_iter` if it is 0 or above [`MAX_POWER_ITER`].
     pub fn check(self) -> Result<PowerIterationConfig> {
         check_positive("tol", self.tol)?;
-        check_nonzero("max_iter", self.max_iter)?;
+        check_count("max_iter", self.max_iter, MAX_POWER_ITER)?;
         Ok(PowerIterationConfig {
             tol: self.tol,
             max_iter: self.max_iter,

@@ -211,14 +211,25 @@ impl LBfgsB {
         })
     }
 
+    /// Largest number of curvature pairs ([`with_memory`](Self::with_memory)): far more than
+    /// a quasi-Newton model uses (SciPy's default is 10; the attack's cap is the same 1000).
+    pub const MAX_MEMORY: usize = workspace::MAX_MEMORY;
+
+    /// Largest workspace in 8-byte words (`2^27`, 1 GiB), checked before it is allocated: the
+    /// solver keeps `2·m` vectors of the `n` variables plus `17·m²` words of small matrices,
+    /// so `m·n` may be at most about `2^26`. The default memory (10) is checked when a run
+    /// starts: `init` then fails with the same error for a box of more than about 4.4 million
+    /// variables.
+    pub const MAX_WORKSPACE: usize = workspace::MAX_WORKSPACE;
+
     /// Number of curvature pairs kept (default 10).
     ///
     /// # Errors
-    /// [`LbfgsbError::InvalidParameter`] if `m` is 0.
+    /// [`LbfgsbError::InvalidParameter`] (`memory`) unless `1 ≤ m ≤` [`MAX_MEMORY`](Self::MAX_MEMORY)
+    /// and the workspace for `m` pairs of the box's dimension fits in
+    /// [`MAX_WORKSPACE`](Self::MAX_WORKSPACE) words.
     pub fn with_memory(mut self, m: usize) -> Result<Self, LbfgsbError> {
-        if m == 0 {
-            return Err(LbfgsbError::param("memory", "must be at least 1"));
-        }
+        workspace::check_size(self.bounds.len(), m)?;
         self.m = m;
         self.work = None;
         Ok(self)
@@ -376,7 +387,10 @@ where
         let moved = x != x0;
         match &self.work {
             Some(w) if w.fits(n, self.m) => {}
-            _ => self.work = Some(Workspace::new(n, self.m)),
+            _ => {
+                workspace::check_size(n, self.m)?;
+                self.work = Some(Workspace::new(n, self.m));
+            }
         }
         let w = self.work.as_mut().expect("allocated above");
         if self.warm_memory {

@@ -5,6 +5,7 @@
 use super::bounds::Bounds;
 use super::cauchy::CauchySearch;
 use super::dense::Singular;
+use super::error::LbfgsbError;
 use super::free_set::FreeSet;
 use super::pairs::PairMemory;
 use super::subspace::SubspaceStep;
@@ -28,8 +29,56 @@ pub(super) struct Workspace {
     y: Vec<f64>,
 }
 
+/// Largest number of curvature pairs a solver may keep ([`LBfgsB::MAX_MEMORY`](super::LBfgsB)).
+pub(super) const MAX_MEMORY: usize = 1000;
+
+/// Largest workspace, in 8-byte words ([`LBfgsB::MAX_WORKSPACE`](super::LBfgsB)).
+pub(super) const MAX_WORKSPACE: usize = 1 << 27;
+
+/// The 8-byte words a workspace for `n` variables and `m` pairs holds, over-counted a little:
+/// the pairs `2mn`, the `m × m` and `2m × 2m` matrices `17m²`, the length-`2m` scratch
+/// vectors, and the length-`n` vectors of the Cauchy search, free set and step. `None` if it
+/// overflows `usize`.
+fn workspace_words(n: usize, m: usize) -> Option<usize> {
+    let pairs = n.checked_mul(m)?.checked_mul(2)?;
+    let matrices = m.checked_mul(m)?.checked_mul(17)?;
+    pairs
+        .checked_add(matrices)?
+        .checked_add(m.checked_mul(20)?)?
+        .checked_add(n.checked_mul(10)?)
+}
+
+/// `Ok` if a workspace for `n` variables and `m` pairs is within the budget: `1 ≤ m ≤`
+/// [`MAX_MEMORY`] and at most [`MAX_WORKSPACE`] words, so that it is checked before anything
+/// is allocated (a huge `m` would otherwise abort on the allocation, or wrap `2·m·n`).
+///
+/// # Errors
+///
+/// [`LbfgsbError::InvalidParameter`] named `memory`.
+pub(super) fn check_size(n: usize, m: usize) -> Result<(), LbfgsbError> {
+    if m == 0 {
+        return Err(LbfgsbError::param("memory", "must be at least 1"));
+    }
+    if m > MAX_MEMORY {
+        return Err(LbfgsbError::param(
+            "memory",
+            format!("must be at most {MAX_MEMORY}, got {m}"),
+        ));
+    }
+    match workspace_words(n, m) {
+        Some(words) if words <= MAX_WORKSPACE => Ok(()),
+        _ => Err(LbfgsbError::param(
+            "memory",
+            format!(
+                "{m} pairs of {n} variables need about 2·m·n + 17·m² words, more than the \
+                 solver's {MAX_WORKSPACE}-word (1 GiB) workspace limit"
+            ),
+        )),
+    }
+}
+
 impl Workspace {
-    /// Room for problems with `n` variables and `m` pairs.
+    /// Room for problems with `n` variables and `m` pairs (within [`check_size`]).
     pub(super) fn new(n: usize, m: usize) -> Self {
         Workspace {
             n,
