@@ -407,6 +407,18 @@ impl Importer {
     /// A constant operand of an element-wise op on a tensor of shape `shape`, reduced to one
     /// value per channel (per feature for vectors).
     fn per_channel(&self, node: &NodeProto, name: &str, shape: Shape) -> Result<Vec<f32>> {
+        self.channel_values(node, name, shape, false)
+    }
+
+    /// As [`Importer::per_channel`]; with `vector`, a plain `[C]` vector is per channel too
+    /// (BatchNormalization's parameters), where broadcasting would put it on the last axis.
+    fn channel_values(
+        &self,
+        node: &NodeProto,
+        name: &str,
+        shape: Shape,
+        vector: bool,
+    ) -> Result<Vec<f32>> {
         let (dims, v) = self.floats(node, name)?;
         let (channels, spatial) = match shape {
             Shape::Image(c, h, w) => (c, h * w),
@@ -415,6 +427,7 @@ impl Importer {
         let significant: Vec<usize> = dims.iter().copied().filter(|&d| d != 1).collect();
         let ok = match shape {
             _ if v.len() == 1 => true,
+            Shape::Image(..) if vector => dims == [channels],
             Shape::Image(..) => {
                 significant == [channels]
                     && (dims.len() < 3 || dims[dims.len() - 3] == channels)
@@ -714,7 +727,7 @@ impl Importer {
                 let eps = attr_float(node, "epsilon", 1e-5);
                 let mut vals = Vec::new();
                 for k in 1..5 {
-                    vals.push(self.per_channel(node, input(k), shape)?);
+                    vals.push(self.channel_values(node, input(k), shape, true)?);
                 }
                 let (gamma, beta, mean, var) = (&vals[0], &vals[1], &vals[2], &vals[3]);
                 let a: Vec<f32> = gamma
