@@ -11,6 +11,8 @@
 - mlp_sigmoid.onnx: Linear, Sigmoid, Linear, Sigmoid, Linear on 20-value vectors (the
   activation is read from the file, never assumed).
 - unsupported.onnx: Linear, GELU, Linear (GELU is not importable: a typed error).
+- torch_conv_bn.npz, torch_unsupported.npz: conv_bn's model and a GELU model through the
+  .npz road of scripts/export_torch.py.
 - hostile_*.onnx: hand-built graphs that must be refused with a typed error: an initializer
   claiming 2^40 x 2^40 values over 4 bytes (huge_dims), a node reading its own output
   (cyclic), a node reading a value nothing produces (dangling), a residual connection
@@ -25,6 +27,7 @@ from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from export_onnx import export_onnx  # noqa: E402
+from export_torch import export_npz  # noqa: E402
 
 
 class Normalise(nn.Module):
@@ -129,7 +132,12 @@ def main():
         nn.Linear(12, 5),
     )
     randomise_bn(conv)
-    export_onnx(conv, torch.rand(8, 3, 12, 12), os.path.join(out, "conv_bn.onnx"), fold=False)
+    x = torch.rand(8, 3, 12, 12)
+    export_onnx(conv, x, os.path.join(out, "conv_bn.onnx"), fold=False)
+    # The same model through the .npz road (BatchNorm's int64 num_batches_tracked included).
+    export_npz(conv, x, os.path.join(out, "torch_conv_bn.npz"))
+    gelu_npz = nn.Sequential(nn.Flatten(), nn.Linear(20, 3), nn.GELU(), nn.Linear(3, 3))
+    export_npz(gelu_npz, torch.rand(4, 20), os.path.join(out, "torch_unsupported.npz"))
 
     sig = nn.Sequential(nn.Linear(20, 12), nn.Sigmoid(), nn.Linear(12, 8), nn.Sigmoid(), nn.Linear(8, 3))
     export_onnx(sig, torch.rand(8, 20), os.path.join(out, "mlp_sigmoid.onnx"))
@@ -138,7 +146,7 @@ def main():
     export_onnx(gelu, torch.rand(4, 20), os.path.join(out, "unsupported.onnx"))
     hostile(out)
     for f in sorted(os.listdir(out)):
-        if f.endswith(".onnx"):
+        if f.endswith(".onnx") or f.endswith(".npz"):
             print(f, os.path.getsize(os.path.join(out, f)), "bytes")
 
 

@@ -30,6 +30,7 @@ use crate::nn::{Architecture, Mlp};
 
 pub mod onnx;
 mod onnx_proto;
+pub mod torch;
 
 /// How an imported model's logits compare with its framework's on a reference batch.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -171,7 +172,7 @@ impl NpzWeights {
     ///
     /// [`Error::Io`] if the file cannot be opened; [`Error::ModelFile`] if it is not an
     /// uncompressed `.npz` (`numpy.savez`, not `savez_compressed`) or an array is neither
-    /// `f32` nor `f64`.
+    /// float or integer array.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let arrays = read_npz(path)?;

@@ -229,3 +229,38 @@ fn truncated_and_corrupted_files_never_panic() {
         Err(Error::Io { .. })
     ));
 }
+
+#[test]
+fn npz_road_rebuilds_the_same_network_from_the_file_alone() {
+    let m = blindspot::import::torch::load(fixture("torch_conv_bn.npz")).unwrap();
+    let a = m
+        .verified
+        .expect("export_torch.py writes a reference batch");
+    assert_eq!(a.agree, a.checked);
+    assert!(a.max_logit_diff <= 1e-4, "{}", a.max_logit_diff);
+    // The same PyTorch model exported to ONNX: the same network, up to float rounding.
+    let o = onnx::load(fixture("conv_bn.onnx")).unwrap();
+    let (x, _) = o.reference.as_ref().unwrap();
+    let d = (&m.network.logits(x.view()).unwrap() - &o.network.logits(x.view()).unwrap())
+        .iter()
+        .fold(0.0f32, |m, v| m.max(v.abs()));
+    assert!(d <= 1e-4, "{d}");
+    assert_eq!(m.network.layers().len(), o.network.layers().len());
+}
+
+#[test]
+fn npz_road_names_an_unsupported_layer() {
+    match blindspot::import::torch::load(fixture("torch_unsupported.npz")) {
+        Err(Error::UnsupportedOp {
+            node,
+            op,
+            supported,
+            ..
+        }) => {
+            assert_eq!(op, "GELU");
+            assert_eq!(node, "layer 2");
+            assert!(supported.contains("Conv2d"));
+        }
+        other => panic!("expected UnsupportedOp, got {other:?}"),
+    }
+}

@@ -165,7 +165,22 @@ pub fn from_bytes(bytes: &[u8], path: &Path, params: &OnnxParams) -> Result<Onnx
         path: path.to_path_buf(),
         problem: format!("not an ONNX model: {e}"),
     })?;
-    let mut model = Importer::new(path).import(&model)?;
+    from_proto(&model, path, params)
+}
+
+/// Imports a decoded model (the `.npz` road builds one), then verifies it as [`from_bytes`].
+pub(crate) fn from_proto(
+    model: &ModelProto,
+    path: &Path,
+    params: &OnnxParams,
+) -> Result<OnnxModel> {
+    if !params.tolerance.is_finite() || params.tolerance < 0.0 {
+        return Err(Error::param(
+            "tolerance",
+            format!("must be finite and non-negative, got {}", params.tolerance),
+        ));
+    }
+    let mut model = Importer::new(path).import(model)?;
     if let (Some((x, z)), false) = (&model.reference, params.skip_verification) {
         model.verified = Some(verify(
             &model.network,
