@@ -166,13 +166,14 @@ pub struct NpzWeights {
 }
 
 impl NpzWeights {
-    /// Reads every array of the file (`f32`, or `f64` converted to `f32`; any shape).
+    /// Reads every array of the file (`f32`, or `f64`, `i64`, `u8` converted to `f32`; any
+    /// shape).
     ///
     /// # Errors
     ///
     /// [`Error::Io`] if the file cannot be opened; [`Error::ModelFile`] if it is not an
-    /// uncompressed `.npz` (`numpy.savez`, not `savez_compressed`) or an array is neither
-    /// float or integer array.
+    /// uncompressed `.npz` (`numpy.savez`, not `savez_compressed`) or an array is not
+    /// `f32`, `f64`, `i64` or `u8` (all read as `f32`).
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let arrays = read_npz(path)?;
