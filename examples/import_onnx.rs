@@ -198,11 +198,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             None => None,
         };
         let (mut ours, mut ours_ms, mut theirs, mut theirs_ms) = (vec![], vec![], vec![], vec![]);
-        for i in 0..n {
+        for (i, (x, &y)) in xs.outer_iter().zip(ys).enumerate() {
             // Alternating which model goes first, image by image.
             let run_other = |theirs: &mut Vec<Outcome>, theirs_ms: &mut Vec<f64>| {
                 if let Some(o) = &other {
-                    let (out, ms) = timed(o, xs.row(i), ys[i]);
+                    let (out, ms) = timed(o, x, y);
                     theirs.push(out);
                     theirs_ms.push(ms);
                 }
@@ -210,7 +210,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             if i % 2 == 1 {
                 run_other(&mut theirs, &mut theirs_ms);
             }
-            let (out, ms) = timed(net, xs.row(i), ys[i]);
+            let (out, ms) = timed(net, x, y);
             ours.push(out);
             ours_ms.push(ms);
             if i % 2 == 0 {
