@@ -24,7 +24,7 @@ use blindspot::attack::{Attack, BoxLbfgs, Outcome, Target};
 use blindspot::data::Mnist;
 use blindspot::import::onnx::{self, nchw_to_rows, OnnxParams};
 use blindspot::import::{verify, Agreement, NpzWeights};
-use blindspot::nn::{error_rate, Network};
+use blindspot::nn::{error_rate, Network, Trainable};
 use blindspot::zoo::Zoo;
 use blindspot::{Classifier, Differentiable};
 use clap::Parser;
@@ -50,7 +50,10 @@ struct Args {
     /// MNIST test images attacked (the first N); 0 for none.
     #[arg(long, default_value_t = 100)]
     images: usize,
-    /// A zoo model attacked on the same images, alternating, for a cost ratio.
+    /// A model attacked on the same images, alternating, for a cost ratio: a zoo model's name,
+    /// or `folded` for the crate's own network of the same architecture with the input
+    /// normalisation folded into the first layer (no `InputAffine`; at a zero-padded
+    /// convolution's border the fold is approximate, elsewhere exact).
     #[arg(long)]
     compare: Option<String>,
     /// Seed of the zoo model.
@@ -122,6 +125,23 @@ impl Summary {
     }
 }
 
+/// `net` without its input normalisation, folded into the first layer's weights and bias.
+fn folded(net: &Network) -> blindspot::Result<Network> {
+    let mut params: Vec<Array2<f32>> = net.params().into_iter().cloned().collect();
+    if let Some(a) = net.input_affine() {
+        let c = a.channels();
+        let (w, b) = params.split_at_mut(1);
+        for (r, mut row) in w[0].outer_iter_mut().enumerate() {
+            let (scale, shift) = (a.scale()[r % c], a.shift()[r % c]);
+            for (o, v) in row.iter_mut().enumerate() {
+                b[0][[0, o]] += *v * shift;
+                *v *= scale;
+            }
+        }
+    }
+    Network::from_params(net.arch().clone(), params)
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let params = OnnxParams::default()
@@ -189,7 +209,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let n = args.images.min(mnist.test.len());
         let xs = mnist.test.images().slice(s![..n, ..]).to_owned();
         let ys = &mnist.test.labels()[..n];
-        let other: Option<Network> = match &args.compare {
+        let other: Option<Network> = match args.compare.as_deref() {
+            Some("folded") => Some(folded(net)?),
             Some(name) => Some(
                 Zoo::new()
                     .model(name, args.seed, &mnist.train, "mnist-train")?
