@@ -237,6 +237,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             if i % 2 == 0 {
                 run_other(&mut theirs, &mut theirs_ms);
             }
+            eprintln!(
+                "image {i}: imported {ms:.0} ms ({} evaluations){}",
+                ours[i].evaluations,
+                theirs
+                    .get(i)
+                    .map(|o| format!(
+                        ", compared {:.0} ms ({} evaluations)",
+                        theirs_ms[i], o.evaluations
+                    ))
+                    .unwrap_or_default()
+            );
         }
         let a = Summary::new(&ours, ours_ms);
         println!(
