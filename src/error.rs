@@ -97,6 +97,47 @@ pub enum Error {
         /// What the plotting library or the PNG encoder reported.
         reason: String,
     },
+    /// An imported model uses an operation the crate's network does not have.
+    #[error(
+        "model file {}: node {node:?} is a {op}, which cannot be imported (supported: {supported})",
+        path.display()
+    )]
+    UnsupportedOp {
+        /// The file.
+        path: PathBuf,
+        /// The node's name (or its first output's, for an unnamed node).
+        node: String,
+        /// Its operation type.
+        op: String,
+        /// The operations that can be imported.
+        supported: String,
+    },
+    /// An imported model's graph does not chain into a network: a dangling, cyclic or branching
+    /// edge, shapes that do not fit, or layers in an order the network cannot hold.
+    #[error("model file {}: at {edge}: {problem}", path.display())]
+    ImportGraph {
+        /// The file.
+        path: PathBuf,
+        /// The edge (value name) or node where the problem was found.
+        edge: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// An imported model's logits differ from the reference logits saved by its framework.
+    #[error(
+        "imported model disagrees with the reference: {agree}/{checked} inputs get the same \
+         class, largest logit difference {max_logit_diff:e} exceeds the tolerance {tolerance:e}"
+    )]
+    Disagreement {
+        /// Inputs whose predicted class is the same.
+        agree: usize,
+        /// Inputs compared.
+        checked: usize,
+        /// Largest absolute difference between the two logits (NaN counts as infinite).
+        max_logit_diff: f32,
+        /// The tolerance it was held to.
+        tolerance: f32,
+    },
 }
 
 /// The solver's errors become the crate's variants of the same name and message, so `?` on

@@ -22,10 +22,99 @@
 
 use std::path::{Path, PathBuf};
 
-use ndarray::{Array2, ArrayD, Ix2};
+use ndarray::{Array2, ArrayD, ArrayView2, Axis, Ix2};
 
 use crate::error::{Error, Result};
+use crate::model::{check_input_batch, Classifier};
 use crate::nn::{Architecture, Mlp};
+
+pub mod onnx;
+mod onnx_proto;
+pub mod torch;
+
+/// How an imported model's logits compare with its framework's on a reference batch.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Agreement {
+    /// Inputs whose predicted class (the largest logit) is the same.
+    pub agree: usize,
+    /// Inputs compared.
+    pub checked: usize,
+    /// Largest absolute difference between corresponding logits.
+    pub max_logit_diff: f32,
+}
+
+/// Checks `model` against logits computed by the framework it came from: `inputs` (`n × d`,
+/// the model's input layout) and the framework's `logits` (`n × classes`). Returns the
+/// agreement when every logit is within `tolerance` of the reference.
+///
+/// # Errors
+///
+/// [`Error::Disagreement`] with the agreement count and the largest logit difference when it
+/// exceeds `tolerance` (or a logit is NaN); [`Error::Shape`] if the inputs do not fit the
+/// model or the logits are not `n × classes`; [`Error::EmptyDataset`] for no rows;
+/// [`Error::InvalidParameter`] for a negative or non-finite tolerance; the model's own errors.
+pub fn verify<M: Classifier + ?Sized>(
+    model: &M,
+    inputs: ArrayView2<'_, f32>,
+    logits: ArrayView2<'_, f32>,
+    tolerance: f32,
+) -> Result<Agreement> {
+    if !tolerance.is_finite() || tolerance < 0.0 {
+        return Err(Error::param(
+            "tolerance",
+            format!("must be finite and non-negative, got {tolerance}"),
+        ));
+    }
+    check_input_batch(inputs, model.input_dim())?;
+    let classes = model.num_classes();
+    if logits.dim() != (inputs.nrows(), classes) {
+        return Err(Error::shape(
+            "reference logits",
+            format!("{} × {classes}", inputs.nrows()),
+            format!("{} × {}", logits.nrows(), logits.ncols()),
+        ));
+    }
+    let ours = model.logits(inputs)?;
+    let argmax = |r: ndarray::ArrayView1<'_, f32>| {
+        r.iter()
+            .enumerate()
+            .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| {
+                if v > bv {
+                    (i, v)
+                } else {
+                    (bi, bv)
+                }
+            })
+            .0
+    };
+    let agree = ours
+        .axis_iter(Axis(0))
+        .zip(logits.axis_iter(Axis(0)))
+        .filter(|(a, b)| argmax(a.view()) == argmax(b.view()))
+        .count();
+    let max_logit_diff = ours.iter().zip(logits.iter()).fold(0.0f32, |m, (a, b)| {
+        let d = (a - b).abs();
+        if d.is_nan() {
+            f32::INFINITY
+        } else {
+            m.max(d)
+        }
+    });
+    let a = Agreement {
+        agree,
+        checked: inputs.nrows(),
+        max_logit_diff,
+    };
+    if max_logit_diff > tolerance {
+        return Err(Error::Disagreement {
+            agree,
+            checked: a.checked,
+            max_logit_diff,
+            tolerance,
+        });
+    }
+    Ok(a)
+}
 
 /// How a dense layer's weight matrix is stored in the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,14 +166,15 @@ pub struct NpzWeights {
 }
 
 impl NpzWeights {
-    /// Reads every array of the file (`f32`, or `f64` converted to `f32`; any shape).
+    /// Reads every array of the file (`f32`, or `f64`, `i64`, `u8` converted to `f32`; any
+    /// shape).
     ///
     /// # Errors
     ///
     /// [`Error::Io`] if the file cannot be opened; [`Error::NotRegularFile`] if the path is a
     /// FIFO, device, directory or socket; [`Error::ModelFile`] if it is not an
-    /// uncompressed `.npz` (`numpy.savez`, not `savez_compressed`) or an array is neither
-    /// `f32` nor `f64`.
+    /// uncompressed `.npz` (`numpy.savez`, not `savez_compressed`) or an array is not
+    /// `f32`, `f64`, `i64` or `u8` (all read as `f32`).
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let arrays = read_npz(path)?;

@@ -41,3 +41,8 @@ fn model_file_corpus_replays_without_panics() {
 fn construct_corpus_replays_without_panics() {
     replay("construct", fuzz_harness::construct);
 }
+
+#[test]
+fn onnx_corpus_replays_without_panics() {
+    replay("onnx", fuzz_harness::onnx);
+}

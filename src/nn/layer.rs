@@ -15,7 +15,7 @@
 use ndarray::linalg::general_mat_mul;
 use ndarray::{Array2, ArrayView2, ArrayViewMut2, Axis, Zip};
 
-use crate::nn::{gemm, kernels, Activation};
+use crate::nn::{gemm, kernels, Activation, InputAffine};
 
 /// A fully connected layer `y = x·W + b` with `W` of shape `in × out` and `b` a `1 × out` row.
 #[derive(Debug, Clone, PartialEq)]
@@ -68,6 +68,8 @@ pub enum Layer {
     MaxPool2d(MaxPool2d),
     /// Element-wise activation (computed in place on the previous layer's output).
     Activation(Activation),
+    /// Fixed per-channel input normalisation (only ever the first layer).
+    Affine(InputAffine),
 }
 
 /// Per-layer buffers kept between the forward and the backward pass.
@@ -405,6 +407,7 @@ impl Layer {
             Layer::Dense(d) => d.inputs(),
             Layer::Conv2d(c) => c.input.0 * c.input.1 * c.input.2,
             Layer::MaxPool2d(p) => p.input.0 * p.input.1 * p.input.2,
+            Layer::Affine(a) => a.width(),
             Layer::Activation(_) => prev,
         }
     }
@@ -418,6 +421,7 @@ impl Layer {
                 let (h, w, c) = p.output_shape();
                 h * w * c
             }
+            Layer::Affine(a) => a.width(),
             Layer::Activation(_) => input,
         }
     }
@@ -461,6 +465,7 @@ impl Layer {
             Layer::Dense(d) => d.forward(x, y, single),
             Layer::Conv2d(c) => c.forward(x, y, sc),
             Layer::MaxPool2d(p) => p.forward(x, y, sc),
+            Layer::Affine(a) => a.forward(x, y),
             Layer::Activation(_) => unreachable!("activations run in place"),
         }
     }
@@ -483,6 +488,11 @@ impl Layer {
             Layer::MaxPool2d(p) => {
                 if let Some(dx) = dx {
                     p.backward(dy, dx, sc)
+                }
+            }
+            Layer::Affine(a) => {
+                if let Some(dx) = dx {
+                    a.backward(dy, dx)
                 }
             }
             Layer::Activation(_) => unreachable!("activations run in place"),

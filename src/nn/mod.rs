@@ -2,6 +2,7 @@
 //! 2-D convolution, max-pooling, activation) stacked into a [`Network`], one engine for
 //! every model's forward and backward passes, and a seeded SGD trainer.
 mod activation;
+mod affine;
 mod arch;
 mod autoencoder;
 mod gemm;
@@ -13,6 +14,7 @@ mod stack;
 mod train;
 
 pub use activation::{sigmoid, Activation};
+pub use affine::InputAffine;
 pub use arch::{Architecture, ConvStage, DEFAULT_WEIGHT_DECAY, MAX_SIZE};
 pub use autoencoder::{
     train_ae_classifier, AeConfig, AeParams, AeReport, AeStage, Autoencoder, AutoencoderWorkspace,

@@ -16,7 +16,11 @@ use crate::model::{
 };
 use crate::nn::layer::{weight_decay, Conv2d, Dense, Layer, MaxPool2d};
 use crate::nn::stack::{check_grads, Stack, Workspace};
-use crate::nn::{Activation, Architecture, ModelFile, Trainable};
+use crate::nn::{Activation, Architecture, InputAffine, ModelFile, Trainable};
+
+/// Array names of an input normalisation in a saved network.
+const INPUT_SCALE: &str = "input_scale";
+const INPUT_SHIFT: &str = "input_shift";
 
 /// A classifier: convolutional stages (convolution, activation, max-pooling), dense hidden
 /// layers with an activation, and a final dense layer whose outputs (logits) feed a softmax.
@@ -199,6 +203,37 @@ impl Network {
             arch,
             stack,
             readable,
+        }
+    }
+
+    /// The network with the fixed map `affine` applied to every input first (an imported
+    /// model's input normalisation; see [`InputAffine`]), replacing any it had. Inputs, and
+    /// so an attack's box, stay in the caller's units; the map has no trainable parameters.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Shape`] if the map's width is not the network's input width.
+    pub fn with_input_affine(mut self, affine: InputAffine) -> Result<Network> {
+        let input = self.arch.input();
+        if affine.width() != input {
+            return Err(Error::shape("input affine width", input, affine.width()));
+        }
+        let mut layers = self.stack.layers().to_vec();
+        if matches!(layers.first(), Some(Layer::Affine(_))) {
+            layers[0] = Layer::Affine(affine);
+        } else {
+            layers.insert(0, Layer::Affine(affine));
+            self.readable.iter_mut().for_each(|i| *i += 1);
+        }
+        self.stack = Stack::new(layers, input);
+        Ok(self)
+    }
+
+    /// The input normalisation set by [`Network::with_input_affine`], if any.
+    pub fn input_affine(&self) -> Option<&InputAffine> {
+        match self.layers().first() {
+            Some(Layer::Affine(a)) => Some(a),
+            _ => None,
         }
     }
 
@@ -646,7 +681,19 @@ impl Network {
             .into_iter()
             .zip(self.stack.params())
             .map(|((name, _), a)| (name, a.clone()))
-            .collect();
+            .collect::<Vec<_>>();
+        let mut arrays = arrays;
+        if let Some(a) = self.input_affine() {
+            let row = |v: &[f32]| Array2::from_shape_vec((1, v.len()), v.to_vec());
+            arrays.push((
+                INPUT_SCALE.to_string(),
+                row(a.scale()).expect("one row of channels"),
+            ));
+            arrays.push((
+                INPUT_SHIFT.to_string(),
+                row(a.shift()).expect("one row of channels"),
+            ));
+        }
         ModelFile { meta, arrays }
     }
 
@@ -710,6 +757,19 @@ impl Network {
             .iter()
             .map(|(name, _)| file.take(name, path))
             .collect::<Result<Vec<_>>>()?;
-        Network::from_params(arch, params).map_err(|e| bad(e.to_string()))
+        let net = Network::from_params(arch, params).map_err(|e| bad(e.to_string()))?;
+        if !file.arrays.iter().any(|(n, _)| n == INPUT_SCALE) {
+            return Ok(net);
+        }
+        let scale = file.take(INPUT_SCALE, path)?;
+        let shift = file.take(INPUT_SHIFT, path)?;
+        let affine = InputAffine::new(
+            scale.iter().copied().collect(),
+            shift.iter().copied().collect(),
+            net.arch.input(),
+        )
+        .map_err(|e| bad(e.to_string()))?;
+        net.with_input_affine(affine)
+            .map_err(|e| bad(e.to_string()))
     }
 }

@@ -221,7 +221,7 @@ fn read_members(
 }
 
 /// Every array of a plain `.npz` (as `numpy.savez` writes it; no header member needed) by
-/// name, as `f32` of any dimension (`f64` members are converted), with the same checks as
+/// name, as `f32` of any dimension (`f64`, `i64` and `u8` members are converted), with the same checks as
 /// [`ModelFile::load`]: a file's claimed sizes are checked against its real length before
 /// anything is allocated.
 pub(crate) fn read_named_arrays(path: &Path) -> Result<Vec<(String, ndarray::ArrayD<f32>)>> {
@@ -239,8 +239,16 @@ pub(crate) fn read_named_arrays(path: &Path) -> Result<Vec<(String, ndarray::Arr
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Dtype {
     U8,
-    F32 { big_endian: bool },
-    F64 { big_endian: bool },
+    F32 {
+        big_endian: bool,
+    },
+    F64 {
+        big_endian: bool,
+    },
+    /// Integers (PyTorch's `num_batches_tracked`), read by the `.npz` importer as floats.
+    I64 {
+        big_endian: bool,
+    },
 }
 
 impl Dtype {
@@ -248,7 +256,7 @@ impl Dtype {
         match self {
             Dtype::U8 => 1,
             Dtype::F32 { .. } => 4,
-            Dtype::F64 { .. } => 8,
+            Dtype::F64 { .. } | Dtype::I64 { .. } => 8,
         }
     }
 }
@@ -303,6 +311,8 @@ fn read_npy_header(r: &mut impl Read, member_size: u64) -> std::result::Result<N
         ">f4" => Dtype::F32 { big_endian: true },
         "<f8" => Dtype::F64 { big_endian: false },
         ">f8" => Dtype::F64 { big_endian: true },
+        "<i8" => Dtype::I64 { big_endian: false },
+        ">i8" => Dtype::I64 { big_endian: true },
         other => return Err(format!("unsupported dtype {other:?}")),
     };
     let len = shape
@@ -449,12 +459,18 @@ fn read_float_array(
                     f64::from_le_bytes(b)
                 }) as f32
             }
+            Dtype::I64 { big_endian } => {
+                let b = [b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]];
+                (if big_endian {
+                    i64::from_be_bytes(b)
+                } else {
+                    i64::from_le_bytes(b)
+                }) as f32
+            }
+            // Bytes (the `.npz` importer's layer list) as their values.
             Dtype::U8 => f32::from(b[0]),
         }
     };
-    if h.dtype == Dtype::U8 {
-        return Err("dtype is u8, not a float".into());
-    }
     // The length was checked against the member's stored size, which fits in the file.
     let mut values = Vec::with_capacity(h.len);
     let mut buf = [0u8; 64 * 1024];

@@ -261,15 +261,18 @@ pub enum BoundMethod {
     Fourier,
     /// Max-pooling over disjoint windows, whose Lipschitz constant is 1.
     MaxPool,
+    /// A diagonal map (an input normalisation): its norm `max |scale|`, exactly.
+    Diagonal,
 }
 
 impl BoundMethod {
-    /// The lower-case name: `"power iteration"`, `"fourier"`, `"max-pool"`.
+    /// The lower-case name: `"power iteration"`, `"fourier"`, `"max-pool"`, `"diagonal"`.
     pub fn name(self) -> &'static str {
         match self {
             BoundMethod::PowerIteration => "power iteration",
             BoundMethod::Fourier => "fourier",
             BoundMethod::MaxPool => "max-pool",
+            BoundMethod::Diagonal => "diagonal",
         }
     }
 }
@@ -407,6 +410,16 @@ pub fn layer_bounds_with(mlp: &Mlp, config: &PowerIterationConfig) -> Result<Vec
                     0,
                 )
             }
+            Layer::Affine(a) => row(
+                "input affine",
+                a.width(),
+                a.width(),
+                format!("{} channels", a.channels()),
+                1,
+                BoundMethod::Diagonal,
+                f64::from(a.lipschitz()),
+                0,
+            ),
             // Folded into the row of the layer before it.
             Layer::Activation(_) => continue,
         };

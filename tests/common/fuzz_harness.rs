@@ -54,6 +54,23 @@ pub fn model_file(data: &[u8]) {
     }
 }
 
+/// The ONNX importer on arbitrary bytes: protobuf decoding, tensor and graph checks, network
+/// assembly, and the reference check when the bytes carry one; then one forward pass of a
+/// model that imports. The first byte picks verification on (even) or skipped (odd).
+pub fn onnx(data: &[u8]) {
+    use blindspot::import::onnx::{from_bytes, OnnxParams};
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let params = OnnxParams::default().with_skip_verification(mode % 2 == 1);
+    if let Ok(m) = from_bytes(rest, Path::new("fuzz.onnx"), &params) {
+        if m.network.input_dim() <= 4096 {
+            let x = Array2::from_elem((1, m.network.input_dim()), 0.5f32);
+            let _ = m.network.logits(x.view());
+        }
+    }
+}
+
 /// Largest array the construction harness builds (elements): the harness itself stays small,
 /// the code under test sees arbitrary shapes below the cap.
 const CAP: usize = 1 << 10;
