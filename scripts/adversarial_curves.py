@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""Summarise an `examples/adversarial_training --json` file: mean ± sd per method, and the
-learning curves (mean test error over the seeds after chosen epochs), as Markdown tables.
+"""Summarise `examples/adversarial_training --json` files (their rows pooled, settings from the
+first): mean ± sd per method, and the learning curves (mean test error over the seeds after
+chosen epochs), as Markdown tables.
 
     python3 scripts/adversarial_curves.py results/adversarial_training/methods_e20_s5.json
+    python3 scripts/adversarial_curves.py results/adversarial_training/full/{methods,layerwise,mixed}_e60.json
 """
 import json
 import statistics
@@ -13,9 +15,10 @@ def mean_sd(v):
     return statistics.mean(v), (statistics.stdev(v) if len(v) > 1 else 0.0)
 
 
-def main(path):
-    doc = json.load(open(path))
-    rows = doc["rows"]
+def main(paths):
+    docs = [json.load(open(p)) for p in paths]
+    doc = docs[0]
+    rows = [r for d in docs for r in d["rows"]]
     methods = list(dict.fromkeys(r["method"] for r in rows))
     base = [r["seconds"] for r in rows if r["method"] == "weight_decay"]
     base_s = statistics.median(base) if base else None
@@ -32,7 +35,7 @@ def main(path):
         print(f"| {m} | {len(rs)} | {e:.2f} ± {es:.2f}% | {per} | {d:.4f} ± {ds:.4f} | "
               f"{t:.0f} | {ratio} |")
     epochs = doc["epochs"]
-    marks = sorted({1, 2, 5, 10, 15, epochs} & set(range(1, epochs + 1)))
+    marks = sorted({1, 2, 5, 10, 15, 20, 30, 40, epochs} & set(range(1, epochs + 1)))
     print()
     print("| method | " + " | ".join(f"epoch {k}" for k in marks) + " |")
     print("|---|" + "---|" * len(marks))
@@ -46,4 +49,4 @@ def main(path):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1:])
