@@ -50,6 +50,19 @@ pub mod zoo;
 pub use error::{Error, Result};
 pub use model::{Classifier, Differentiable, Representation};
 
+/// The ndarray this crate's API speaks (its arrays and views in every signature). Use it
+/// through this path so that your arrays are the crate's version: a different major version
+/// added to your own `Cargo.toml` is a different type.
+pub use ndarray;
+
+/// The candle this crate's [`adapters::CandleModel`] adapts (cargo feature `candle`).
+#[cfg(feature = "candle")]
+pub use candle_core;
+/// candle's layers, of the version [`adapters::CandleModel`] was built against (cargo feature
+/// `candle`).
+#[cfg(feature = "candle")]
+pub use candle_nn;
+
 /// The README's example, compiled and run as a doctest.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
