@@ -24,12 +24,28 @@ pub enum Error {
         what: String,
     },
     /// A class label was not below the number of classes.
-    #[error("label {label} out of range for {classes} classes")]
+    #[error("{what} is {label}, out of range 0..{classes} for {classes} classes")]
     LabelOutOfRange {
+        /// Which label: `"true label"`, `"target label"`, `"label of row 3"`, ….
+        what: String,
         /// The offending label.
         label: usize,
         /// The number of classes of the model or dataset.
         classes: usize,
+    },
+    /// A dataset declares more classes than the model it trains has outputs.
+    #[error(
+        "the training set declares {dataset} classes but the model has {model} outputs \
+         (its largest label is {largest_label}): declare the dataset with the model's number \
+         of classes, or build a model with {dataset} outputs"
+    )]
+    ClassCount {
+        /// The classes the dataset declares ([`Dataset::num_classes`](crate::data::Dataset::num_classes)).
+        dataset: usize,
+        /// The model's outputs ([`Classifier::num_classes`](crate::Classifier::num_classes)).
+        model: usize,
+        /// The largest label the dataset really holds.
+        largest_label: usize,
     },
     /// A hyperparameter or option was outside its valid range.
     #[error("invalid parameter `{name}`: {reason}")]
@@ -114,6 +130,14 @@ impl Error {
             what: what.into(),
             expected: expected.to_string(),
             got: got.to_string(),
+        }
+    }
+
+    pub(crate) fn label(what: impl Into<String>, label: usize, classes: usize) -> Self {
+        Error::LabelOutOfRange {
+            what: what.into(),
+            label,
+            classes,
         }
     }
 

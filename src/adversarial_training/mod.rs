@@ -43,8 +43,8 @@ use crate::attack::Attack;
 use crate::data::Dataset;
 use crate::error::{check_count, check_nonzero, Error, Result};
 use crate::model::Classifier;
+use crate::nn::{check_class_count, fit_loop, SgdStep};
 use crate::nn::{error_rate, Activation, Network, Progress, TrainConfig, TrainParams, Trainable};
-use crate::nn::{fit_loop, SgdStep};
 
 /// How adversarial examples enter training.
 #[derive(Debug, Clone, PartialEq)]
@@ -336,7 +336,8 @@ pub fn step_above(
 ///
 /// # Errors
 ///
-/// [`Error::Shape`] if the data do not fit the model; [`Error::InvalidParameter`] for a pool
+/// [`Error::Shape`] if the data do not fit the model; [`Error::LabelOutOfRange`] or
+/// [`Error::ClassCount`] as [`train`](crate::nn::train); [`Error::InvalidParameter`] for a pool
 /// larger than the training set, a level past the last hidden layer, a level whose
 /// activation's range is not the attack's box `[0, 1]` (only sigmoid units), or a level with
 /// convolutions above it; [`Error::NonFinite`] if the loss diverges; attack errors.
@@ -356,12 +357,7 @@ pub fn train_adversarial<A: Attack>(
             train.input_dim(),
         ));
     }
-    if train.num_classes() > model.num_classes() {
-        return Err(Error::LabelOutOfRange {
-            label: train.num_classes() - 1,
-            classes: model.num_classes(),
-        });
-    }
+    check_class_count(train, model.num_classes())?;
     let tally = RefCell::new(Tally::default());
     let mut pool_rng = ChaCha8Rng::seed_from_u64(ap.train.seed);
     pool_rng.set_stream(POOL_STREAM);
