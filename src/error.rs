@@ -85,6 +85,18 @@ pub enum Error {
         /// Why it does not parse.
         reason: String,
     },
+    /// A file could not be downloaded (cargo feature `download`): the server answered with an
+    /// error, the connection failed or timed out, the body was cut short, or its content did
+    /// not match the published SHA-256.
+    #[error("download of {file} from {url}: {problem}")]
+    Download {
+        /// The file's name, as in `train-images-idx3-ubyte.gz`.
+        file: String,
+        /// The URL tried last.
+        url: String,
+        /// What went wrong there (and, with several mirrors, at the others).
+        problem: String,
+    },
     /// An operating-system I/O error on a path.
     #[error("I/O error on {}: {source}", path.display())]
     Io {
