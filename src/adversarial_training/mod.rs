@@ -48,6 +48,7 @@ use crate::nn::{error_rate, Activation, Network, Progress, TrainConfig, TrainPar
 
 /// How adversarial examples enter training.
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Regime {
     /// A pool of attacked examples for each listed level (0 = the input, `k` = hidden layer
     /// `k − 1`'s output), each training the layers above its level.
@@ -62,6 +63,7 @@ pub enum Regime {
 
 /// Adversarial-training hyperparameters as given; [`AdversarialParams::check`] validates them.
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct AdversarialParams {
     /// The SGD settings (epochs, batch, rate, schedule, seed, dropout) shared with plain
     /// training.
@@ -229,6 +231,7 @@ impl AdversarialConfig {
 
 /// Figures of one finished epoch of adversarial training.
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct AdversarialEpoch {
     /// 0-based epoch index.
     pub epoch: usize,
@@ -280,6 +283,7 @@ pub enum AdversarialProgress {
 
 /// What adversarial training did.
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct AdversarialReport {
     /// Per-epoch figures.
     pub epochs: Vec<AdversarialEpoch>,

@@ -26,6 +26,7 @@ use crate::model::{checked_predict, Differentiable};
 
 /// Which label the attack should reach.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Target {
     /// A given label, different from the true one.
     Label(usize),
@@ -79,6 +80,7 @@ impl Target {
 
 /// What an attack on one input produced.
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Outcome {
     /// The adversarial input `x + r`, inside the box.
     pub adversarial: Array1<f32>,

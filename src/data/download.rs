@@ -290,7 +290,11 @@ fn verify(file: &MnistFile, bytes: &[u8]) -> std::result::Result<(), String> {
         return Err(format!(
             "content is {}{} bytes, expected {}",
             content.len(),
-            if content.len() as u64 > file.content_len { "+" } else { "" },
+            if content.len() as u64 > file.content_len {
+                "+"
+            } else {
+                ""
+            },
             file.content_len
         ));
     }
@@ -307,4 +311,3 @@ fn verify(file: &MnistFile, bytes: &[u8]) -> std::result::Result<(), String> {
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
-

@@ -8,7 +8,7 @@ pub mod idx;
 pub mod mnist;
 
 pub use dataset::{Batches, Dataset};
-pub use idx::{parse_idx_bytes, read_idx, write_idx, Idx};
-pub use mnist::Mnist;
 #[cfg(feature = "download")]
 pub use download::{DownloadConfig, DownloadParams};
+pub use idx::{parse_idx_bytes, read_idx, write_idx, Idx};
+pub use mnist::Mnist;

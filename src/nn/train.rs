@@ -63,6 +63,7 @@ pub trait Trainable: Sync {
 
 /// How the learning rate changes over epochs.
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Schedule {
     /// The same rate throughout.
     Constant,
@@ -82,6 +83,7 @@ pub enum Schedule {
 
 /// Training hyperparameters as given; [`TrainParams::check`] turns them into a [`TrainConfig`].
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct TrainParams {
     /// Passes over the training set.
     pub epochs: usize,
@@ -246,6 +248,7 @@ impl TrainConfig {
 
 /// Figures of one finished epoch.
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct EpochStats {
     /// 0-based epoch index.
     pub epoch: usize,
@@ -279,6 +282,7 @@ pub enum Progress {
 
 /// What training did.
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct TrainReport {
     /// Per-epoch figures.
     pub epochs: Vec<EpochStats>,

@@ -48,6 +48,7 @@ use crate::nn::{Layer, Mlp};
 
 /// A direction in a layer's activation space.
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Direction {
     /// The natural basis vector `e_i`: the activation of unit `i`.
     Unit(usize),
@@ -145,6 +146,7 @@ pub const MAX_DIRECTIONS: usize = 100_000;
 /// # Ok::<(), blindspot::Error>(())
 /// ```
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ProbeParams {
     /// Images per direction.
     pub k: usize,
@@ -284,6 +286,7 @@ impl ProbeConfig {
 
 /// Purity and spread of one direction's top-k.
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct DirectionResult {
     /// The direction and its top-k images.
     pub top: TopK,
@@ -295,6 +298,7 @@ pub struct DirectionResult {
 
 /// Summary of one group of directions (unit or random).
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct GroupSummary {
     /// Number of directions.
     pub n: usize,
@@ -309,6 +313,7 @@ pub struct GroupSummary {
 
 /// What random k-subsets of the held-out set look like: the chance level.
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Baseline {
     /// Number of random k-sets drawn.
     pub sets: usize,
@@ -324,6 +329,7 @@ pub struct Baseline {
 
 /// The measured version of the paper's §3 claim for one layer.
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ProbeReport {
     /// Layer probed.
     pub layer: usize,

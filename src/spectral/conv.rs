@@ -70,6 +70,7 @@ pub const MAX_ELEMENTS: usize = 1 << 28;
 
 /// How a convolution treats the border of its input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Padding {
     /// Indices wrap around: the input is periodic on its `H × W` grid, `H_out = H / stride`.
     Circular,
@@ -80,6 +81,7 @@ pub enum Padding {
 
 /// The operator norm of a circular convolution computed by the Fourier method.
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ConvNorm {
     /// The operator norm `‖x ↦ y‖₂` (largest singular value of the convolution).
     pub value: f64,
@@ -101,6 +103,7 @@ pub struct ConvNorm {
 
 /// The result of [`conv_power_iteration`].
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ConvNormEstimate {
     /// Estimated largest singular value (a lower bound of the true one, up to rounding).
     pub value: f64,
