@@ -21,7 +21,8 @@ fn source_dir() -> PathBuf {
 
 /// A fresh, empty directory for one test.
 fn empty_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("blindspot-download-{}-{name}", std::process::id()));
+    let dir =
+        std::env::temp_dir().join(format!("blindspot-download-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     dir
 }
@@ -63,7 +64,11 @@ fn answer(mut stream: TcpStream) {
         ("good", Ok(bytes)) => ("200 OK", bytes.clone(), bytes.len()),
         ("short", Ok(bytes)) => ("200 OK", bytes[..bytes.len() / 2].to_vec(), bytes.len()),
         ("wrong", Ok(_)) => {
-            let len = MNIST_FILES.iter().find(|f| f.name == name).unwrap().content_len;
+            let len = MNIST_FILES
+                .iter()
+                .find(|f| f.name == name)
+                .unwrap()
+                .content_len;
             let mut gz = GzEncoder::new(Vec::new(), flate2::Compression::fast());
             gz.write_all(&vec![0u8; len as usize]).unwrap();
             let bytes = gz.finish().unwrap();
@@ -114,7 +119,12 @@ fn good_files_are_downloaded_checked_and_loaded_and_not_fetched_again() {
     assert_eq!((mnist.train.len(), mnist.test.len()), (60_000, 10_000));
     for f in &MNIST_FILES {
         let got = std::fs::read(dir.join(f.name)).unwrap();
-        assert_eq!(got, std::fs::read(source_dir().join(f.name)).unwrap(), "{}", f.name);
+        assert_eq!(
+            got,
+            std::fs::read(source_dir().join(f.name)).unwrap(),
+            "{}",
+            f.name
+        );
     }
     assert_eq!(requests.load(Ordering::SeqCst), 4);
     // Everything is there and right: nothing is fetched a second time.
@@ -128,16 +138,24 @@ fn good_files_are_downloaded_checked_and_loaded_and_not_fetched_again() {
 fn a_mirror_that_fails_is_followed_by_the_next() {
     let (base, _) = serve();
     let dir = empty_dir("fallback");
-    let config = params(&base, &["missing", "wrong", "good"]).check().unwrap();
+    let config = params(&base, &["missing", "wrong", "good"])
+        .check()
+        .unwrap();
     let mnist = Mnist::download_with(&dir, &config).unwrap();
-    assert_eq!(mnist.train.labels(), Mnist::load(source_dir()).unwrap().train.labels());
+    assert_eq!(
+        mnist.train.labels(),
+        Mnist::load(source_dir()).unwrap().train.labels()
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn a_body_cut_short_is_an_error_naming_file_and_url() {
     let (_, _, problem) = failure("short");
-    assert!(problem.contains("cut short") || problem.contains("not a whole gzip"), "{problem}");
+    assert!(
+        problem.contains("cut short") || problem.contains("not a whole gzip"),
+        "{problem}"
+    );
 }
 
 #[test]
@@ -167,7 +185,10 @@ fn every_mirror_failing_names_them_all() {
     match Mnist::download_with(&dir, &config).unwrap_err() {
         Error::Download { url, problem, .. } => {
             assert!(url.contains("/wrong/"), "{url}");
-            assert!(problem.contains("SHA-256") && problem.contains("/missing/"), "{problem}");
+            assert!(
+                problem.contains("SHA-256") && problem.contains("/missing/"),
+                "{problem}"
+            );
             assert!(problem.contains("404"), "{problem}");
         }
         other => panic!("expected Error::Download, got {other:?}"),
