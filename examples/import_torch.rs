@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use blindspot::attack::{Attack, BoxLbfgs, Target};
 use blindspot::data::Mnist;
-use blindspot::import::{Dense, NpzWeights, WeightLayout};
+use blindspot::import::{DenseNames, NpzWeights, WeightLayout};
 use blindspot::nn::{error_rate, Activation, Architecture};
 use blindspot::zoo::Zoo;
 use blindspot::Classifier;
@@ -57,10 +57,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mnist = Mnist::load_default()?;
     let arch =
         Architecture::parse(&args.arch, mnist.train.input_dim())?.with_activation(args.activation);
-    let layers: Vec<Dense> = args
+    let layers: Vec<DenseNames> = args
         .layers
         .split(',')
-        .map(|p| Dense::torch(p.trim()))
+        .map(|p| DenseNames::torch(p.trim()))
         .collect();
 
     let (path, original) = match &args.npz {

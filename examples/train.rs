@@ -8,9 +8,11 @@ use std::path::PathBuf;
 
 use blindspot::data::Mnist;
 use blindspot::nn::{train, Architecture, Mlp, Progress};
+use blindspot::nn::{TrainParams, TrainReport};
 use blindspot::zoo;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
 
 #[derive(Parser)]
 #[command(about = "Train a paper model (e.g. FC100-100-10, FC10(1e-4)) on MNIST")]
@@ -107,20 +109,41 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("saved {}", path.display());
     }
     if let Some(path) = &args.json {
-        let json = serde_json::json!({
-            "model": args.model,
-            "architecture": arch.to_string(),
-            "seed": args.seed,
-            "train_error": report.train_error.unwrap_or(f32::NAN),
-            "test_error": test_error,
-            "epochs": params.epochs,
-            "learning_rate": params.learning_rate,
-            "batch_size": params.batch_size,
-            "seconds_per_epoch": report.seconds_per_epoch,
-            "loss_per_epoch": report.loss_per_epoch(),
-            "epoch_seconds": report.epochs.iter().map(|e| e.seconds).collect::<Vec<_>>(),
-        });
+        let json = Record {
+            model: &args.model,
+            architecture: arch.to_string(),
+            seed: args.seed,
+            train_error: report.train_error,
+            test_error: report.test_error,
+            epochs: params.epochs,
+            learning_rate: params.learning_rate,
+            batch_size: params.batch_size,
+            seconds_per_epoch: report.seconds_per_epoch,
+            loss_per_epoch: report.loss_per_epoch(),
+            epoch_seconds: report.epochs.iter().map(|e| e.seconds).collect(),
+            params: &params,
+            report: &report,
+        };
         std::fs::write(path, serde_json::to_string_pretty(&json)?)?;
     }
     Ok(())
+}
+
+/// The `--json` record: the flat keys earlier runs wrote (kept for the scripts that read
+/// them), then the settings and the report in full, through the crate's serde feature.
+#[derive(Serialize)]
+struct Record<'a> {
+    model: &'a str,
+    architecture: String,
+    seed: u64,
+    train_error: Option<f32>,
+    test_error: Option<f32>,
+    epochs: usize,
+    learning_rate: f32,
+    batch_size: usize,
+    seconds_per_epoch: f64,
+    loss_per_epoch: Vec<f32>,
+    epoch_seconds: Vec<f64>,
+    params: &'a TrainParams,
+    report: &'a TrainReport,
 }

@@ -117,18 +117,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             pct(paper.map(|p| p.1)),
             if entry.from_cache { "yes" } else { "no" },
         );
-        rows.push(serde_json::json!({
-            "model": name,
-            "train_error": train_error,
-            "test_error": test_error,
-            "seconds": seconds,
-            "from_cache": entry.from_cache,
-            "train_seconds": entry.train_seconds,
-            "paper_train_error": paper.map(|p| p.0),
-            "paper_test_error": paper.map(|p| p.1),
-            "seed": args.seed,
-            "key": entry.key,
-        }));
+        rows.push(Row {
+            model: name,
+            train_error,
+            test_error,
+            seconds,
+            from_cache: entry.from_cache,
+            train_seconds: entry.train_seconds,
+            paper_train_error: paper.map(|p| p.0),
+            paper_test_error: paper.map(|p| p.1),
+            seed: args.seed,
+            key: entry.key.clone(),
+        });
     }
     println!("{table}");
     println!("total {:.1} s", total.elapsed().as_secs_f64());
@@ -140,4 +140,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::fs::write(path, serde_json::to_string_pretty(&json)?)?;
     }
     Ok(())
+}
+
+/// One model's row of the `--json` output.
+#[derive(serde::Serialize)]
+struct Row<'a> {
+    model: &'a str,
+    train_error: f32,
+    test_error: f32,
+    seconds: f64,
+    from_cache: bool,
+    train_seconds: f64,
+    paper_train_error: Option<f32>,
+    paper_test_error: Option<f32>,
+    seed: u64,
+    key: String,
 }

@@ -24,12 +24,28 @@ pub enum Error {
         what: String,
     },
     /// A class label was not below the number of classes.
-    #[error("label {label} out of range for {classes} classes")]
+    #[error("{what} is {label}, out of range 0..{classes} for {classes} classes")]
     LabelOutOfRange {
+        /// Which label: `"true label"`, `"target label"`, `"label of row 3"`, ….
+        what: String,
         /// The offending label.
         label: usize,
         /// The number of classes of the model or dataset.
         classes: usize,
+    },
+    /// A dataset declares more classes than the model it trains has outputs.
+    #[error(
+        "the training set declares {dataset} classes but the model has {model} outputs \
+         (its largest label is {largest_label}): declare the dataset with the model's number \
+         of classes, or build a model with {dataset} outputs"
+    )]
+    ClassCount {
+        /// The classes the dataset declares ([`Dataset::num_classes`](crate::data::Dataset::num_classes)).
+        dataset: usize,
+        /// The model's outputs ([`Classifier::num_classes`](crate::Classifier::num_classes)).
+        model: usize,
+        /// The largest label the dataset really holds.
+        largest_label: usize,
     },
     /// A hyperparameter or option was outside its valid range.
     #[error("invalid parameter `{name}`: {reason}")]
@@ -68,6 +84,18 @@ pub enum Error {
         name: String,
         /// Why it does not parse.
         reason: String,
+    },
+    /// A file could not be downloaded (cargo feature `download`): the server answered with an
+    /// error, the connection failed or timed out, the body was cut short, or its content did
+    /// not match the published SHA-256.
+    #[error("download of {file} from {url}: {problem}")]
+    Download {
+        /// The file's name, as in `train-images-idx3-ubyte.gz`.
+        file: String,
+        /// The URL tried last.
+        url: String,
+        /// What went wrong there (and, with several mirrors, at the others).
+        problem: String,
     },
     /// An operating-system I/O error on a path.
     #[error("I/O error on {}: {source}", path.display())]
@@ -171,6 +199,14 @@ impl Error {
             what: what.into(),
             expected: expected.to_string(),
             got: got.to_string(),
+        }
+    }
+
+    pub(crate) fn label(what: impl Into<String>, label: usize, classes: usize) -> Self {
+        Error::LabelOutOfRange {
+            what: what.into(),
+            label,
+            classes,
         }
     }
 

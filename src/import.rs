@@ -3,19 +3,19 @@
 //! PyTorch (`scripts/export_torch.py` does exactly that).
 //!
 //! Nothing is guessed: the caller names, for every dense layer, the array holding its weights
-//! and the one holding its bias ([`Dense`]), and says how the weights are laid out
+//! and the one holding its bias ([`DenseNames`]), and says how the weights are laid out
 //! ([`WeightLayout`]: PyTorch's `nn.Linear` stores `out × in`, the crate `in × out`). An array
 //! that is missing or does not fit is an [`Error::ModelFile`] naming it.
 //!
 //! ```no_run
-//! use blindspot::import::{Dense, NpzWeights, WeightLayout};
+//! use blindspot::import::{DenseNames, NpzWeights, WeightLayout};
 //! use blindspot::nn::Architecture;
 //!
 //! // A PyTorch nn.Sequential(Linear(784, 100), Sigmoid(), Linear(100, 100), Sigmoid(),
 //! // Linear(100, 10)) saved with numpy.savez: arrays "0.weight", "0.bias", "2.weight", …
 //! let arch = Architecture::parse("FC100-100-10", 784)?;
 //! let weights = NpzWeights::open("torch_fc100.npz")?;
-//! let layers = [Dense::torch("0"), Dense::torch("2"), Dense::torch("4")];
+//! let layers = [DenseNames::torch("0"), DenseNames::torch("2"), DenseNames::torch("4")];
 //! let mlp = weights.mlp(arch, &layers, WeightLayout::OutIn)?;
 //! # Ok::<(), blindspot::Error>(())
 //! ```
@@ -125,19 +125,26 @@ pub enum WeightLayout {
     InOut,
 }
 
-/// The names of one dense layer's arrays in the file.
+/// The names of one dense layer's arrays in the file (not a layer: [`crate::nn::Dense`] is).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Dense {
+pub struct DenseNames {
     /// The weight matrix's name, e.g. `"fc1.weight"`.
     pub weight: String,
     /// The bias vector's name, e.g. `"fc1.bias"`; `None` for a layer without bias (zeros).
     pub bias: Option<String>,
 }
 
-impl Dense {
+/// The former name of [`DenseNames`], which read as the layer [`crate::nn::Dense`].
+#[deprecated(
+    since = "0.1.1",
+    note = "renamed DenseNames: it holds a layer's array names"
+)]
+pub type Dense = DenseNames;
+
+impl DenseNames {
     /// A layer whose arrays are called `weight` and `bias`.
     pub fn new(weight: impl Into<String>, bias: impl Into<String>) -> Self {
-        Dense {
+        DenseNames {
             weight: weight.into(),
             bias: Some(bias.into()),
         }
@@ -145,16 +152,16 @@ impl Dense {
 
     /// A layer without a bias (PyTorch's `bias=False`): the bias is zero.
     pub fn without_bias(weight: impl Into<String>) -> Self {
-        Dense {
+        DenseNames {
             weight: weight.into(),
             bias: None,
         }
     }
 
     /// PyTorch's naming for module `prefix`: `"{prefix}.weight"` and `"{prefix}.bias"`
-    /// (`Dense::torch("fc1")`, or `Dense::torch("net.0")` inside an `nn.Sequential`).
+    /// (`DenseNames::torch("fc1")`, or `DenseNames::torch("net.0")` inside an `nn.Sequential`).
     pub fn torch(prefix: &str) -> Self {
-        Dense::new(format!("{prefix}.weight"), format!("{prefix}.bias"))
+        DenseNames::new(format!("{prefix}.weight"), format!("{prefix}.bias"))
     }
 }
 
@@ -227,7 +234,7 @@ impl NpzWeights {
     /// expected and actual shapes), or holds a NaN or infinity.
     pub fn dense(
         &self,
-        layer: &Dense,
+        layer: &DenseNames,
         fan_in: usize,
         fan_out: usize,
         layout: WeightLayout,
@@ -273,7 +280,7 @@ impl NpzWeights {
         Ok((w, b))
     }
 
-    /// An [`Mlp`] of architecture `arch` from `layers`, one [`Dense`] per dense layer, first to
+    /// An [`Mlp`] of architecture `arch` from `layers`, one [`DenseNames`] per dense layer, first to
     /// last (the hidden activation is the architecture's: set it with
     /// [`Architecture::with_activation`] to match the exported model).
     ///
@@ -281,7 +288,12 @@ impl NpzWeights {
     ///
     /// [`Error::InvalidParameter`] if `layers` does not have one entry per dense layer of
     /// `arch`; otherwise as [`NpzWeights::dense`].
-    pub fn mlp(&self, arch: Architecture, layers: &[Dense], layout: WeightLayout) -> Result<Mlp> {
+    pub fn mlp(
+        &self,
+        arch: Architecture,
+        layers: &[DenseNames],
+        layout: WeightLayout,
+    ) -> Result<Mlp> {
         let widths = arch.widths();
         if layers.len() != widths.len() - 1 {
             return Err(Error::param(

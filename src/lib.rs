@@ -5,22 +5,30 @@
 //! L-BFGS, what single hidden units encode compared with random directions, and per-layer
 //! stability bounds.
 //!
-//! The pieces:
-//! - [`model`]: the trait API. [`Classifier`] (logits, predict), [`Differentiable`] (loss
-//!   toward a label and its gradient with respect to the input: what attacks need) and
-//!   [`Representation`] (hidden activations: what probes need). Implement them for your own
-//!   model and the rest of the crate takes it unchanged.
-//! - [`nn`]: networks as stacks of layers (dense, convolution, max-pooling, activation) and an
-//!   autoencoder in pure ndarray with one hand-written backpropagation engine, named as in the
-//!   paper (`"FC100-100-10"`, `"FC10(1e-4)"`, `"CONV16-32-FC128-10"`), a seeded SGD trainer,
-//!   and `.npz` persistence.
-//! - [`data`]: IDX files (raw or gzip), [`data::Dataset`] and [`data::Mnist`].
-//! - [`optim`]: [`optim::LBfgsB`], L-BFGS-B for argmin.
-//! - [`attack`]: [`attack::BoxLbfgs`] (the paper's method), [`attack::Fgsm`] (one
-//!   signed-gradient step), [`attack::GaussianNoise`], and the paper's distortion measure.
-//! - [`adversarial_training`]: training on adversarial examples, with a pool per layer feeding
-//!   the layers above it as the paper did (§4.2), or one-step FGSM perturbations.
+//! The modules, one line each, in the crate's layering: data → nn → model traits → attack /
+//! probe / spectral → adversarial_training, zoo, with optim standalone.
+//! - [`error`]: the crate's [`Error`] and [`Result`].
+//! - [`data`]: IDX files (raw or gzip), [`data::Dataset`] with seeded batches, [`data::Mnist`]
+//!   (and, with the `download` feature, fetched from mirrors with checked digests).
+//! - [`nn`]: [`nn::Network`], stacks of dense, convolution, max-pooling and activation layers
+//!   with one hand-written backpropagation engine, named as in the paper (`"FC100-100-10"`,
+//!   `"CONV16-32-FC128-10"`), the autoencoder, a seeded SGD trainer and `.npz` persistence.
+//! - [`model`]: the trait API. [`Classifier`] (logits, predict), [`Differentiable`] (loss toward
+//!   a label and its input gradient: what attacks need), [`Representation`] (hidden
+//!   activations: what probes need). Implement them and the modules below take your model.
+//! - [`import`]: weights trained elsewhere (an `.npz` of a PyTorch `state_dict`) into a network.
+//! - [`adapters`]: models from elsewhere behind the traits: a forward pass only
+//!   ([`adapters::FiniteDifference`]) or a candle model (feature `candle`).
+//! - [`attack`]: [`attack::BoxLbfgs`] (the paper's method), [`attack::Fgsm`],
+//!   [`attack::GaussianNoise`], the paper's distortion and transfer between models.
+//! - [`probe`]: §3, what single units encode against random directions, measured.
+//! - [`spectral`]: §4.3, per-layer upper Lipschitz bounds (power iteration, Fourier for
+//!   convolutions).
 //! - [`image`]: PNG grids of images and magnified perturbations.
+//! - [`adversarial_training`]: §4.2, training on adversarial examples (pools per layer, or
+//!   one-step FGSM).
+//! - [`zoo`]: the paper's models with their training recipes, trained once and cached.
+//! - [`optim`]: [`optim::LBfgsB`], L-BFGS-B for argmin; independent of everything above.
 //!
 //! Every fallible function returns [`Result`] with a typed [`Error`]; bad input (a wrong
 //! shape, NaN, a label out of range, a corrupt file) is an error, never a panic.
@@ -51,6 +59,19 @@ pub mod zoo;
 
 pub use error::{Error, Result};
 pub use model::{Classifier, Differentiable, Representation};
+
+/// The ndarray this crate's API speaks (its arrays and views in every signature). Use it
+/// through this path so that your arrays are the crate's version: a different major version
+/// added to your own `Cargo.toml` is a different type.
+pub use ndarray;
+
+/// The candle this crate's [`adapters::CandleModel`] adapts (cargo feature `candle`).
+#[cfg(feature = "candle")]
+pub use candle_core;
+/// candle's layers, of the version [`adapters::CandleModel`] was built against (cargo feature
+/// `candle`).
+#[cfg(feature = "candle")]
+pub use candle_nn;
 
 /// The README's example, compiled and run as a doctest.
 #[cfg(doctest)]

@@ -3,6 +3,12 @@
 //! Bring your own model by implementing [`Classifier`], then [`Differentiable`] to make it
 //! attackable, and [`Representation`] to make it probeable. Inputs are row-major batches:
 //! one example per row of an `n × input_dim` array of `f32`.
+//!
+//! One rule for empty batches across the crate: a batch has at least one row. Every function
+//! that takes one (a model's `logits`, `predict` and gradients, an attack's `attack_batch`,
+//! `transfer_error`, a probe) returns [`Error::EmptyDataset`] for `n = 0`, as a
+//! [`Dataset`](crate::data::Dataset) cannot be empty either; [`check_input_batch`] applies it
+//! for a model of your own.
 
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis};
 
@@ -205,8 +211,8 @@ pub fn check_labels(labels: &[usize], n: usize, classes: usize) -> Result<()> {
     if labels.len() != n {
         return Err(Error::shape("labels", n, labels.len()));
     }
-    if let Some(&label) = labels.iter().find(|&&l| l >= classes) {
-        return Err(Error::LabelOutOfRange { label, classes });
+    if let Some((i, &label)) = labels.iter().enumerate().find(|&(_, &l)| l >= classes) {
+        return Err(Error::label(format!("label of row {i}"), label, classes));
     }
     Ok(())
 }

@@ -3,7 +3,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use blindspot::import::{Dense, NpzWeights, WeightLayout};
+use blindspot::import::{DenseNames, NpzWeights, WeightLayout};
 use blindspot::nn::{Activation, Architecture, Mlp};
 use blindspot::{Classifier, Error};
 use ndarray::{Array1, Array2};
@@ -51,8 +51,10 @@ fn write_torch(path: &Path, mlp: &Mlp) {
     write(path, &torch_entries(mlp));
 }
 
-fn layers(k: usize) -> Vec<Dense> {
-    (1..=k).map(|l| Dense::torch(&format!("fc{l}"))).collect()
+fn layers(k: usize) -> Vec<DenseNames> {
+    (1..=k)
+        .map(|l| DenseNames::torch(&format!("fc{l}")))
+        .collect()
 }
 
 fn probe_batch(m: usize) -> Array2<f32> {
@@ -99,8 +101,8 @@ fn in_out_layout_biasless_layers_and_f64_arrays_import() {
         .mlp(
             arch.clone(),
             &[
-                Dense::without_bias("dense/kernel"),
-                Dense::new("out/kernel", "out/bias"),
+                DenseNames::without_bias("dense/kernel"),
+                DenseNames::new("out/kernel", "out/bias"),
             ],
             WeightLayout::InOut,
         )
@@ -127,7 +129,7 @@ fn a_missing_array_is_named() {
     let err = weights
         .mlp(
             arch,
-            &[Dense::torch("fc1"), Dense::torch("head")],
+            &[DenseNames::torch("fc1"), DenseNames::torch("head")],
             WeightLayout::OutIn,
         )
         .unwrap_err();
@@ -188,7 +190,7 @@ fn a_wrong_shape_is_named_with_both_shapes() {
     );
     let err = NpzWeights::open(&path)
         .unwrap()
-        .dense(&Dense::torch("fc1"), 20, 12, WeightLayout::OutIn)
+        .dense(&DenseNames::torch("fc1"), 20, 12, WeightLayout::OutIn)
         .unwrap_err();
     assert!(err.to_string().contains("`fc1.bias`"), "{err}");
 }
@@ -214,7 +216,7 @@ fn wrong_layer_count_and_non_finite_weights_are_errors() {
     let err = NpzWeights::open(&path)
         .unwrap()
         .dense(
-            &Dense::without_bias("fc2.weight"),
+            &DenseNames::without_bias("fc2.weight"),
             12,
             10,
             WeightLayout::OutIn,

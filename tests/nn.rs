@@ -147,7 +147,8 @@ fn bad_inputs_are_typed_errors() {
         m.loss_and_input_grad(x.view(), &[0, 3]),
         Err(Error::LabelOutOfRange {
             label: 3,
-            classes: 3
+            classes: 3,
+            ..
         })
     ));
     assert!(matches!(

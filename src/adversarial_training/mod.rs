@@ -48,8 +48,8 @@ use crate::attack::Attack;
 use crate::data::Dataset;
 use crate::error::{check_count, check_nonzero, check_positive, Error, Result};
 use crate::model::Classifier;
+use crate::nn::{check_class_count, fit_loop, SgdStep};
 use crate::nn::{error_rate, Activation, Network, Progress, TrainConfig, TrainParams, Trainable};
-use crate::nn::{fit_loop, SgdStep};
 
 /// Largest [`AdversarialParams::pool_size`]. A pool also holds no more examples than the
 /// training set has images ([`train_adversarial`] checks that before allocating), so its memory
@@ -62,6 +62,7 @@ pub const MAX_POOL_BATCH: usize = 1_000_000;
 
 /// How adversarial examples enter training.
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Regime {
     /// A pool of attacked examples for each listed level (0 = the input, `k` = hidden layer
     /// `k − 1`'s output), each training the layers above its level.
@@ -76,6 +77,7 @@ pub enum Regime {
 
 /// How a pool's examples update the network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum PoolUpdate {
     /// A pool step of its own after the clean step: a second momentum update, on the layers
     /// above the pool's level only (the schedule in the module docs).
@@ -91,6 +93,7 @@ pub enum PoolUpdate {
 
 /// Adversarial-training hyperparameters as given; [`AdversarialParams::check`] validates them.
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct AdversarialParams {
     /// The SGD settings (epochs, batch, rate, schedule, seed, dropout) shared with plain
     /// training.
@@ -267,6 +270,7 @@ impl AdversarialConfig {
 
 /// Figures of one finished epoch of adversarial training.
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct AdversarialEpoch {
     /// 0-based epoch index.
     pub epoch: usize,
@@ -318,6 +322,7 @@ pub enum AdversarialProgress {
 
 /// What adversarial training did.
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct AdversarialReport {
     /// Per-epoch figures.
     pub epochs: Vec<AdversarialEpoch>,
@@ -399,7 +404,8 @@ pub(crate) fn check_suffix_finite(model: &Network, count: usize, what: &str) -> 
 ///
 /// # Errors
 ///
-/// [`Error::Shape`] if the data do not fit the model; [`Error::InvalidParameter`] for a pool
+/// [`Error::Shape`] if the data do not fit the model; [`Error::LabelOutOfRange`] or
+/// [`Error::ClassCount`] as [`train`](crate::nn::train); [`Error::InvalidParameter`] for a pool
 /// larger than the training set, a level past the last hidden layer, a level whose
 /// activation's range is not the attack's box `[0, 1]` (only sigmoid units), or a level with
 /// convolutions above it; [`Error::NonFinite`] if the loss diverges or a step overflows a
@@ -420,12 +426,7 @@ pub fn train_adversarial<A: Attack>(
             train.input_dim(),
         ));
     }
-    if train.num_classes() > model.num_classes() {
-        return Err(Error::LabelOutOfRange {
-            label: train.num_classes() - 1,
-            classes: model.num_classes(),
-        });
-    }
+    check_class_count(train, model.num_classes())?;
     let tally = RefCell::new(Tally::default());
     let mut pool_rng = ChaCha8Rng::seed_from_u64(ap.train.seed);
     pool_rng.set_stream(POOL_STREAM);

@@ -14,6 +14,7 @@ use crate::model::Differentiable;
 
 /// Which label the attacks that fill a pool aim at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum PoolTarget {
     /// A label drawn per example from the pool's generator: one c-search per example.
     #[default]
@@ -29,6 +30,7 @@ pub fn refresh_count(size: usize, fraction: f32) -> usize {
 
 /// What one generation or refresh of a pool did.
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct PoolStats {
     /// Examples generated (and slots replaced).
     pub generated: usize,

@@ -25,6 +25,7 @@ const SURE_LOSS: f32 = 0.69;
 /// `c` therefore finds the same smallest perturbation with either, and the squared form is the
 /// smooth one. [`Penalty::L2`] is kept for comparison.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Penalty {
     /// `c·‖r‖₂²` (default: smooth everywhere).
     #[default]
@@ -79,6 +80,7 @@ pub struct BoxLbfgs {
 /// # Ok::<(), blindspot::Error>(())
 /// ```
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct BoxLbfgsParams {
     /// Penalty form (default [`Penalty::SquaredL2`]).
     pub penalty: Penalty,

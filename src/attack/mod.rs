@@ -26,6 +26,7 @@ use crate::model::{checked_predict, Differentiable};
 
 /// Which label the attack should reach.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Target {
     /// A given label, different from the true one.
     Label(usize),
@@ -49,10 +50,10 @@ impl Target {
     /// untargeted target with fewer than 2 classes (there is no other label to reach).
     pub fn resolve(self, label: usize, classes: usize) -> Result<Option<usize>> {
         if label >= classes {
-            return Err(Error::LabelOutOfRange { label, classes });
+            return Err(Error::label("true label", label, classes));
         }
         match self {
-            Target::Label(l) if l >= classes => Err(Error::LabelOutOfRange { label: l, classes }),
+            Target::Label(l) if l >= classes => Err(Error::label("target label", l, classes)),
             Target::Label(l) if l == label => Err(Error::param(
                 "target",
                 format!("target label {l} equals the true label: nothing to attack"),
@@ -79,6 +80,7 @@ impl Target {
 
 /// What an attack on one input produced.
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Outcome {
     /// The adversarial input `x + r`, inside the box.
     pub adversarial: Array1<f32>,
@@ -93,8 +95,9 @@ pub struct Outcome {
     /// Whether `adversarial_label` is the target (or, untargeted, differs from the true
     /// label).
     pub success: bool,
-    /// The weight `c` of the distortion penalty in the paper's objective
-    /// `c·|r| + loss(x + r, l)` at the returned solution (0 for attacks without one).
+    /// The weight `c` of the distortion penalty in the attack's objective
+    /// `c·penalty(r) + loss(x + r, l)` at the returned solution: `c·‖r‖²` with the default
+    /// [`Penalty`], the squared L2 norm (0 for attacks without a penalty).
     pub penalty_weight: f64,
     /// [`distortion`] of the perturbation.
     pub distortion: f64,
@@ -116,6 +119,12 @@ pub trait Attack: Sync {
     /// Attacks every row of `xs` in parallel (rayon); row `i` has true label `labels[i]` and
     /// target `targets[i]`. Each input is attacked independently and deterministically, so the
     /// results do not depend on the number of threads.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::EmptyDataset`] for a batch of no rows (the crate's one rule: a batch has at
+    /// least one row); [`Error::Shape`] if `labels` or `targets` is not one per row; the first
+    /// error of any row's [`Attack::attack`].
     fn attack_batch<M: Differentiable + ?Sized>(
         &self,
         model: &M,
@@ -123,6 +132,9 @@ pub trait Attack: Sync {
         labels: &[usize],
         targets: &[Target],
     ) -> Result<Vec<Outcome>> {
+        if xs.nrows() == 0 {
+            return Err(Error::EmptyDataset("attack batch has no rows".into()));
+        }
         if labels.len() != xs.nrows() {
             return Err(Error::shape("labels", xs.nrows(), labels.len()));
         }
@@ -187,10 +199,7 @@ pub(crate) fn check_input<M: Differentiable + ?Sized>(
         ));
     }
     if label >= model.num_classes() {
-        return Err(Error::LabelOutOfRange {
-            label,
-            classes: model.num_classes(),
-        });
+        return Err(Error::label("true label", label, model.num_classes()));
     }
     Ok(())
 }

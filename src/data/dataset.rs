@@ -92,11 +92,12 @@ impl Dataset {
                 format!("{n} × {d}"),
             ));
         }
-        if let Some(&label) = labels.iter().find(|&&l| l >= num_classes) {
-            return Err(Error::LabelOutOfRange {
+        if let Some((i, &label)) = labels.iter().enumerate().find(|&(_, &l)| l >= num_classes) {
+            return Err(Error::label(
+                format!("label of example {i}"),
                 label,
-                classes: num_classes,
-            });
+                num_classes,
+            ));
         }
         if !all_in_unit_interval(&images) {
             return Err(first_bad_pixel(&images));

@@ -9,6 +9,7 @@ use crate::error::Error;
 
 /// A hidden-layer nonlinearity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Activation {
     /// The logistic function `1 / (1 + e^-z)`; the paper's FC networks use it.
     Sigmoid,

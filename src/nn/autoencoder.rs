@@ -490,6 +490,7 @@ impl Trainable for Autoencoder {
 /// the stacked encoder + softmax as one network. [`AeParams::check`] turns the values into an
 /// [`AeConfig`]. The zoo holds the paper's values (`crate::zoo::recipe("AE400-10")`).
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct AeParams {
     /// Width of the code (hidden) layer; 400 in the paper.
     pub code: usize,
@@ -602,6 +603,7 @@ impl AeConfig {
 
 /// Which stage of [`train_ae_classifier`] a progress event comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum AeStage {
     /// Unsupervised autoencoder training.
     Pretrain,

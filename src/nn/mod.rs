@@ -24,8 +24,8 @@ pub use network::{Mlp, MlpWorkspace, Network};
 pub(crate) use persist::read_named_arrays;
 pub use persist::ModelFile;
 pub use stack::Workspace;
+pub(crate) use train::{check_class_count, fit_loop, SgdStep, Steps};
 pub use train::{
     error_rate, fit, train, EpochStats, Progress, Schedule, TrainConfig, TrainParams, TrainReport,
     Trainable,
 };
-pub(crate) use train::{fit_loop, SgdStep, Steps};

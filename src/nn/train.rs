@@ -63,6 +63,7 @@ pub trait Trainable: Sync {
 
 /// How the learning rate changes over epochs.
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Schedule {
     /// The same rate throughout.
     Constant,
@@ -82,6 +83,7 @@ pub enum Schedule {
 
 /// Training hyperparameters as given; [`TrainParams::check`] turns them into a [`TrainConfig`].
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct TrainParams {
     /// Passes over the training set.
     pub epochs: usize,
@@ -246,6 +248,7 @@ impl TrainConfig {
 
 /// Figures of one finished epoch.
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct EpochStats {
     /// 0-based epoch index.
     pub epoch: usize,
@@ -279,6 +282,7 @@ pub enum Progress {
 
 /// What training did.
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct TrainReport {
     /// Per-epoch figures.
     pub epochs: Vec<EpochStats>,
@@ -304,6 +308,12 @@ const PARTS: usize = 2;
 /// Trains a classifier in place with mini-batch SGD and momentum on `train`, reporting progress
 /// to `on_progress`, and measures its train and test error. The same model, data and config give
 /// the same weights.
+///
+/// # Errors
+///
+/// [`Error::Shape`] if the images do not fit the model; [`Error::LabelOutOfRange`] naming the
+/// example whose label has no output, or [`Error::ClassCount`] if `train` only declares more
+/// classes than the model has outputs; [`Error::NonFinite`] if the loss diverges.
 pub fn train<M>(
     model: &mut M,
     train: &Dataset,
@@ -321,12 +331,7 @@ where
             train.input_dim(),
         ));
     }
-    if train.num_classes() > model.num_classes() {
-        return Err(Error::LabelOutOfRange {
-            label: train.num_classes() - 1,
-            classes: model.num_classes(),
-        });
-    }
+    check_class_count(train, model.num_classes())?;
     let mut report = fit_with(
         model,
         train,
@@ -691,4 +696,30 @@ pub fn error_rate<C: Classifier + ?Sized>(model: &C, data: &Dataset) -> Result<f
         Ok(pred.iter().zip(labels).filter(|(p, l)| p != l).count())
     })?;
     Ok(wrong.iter().sum::<usize>() as f32 / data.len() as f32)
+}
+
+/// Checks that `train` declares no more classes than the model's `classes` outputs, so that
+/// every label it may hold has an output.
+///
+/// # Errors
+///
+/// [`Error::LabelOutOfRange`] naming the example if a label is `>= classes` (the dataset's
+/// real problem), else [`Error::ClassCount`] if the dataset only declares too many classes.
+pub(crate) fn check_class_count(train: &Dataset, classes: usize) -> Result<()> {
+    if train.num_classes() <= classes {
+        return Ok(());
+    }
+    let labels = train.labels();
+    if let Some((i, &label)) = labels.iter().enumerate().find(|&(_, &l)| l >= classes) {
+        return Err(Error::label(
+            format!("label of training example {i}"),
+            label,
+            classes,
+        ));
+    }
+    Err(Error::ClassCount {
+        dataset: train.num_classes(),
+        model: classes,
+        largest_label: labels.iter().copied().max().unwrap_or(0),
+    })
 }

@@ -51,6 +51,7 @@ use crate::nn::{Layer, Mlp};
 
 /// A direction in a layer's activation space.
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Direction {
     /// The natural basis vector `e_i`: the activation of unit `i`.
     Unit(usize),
@@ -167,6 +168,7 @@ pub const MAX_STUDY_WORK: f64 = (1u64 << 35) as f64;
 /// # Ok::<(), blindspot::Error>(())
 /// ```
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ProbeParams {
     /// Images per direction.
     pub k: usize,
@@ -306,6 +308,7 @@ impl ProbeConfig {
 
 /// Purity and spread of one direction's top-k.
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct DirectionResult {
     /// The direction and its top-k images.
     pub top: TopK,
@@ -317,6 +320,7 @@ pub struct DirectionResult {
 
 /// Summary of one group of directions (unit or random).
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct GroupSummary {
     /// Number of directions.
     pub n: usize,
@@ -331,6 +335,7 @@ pub struct GroupSummary {
 
 /// What random k-subsets of the held-out set look like: the chance level.
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Baseline {
     /// Number of random k-sets drawn.
     pub sets: usize,
@@ -346,6 +351,7 @@ pub struct Baseline {
 
 /// The measured version of the paper's §3 claim for one layer.
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ProbeReport {
     /// Layer probed.
     pub layer: usize,

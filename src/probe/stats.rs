@@ -60,6 +60,7 @@ pub(super) fn check_values(v: &[f64], what: &str) -> Result<()> {
 
 /// A two-sided interval.
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Interval {
     /// Lower end.
     pub lo: f64,
@@ -76,6 +77,7 @@ impl Interval {
 
 /// The mean of `values` and a percentile-bootstrap 95% interval for it.
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct MeanCi {
     /// Sample mean.
     pub mean: f64,
@@ -141,6 +143,7 @@ pub fn bootstrap_mean(values: &[f64], resamples: usize, seed: u64) -> Result<Mea
 
 /// The difference of two groups' means (`a − b`) and how sure we are that it is not 0.
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Difference {
     /// `mean(a) − mean(b)`.
     pub mean: f64,

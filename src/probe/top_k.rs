@@ -15,6 +15,7 @@ const CHUNK: usize = 1000;
 
 /// The `k` held-out examples with the largest projection on one direction.
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct TopK {
     /// The direction.
     pub direction: Direction,

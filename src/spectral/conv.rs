@@ -90,6 +90,7 @@ pub const MAX_ITERATION_WORK: f64 = (1u64 << 30) as f64;
 
 /// How a convolution treats the border of its input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Padding {
     /// Indices wrap around: the input is periodic on its `H × W` grid, `H_out = H / stride`.
     Circular,
@@ -100,6 +101,7 @@ pub enum Padding {
 
 /// The operator norm of a circular convolution computed by the Fourier method.
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ConvNorm {
     /// The operator norm `‖x ↦ y‖₂` (largest singular value of the convolution).
     pub value: f64,
@@ -121,6 +123,7 @@ pub struct ConvNorm {
 
 /// The result of [`conv_power_iteration`].
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ConvNormEstimate {
     /// Estimated largest singular value (a lower bound of the true one, up to rounding).
     pub value: f64,

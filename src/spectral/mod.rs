@@ -59,6 +59,7 @@ pub const MAX_POWER_ITER: usize = 1_000_000;
 /// [`PowerIterationConfig`]. `Default`: [`DEFAULT_TOL`], [`DEFAULT_MAX_ITER`],
 /// [`DEFAULT_SEED`].
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct PowerIterationParams {
     /// Stop when the estimate changes by at most this much relative to itself between two
     /// iterations (finite, > 0).
@@ -156,6 +157,7 @@ impl PowerIterationConfig {
 
 /// Result of a power iteration on `W` (`m × n`).
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct NormEstimate {
     /// Estimated largest singular value.
     pub value: f64,
@@ -253,6 +255,7 @@ pub fn operator_norm(w: ArrayView2<'_, f32>, config: &PowerIterationConfig) -> R
 
 /// How a layer's operator norm was obtained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum BoundMethod {
     /// Power iteration on a dense layer's weights (a lower estimate converging to `‖W‖₂`).
     PowerIteration,
@@ -280,6 +283,7 @@ impl BoundMethod {
 /// The Lipschitz bound of one layer (the paper's Table 5, one row): a dense or convolution
 /// layer together with the activation after it, or a max-pooling layer.
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct LayerBound {
     /// Row index, first layer 0.
     pub layer: usize,

@@ -131,7 +131,7 @@ pub fn assert_gradient_arguments_are_checked<M: Differentiable>(model: &M) {
     assert_eq!(what, "input batch");
     assert!(matches!(
         call(x.view(), &[0, k], n, (n, m)),
-        Err(Error::LabelOutOfRange { label, classes }) if label == k && classes == k
+        Err(Error::LabelOutOfRange { label, classes, .. }) if label == k && classes == k
     ));
     let empty = Array2::zeros((0, m));
     assert!(matches!(
