@@ -144,7 +144,8 @@ impl Chart {
             .x_desc(&self.x_label)
             .y_desc(&self.y_label)
             .label_style(("sans-serif", 13))
-            .light_line_style(RGBColor(235, 235, 235))
+            .light_line_style(RGBColor(246, 246, 246))
+            .x_label_formatter(&|x| format!("{x}"))
             .draw()
             .map_err(plot_error)?;
         for (k, line) in self.lines.iter().enumerate() {
