@@ -137,20 +137,14 @@ impl DownloadParams {
     }
 }
 
-/// Checked [`DownloadParams`].
-#[derive(Debug, Clone, PartialEq)]
+/// Checked [`DownloadParams`]; its default is the default settings, which are valid.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct DownloadConfig(DownloadParams);
 
 impl DownloadConfig {
     /// The settings it was checked from.
     pub fn params(&self) -> &DownloadParams {
         &self.0
-    }
-}
-
-impl Default for DownloadConfig {
-    fn default() -> Self {
-        DownloadConfig(DownloadParams::default())
     }
 }
 
