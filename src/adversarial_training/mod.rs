@@ -515,11 +515,7 @@ pub fn train_adversarial<A: Attack>(
                 epoch: 0,
                 xb: Array2::zeros((pool_rows, widest)),
                 yb: Vec::with_capacity(pool_rows),
-                reg: model
-                    .params()
-                    .iter()
-                    .map(|a| Array2::zeros(a.raw_dim()))
-                    .collect(),
+                reg: steps::zeros_like(model),
                 tally: &tally,
             };
             fit_loop(

@@ -198,6 +198,16 @@ impl<A: Attack> PoolSteps<'_, A> {
     }
 }
 
+/// A zero array of each of `model`'s parameters' shapes: the buffer a mixed step fills with
+/// the decay gradient.
+pub(super) fn zeros_like(model: &Network) -> Vec<Array2<f32>> {
+    model
+        .params()
+        .iter()
+        .map(|a| Array2::zeros(a.raw_dim()))
+        .collect()
+}
+
 /// `grads ← α·grads + β·pool + (1 − α − β)·reg` on the last `pool.len()` parameters and
 /// `α·grads + (1 − α)·reg` on the others: the clean gradient (decay included) and the
 /// pool's (decay included, layers above its level only) weighted, with the decay gradient
@@ -341,7 +351,7 @@ impl Steps<Network> for FgsmSteps {
 
 #[cfg(test)]
 mod tests {
-    use super::mix;
+    use super::{mix, zeros_like};
     use crate::nn::{Architecture, Network, SgdStep, Trainable};
     use ndarray::{concatenate, Array2, Axis};
     use rand::{Rng, SeedableRng};
@@ -375,11 +385,7 @@ mod tests {
         let upper = model.above(0).unwrap();
         let mut pool = SgdStep::new(&upper, 10);
         pool.gradient(&upper, xp.view(), &yp).unwrap();
-        let mut reg: Vec<Array2<f32>> = model
-            .params()
-            .iter()
-            .map(|a| Array2::zeros(a.raw_dim()))
-            .collect();
+        let mut reg = zeros_like(&model);
         model.regularize(&mut reg);
         mix(clean.grads_mut(), pool.grads(), &reg, 0.6, 0.4);
         let x = concatenate(Axis(0), &[xc.view(), xp.view()]).unwrap();
@@ -405,11 +411,7 @@ mod tests {
         let plain: Vec<Array2<f32>> = clean.grads().to_vec();
         let mut pool = SgdStep::new(&upper, 5);
         pool.gradient(&upper, xp.view(), &yp).unwrap();
-        let mut reg: Vec<Array2<f32>> = model
-            .params()
-            .iter()
-            .map(|a| Array2::zeros(a.raw_dim()))
-            .collect();
+        let mut reg = zeros_like(&model);
         model.regularize(&mut reg);
         mix(clean.grads_mut(), pool.grads(), &reg, 0.5, 0.5);
         let skip = plain.len() - pool.grads().len();
