@@ -4,7 +4,7 @@
 
 use blindspot::attack::{Attack, BoxLbfgs, Target};
 use blindspot::data::Mnist;
-use blindspot::nn::{train, Architecture, Mlp, TrainParams};
+use blindspot::nn::{train, Architecture, Network, TrainParams};
 use blindspot::{Classifier, Differentiable};
 use criterion::{criterion_group, criterion_main, Criterion};
 use ndarray::{s, Array1, Array2};
@@ -14,7 +14,7 @@ fn bench(c: &mut Criterion) {
     // A briefly trained FC100-100-10: the attack's cost depends on the weights only through
     // the number of L-BFGS-B steps, which a few epochs already make typical.
     let arch = Architecture::parse("FC100-100-10", 784).unwrap();
-    let mut model = Mlp::new(arch.clone(), 1);
+    let mut model = Network::new(arch.clone(), 1);
     let config = TrainParams {
         batch_size: 128,
         learning_rate: 0.5,
@@ -64,7 +64,7 @@ fn bench(c: &mut Criterion) {
 
     // The convnet's evaluation costs the same whatever its weights, so a freshly initialised
     // one stands in for the trained zoo model (whose training would take minutes here).
-    let conv = Mlp::new(Architecture::parse("CONV16-32-FC128-10", 784).unwrap(), 1);
+    let conv = Network::new(Architecture::parse("CONV16-32-FC128-10", 784).unwrap(), 1);
     let mut scratch = Default::default();
     c.bench_function(
         "CONV16-32-FC128-10 loss and input gradient, one image",

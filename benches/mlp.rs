@@ -2,7 +2,7 @@
 //! epoch of training.
 
 use blindspot::data::Mnist;
-use blindspot::nn::{train, Architecture, Mlp, TrainParams, Trainable};
+use blindspot::nn::{train, Architecture, Network, TrainParams, Trainable};
 use blindspot::Classifier;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ndarray::{s, Array2};
@@ -19,7 +19,7 @@ fn flops_per_example(widths: &[usize]) -> u64 {
 fn bench(c: &mut Criterion) {
     let mnist = Mnist::load_default().expect("MNIST in data/mnist or $BLINDSPOT_MNIST");
     let arch = Architecture::parse("FC100-100-10", 784).unwrap();
-    let model = Mlp::new(arch.clone(), 1);
+    let model = Network::new(arch.clone(), 1);
     let batch = mnist.train.images().slice(s![..128, ..]).to_owned();
     let labels = mnist.train.labels()[..128].to_vec();
     let widths = arch.widths();
@@ -49,7 +49,7 @@ fn bench(c: &mut Criterion) {
     );
 
     // The convnet at the zoo recipe's batch of 64: one SGD step's gradient work.
-    let conv = Mlp::new(Architecture::parse("CONV16-32-FC128-10", 784).unwrap(), 1);
+    let conv = Network::new(Architecture::parse("CONV16-32-FC128-10", 784).unwrap(), 1);
     let mut conv_grads: Vec<Array2<f32>> = conv
         .params()
         .iter()
@@ -85,7 +85,7 @@ fn bench(c: &mut Criterion) {
     e.sample_size(10);
     e.bench_function("one epoch FC100-100-10, 10k examples, batch 128", |b| {
         b.iter(|| {
-            let mut m = Mlp::new(arch.clone(), 1);
+            let mut m = Network::new(arch.clone(), 1);
             train(&mut m, &subset, None, &config, |_| {}).unwrap()
         })
     });

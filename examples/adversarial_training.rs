@@ -32,7 +32,7 @@ use blindspot::adversarial_training::{
 };
 use blindspot::attack::{Attack, BoxLbfgs, Target};
 use blindspot::data::{Dataset, Mnist};
-use blindspot::nn::{train, Architecture, Mlp};
+use blindspot::nn::{train, Architecture, Network};
 use clap::Parser;
 use serde_json::json;
 
@@ -186,7 +186,7 @@ fn plots(_: &[serde_json::Value], _: &std::path::Path) -> Result<(), Box<dyn std
 }
 
 /// Each image's minimal distortion under the untargeted attack (`None` where it failed).
-fn robustness(model: &Mlp, test: &Dataset, n: usize) -> blindspot::Result<Vec<Option<f64>>> {
+fn robustness(model: &Network, test: &Dataset, n: usize) -> blindspot::Result<Vec<Option<f64>>> {
     let n = n.clamp(1, test.len());
     let xs = test.images().slice(ndarray::s![..n, ..]).to_owned();
     let labels = &test.labels()[..n];
@@ -270,7 +270,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let mut params = blindspot::zoo::train_params(&arch)
                 .with_seed(seed)
                 .with_epochs(epochs);
-            let mut model = Mlp::new(arch.clone(), seed);
+            let mut model = Network::new(arch.clone(), seed);
             let start = Instant::now();
             let regime = match method.as_str() {
                 "input_pool" => Some(Regime::Pools(vec![0])),

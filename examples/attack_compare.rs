@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use blindspot::attack::{Attack, BoxLbfgs, Target};
 use blindspot::data::Mnist;
-use blindspot::nn::Mlp;
+use blindspot::nn::Network;
 use clap::Parser;
 
 #[derive(Parser)]
@@ -46,7 +46,7 @@ struct Args {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
-    let model = Mlp::load(&args.model)?;
+    let model = Network::load(&args.model)?;
     let mnist = Mnist::load_default()?;
     let attack = BoxLbfgs::params()
         .with_memory(args.memory)

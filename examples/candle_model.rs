@@ -14,7 +14,7 @@
 //! 4. Transfer against the zoo's FC100-100-10 (trained and cached on first use) in both
 //!    directions, as made and magnified to distortion 0.1.
 //! 5. The cost of the framework boundary: the same FC100-100-10 weights attacked through candle
-//!    and as the crate's own `Mlp`, and through [`FiniteDifference`] on `--fd-images` images.
+//!    and as the crate's own `Network`, and through [`FiniteDifference`] on `--fd-images` images.
 //! 6. The §3 probe (unit vs random directions) on `fc1`, with the test set as the pool.
 
 use std::collections::HashMap;
@@ -24,7 +24,7 @@ use std::time::Instant;
 use blindspot::adapters::{tensor_from_array, CandleModel, FiniteDifference};
 use blindspot::attack::{magnify, transfer_error, Attack, BoxLbfgs, Outcome, Target};
 use blindspot::data::Mnist;
-use blindspot::nn::{error_rate, Mlp};
+use blindspot::nn::{error_rate, Network};
 use blindspot::probe::{study, ProbeParams, ProbeReport};
 use blindspot::zoo::Zoo;
 use blindspot::{Differentiable, Representation};
@@ -195,14 +195,14 @@ fn frozen(varmap: &VarMap, dev: &Device) -> candle_core::Result<ConvNet> {
     ConvNet::new(VarBuilder::from_tensors(tensors, DType::F32, dev))
 }
 
-/// The crate's sigmoid `Mlp` rebuilt in candle (weights `out × in`, as `candle_nn::Linear` and
+/// The crate's sigmoid `Network` rebuilt in candle (weights `out × in`, as `candle_nn::Linear` and
 /// PyTorch store them), to measure what the framework boundary costs on identical weights.
-struct CandleMlp {
+struct CandleFc {
     layers: Vec<Linear>,
 }
 
-impl CandleMlp {
-    fn from_mlp(mlp: &Mlp, dev: &Device) -> blindspot::Result<Self> {
+impl CandleFc {
+    fn from_mlp(mlp: &Network, dev: &Device) -> blindspot::Result<Self> {
         let layers = (0..mlp.num_dense())
             .map(|l| {
                 let w = mlp.weights(l).expect("layer exists").t().to_owned();
@@ -216,11 +216,11 @@ impl CandleMlp {
                 Ok(Linear::new(tensor_from_array(w.view(), dev)?, Some(b)))
             })
             .collect::<blindspot::Result<_>>()?;
-        Ok(CandleMlp { layers })
+        Ok(CandleFc { layers })
     }
 }
 
-impl Module for CandleMlp {
+impl Module for CandleFc {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let mut a = x.clone();
         for (l, layer) in self.layers.iter().enumerate() {
@@ -408,8 +408,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     });
     eprintln!("transfer: {transfer:#}");
 
-    // 5. The framework boundary on identical weights: Mlp, candle, finite differences.
-    let fc_candle = CandleModel::on_device(CandleMlp::from_mlp(&fc, &dev)?, &[784], 10, dev)?;
+    // 5. The framework boundary on identical weights: Network, candle, finite differences.
+    let fc_candle = CandleModel::on_device(CandleFc::from_mlp(&fc, &dev)?, &[784], 10, dev)?;
     let candle_run = Run::new(&fc_candle, xs.view(), labels, args.search_steps)?;
     let k = args.fd_images.clamp(1, n);
     let fd = FiniteDifference::new(fc.clone(), args.fd_step)?;

@@ -1,5 +1,5 @@
 //! Weights trained in PyTorch, attacked by the crate: import a `state_dict` saved with
-//! `numpy.savez` (by `scripts/export_torch.py`) into an `Mlp`, check it on the MNIST test set,
+//! `numpy.savez` (by `scripts/export_torch.py`) into an `Network`, check it on the MNIST test set,
 //! and run the paper's attack on it.
 //!
 //! ```text
@@ -29,7 +29,7 @@ use ndarray::s;
 use ndarray_npy::NpzWriter;
 
 #[derive(Parser)]
-#[command(about = "Import PyTorch weights (.npz of a state_dict) into an Mlp and attack it")]
+#[command(about = "Import PyTorch weights (.npz of a state_dict) into a Network and attack it")]
 struct Args {
     /// The .npz to import (default: write one from the zoo's FC100-100-10 in PyTorch layout).
     #[arg(long)]

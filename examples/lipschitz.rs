@@ -15,7 +15,7 @@ use std::path::PathBuf;
 
 use blindspot::attack::{Attack, BoxLbfgs, Target};
 use blindspot::data::Mnist;
-use blindspot::nn::{error_rate, Layer, Mlp};
+use blindspot::nn::{error_rate, Layer, Network};
 use blindspot::spectral::{
     conv_operator_norm, conv_power_iteration, layer_bounds, network_bound, perturbation_ratios,
     power_iteration, LayerBound, Padding, PowerIterationConfig, PowerIterationParams,
@@ -80,7 +80,7 @@ struct Measured {
     mean: f64,
 }
 
-fn measure(model: &Mlp, sets: &[PerturbationSet]) -> blindspot::Result<Vec<Measured>> {
+fn measure(model: &Network, sets: &[PerturbationSet]) -> blindspot::Result<Vec<Measured>> {
     sets.iter()
         .map(|set| {
             let ratios = perturbation_ratios(model, set.x.view(), set.r.view())?;
@@ -100,7 +100,7 @@ fn measure(model: &Mlp, sets: &[PerturbationSet]) -> blindspot::Result<Vec<Measu
 /// the bound exactly; for deeper ones it shows how much of the first layer's worst case
 /// survives the rest of the network.
 fn singular_sets(
-    model: &Mlp,
+    model: &Network,
     x: &Array2<f32>,
     eps: &[f32],
 ) -> blindspot::Result<Vec<PerturbationSet>> {
@@ -123,7 +123,7 @@ fn singular_sets(
             v.iter().map(|&e| e as f32).collect()
         }
         _ => {
-            let w0 = model.weights(0).expect("an Mlp has at least one layer");
+            let w0 = model.weights(0).expect("a Network has at least one layer");
             power_iteration(w0, &PowerIterationConfig::default().with_seed(1))?
                 .left
                 .iter()
@@ -160,7 +160,7 @@ fn gaussian_sets(mnist: &Mnist, n: usize, sigmas: &[f32], seed: u64) -> Vec<Pert
 
 /// The perturbations `r = x' − x` of the adversarial examples the paper's attack finds for
 /// `model` on the first `n` test images (successful ones of distortion at least 1e-4).
-fn adversarial_set(model: &Mlp, mnist: &Mnist, n: usize) -> blindspot::Result<PerturbationSet> {
+fn adversarial_set(model: &Network, mnist: &Mnist, n: usize) -> blindspot::Result<PerturbationSet> {
     let n = n.min(mnist.test.len());
     let x = mnist.test.images().slice(s![..n, ..]).to_owned();
     let labels = &mnist.test.labels()[..n];
@@ -191,7 +191,7 @@ fn adversarial_set(model: &Mlp, mnist: &Mnist, n: usize) -> blindspot::Result<Pe
 /// iteration on the circular operator (forward and adjoint) to 1e-4 relative; (b) the Fourier
 /// bound of the zero-padded layer is at least power iteration's norm of the zero-padded
 /// operator.
-fn conv_checks(model: &Mlp) -> blindspot::Result<Vec<Value>> {
+fn conv_checks(model: &Network) -> blindspot::Result<Vec<Value>> {
     let mut out = Vec::new();
     for (i, layer) in model.layers().iter().enumerate() {
         let Layer::Conv2d(c) = layer else { continue };
@@ -307,7 +307,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             },
             entry.path.display()
         );
-        let model: Mlp = entry.model;
+        let model: Network = entry.model;
         let bounds = layer_bounds(&model)?;
         let product = network_bound(&bounds);
         let mut model_sets = singular_sets(&model, &sets[0].x, &[0.1, 1.0])?;

@@ -11,7 +11,7 @@ use std::path::Path;
 use blindspot::attack::{Attack, BoxLbfgs, Target};
 use blindspot::data::Mnist;
 use blindspot::image::Grid;
-use blindspot::nn::{error_rate, train, Architecture, Mlp};
+use blindspot::nn::{error_rate, train, Architecture, Network};
 use blindspot::zoo;
 use blindspot::Classifier;
 
@@ -24,14 +24,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     let cache = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/quickstart-FC100-100-10.npz");
-    let model = match Mlp::load(&cache) {
+    let model = match Network::load(&cache) {
         Ok(m) => {
             println!("loaded {}", cache.display());
             m
         }
         Err(_) => {
             let arch = Architecture::parse("FC100-100-10", mnist.train.input_dim())?;
-            let mut model = Mlp::new(arch.clone(), 1);
+            let mut model = Network::new(arch.clone(), 1);
             // A short version of the zoo's recipe: a few epochs reach about 2-3% error.
             let config = zoo::train_params(&arch)
                 .with_epochs(5)

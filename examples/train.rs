@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use blindspot::data::Mnist;
-use blindspot::nn::{train, Architecture, Mlp, Progress};
+use blindspot::nn::{train, Architecture, Network, Progress};
 use blindspot::nn::{TrainParams, TrainReport};
 use blindspot::zoo;
 use clap::Parser;
@@ -71,7 +71,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     params.eval_every_epoch = args.verbose;
     let config = params.clone().check()?;
-    let mut model = Mlp::new(arch.clone(), args.seed);
+    let mut model = Network::new(arch.clone(), args.seed);
     let bar =
         ProgressBar::new((params.epochs * mnist.train.len().div_ceil(params.batch_size)) as u64);
     bar.set_style(ProgressStyle::with_template(

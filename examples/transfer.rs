@@ -32,7 +32,7 @@ use std::time::Instant;
 
 use blindspot::attack::{magnify, transfer_error, Attack, BoxLbfgs, Fgsm, GaussianNoise, Target};
 use blindspot::data::{Dataset, Mnist};
-use blindspot::nn::{error_rate, Mlp};
+use blindspot::nn::{error_rate, Network};
 use blindspot::zoo::{Zoo, TABLE1_AND_CONV};
 use clap::{Args as ClapArgs, Parser, Subcommand, ValueEnum};
 use ndarray::{s, Array2};
@@ -146,7 +146,7 @@ impl Row {
 }
 
 fn errors_on(
-    models: &[&Mlp],
+    models: &[&Network],
     xs: &Array2<f32>,
     labels: &[usize],
 ) -> Result<Vec<f32>, blindspot::Error> {
@@ -173,7 +173,7 @@ struct Made {
     evaluations: f64,
 }
 
-fn make_adversarial(model: &Mlp, img: &Images, c: &Common) -> Result<Made, blindspot::Error> {
+fn make_adversarial(model: &Network, img: &Images, c: &Common) -> Result<Made, blindspot::Error> {
     make_with(
         &BoxLbfgs::params()
             .with_search_steps(c.search_steps)
@@ -184,11 +184,15 @@ fn make_adversarial(model: &Mlp, img: &Images, c: &Common) -> Result<Made, blind
 }
 
 /// The one-step contrast: FGSM along the gradient's sign at the smallest ε that succeeds.
-fn make_fgsm(model: &Mlp, img: &Images) -> Result<Made, blindspot::Error> {
+fn make_fgsm(model: &Network, img: &Images) -> Result<Made, blindspot::Error> {
     make_with(&Fgsm::searched(1.0, 20)?, model, img)
 }
 
-fn make_with<A: Attack>(attack: &A, model: &Mlp, img: &Images) -> Result<Made, blindspot::Error> {
+fn make_with<A: Attack>(
+    attack: &A,
+    model: &Network,
+    img: &Images,
+) -> Result<Made, blindspot::Error> {
     let targets = vec![Target::Untargeted; img.len()];
     let t = Instant::now();
     let outs = attack.attack_batch(model, img.xs.view(), &img.labels, &targets)?;
@@ -315,7 +319,7 @@ fn table2(c: &Common) -> Result<Value, Box<dyn std::error::Error>> {
         );
         entries.push(e);
     }
-    let models: Vec<&Mlp> = entries.iter().map(|e| &e.model).collect();
+    let models: Vec<&Network> = entries.iter().map(|e| &e.model).collect();
     let test_errors: Vec<f32> = models
         .iter()
         .map(|m| error_rate(*m, &mnist.test))
@@ -552,7 +556,7 @@ fn table34(
         entries.push(e);
     }
     let names: Vec<String> = specs.iter().map(|s| s.0.to_string()).collect();
-    let models: Vec<&Mlp> = entries.iter().map(|e| &e.model).collect();
+    let models: Vec<&Network> = entries.iter().map(|e| &e.model).collect();
 
     // Table 3.
     let mut t3 = Vec::new();

@@ -26,7 +26,7 @@ use ndarray::{Array2, ArrayD, ArrayView2, Axis, Ix2};
 
 use crate::error::{Error, Result};
 use crate::model::{check_input_batch, Classifier};
-use crate::nn::{Architecture, Mlp};
+use crate::nn::{Architecture, Network};
 
 pub mod onnx;
 mod onnx_proto;
@@ -280,7 +280,7 @@ impl NpzWeights {
         Ok((w, b))
     }
 
-    /// An [`Mlp`] of architecture `arch` from `layers`, one [`DenseNames`] per dense layer, first to
+    /// An [`Network`] of architecture `arch` from `layers`, one [`DenseNames`] per dense layer, first to
     /// last (the hidden activation is the architecture's: set it with
     /// [`Architecture::with_activation`] to match the exported model).
     ///
@@ -293,7 +293,7 @@ impl NpzWeights {
         arch: Architecture,
         layers: &[DenseNames],
         layout: WeightLayout,
-    ) -> Result<Mlp> {
+    ) -> Result<Network> {
         let widths = arch.widths();
         if layers.len() != widths.len() - 1 {
             return Err(Error::param(
@@ -312,7 +312,7 @@ impl NpzWeights {
             params.push(w);
             params.push(b);
         }
-        Mlp::from_params(arch, params)
+        Network::from_params(arch, params)
     }
 
     fn check_finite(&self, name: &str, a: &ArrayD<f32>) -> Result<()> {

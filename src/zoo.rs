@@ -33,7 +33,7 @@ use std::time::Instant;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::nn::{
-    train, train_ae_classifier, AeConfig, AeParams, AeStage, Architecture, Mlp, ModelFile,
+    train, train_ae_classifier, AeConfig, AeParams, AeStage, Architecture, ModelFile, Network,
     Progress, TrainConfig, TrainParams,
 };
 
@@ -99,7 +99,7 @@ const ZOO_FORMAT: &str = "2";
 /// How a zoo model is trained: checked values only, so a recipe is always trainable.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Recipe {
-    /// A classifier (fully connected or convolutional) trained from a fresh [`Mlp`] with SGD.
+    /// A classifier (fully connected or convolutional) trained from a fresh [`Network`] with SGD.
     Fc {
         /// The network, with its weight decay λ.
         arch: Architecture,
@@ -423,7 +423,7 @@ pub enum Stage {
 #[derive(Debug, Clone)]
 pub struct ZooEntry {
     /// The trained classifier.
-    pub model: Mlp,
+    pub model: Network,
     /// The zoo name, e.g. `"FC100-100-10"`.
     pub name: String,
     /// The seed it was trained from.
@@ -616,7 +616,7 @@ impl Zoo {
         let (model, train_error) = match recipe {
             Recipe::Fc { arch, train: sgd } => {
                 let config = sgd.clone().with_seed(seed);
-                let mut mlp = Mlp::new(arch.clone(), seed);
+                let mut mlp = Network::new(arch.clone(), seed);
                 let report = train(&mut mlp, data, None, &config, |p| progress(Stage::Fc, p))?;
                 (mlp, report.train_error)
             }
@@ -678,7 +678,7 @@ fn load_cached(
     path: &Path,
     key: &str,
     arch: &Architecture,
-) -> std::result::Result<(Mlp, f64, Option<f32>), String> {
+) -> std::result::Result<(Network, f64, Option<f32>), String> {
     if !path.exists() {
         return Err("no cache file".to_string());
     }
@@ -695,7 +695,7 @@ fn load_cached(
         .unwrap_or(0.0);
     let train_error = file.meta.get("train_error").and_then(|s| s.parse().ok());
     let model =
-        Mlp::from_model_file(file, path).map_err(|e| format!("unreadable cache file: {e}"))?;
+        Network::from_model_file(file, path).map_err(|e| format!("unreadable cache file: {e}"))?;
     if model.arch() != arch {
         return Err(format!(
             "cache file holds {} ({}), wanted {arch} ({})",

@@ -1,8 +1,8 @@
-//! The forward-only adapter: finite-difference gradients against the analytic ones of an `Mlp`.
+//! The forward-only adapter: finite-difference gradients against the analytic ones of an `Network`.
 
 use blindspot::adapters::FiniteDifference;
 use blindspot::attack::{Attack, BoxLbfgs, Target};
-use blindspot::nn::{Architecture, Mlp};
+use blindspot::nn::{Architecture, Network};
 use blindspot::{Classifier, Differentiable, Error, Representation};
 use ndarray::{Array2, ArrayView2};
 use rand::{Rng, SeedableRng};
@@ -10,8 +10,8 @@ use rand_chacha::ChaCha8Rng;
 
 mod common;
 
-fn mlp(name: &str, input: usize, seed: u64) -> Mlp {
-    Mlp::new(Architecture::parse(name, input).unwrap(), seed)
+fn mlp(name: &str, input: usize, seed: u64) -> Network {
+    Network::new(Architecture::parse(name, input).unwrap(), seed)
 }
 
 fn pixels(n: usize, m: usize, seed: u64) -> Array2<f32> {

@@ -8,7 +8,7 @@ use blindspot::adversarial_training::{
 };
 use blindspot::attack::{Attack, BoxLbfgs, Fgsm, Target};
 use blindspot::data::Dataset;
-use blindspot::nn::{train, Architecture, Mlp, TrainParams, Trainable};
+use blindspot::nn::{train, Architecture, Network, TrainParams, Trainable};
 use blindspot::{Classifier, Differentiable, Error, Representation};
 use ndarray::{s, Array2, Axis};
 use rand::SeedableRng;
@@ -39,8 +39,8 @@ fn quick_attack() -> BoxLbfgs {
         .unwrap()
 }
 
-fn net(seed: u64) -> Mlp {
-    Mlp::new(Architecture::parse("FC30-20-10", 784).unwrap(), seed)
+fn net(seed: u64) -> Network {
+    Network::new(Architecture::parse("FC30-20-10", 784).unwrap(), seed)
 }
 
 fn pools(levels: Vec<usize>, seed: u64) -> AdversarialParams {
@@ -265,7 +265,7 @@ fn config_rejects_each_bad_value() {
         train_adversarial(&mut model, &data, None, &quick_attack(), &config, |_| {}),
         Err(Error::InvalidParameter { .. })
     ));
-    let mut relu = Mlp::new(
+    let mut relu = Network::new(
         Architecture::parse("FC30-20-10", 784)
             .unwrap()
             .with_activation(blindspot::nn::Activation::Relu),
@@ -320,7 +320,7 @@ fn dropout_gradient_matches_finite_differences_under_a_fixed_mask() {
     let data = small();
     let x = data.images().slice(s![..3, ..]).to_owned();
     let y = &data.labels()[..3];
-    let loss_at = |m: &Mlp| -> (f32, Vec<Array2<f32>>) {
+    let loss_at = |m: &Network| -> (f32, Vec<Array2<f32>>) {
         let mut ws = m.workspace(3);
         m.enable_dropout(&mut ws, &[0.4, 0.4], 11).unwrap();
         let mut g: Vec<Array2<f32>> = m
@@ -352,7 +352,7 @@ fn dropout_gradient_matches_finite_differences_under_a_fixed_mask() {
 #[test]
 fn fgsm_matches_a_hand_computation_on_a_linear_model_and_stays_in_the_box() {
     // Softmax regression: ∇ₓJ(x, y) = W (p − e_y), so the step is ε·sign(W (p − e_y)).
-    let model = Mlp::new(Architecture::parse("FC10", 784).unwrap(), 3);
+    let model = Network::new(Architecture::parse("FC10", 784).unwrap(), 3);
     let data = small();
     let x = data.images().row(0).to_owned();
     let y = data.labels()[0];

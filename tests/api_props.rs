@@ -12,7 +12,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use blindspot::attack::{distortion, magnify, Attack, BoxLbfgs, GaussianNoise, Target};
 use blindspot::data::{parse_idx_bytes, write_idx, Dataset};
 use blindspot::image::Grid;
-use blindspot::nn::{Architecture, Mlp, ModelFile};
+use blindspot::nn::{Architecture, ModelFile, Network};
 use blindspot::probe::{bootstrap_mean, compare_means, label_purity, mean_pairwise_distance};
 use ndarray::{Array1, Array2};
 use proptest::prelude::*;
@@ -151,7 +151,7 @@ proptest! {
             bytes[i] ^= x;
             let r = no_panic("from_bytes (corrupted)", || ModelFile::from_bytes(&bytes, &path))?;
             if let Ok(f) = r {
-                no_panic("Mlp::from_model_file", || Mlp::from_model_file(f, &path))?.ok();
+                no_panic("Network::from_model_file", || Network::from_model_file(f, &path))?.ok();
             }
         }
     }
@@ -253,7 +253,7 @@ proptest! {
             prop_assert_eq!(classes, 1);
             return Ok(());
         };
-        let model = Mlp::new(arch, seed);
+        let model = Network::new(arch, seed);
         let x = Array1::from(x);
         // Oversized step counts are refused when the settings are checked, never later.
         let atk = BoxLbfgs::params()

@@ -1,5 +1,5 @@
 //! The autoencoder: exact gradients, training lowers the reconstruction error, persistence,
-//! typed errors, and the AE400-10 construction (stacked `Mlp` whose input gradient is exact).
+//! typed errors, and the AE400-10 construction (stacked `Network` whose input gradient is exact).
 
 use blindspot::data::Dataset;
 use blindspot::nn::{
@@ -127,8 +127,8 @@ fn same_seed_same_autoencoder_and_save_load_round_trip() {
     a.save(&path).unwrap();
     let b = Autoencoder::load(&path).unwrap();
     assert_eq!(a, b);
-    // An Mlp file is not an autoencoder file.
-    let mlp = blindspot::nn::Mlp::new("FC3-10".parse().unwrap(), 1);
+    // A Network file is not an autoencoder file.
+    let mlp = blindspot::nn::Network::new("FC3-10".parse().unwrap(), 1);
     mlp.save(&path).unwrap();
     assert!(matches!(
         Autoencoder::load(&path),

@@ -1,9 +1,9 @@
-//! The candle adapter against finite differences and against the crate's own `Mlp`.
+//! The candle adapter against finite differences and against the crate's own `Network`.
 #![cfg(feature = "candle")]
 
 use blindspot::adapters::{array_from_tensor, tensor_from_array, CandleModel};
 use blindspot::attack::{Attack, BoxLbfgs, Target};
-use blindspot::nn::{Architecture, Mlp};
+use blindspot::nn::{Architecture, Network};
 use blindspot::{Classifier, Differentiable, Error, Representation};
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::Linear;
@@ -13,13 +13,13 @@ use rand_chacha::ChaCha8Rng;
 
 mod common;
 
-/// The crate's `Mlp` rebuilt in candle: `Linear` layers (weights out × in) with sigmoids.
-struct CandleMlp {
+/// The crate's `Network` rebuilt in candle: `Linear` layers (weights out × in) with sigmoids.
+struct CandleFc {
     layers: Vec<Linear>,
 }
 
-impl CandleMlp {
-    fn from_mlp(mlp: &Mlp, dtype: DType) -> CandleMlp {
+impl CandleFc {
+    fn from_mlp(mlp: &Network, dtype: DType) -> CandleFc {
         let layers = (0..mlp.num_dense())
             .map(|l| {
                 let w = mlp.weights(l).unwrap().t().to_owned();
@@ -41,7 +41,7 @@ impl CandleMlp {
                 Linear::new(w, Some(b))
             })
             .collect();
-        CandleMlp { layers }
+        CandleFc { layers }
     }
 
     /// Output of layer `upto` (sigmoid after every hidden layer, raw logits at the end).
@@ -57,7 +57,7 @@ impl CandleMlp {
     }
 }
 
-impl Module for CandleMlp {
+impl Module for CandleFc {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         self.forward_to(x, self.layers.len() - 1)
     }
@@ -78,13 +78,13 @@ fn rel_err(a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>) -> f64 {
     diff / scale
 }
 
-fn pair(seed: u64) -> (Mlp, CandleModel<CandleMlp>) {
-    let mlp = Mlp::new(Architecture::parse("FC30-20-10", 40).unwrap(), seed);
-    let candle = CandleModel::new(CandleMlp::from_mlp(&mlp, DType::F32), &[40], 10)
+fn pair(seed: u64) -> (Network, CandleModel<CandleFc>) {
+    let mlp = Network::new(Architecture::parse("FC30-20-10", 40).unwrap(), seed);
+    let candle = CandleModel::new(CandleFc::from_mlp(&mlp, DType::F32), &[40], 10)
         .unwrap()
-        .with_hidden("h1", |m: &CandleMlp, x| m.forward_to(x, 0))
+        .with_hidden("h1", |m: &CandleFc, x| m.forward_to(x, 0))
         .unwrap()
-        .with_hidden("h2", |m: &CandleMlp, x| m.forward_to(x, 1))
+        .with_hidden("h2", |m: &CandleFc, x| m.forward_to(x, 1))
         .unwrap();
     (mlp, candle)
 }
@@ -112,11 +112,11 @@ fn gradient_and_losses_equal_the_mlp_with_the_same_weights() {
 fn gradient_equals_finite_differences() {
     // The network in f64 (the adapter's input stays f32), so that central differences of the
     // loss are accurate far below the 1e-4 tolerance.
-    let mlp = Mlp::new(Architecture::parse("FC30-20-10", 40).unwrap(), 7);
-    let net = CandleMlp::from_mlp(&mlp, DType::F64);
+    let mlp = Network::new(Architecture::parse("FC30-20-10", 40).unwrap(), 7);
+    let net = CandleFc::from_mlp(&mlp, DType::F64);
     let x = pixels(3, 40, 3);
     let labels = [4, 5, 6];
-    let candle = CandleModel::new(CandleMlp::from_mlp(&mlp, DType::F64), &[40], 10).unwrap();
+    let candle = CandleModel::new(CandleFc::from_mlp(&mlp, DType::F64), &[40], 10).unwrap();
     let (_, grad) = candle.loss_and_input_grad(x.view(), &labels).unwrap();
     let loss64 = |row: &[f64], y: usize| -> f64 {
         let t = Tensor::from_slice(row, (1, row.len()), &Device::Cpu).unwrap();
@@ -196,7 +196,7 @@ fn hidden_layers_are_the_mlps_representation() {
     ));
     let again = pair(4)
         .1
-        .with_hidden("h1", |m: &CandleMlp, x| m.forward_to(x, 0));
+        .with_hidden("h1", |m: &CandleFc, x| m.forward_to(x, 0));
     assert!(again.is_err());
 }
 

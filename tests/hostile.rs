@@ -9,7 +9,7 @@ use std::sync::Arc;
 use blindspot::attack::{transfer_error, Attack, BoxLbfgs, GaussianNoise, Target};
 use blindspot::data::Mnist;
 use blindspot::image::Grid;
-use blindspot::nn::{Architecture, Mlp, ModelFile, TrainParams};
+use blindspot::nn::{Architecture, ModelFile, Network, TrainParams};
 use blindspot::probe::{
     bootstrap_mean, compare_means, label_purity, mean_pairwise_distance, MAX_RESAMPLES,
 };
@@ -427,7 +427,7 @@ fn concurrent_saves_all_succeed_and_loads_never_see_half_a_file() {
     let dir = temp_dir("concurrent");
     let path = dir.join("model.npz");
     let arch = Architecture::parse("FC30-10", 64).unwrap();
-    let models: Vec<Mlp> = (0..4).map(|s| Mlp::new(arch.clone(), s)).collect();
+    let models: Vec<Network> = (0..4).map(|s| Network::new(arch.clone(), s)).collect();
     models[0].save(&path).unwrap();
     let done = Arc::new(AtomicBool::new(false));
     std::thread::scope(|s| {
@@ -437,7 +437,7 @@ fn concurrent_saves_all_succeed_and_loads_never_see_half_a_file() {
                 s.spawn(move || {
                     let mut loads = 0;
                     while !done.load(Ordering::Relaxed) || loads == 0 {
-                        let m = Mlp::load(path).expect("a load during saves");
+                        let m = Network::load(path).expect("a load during saves");
                         assert!(models.contains(&m), "a load saw a model nobody saved");
                         loads += 1;
                     }
@@ -484,7 +484,7 @@ fn a_failed_save_leaves_no_temporary_file() {
     let path = dir.join("occupied.npz");
     std::fs::create_dir(&path).unwrap();
     std::fs::write(path.join("x"), b"x").unwrap();
-    let m = Mlp::new(Architecture::parse("FC10", 4).unwrap(), 0);
+    let m = Network::new(Architecture::parse("FC10", 4).unwrap(), 0);
     assert!(m.save(&path).is_err());
     let names: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
@@ -498,9 +498,9 @@ fn a_failed_save_leaves_no_temporary_file() {
 fn model_files_written_by_save_round_trip_through_the_new_reader() {
     let dir = temp_dir("roundtrip");
     let path = dir.join("m.npz");
-    let m = Mlp::new(Architecture::parse("FC7-5-3", 6).unwrap(), 9);
+    let m = Network::new(Architecture::parse("FC7-5-3", 6).unwrap(), 9);
     m.save(&path).unwrap();
-    assert_eq!(Mlp::load(&path).unwrap(), m);
+    assert_eq!(Network::load(&path).unwrap(), m);
     let bytes = std::fs::read(&path).unwrap();
     let f = ModelFile::from_bytes(&bytes, &path).unwrap();
     assert_eq!(f, m.to_model_file());
@@ -509,7 +509,7 @@ fn model_files_written_by_save_round_trip_through_the_new_reader() {
         let mut b = bytes.clone();
         b[i] ^= 0x5a;
         if let Ok(f) = ModelFile::from_bytes(&b, &path) {
-            if let Ok(m2) = Mlp::from_model_file(f, &path) {
+            if let Ok(m2) = Network::from_model_file(f, &path) {
                 assert_eq!(m2, m, "byte {i} flipped gave other weights");
             }
         }
@@ -580,7 +580,7 @@ fn absurd_widths_are_typed_errors_not_allocations() {
         Architecture::new_conv((28, 28, 1), vec![wide], vec![], 10, Activation::Relu, 0.0).is_err()
     );
     // A workspace for an absurd batch is not allocated up front; a real batch still works.
-    let m = Mlp::new(Architecture::parse("FC7-3", 5).unwrap(), 1);
+    let m = Network::new(Architecture::parse("FC7-3", 5).unwrap(), 1);
     let mut ws = m.workspace(usize::MAX);
     let x = Array2::<f32>::from_elem((2, 5), 0.5);
     let mut grad = Array2::zeros((2, 5));
@@ -597,9 +597,9 @@ fn absurd_widths_are_typed_errors_not_allocations() {
 #[test]
 fn a_workspace_made_for_another_network_is_rebuilt_not_misused() {
     use blindspot::nn::Trainable;
-    let a = Mlp::new(Architecture::parse("FC7-3", 5).unwrap(), 1);
+    let a = Network::new(Architecture::parse("FC7-3", 5).unwrap(), 1);
     // Same first width, different depth and second width: only a full comparison catches it.
-    let b = Mlp::new(Architecture::parse("FC7-9-3", 5).unwrap(), 2);
+    let b = Network::new(Architecture::parse("FC7-9-3", 5).unwrap(), 2);
     let x = Array2::<f32>::from_shape_fn((3, 5), |(i, j)| ((i * 5 + j) % 7) as f32 / 7.0);
     let y = [0, 1, 2];
     let (want_l, want_g) = a.loss_and_input_grad(x.view(), &y).unwrap();
@@ -610,7 +610,7 @@ fn a_workspace_made_for_another_network_is_rebuilt_not_misused() {
         .unwrap();
     assert_eq!(l, want_l);
     assert_eq!(g, want_g);
-    let zeros = |m: &Mlp| -> Vec<Array2<f32>> {
+    let zeros = |m: &Network| -> Vec<Array2<f32>> {
         m.params()
             .iter()
             .map(|p| Array2::zeros(p.raw_dim()))
@@ -636,8 +636,8 @@ fn a_workspace_made_for_another_network_is_rebuilt_not_misused() {
 
 #[test]
 fn huge_finite_inputs_give_finite_results_or_typed_errors() {
-    let m = Mlp::new(Architecture::parse("FC7-3", 5).unwrap(), 1);
-    let conv = Mlp::new(Architecture::parse("CONV2-FC4-3", 16).unwrap(), 1);
+    let m = Network::new(Architecture::parse("FC7-3", 5).unwrap(), 1);
+    let conv = Network::new(Architecture::parse("CONV2-FC4-3", 16).unwrap(), 1);
     for model in [&m, &conv] {
         let d = model.input_dim();
         // Either finite results (a saturated sigmoid stays finite) or a NonFinite error:
@@ -714,7 +714,7 @@ fn fifos_devices_and_directories_are_refused_not_read() {
     let readers: [(&str, Reader); 6] = [
         ("read_idx", |p| read_idx(p).err()),
         ("ModelFile::load", |p| ModelFile::load(p).err()),
-        ("Mlp::load", |p| Mlp::load(p).err()),
+        ("Network::load", |p| Network::load(p).err()),
         ("Network::load", |p| Network::load(p).err()),
         ("Autoencoder::load", |p| Autoencoder::load(p).err()),
         ("NpzWeights::open", |p| NpzWeights::open(p).err()),
@@ -741,10 +741,10 @@ fn fifos_devices_and_directories_are_refused_not_read() {
         }
     }
     // Regular files still load, and a missing one is still an I/O error.
-    let mlp = Mlp::new(Architecture::parse("FC3", 4).unwrap(), 0);
+    let mlp = Network::new(Architecture::parse("FC3", 4).unwrap(), 0);
     let file = dir.join("m.npz");
     mlp.save(&file).unwrap();
-    assert_eq!(Mlp::load(&file).unwrap(), mlp);
+    assert_eq!(Network::load(&file).unwrap(), mlp);
     assert!(matches!(
         read_idx(&dir.join("missing")),
         Err(Error::Io { .. })
@@ -756,7 +756,7 @@ fn fifos_devices_and_directories_are_refused_not_read() {
 fn a_finite_difference_step_too_small_for_f32_is_raised_to_one_that_moves_the_input() {
     use blindspot::adapters::FiniteDifference;
 
-    let mlp = Mlp::new(Architecture::parse("FC10", 6).unwrap(), 0);
+    let mlp = Network::new(Architecture::parse("FC10", 6).unwrap(), 0);
     // Pixels, and coordinates large enough that even the default step does not move them.
     let x = Array2::from_shape_fn((3, 6), |(i, j)| {
         [0.5f32, 0.0, 1.0, 0.25, 3.0, 1e6][(i + j) % 6]
@@ -792,7 +792,7 @@ fn a_pool_step_with_a_bad_rate_or_an_overflow_is_an_error_not_nan_weights() {
 
     let x = Array2::from_elem((2, 4), 0.5f32);
     for lr in [f32::NAN, f32::INFINITY, -1.0, 0.0] {
-        let mut model = Mlp::new(Architecture::parse("FC5-3", 4).unwrap(), 1);
+        let mut model = Network::new(Architecture::parse("FC5-3", 4).unwrap(), 1);
         let before = model.clone();
         match step_above(&mut model, 0, x.view(), &[0, 1], lr) {
             Err(Error::InvalidParameter { name, .. }) => assert_eq!(name, "learning_rate"),
@@ -801,7 +801,7 @@ fn a_pool_step_with_a_bad_rate_or_an_overflow_is_an_error_not_nan_weights() {
         assert_eq!(model, before, "rate {lr}: the model changed");
     }
     // A finite rate times a finite gradient can overflow f32: not Ok with infinite weights.
-    let mut model = Mlp::new(Architecture::parse("FC3", 4).unwrap(), 1);
+    let mut model = Network::new(Architecture::parse("FC3", 4).unwrap(), 1);
     let big = Array2::from_elem((2, 4), 1000f32);
     let res = step_above(&mut model, 0, big.view(), &[0, 1], f32::MAX);
     assert!(matches!(res, Err(Error::NonFinite { .. })), "{res:?}");
@@ -815,7 +815,7 @@ fn a_probe_study_at_the_separate_maxima_is_refused_before_it_starts() {
     let n = 20;
     let images = Array2::from_shape_fn((n, 16), |(i, j)| ((i * 5 + j * 3) % 7) as f32 / 7.0);
     let data = Dataset::new(images, (0..n).map(|i| i % 4).collect(), (4, 4), 4).unwrap();
-    let mlp = Mlp::new(Architecture::parse("FC10-4", 16).unwrap(), 0);
+    let mlp = Network::new(Architecture::parse("FC10-4", 16).unwrap(), 0);
     // Each setting at its own documented maximum: hours of work.
     let config = ProbeParams::default()
         .with_directions(5, MAX_DIRECTIONS)
@@ -840,7 +840,7 @@ fn a_probe_study_at_the_separate_maxima_is_refused_before_it_starts() {
         4,
     )
     .unwrap();
-    let wide = Mlp::new(Architecture::parse("FC10-4", 784).unwrap(), 0);
+    let wide = Network::new(Architecture::parse("FC10-4", 784).unwrap(), 0);
     match study(&wide, &data_wide, 0, &config) {
         Err(Error::InvalidParameter { name, .. }) => assert_eq!(name, "baseline_sets"),
         other => panic!("{other:?}"),

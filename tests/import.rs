@@ -1,10 +1,10 @@
-//! `.npz` import of PyTorch-style weights (out × in) into `Mlp`.
+//! `.npz` import of PyTorch-style weights (out × in) into `Network`.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use blindspot::import::{DenseNames, NpzWeights, WeightLayout};
-use blindspot::nn::{Activation, Architecture, Mlp};
+use blindspot::nn::{Activation, Architecture, Network};
 use blindspot::{Classifier, Error};
 use ndarray::{Array1, Array2};
 use ndarray_npy::NpzWriter;
@@ -36,7 +36,7 @@ fn write<S: AsRef<str>>(path: &Path, entries: &[(S, Entry)]) {
 }
 
 /// The `state_dict` PyTorch would have for `mlp` as `fc1`, `fc2`, …: weights out × in, 1-d biases.
-fn torch_entries(mlp: &Mlp) -> Vec<(String, Entry)> {
+fn torch_entries(mlp: &Network) -> Vec<(String, Entry)> {
     let mut out = Vec::new();
     for l in 0..mlp.num_dense() {
         let w = mlp.weights(l).unwrap().t().to_owned();
@@ -47,7 +47,7 @@ fn torch_entries(mlp: &Mlp) -> Vec<(String, Entry)> {
     out
 }
 
-fn write_torch(path: &Path, mlp: &Mlp) {
+fn write_torch(path: &Path, mlp: &Network) {
     write(path, &torch_entries(mlp));
 }
 
@@ -64,7 +64,7 @@ fn probe_batch(m: usize) -> Array2<f32> {
 #[test]
 fn a_torch_state_dict_round_trips() {
     let arch = Architecture::parse("FC12-8-10", 20).unwrap();
-    let original = Mlp::new(arch.clone(), 4);
+    let original = Network::new(arch.clone(), 4);
     let path = temp("roundtrip.npz");
     write_torch(&path, &original);
     let weights = NpzWeights::open(&path).unwrap();
@@ -107,7 +107,7 @@ fn in_out_layout_biasless_layers_and_f64_arrays_import() {
             WeightLayout::InOut,
         )
         .unwrap();
-    let expected = Mlp::from_params(
+    let expected = Network::from_params(
         arch,
         vec![
             w0.mapv(|v| v as f32),
@@ -124,7 +124,7 @@ fn in_out_layout_biasless_layers_and_f64_arrays_import() {
 fn a_missing_array_is_named() {
     let arch = Architecture::parse("FC12-10", 20).unwrap();
     let path = temp("missing.npz");
-    write_torch(&path, &Mlp::new(arch.clone(), 1));
+    write_torch(&path, &Network::new(arch.clone(), 1));
     let weights = NpzWeights::open(&path).unwrap();
     let err = weights
         .mlp(
@@ -149,7 +149,7 @@ fn a_missing_array_is_named() {
 #[test]
 fn a_wrong_shape_is_named_with_both_shapes() {
     let arch = Architecture::parse("FC12-10", 20).unwrap();
-    let mlp = Mlp::new(arch.clone(), 1);
+    let mlp = Network::new(arch.clone(), 1);
     let path = temp("transposed.npz");
     // Saved in the crate's in × out layout but imported as PyTorch's out × in.
     write(
@@ -199,7 +199,7 @@ fn a_wrong_shape_is_named_with_both_shapes() {
 fn wrong_layer_count_and_non_finite_weights_are_errors() {
     let arch = Architecture::parse("FC12-10", 20).unwrap();
     let path = temp("count.npz");
-    write_torch(&path, &Mlp::new(arch.clone(), 1));
+    write_torch(&path, &Network::new(arch.clone(), 1));
     let weights = NpzWeights::open(&path).unwrap();
     let err = weights
         .mlp(arch.clone(), &layers(3), WeightLayout::OutIn)

@@ -17,7 +17,7 @@ use blindspot::adapters::{FiniteDifference, MAX_CHUNK};
 use blindspot::adversarial_training::{train_adversarial, AdversarialParams, Regime};
 use blindspot::attack::BoxLbfgs;
 use blindspot::data::{read_idx, Dataset};
-use blindspot::nn::{Architecture, Autoencoder, Mlp, ModelFile, TrainParams};
+use blindspot::nn::{Architecture, Autoencoder, ModelFile, Network, TrainParams};
 use blindspot::optim::{LBfgsB, LbfgsbError};
 use blindspot::spectral::conv_operator_norm;
 use blindspot::{Differentiable, Error};
@@ -157,7 +157,7 @@ fn check_model_file(path: &Path, what: &str) {
         matches!(res, Err(Error::ModelFile { .. })),
         "{what}: expected a ModelFile error, got {res:?}"
     );
-    let (mlp, peak_mlp) = peak_during(|| Mlp::load(path));
+    let (mlp, peak_mlp) = peak_during(|| Network::load(path));
     assert!(mlp.is_err());
     let (ae, peak_ae) = peak_during(|| Autoencoder::load(path));
     assert!(ae.is_err());
@@ -355,7 +355,7 @@ fn settings_that_size_allocations() {
     // --- Finite-difference chunk: refused above the limit; at the limit, the buffer of
     // perturbed rows stays within MAX_SCRATCH values (64 MiB) however many coordinates the
     // batch has (64 × 784 here, 50,176 coordinates: 315 MB of rows if all went at once).
-    let mlp = Mlp::new(Architecture::parse("FC10", 784).unwrap(), 0);
+    let mlp = Network::new(Architecture::parse("FC10", 784).unwrap(), 0);
     refused("chunk", "finite-difference chunk usize::MAX", || {
         FiniteDifference::new(mlp.clone(), 1e-2)?.with_chunk(usize::MAX)
     });
@@ -408,7 +408,7 @@ fn settings_that_size_allocations() {
         .with_max_iters(5)
         .check()
         .unwrap();
-    let mut model = Mlp::new(Architecture::parse("FC10", 784).unwrap(), 3);
+    let mut model = Network::new(Architecture::parse("FC10", 784).unwrap(), 3);
     let (res, peak) =
         peak_during(|| train_adversarial(&mut model, &data, None, &attack, &config, |_| {}));
     let report = res.unwrap();

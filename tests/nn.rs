@@ -1,7 +1,7 @@
 //! Properties of the MLP: exact gradients, name parsing, persistence, determinism, typed errors.
 
 use blindspot::data::Dataset;
-use blindspot::nn::{train, Activation, Architecture, Mlp, ModelFile, TrainParams, Trainable};
+use blindspot::nn::{train, Activation, Architecture, ModelFile, Network, TrainParams, Trainable};
 use blindspot::{Classifier, Differentiable, Error, Representation};
 use ndarray::Array2;
 
@@ -17,7 +17,7 @@ fn parameter_gradients_match_finite_differences() {
         Activation::Identity,
     ] {
         let arch = Architecture::new(6, vec![5, 4], 4, act, 0.05).unwrap();
-        let mut m = Mlp::new(arch, 3);
+        let mut m = Network::new(arch, 3);
         let (x, y) = random_batch(7, 6, 11);
         let mut grads: Vec<Array2<f32>> = m
             .params()
@@ -56,7 +56,7 @@ fn parameter_gradients_match_finite_differences() {
 #[test]
 fn input_gradient_matches_finite_differences() {
     let arch = Architecture::new(6, vec![5, 4], 4, Activation::Sigmoid, 0.0).unwrap();
-    let m = Mlp::new(arch, 5);
+    let m = Network::new(arch, 5);
     let (x, y) = random_batch(3, 6, 2);
     let (losses, grad) = m.loss_and_input_grad(x.view(), &y).unwrap();
     assert_eq!(grad.dim(), (3, 6));
@@ -90,7 +90,7 @@ fn input_gradient_matches_finite_differences() {
 #[test]
 fn probabilities_and_representation_are_consistent() {
     let arch = Architecture::parse("FC8-6-3", 5).unwrap();
-    let m = Mlp::new(arch, 1);
+    let m = Network::new(arch, 1);
     let (x, _) = random_batch(4, 5, 9);
     let p = m.probabilities(x.view()).unwrap();
     for row in p.rows() {
@@ -136,7 +136,7 @@ fn paper_names_parse_and_print_back() {
 
 #[test]
 fn bad_inputs_are_typed_errors() {
-    let m = Mlp::new(Architecture::parse("FC4-3", 5).unwrap(), 0);
+    let m = Network::new(Architecture::parse("FC4-3", 5).unwrap(), 0);
     let wrong = Array2::<f32>::zeros((2, 6));
     assert!(matches!(m.logits(wrong.view()), Err(Error::Shape { .. })));
     let mut nan = Array2::<f32>::zeros((2, 5));
@@ -178,7 +178,7 @@ fn bad_inputs_are_typed_errors() {
 fn npz_round_trip_and_mismatched_shapes() {
     let dir = std::env::temp_dir().join(format!("blindspot-nn-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let m = Mlp::new(
+    let m = Network::new(
         Architecture::parse("FC7-5-3(0.01)", 4)
             .unwrap()
             .with_activation(Activation::Tanh),
@@ -186,7 +186,7 @@ fn npz_round_trip_and_mismatched_shapes() {
     );
     let path = dir.join("m.npz");
     m.save(&path).unwrap();
-    let back = Mlp::load(&path).unwrap();
+    let back = Network::load(&path).unwrap();
     assert_eq!(back, m);
     assert!(std::fs::read_dir(&dir).unwrap().all(|e| !e
         .unwrap()
@@ -199,19 +199,19 @@ fn npz_round_trip_and_mismatched_shapes() {
     file.arrays.iter_mut().find(|(n, _)| n == "W1").unwrap().1 = Array2::zeros((7, 4));
     let bad = dir.join("bad.npz");
     file.save(&bad).unwrap();
-    let err = Mlp::load(&bad).unwrap_err();
+    let err = Network::load(&bad).unwrap_err();
     assert!(matches!(err, Error::ModelFile { .. }), "{err}");
     assert!(err.to_string().contains("W1"), "{err}");
 
     let mut file = ModelFile::load(&path).unwrap();
     file.arrays.retain(|(n, _)| n != "b0");
     file.save(&bad).unwrap();
-    assert!(Mlp::load(&bad).unwrap_err().to_string().contains("b0"));
+    assert!(Network::load(&bad).unwrap_err().to_string().contains("b0"));
 
     std::fs::write(&bad, b"not a zip at all").unwrap();
-    assert!(matches!(Mlp::load(&bad), Err(Error::ModelFile { .. })));
+    assert!(matches!(Network::load(&bad), Err(Error::ModelFile { .. })));
     assert!(matches!(
-        Mlp::load(dir.join("missing.npz")),
+        Network::load(dir.join("missing.npz")),
         Err(Error::Io { .. })
     ));
     std::fs::remove_dir_all(&dir).unwrap();
@@ -245,7 +245,7 @@ fn training_is_deterministic_and_learns() {
     .check()
     .unwrap();
     let run = |seed| {
-        let mut m = Mlp::new(arch.clone(), seed);
+        let mut m = Network::new(arch.clone(), seed);
         let r = train(&mut m, &data, None, &cfg, |_| {}).unwrap();
         (m, r)
     };
@@ -267,7 +267,7 @@ fn training_is_deterministic_and_learns() {
 fn single_example_kernel_matches_batch_path() {
     for act in [Activation::Sigmoid, Activation::Relu] {
         let arch = Architecture::new(30, vec![17, 9], 5, act, 0.0).unwrap();
-        let m = Mlp::new(arch, 8);
+        let m = Network::new(arch, 8);
         let (mut x, _) = random_batch(4, 30, 6);
         x[[2, 3]] = 0.0; // zero pixels take the kernel's skip branch
         let y = [4, 0, 2, 1];

@@ -2,7 +2,7 @@
 //! statistics helpers, and typed errors.
 
 use blindspot::data::Dataset;
-use blindspot::nn::{Architecture, Mlp};
+use blindspot::nn::{Architecture, Network};
 use blindspot::probe::{
     bootstrap_mean, compare_means, label_purity, layer_activations, mean_pairwise_distance, study,
     top_k, top_k_from_activations, Direction, ProbeParams,
@@ -91,7 +91,7 @@ fn directions_are_unit_vectors_and_reproducible() {
 
 #[test]
 fn activations_are_computed_in_chunks_for_any_representation() {
-    let mlp = Mlp::new(Architecture::parse("FC6-5-3", 4).unwrap(), 2);
+    let mlp = Network::new(Architecture::parse("FC6-5-3", 4).unwrap(), 2);
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     let x: Array2<f32> = Array2::random_using((2_345, 4), Uniform::new(0.0, 1.0), &mut rng);
     for layer in 0..2 {
@@ -278,8 +278,8 @@ fn bad_arguments_are_typed_errors() {
         top_k(&model, x, 0, &[], 3),
         Err(Error::InvalidParameter { .. })
     ));
-    // Mlp's own range check also holds through the probe.
-    let mlp = Mlp::new(Architecture::parse("FC5-3", 10).unwrap(), 1);
+    // Network's own range check also holds through the probe.
+    let mlp = Network::new(Architecture::parse("FC5-3", 10).unwrap(), 1);
     assert!(matches!(
         top_k(&mlp, x, 1, &unit, 3),
         Err(Error::InvalidParameter { name: "layer", .. })
@@ -304,7 +304,7 @@ fn boundary_ties_are_counted() {
 fn pre_activations_are_the_sigmoid_arguments() {
     use blindspot::nn::sigmoid;
     use blindspot::probe::PreActivations;
-    let mlp = Mlp::new(Architecture::parse("FC6-5-3", 4).unwrap(), 2);
+    let mlp = Network::new(Architecture::parse("FC6-5-3", 4).unwrap(), 2);
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     let x: Array2<f32> = Array2::random_using((50, 4), Uniform::new(0.0, 1.0), &mut rng);
     let pre = PreActivations(&mlp);

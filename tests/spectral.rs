@@ -1,6 +1,6 @@
 //! Operator norms against known answers, and the Lipschitz bound against measured ratios.
 
-use blindspot::nn::{Activation, Architecture, Mlp};
+use blindspot::nn::{Activation, Architecture, Network};
 use blindspot::spectral::{
     layer_bounds, layer_bounds_with, network_bound, operator_norm, perturbation_ratios,
     power_iteration, PowerIterationConfig, PowerIterationParams, DEFAULT_SEED,
@@ -174,7 +174,7 @@ fn measured_ratio_never_exceeds_the_bound() {
     .enumerate()
     {
         let arch = Architecture::new(12, vec![9, 7], 4, act, 0.0).unwrap();
-        let mlp = Mlp::new(arch, 100 + i as u64);
+        let mlp = Network::new(arch, 100 + i as u64);
         let bounds = layer_bounds(&mlp).unwrap();
         assert_eq!(bounds.len(), 3);
         assert_eq!(bounds[0].activation, Some(act));
@@ -208,7 +208,7 @@ fn measured_ratio_never_exceeds_the_bound() {
 fn bound_is_attained_by_a_single_linear_layer() {
     // Softmax regression: logits are x W + b, so the ratio is ‖r W‖ / ‖r‖, maximal (= ‖W‖) for
     // r along W's top left singular vector, which power iteration on W Wᵀ finds.
-    let mlp = Mlp::new(Architecture::parse("FC10", 30).unwrap(), 5);
+    let mlp = Network::new(Architecture::parse("FC10", 30).unwrap(), 5);
     let bounds = layer_bounds(&mlp).unwrap();
     assert_eq!(bounds.len(), 1);
     // The default settings are what `layer_bounds` uses; another seed moves the estimate
@@ -232,7 +232,7 @@ fn bound_is_attained_by_a_single_linear_layer() {
 
 #[test]
 fn perturbation_ratios_check_shapes() {
-    let mlp = Mlp::new(Architecture::parse("FC5-3", 4).unwrap(), 1);
+    let mlp = Network::new(Architecture::parse("FC5-3", 4).unwrap(), 1);
     let x = random_inputs(3, 4, 1);
     let r = random_inputs(2, 4, 2);
     assert!(matches!(

@@ -3,7 +3,7 @@
 
 use blindspot::attack::{distortion, magnify, transfer_error, MAGNIFY_TOLERANCE};
 use blindspot::data::{Dataset, Mnist};
-use blindspot::nn::{Architecture, Mlp};
+use blindspot::nn::{Architecture, Network};
 use blindspot::Error;
 use ndarray::{array, Array1, Array2};
 use rand::{Rng, SeedableRng};
@@ -164,9 +164,9 @@ fn magnify_edge_cases_are_exact_or_typed_errors() {
 }
 
 /// Softmax regression on 5 pixels with identity weights: it predicts the brightest pixel.
-fn brightest_pixel_model() -> Mlp {
+fn brightest_pixel_model() -> Network {
     let arch = Architecture::parse("FC5", 5).unwrap();
-    Mlp::from_params(arch, vec![Array2::eye(5) * 10.0, Array2::zeros((1, 5))]).unwrap()
+    Network::from_params(arch, vec![Array2::eye(5) * 10.0, Array2::zeros((1, 5))]).unwrap()
 }
 
 #[test]

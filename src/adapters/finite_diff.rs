@@ -55,11 +55,11 @@ pub const MAX_SCRATCH: usize = 1 << 24;
 ///
 /// ```
 /// use blindspot::adapters::FiniteDifference;
-/// use blindspot::nn::{Architecture, Mlp};
+/// use blindspot::nn::{Architecture, Network};
 /// use blindspot::Differentiable;
 /// use ndarray::Array2;
 ///
-/// let mlp = Mlp::new(Architecture::parse("FC10", 6).unwrap(), 0);
+/// let mlp = Network::new(Architecture::parse("FC10", 6).unwrap(), 0);
 /// let x = Array2::from_elem((2, 6), 0.5f32);
 /// let (_, exact) = mlp.loss_and_input_grad(x.view(), &[1, 2])?;
 /// // Pretend the model had only a forward pass:

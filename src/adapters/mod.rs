@@ -9,7 +9,7 @@
 //!   on any candle device.
 //!
 //! Weights trained elsewhere (PyTorch, NumPy) can instead be loaded into the crate's own
-//! [`Mlp`](crate::nn::Mlp): see [`import`](crate::import).
+//! [`Network`](crate::nn::Network): see [`import`](crate::import).
 
 mod finite_diff;
 

@@ -49,10 +49,10 @@ pub enum Penalty {
 ///
 /// ```
 /// use blindspot::attack::{Attack, BoxLbfgs, Target};
-/// use blindspot::nn::{Architecture, Mlp};
+/// use blindspot::nn::{Architecture, Network};
 /// use ndarray::Array1;
 ///
-/// let model = Mlp::new(Architecture::parse("FC10", 16).unwrap(), 3);
+/// let model = Network::new(Architecture::parse("FC10", 16).unwrap(), 3);
 /// let x = Array1::from_elem(16, 0.5f32);
 /// let label = blindspot::Classifier::predict(&model, x.view().insert_axis(ndarray::Axis(0))).unwrap()[0];
 /// let target = (label + 1) % 10;

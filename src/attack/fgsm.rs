@@ -19,10 +19,10 @@ use crate::model::{check_model_output, checked_predict, Differentiable};
 ///
 /// ```
 /// use blindspot::attack::{Attack, Fgsm, Target};
-/// use blindspot::nn::{Architecture, Mlp};
+/// use blindspot::nn::{Architecture, Network};
 /// use ndarray::Array1;
 ///
-/// let model = Mlp::new(Architecture::parse("FC10", 784)?, 1);
+/// let model = Network::new(Architecture::parse("FC10", 784)?, 1);
 /// let x = Array1::<f32>::from_elem(784, 0.5);
 /// let out = Fgsm::new(0.1)?.attack(&model, x.view(), 3, Target::Untargeted)?;
 /// assert!(out.adversarial.iter().all(|&v| (0.0..=1.0).contains(&v)));

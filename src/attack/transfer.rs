@@ -136,11 +136,11 @@ pub fn magnify(
 ///
 /// ```
 /// use blindspot::attack::transfer_error;
-/// use blindspot::nn::{Architecture, Mlp};
+/// use blindspot::nn::{Architecture, Network};
 /// use blindspot::Classifier;
 /// use ndarray::Array2;
 ///
-/// let model = Mlp::new(Architecture::parse("FC10", 4).unwrap(), 0);
+/// let model = Network::new(Architecture::parse("FC10", 4).unwrap(), 0);
 /// let xs = Array2::from_elem((2, 4), 0.5f32);
 /// let y = model.predict(xs.view())?;
 /// assert_eq!(transfer_error(&model, xs.view(), &y)?, 0.0);

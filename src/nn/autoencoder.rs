@@ -26,18 +26,18 @@ use crate::model::check_input_batch;
 use crate::nn::layer::{weight_decay, Dense, Layer};
 use crate::nn::stack::{check_grads, Stack, Workspace};
 use crate::nn::{
-    fit, sigmoid, train, Activation, Architecture, Mlp, ModelFile, Progress, TrainConfig,
+    fit, sigmoid, train, Activation, Architecture, ModelFile, Network, Progress, TrainConfig,
     TrainParams, TrainReport, Trainable,
 };
 
 /// A sigmoid autoencoder `input → code → input` with untied encoder and decoder weights.
 ///
 /// It is the layer stack `Dense → sigmoid → Dense` with a sigmoid cross-entropy loss on top,
-/// run by the same engine as [`Mlp`]. Parameters are `[W_enc, b_enc, W_dec, b_dec]` (weights
-/// `in × out`, biases `1 × out`), the same layout as [`Mlp`], so the generic trainer ([`fit`])
-/// trains it and the encoder can be lifted into an `Mlp` unchanged. The objective is the mean
+/// run by the same engine as [`Network`]. Parameters are `[W_enc, b_enc, W_dec, b_dec]` (weights
+/// `in × out`, biases `1 × out`), the same layout as [`Network`], so the generic trainer ([`fit`])
+/// trains it and the encoder can be lifted into an `Network` unchanged. The objective is the mean
 /// over a batch of the summed binary cross-entropy (see the module docs) plus `λ/2 · Σ θ²`
-/// over every parameter, the same weight-decay convention as [`Mlp`].
+/// over every parameter, the same weight-decay convention as [`Network`].
 ///
 /// ```
 /// use blindspot::nn::Autoencoder;
@@ -480,7 +480,7 @@ impl Trainable for Autoencoder {
     }
 
     fn regularize(&self, grads: &mut [Array2<f32>]) -> f32 {
-        // Every parameter, biases included, as in the Mlp.
+        // Every parameter, biases included, as in the Network.
         weight_decay(self.weight_decay, &self.stack.params(), grads)
     }
 }
@@ -632,7 +632,7 @@ pub struct AeReport {
 
 /// Trains the paper's `AE400-10` on `data`: pretrains an [`Autoencoder`] with `config.code()`
 /// units, trains a softmax layer on its codes, stacks `[W_enc, b_enc, W_soft, b_soft]` into an
-/// [`Mlp`] with one sigmoid hidden layer (so the result is a plain `Mlp`: a [`Classifier`],
+/// [`Network`] with one sigmoid hidden layer (so the result is a plain `Network`: a [`Classifier`],
 /// [`Differentiable`] through the encoder, and a [`Representation`] whose layer 0 is the code)
 /// and, if `config` has a fine-tuning stage, fine-tunes the whole stack. Every stage is seeded from `seed`.
 ///
@@ -651,7 +651,7 @@ pub fn train_ae_classifier(
     config: &AeConfig,
     seed: u64,
     mut progress: impl FnMut(AeStage, &Progress),
-) -> Result<(Mlp, AeReport)> {
+) -> Result<(Network, AeReport)> {
     let input = data.input_dim();
     // Distinct seeds per stage so that the stages do not share shuffling orders.
     let stage_seed = |k: u64| seed.wrapping_mul(4).wrapping_add(k);
@@ -673,7 +673,7 @@ pub fn train_ae_classifier(
         Activation::Sigmoid,
         config.weight_decay,
     )?;
-    let mut soft = Mlp::new(soft_arch, stage_seed(3));
+    let mut soft = Network::new(soft_arch, stage_seed(3));
     let softmax = train(&mut soft, &codes, None, &soft_cfg, |p| {
         progress(AeStage::Softmax, p)
     })?;
@@ -689,7 +689,7 @@ pub fn train_ae_classifier(
             .insert_axis(Axis(0))
             .to_owned(),
     ];
-    let mut stack = Mlp::from_params(arch, params)?;
+    let mut stack = Network::from_params(arch, params)?;
     let finetune = match fine_cfg {
         Some(cfg) => Some(train(&mut stack, data, None, &cfg, |p| {
             progress(AeStage::Finetune, p)

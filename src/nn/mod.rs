@@ -20,7 +20,9 @@ pub use autoencoder::{
     train_ae_classifier, AeConfig, AeParams, AeReport, AeStage, Autoencoder, AutoencoderWorkspace,
 };
 pub use layer::{Conv2d, Dense, Layer, MaxPool2d};
-pub use network::{Mlp, MlpWorkspace, Network};
+pub use network::Network;
+#[allow(deprecated)]
+pub use network::{Mlp, MlpWorkspace};
 pub(crate) use persist::read_named_arrays;
 pub use persist::ModelFile;
 pub use stack::Workspace;

@@ -50,10 +50,13 @@ pub struct Network {
     readable: Vec<usize>,
 }
 
-/// The name the paper's fully connected networks have always had in this crate.
+/// The name the paper's fully connected networks had in this crate before 0.2: one type, one
+/// name now ([`Network`] holds dense and convolutional stacks alike).
+#[deprecated(note = "renamed to `Network`")]
 pub type Mlp = Network;
 
-/// Buffers of a [`Network`]'s passes (see [`Workspace`]).
+/// The old name of a [`Network`]'s buffers.
+#[deprecated(note = "renamed to `Workspace`")]
 pub type MlpWorkspace = Workspace;
 
 /// Rows per pass when a convolutional network evaluates a large batch: bounds the unfolded
@@ -270,7 +273,7 @@ impl Network {
     }
 
     /// Buffers for batches of up to `batch` rows (grown on demand for larger batches).
-    pub fn workspace(&self, batch: usize) -> MlpWorkspace {
+    pub fn workspace(&self, batch: usize) -> Workspace {
         self.stack.workspace(batch)
     }
 
@@ -325,7 +328,7 @@ impl Network {
         &self,
         x: ArrayView2<'_, f32>,
         labels: &[usize],
-        ws: &mut MlpWorkspace,
+        ws: &mut Workspace,
         mut losses: ArrayViewMut1<'_, f32>,
         grad: ArrayViewMut2<'_, f32>,
     ) -> Result<()> {
@@ -527,13 +530,13 @@ impl Classifier for Network {
 }
 
 impl Differentiable for Network {
-    type Scratch = MlpWorkspace;
+    type Scratch = Workspace;
 
     fn loss_and_input_grad_with(
         &self,
         x: ArrayView2<'_, f32>,
         labels: &[usize],
-        scratch: &mut MlpWorkspace,
+        scratch: &mut Workspace,
         losses: ArrayViewMut1<'_, f32>,
         grad: ArrayViewMut2<'_, f32>,
     ) -> Result<()> {
@@ -572,9 +575,9 @@ impl Representation for Network {
 }
 
 impl Trainable for Network {
-    type Workspace = MlpWorkspace;
+    type Workspace = Workspace;
 
-    fn workspace(&self, batch: usize) -> MlpWorkspace {
+    fn workspace(&self, batch: usize) -> Workspace {
         Network::workspace(self, batch)
     }
 
@@ -592,7 +595,7 @@ impl Trainable for Network {
         y: &[usize],
         scale: f32,
         grads: &mut [Array2<f32>],
-        ws: &mut MlpWorkspace,
+        ws: &mut Workspace,
     ) -> Result<f32> {
         // Shapes only: scanning every batch for NaN would cost 3% of an epoch, and a NaN input
         // cannot cause a panic here; it makes the objective non-finite, which the trainer
@@ -616,7 +619,7 @@ impl Trainable for Network {
 
     /// `rates[k]` drops units of hidden layer `k`'s output (after its activation, or after a
     /// convolutional stage's pooling): the layers [`Representation`] exposes.
-    fn enable_dropout(&self, ws: &mut MlpWorkspace, rates: &[f32], seed: u64) -> Result<()> {
+    fn enable_dropout(&self, ws: &mut Workspace, rates: &[f32], seed: u64) -> Result<()> {
         if rates.len() > self.readable.len() {
             return Err(Error::param(
                 "dropout",

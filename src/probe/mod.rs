@@ -10,11 +10,11 @@
 //! # Example
 //!
 //! ```
-//! use blindspot::nn::{Architecture, Mlp};
+//! use blindspot::nn::{Architecture, Network};
 //! use blindspot::probe::{top_k, Direction};
 //! use ndarray::Array2;
 //!
-//! let mlp = Mlp::new(Architecture::parse("FC20-10", 6).unwrap(), 1);
+//! let mlp = Network::new(Architecture::parse("FC20-10", 6).unwrap(), 1);
 //! let x = Array2::from_shape_fn((30, 6), |(i, j)| ((i * 7 + j * 3) % 11) as f32 / 10.0);
 //! let tops = top_k(&mlp, x.view(), 0, &[Direction::Unit(3), Direction::Random { seed: 9 }], 5)?;
 //! assert_eq!(tops.len(), 2);
@@ -47,7 +47,7 @@ pub use top_k::{
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::model::Representation;
-use crate::nn::{Layer, Mlp};
+use crate::nn::{Layer, Network};
 
 /// A direction in a layer's activation space.
 #[derive(Debug, Clone, PartialEq)]
@@ -566,7 +566,7 @@ pub fn study<R: Representation + ?Sized>(
     })
 }
 
-/// The hidden-layer *pre-activations* of an [`Mlp`], as a [`Representation`]: layer `k` is
+/// The hidden-layer *pre-activations* of an [`Network`], as a [`Representation`]: layer `k` is
 /// the same layer as the network's own representation layer `k`, read before its
 /// nonlinearity (`z_k = φ_{k-1}(x) W_k + b_k` for a dense layer).
 ///
@@ -577,7 +577,7 @@ pub fn study<R: Representation + ?Sized>(
 /// differ: `⟨z, v⟩` is a direction in pre-activation space.) A convolutional stage that ends
 /// in max-pooling has no single pre-activation map; asking for one is an error.
 #[derive(Debug, Clone, Copy)]
-pub struct PreActivations<'a>(pub &'a Mlp);
+pub struct PreActivations<'a>(pub &'a Network);
 
 impl Representation for PreActivations<'_> {
     fn num_layers(&self) -> usize {

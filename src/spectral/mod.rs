@@ -31,7 +31,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::error::{check_count, check_positive, Error, Result};
 use crate::model::{check_batch, check_finite, Classifier};
-use crate::nn::{Activation, Layer, Mlp};
+use crate::nn::{Activation, Layer, Network};
 
 pub mod conv;
 
@@ -318,13 +318,13 @@ pub struct LayerBound {
 /// convolution row includes the activation after it. The last row is the linear layer that
 /// produces the logits (no activation; the softmax after it is 1-Lipschitz).
 ///
-/// An autoencoder-initialised classifier such as AE400-10 is an [`Mlp`] too; its layer 0 is
+/// An autoencoder-initialised classifier such as AE400-10 is an [`Network`] too; its layer 0 is
 /// the code layer.
 ///
 /// # Errors
 ///
 /// As [`power_iteration`] and [`conv_operator_norm_padded`].
-pub fn layer_bounds(mlp: &Mlp) -> Result<Vec<LayerBound>> {
+pub fn layer_bounds(mlp: &Network) -> Result<Vec<LayerBound>> {
     layer_bounds_with(mlp, &PowerIterationConfig::default())
 }
 
@@ -334,7 +334,7 @@ pub fn layer_bounds(mlp: &Mlp) -> Result<Vec<LayerBound>> {
 /// # Errors
 ///
 /// As [`layer_bounds`].
-pub fn layer_bounds_with(mlp: &Mlp, config: &PowerIterationConfig) -> Result<Vec<LayerBound>> {
+pub fn layer_bounds_with(mlp: &Network, config: &PowerIterationConfig) -> Result<Vec<LayerBound>> {
     let layers = mlp.layers();
     let mut rows: Vec<LayerBound> = Vec::new();
     let mut dense = 0u64;

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
-use blindspot::nn::{Architecture, Autoencoder, Mlp, ModelFile};
+use blindspot::nn::{Architecture, Autoencoder, ModelFile, Network};
 use blindspot::Classifier;
 use ndarray::Array2;
 
@@ -40,7 +40,7 @@ pub fn model_file(data: &[u8]) {
     let Ok(file) = ModelFile::from_bytes(data, path) else {
         return;
     };
-    if let Ok(mlp) = Mlp::from_model_file(file.clone(), path) {
+    if let Ok(mlp) = Network::from_model_file(file.clone(), path) {
         if mlp.input_dim() <= 4096 {
             let x = Array2::from_elem((1, mlp.input_dim()), 0.5f32);
             let _ = mlp.logits(x.view());
@@ -76,7 +76,7 @@ pub fn onnx(data: &[u8]) {
 const CAP: usize = 1 << 10;
 
 /// Model construction from names and parameters: `Architecture::parse` on an arbitrary name
-/// and input width, `Mlp::from_params` / `Autoencoder::from_params` with arrays whose shapes
+/// and input width, `Network::from_params` / `Autoencoder::from_params` with arrays whose shapes
 /// come from the input (near the architecture's, or not), and `from_model_file` on a header
 /// built from the same text.
 ///
@@ -124,7 +124,7 @@ pub fn construct(data: &[u8]) {
         ));
     }
     if let Ok(a) = &arch {
-        if let Ok(mlp) = Mlp::from_params(a.clone(), params.clone()) {
+        if let Ok(mlp) = Network::from_params(a.clone(), params.clone()) {
             let x = Array2::from_elem((1, mlp.input_dim()), 0.5f32);
             let _ = mlp.logits(x.view());
         }
@@ -154,6 +154,6 @@ pub fn construct(data: &[u8]) {
         .collect();
     let file = ModelFile { meta, arrays };
     let path = Path::new("fuzz.npz");
-    let _ = Mlp::from_model_file(file.clone(), path);
+    let _ = Network::from_model_file(file.clone(), path);
     let _ = Autoencoder::from_model_file(file, path);
 }

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 use blindspot::data::{Dataset, Mnist};
-use blindspot::nn::{train, Architecture, Mlp, TrainParams, Trainable};
+use blindspot::nn::{train, Architecture, Network, TrainParams, Trainable};
 use blindspot::{Classifier, Differentiable, Error};
 use ndarray::{Array1, Array2, ArrayView2};
 use ndarray_rand::rand_distr::Uniform;
@@ -28,12 +28,12 @@ pub fn mnist() -> &'static Mnist {
 /// A small sigmoid network (FC32-10) trained briefly on 3,000 MNIST images, and up to 8
 /// held-out images it classifies correctly. Trained once per test binary (about a second of
 /// training that every attack test would otherwise repeat); tests only read it.
-pub fn small_mnist_model() -> (&'static Mlp, &'static Dataset) {
-    static MODEL: OnceLock<(Mlp, Dataset)> = OnceLock::new();
+pub fn small_mnist_model() -> (&'static Network, &'static Dataset) {
+    static MODEL: OnceLock<(Network, Dataset)> = OnceLock::new();
     let (m, data) = MODEL.get_or_init(|| {
         let mnist = mnist();
         let arch = Architecture::parse("FC32-10", 784).unwrap();
-        let mut m = Mlp::new(arch, 2);
+        let mut m = Network::new(arch, 2);
         let cfg = TrainParams {
             epochs: 4,
             batch_size: 32,
