@@ -34,7 +34,6 @@ use blindspot::attack::{Attack, BoxLbfgs, Target};
 use blindspot::data::{Dataset, Mnist};
 use blindspot::nn::{train, Architecture, Network};
 use clap::Parser;
-use serde_json::json;
 
 const METHODS: [&str; 9] = [
     "weight_decay",
@@ -119,35 +118,18 @@ struct Args {
 /// Learning curves (test error per epoch, mean ± sd over seeds) and robust-accuracy curves
 /// (from each run's per-image minimal distortions, seeds pooled) of `rows`, into `dir`.
 #[cfg(feature = "plot")]
-fn plots(
-    rows: &[serde_json::Value],
-    dir: &std::path::Path,
-) -> Result<(), Box<dyn std::error::Error>> {
+fn plots(rows: &[Run], dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
     use blindspot::plot::{learning_curves, robust_accuracy};
-    let mut methods: Vec<String> = Vec::new();
-    for r in rows {
-        let m = r["method"].as_str().unwrap_or_default().to_string();
-        if !methods.contains(&m) {
-            methods.push(m);
-        }
-    }
-    let floats = |v: &serde_json::Value, missing: f64| -> Vec<f64> {
-        v.as_array()
-            .map(|a| a.iter().map(|x| x.as_f64().unwrap_or(missing)).collect())
-            .unwrap_or_default()
-    };
-    fn of<'a>(
-        rows: &'a [serde_json::Value],
-        m: &'a str,
-    ) -> impl Iterator<Item = &'a serde_json::Value> {
-        rows.iter().filter(move |r| r["method"] == m)
+    let methods = methods_of(rows);
+    fn of<'a>(rows: &'a [Run], m: &'a str) -> impl Iterator<Item = &'a Run> {
+        rows.iter().filter(move |r| r.method == m)
     }
     let curves: Vec<(String, Vec<Vec<f64>>)> = methods
         .iter()
         .map(|m| {
             let runs = of(rows, m)
-                .map(|r| floats(&r["test_error_per_epoch"], f64::NAN))
-                .filter(|c| !c.is_empty())
+                .map(|r| r.test_error_per_epoch.iter().map(|&e| f64::from(e)).collect())
+                .filter(|c: &Vec<f64>| !c.is_empty())
                 .collect();
             (m.clone(), runs)
         })
@@ -161,7 +143,7 @@ fn plots(
         .iter()
         .map(|m| {
             let d: Vec<f64> = of(rows, m)
-                .flat_map(|r| floats(&r["min_distortions"], f64::INFINITY))
+                .flat_map(|r| r.min_distortions.iter().map(|d| d.unwrap_or(f64::INFINITY)))
                 .collect();
             (m.clone(), d)
         })
@@ -181,7 +163,7 @@ fn plots(
 }
 
 #[cfg(not(feature = "plot"))]
-fn plots(_: &[serde_json::Value], _: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+fn plots(_: &[Run], _: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
     Err("--plots needs the plot feature: cargo run --release --features plot --example adversarial_training".into())
 }
 
@@ -214,8 +196,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let dir = args.plots.as_ref().ok_or("--replot needs --plots DIR")?;
         let mut rows = Vec::new();
         for path in paths {
-            let json: serde_json::Value = serde_json::from_slice(&std::fs::read(path)?)?;
-            rows.extend(json["rows"].as_array().cloned().unwrap_or_default());
+            let file: RunsFile = serde_json::from_slice(&std::fs::read(path)?)?;
+            rows.extend(file.rows);
         }
         return plots(&rows, dir);
     }
@@ -354,17 +336,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 100.0 * test_error,
                 100.0 * success
             );
-            rows.push(json!({
-                "method": method,
-                "seed": seed,
-                "test_error": test_error,
-                "mean_min_distortion": distortion,
-                "attack_success_rate": success,
-                "seconds": seconds,
-                "attack_seconds": attack_seconds,
-                "test_error_per_epoch": curve,
-                "min_distortions": per_image,
-            }));
+            rows.push(Run {
+                method: method.to_string(),
+                seed,
+                test_error,
+                mean_min_distortion: distortion,
+                attack_success_rate: success,
+                seconds,
+                attack_seconds,
+                test_error_per_epoch: curve,
+                min_distortions: per_image,
+            });
             // Written after every run, so that a stopped sweep keeps what it finished.
             if let Some(path) = &args.json {
                 write_json(path, &args, epochs, data.len(), &rows)?;
@@ -379,15 +361,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     println!("|---|---|---|---|---|");
     for method in &methods {
-        let pick = |key: &str| -> Vec<f64> {
-            rows.iter()
-                .filter(|r| r["method"] == method.as_str())
-                .map(|r| r[key].as_f64().unwrap_or(f64::NAN))
-                .collect()
+        let pick = |key: fn(&Run) -> f64| -> Vec<f64> {
+            rows.iter().filter(|r| r.method == *method).map(key).collect()
         };
-        let (e, es) = mean_sd(&pick("test_error"));
-        let (d, ds) = mean_sd(&pick("mean_min_distortion"));
-        let (t, _) = mean_sd(&pick("seconds"));
+        let (e, es) = mean_sd(&pick(|r| f64::from(r.test_error)));
+        let (d, ds) = mean_sd(&pick(|r| r.mean_min_distortion));
+        let (t, _) = mean_sd(&pick(|r| r.seconds));
         let paper = match method.as_str() {
             "weight_decay" => "1.6%",
             "dropout" => "~1.3%",
@@ -403,6 +382,61 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// One training run's figures: a row of the `--json` output, read back by `--replot`.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Run {
+    method: String,
+    seed: u64,
+    test_error: f32,
+    mean_min_distortion: f64,
+    attack_success_rate: f64,
+    seconds: f64,
+    attack_seconds: f64,
+    /// Absent from files written before the curves were kept.
+    #[serde(default)]
+    test_error_per_epoch: Vec<f32>,
+    /// Each attacked image's minimal distortion, `null` where the attack failed.
+    #[serde(default)]
+    min_distortions: Vec<Option<f64>>,
+}
+
+/// The `--json` output: the settings of the comparison and its runs so far.
+#[derive(serde::Serialize)]
+struct Settings<'a> {
+    model: &'a str,
+    epochs: usize,
+    train_images: usize,
+    pool_size: usize,
+    refresh_every: usize,
+    refresh_fraction: f32,
+    pool_every: usize,
+    pool_weight: f32,
+    warmup_epochs: usize,
+    attack_iters: u64,
+    attack_search_steps: usize,
+    dropout: f32,
+    fgsm_epsilon: f32,
+    distortion_images: usize,
+    rows: &'a [Run],
+}
+
+/// What `--replot` reads of a `--json` file.
+#[derive(serde::Deserialize)]
+struct RunsFile {
+    rows: Vec<Run>,
+}
+
+/// The methods of `rows` in first-seen order.
+fn methods_of(rows: &[Run]) -> Vec<String> {
+    let mut methods: Vec<String> = Vec::new();
+    for r in rows {
+        if !methods.contains(&r.method) {
+            methods.push(r.method.clone());
+        }
+    }
+    methods
+}
+
 /// Writes the settings and the rows so far to `path` through a temporary file and a rename, so
 /// that the file is never half written.
 fn write_json(
@@ -410,28 +444,28 @@ fn write_json(
     args: &Args,
     epochs: usize,
     train_images: usize,
-    rows: &[serde_json::Value],
+    rows: &[Run],
 ) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let out = json!({
-        "model": args.model,
-        "epochs": epochs,
-        "train_images": train_images,
-        "pool_size": args.pool_size,
-        "refresh_every": args.refresh_every,
-        "refresh_fraction": args.refresh_fraction,
-        "pool_every": args.pool_every,
-        "pool_weight": args.pool_weight,
-        "warmup_epochs": args.warmup,
-        "attack_iters": args.attack_iters,
-        "attack_search_steps": args.attack_search_steps,
-        "dropout": args.dropout,
-        "fgsm_epsilon": args.fgsm_epsilon,
-        "distortion_images": args.images,
-        "rows": rows,
-    });
+    let out = Settings {
+        model: &args.model,
+        epochs,
+        train_images,
+        pool_size: args.pool_size,
+        refresh_every: args.refresh_every,
+        refresh_fraction: args.refresh_fraction,
+        pool_every: args.pool_every,
+        pool_weight: args.pool_weight,
+        warmup_epochs: args.warmup,
+        attack_iters: args.attack_iters,
+        attack_search_steps: args.attack_search_steps,
+        dropout: args.dropout,
+        fgsm_epsilon: args.fgsm_epsilon,
+        distortion_images: args.images,
+        rows,
+    };
     let tmp = path.with_extension(format!("json.tmp{}", std::process::id()));
     std::fs::write(&tmp, serde_json::to_string_pretty(&out)?)?;
     std::fs::rename(&tmp, path)?;
