@@ -128,7 +128,12 @@ fn plots(rows: &[Run], dir: &std::path::Path) -> Result<(), Box<dyn std::error::
         .iter()
         .map(|m| {
             let runs = of(rows, m)
-                .map(|r| r.test_error_per_epoch.iter().map(|&e| f64::from(e)).collect())
+                .map(|r| {
+                    r.test_error_per_epoch
+                        .iter()
+                        .map(|&e| f64::from(e))
+                        .collect()
+                })
                 .filter(|c: &Vec<f64>| !c.is_empty())
                 .collect();
             (m.clone(), runs)
@@ -362,7 +367,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("|---|---|---|---|---|");
     for method in &methods {
         let pick = |key: fn(&Run) -> f64| -> Vec<f64> {
-            rows.iter().filter(|r| r.method == *method).map(key).collect()
+            rows.iter()
+                .filter(|r| r.method == *method)
+                .map(key)
+                .collect()
         };
         let (e, es) = mean_sd(&pick(|r| f64::from(r.test_error)));
         let (d, ds) = mean_sd(&pick(|r| r.mean_min_distortion));

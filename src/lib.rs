@@ -28,6 +28,8 @@
 //! - [`adversarial_training`]: §4.2, training on adversarial examples (pools per layer, or
 //!   one-step FGSM).
 //! - [`zoo`]: the paper's models with their training recipes, trained once and cached.
+//! - `plot` (feature `plot`): learning curves, robust-accuracy curves and distortion
+//!   histograms as SVG or PNG.
 //! - [`optim`]: [`optim::LBfgsB`], L-BFGS-B for argmin; independent of everything above.
 //!
 //! Every fallible function returns [`Result`] with a typed [`Error`]; bad input (a wrong
