@@ -435,6 +435,7 @@ struct RunsFile {
 }
 
 /// The methods of `rows` in first-seen order.
+#[cfg(feature = "plot")]
 fn methods_of(rows: &[Run]) -> Vec<String> {
     let mut methods: Vec<String> = Vec::new();
     for r in rows {
