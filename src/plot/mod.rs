@@ -145,7 +145,7 @@ impl Chart {
             .y_desc(&self.y_label)
             .label_style(("sans-serif", 13))
             .light_line_style(RGBColor(246, 246, 246))
-            .x_label_formatter(&|x| format!("{x}"))
+            .x_label_formatter(&|&x| tick_label(x, x1 - x0))
             .draw()
             .map_err(plot_error)?;
         for (k, line) in self.lines.iter().enumerate() {
@@ -249,6 +249,20 @@ impl Chart {
         })?;
         write_atomic(&dir.join(format!("{stem}.png")), |w| w.write_all(&png))
     }
+}
+
+/// `x` with the fewest decimals that print it to within a millionth of the axis' `span`:
+/// ticks such as 0.12 are sums of float steps (0.12000000000000001), and printing them in
+/// full buries the axis in noise.
+pub(crate) fn tick_label(x: f64, span: f64) -> String {
+    let tolerance = span.abs().max(f64::MIN_POSITIVE) * 1e-6;
+    if x.abs() <= tolerance {
+        return "0".into();
+    }
+    (0..=12)
+        .map(|d| format!("{x:.d$}"))
+        .find(|s| s.parse::<f64>().is_ok_and(|v| (v - x).abs() <= tolerance))
+        .unwrap_or_else(|| format!("{x}"))
 }
 
 fn check_size(width: u32, height: u32) -> Result<()> {
@@ -449,4 +463,22 @@ pub fn distortion_histogram(
     };
     chart.ranges()?;
     Ok(chart)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tick_label;
+
+    #[test]
+    fn tick_labels_drop_float_noise_and_keep_what_the_span_resolves() {
+        assert_eq!(tick_label(0.12000000000000001, 0.14), "0.12");
+        assert_eq!(tick_label(0.19999999999999998, 0.2), "0.2");
+        assert_eq!(tick_label(0.1, 0.14), "0.1");
+        assert_eq!(tick_label(-1e-18, 0.14), "0");
+        assert_eq!(tick_label(40.0, 60.0), "40");
+        assert_eq!(tick_label(2.5e-4, 1e-3), "0.00025");
+        assert_eq!(tick_label(-0.35, 1.0), "-0.35");
+        // a tick that is only near a short decimal stays exact to the span's resolution
+        assert_eq!(tick_label(0.123456789, 1.0), "0.123457");
+    }
 }
