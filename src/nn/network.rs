@@ -164,29 +164,22 @@ impl Network {
         let act = arch.activation();
         let mut layers = Vec::new();
         let mut readable = Vec::new();
-        let (h, w, c) = arch.image();
-        let mut shape = (h, w, c);
-        for stage in arch.conv_stages() {
-            let output = stage
-                .conv_output((shape.0, shape.1))
-                .expect("checked by Architecture");
+        for (stage, shape) in arch.conv_stages().iter().zip(arch.stage_shapes()) {
             layers.push(Layer::Conv2d(Conv2d {
                 weight: next(),
                 bias: next(),
-                input: shape,
+                input: shape.input,
                 kernel: stage.kernel,
                 stride: stage.stride,
                 padding: stage.padding,
-                output,
+                output: shape.conv,
             }));
             layers.push(Layer::Activation(act));
-            shape = (output.0, output.1, stage.channels);
             if stage.pool > 1 {
                 layers.push(Layer::MaxPool2d(MaxPool2d {
-                    input: shape,
+                    input: (shape.conv.0, shape.conv.1, stage.channels),
                     size: stage.pool,
                 }));
-                shape = (output.0 / stage.pool, output.1 / stage.pool, stage.channels);
             }
             readable.push(layers.len() - 1);
         }
@@ -676,7 +669,10 @@ impl Network {
         meta.insert("name".to_string(), self.arch.to_string());
         meta.insert("input".to_string(), self.arch.input().to_string());
         meta.insert("activation".to_string(), self.arch.activation().to_string());
-        if self.arch.is_conv() {
+        // A network without stages may still have been built for images (new_conv with no
+        // stage, an import): its image shape is part of the architecture, so it is written
+        // whenever it is not the dense default, and the file loads back equal.
+        if self.arch.is_conv() || self.arch.image() != (1, self.arch.input(), 1) {
             let (h, w, c) = self.arch.image();
             meta.insert("image".to_string(), format!("{h},{w},{c}"));
         }
@@ -745,7 +741,13 @@ impl Network {
                 let &[h, w, c] = dims.as_slice() else {
                     return Err(bad(format!("image {image:?} is not `h,w,c`")));
                 };
-                Architecture::parse_image(name, (h, w, c))?
+                let arch = Architecture::parse_image(name, (h, w, c))?;
+                if arch.is_conv() {
+                    arch
+                } else {
+                    arch.with_dense_image((h, w, c))
+                        .map_err(|e| bad(e.to_string()))?
+                }
             }
             None => Architecture::parse(name, input)?,
         }
