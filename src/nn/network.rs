@@ -315,8 +315,9 @@ impl Network {
     /// # Errors
     ///
     /// [`Error::Shape`] for a wrong input width or wrong buffer sizes, [`Error::EmptyDataset`]
-    /// for no rows, [`Error::NonFinite`] for a NaN or infinite input or a loss that overflows
-    /// (inputs so large that the logits are no longer finite), [`Error::LabelOutOfRange`].
+    /// for no rows, [`Error::NonFinite`] for a NaN or infinite input, a loss that overflows
+    /// (inputs so large that the logits are no longer finite) or an input gradient that does
+    /// (`grad` then holds it, not to be used), [`Error::LabelOutOfRange`].
     pub fn loss_and_input_grad_into(
         &self,
         x: ArrayView2<'_, f32>,
@@ -340,7 +341,15 @@ impl Network {
         check_finite(l, "loss (the input is too large for finite logits)")?;
         losses.assign(&l);
         self.softmax_delta(labels, 1.0, ws);
-        self.stack.backward(x, ws, None, Some(grad), true);
+        let mut grad = grad;
+        self.stack
+            .backward(x, ws, None, Some(grad.view_mut()), true);
+        // Finite losses do not make a finite gradient: weights of 1e30 give an infinite
+        // one, which must not reach an attack as a search direction.
+        check_finite(
+            grad.view(),
+            "input gradient (the weights or the input are too large for a finite gradient)",
+        )?;
         Ok(())
     }
 
@@ -385,8 +394,9 @@ impl Network {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidParameter`] if `i` is not a layer index; otherwise as
-    /// [`Classifier::logits`].
+    /// [`Error::InvalidParameter`] if `i` is not a layer index; [`Error::NonFinite`] naming
+    /// the layer if an output is NaN or infinite (inputs or weights too large for it);
+    /// otherwise as [`Classifier::logits`].
     pub fn layer_output(&self, x: ArrayView2<'_, f32>, i: usize) -> Result<Array2<f32>> {
         if i >= self.layers().len() {
             return Err(Error::param(
@@ -398,7 +408,12 @@ impl Network {
             ));
         }
         self.check_input(x)?;
-        self.forward_to(x, i)
+        let out = self.forward_to(x, i)?;
+        check_finite(
+            out.view(),
+            &format!("output of layer {i} (the input is too large for finite values)"),
+        )?;
+        Ok(out)
     }
 
     /// Index (into [`Network::layers`]) of the layer whose output is representation layer `k`.
@@ -560,10 +575,20 @@ impl Representation for Network {
             })
     }
 
+    /// # Errors
+    ///
+    /// [`Error::InvalidParameter`] if `k` is not a hidden layer, [`Error::Shape`] or
+    /// [`Error::EmptyDataset`] for a bad batch, [`Error::NonFinite`] naming the layer if a
+    /// value is NaN or infinite (finite but huge inputs can overflow it).
     fn representation(&self, x: ArrayView2<'_, f32>, k: usize) -> Result<Array2<f32>> {
         self.layer_dim(k)?;
         self.check_input(x)?;
-        self.forward_to(x, self.readable[k])
+        let out = self.forward_to(x, self.readable[k])?;
+        check_finite(
+            out.view(),
+            &format!("representation of layer {k} (the input is too large for finite values)"),
+        )?;
+        Ok(out)
     }
 }
 
