@@ -102,8 +102,8 @@ impl ConvStage {
                 ));
             }
         }
-        // A padding of a whole kernel or more adds windows that see only zeros (and would
-        // slice past the window in im2col); no framework accepts it either.
+        // A padding of a whole kernel or more only adds output positions whose window lies
+        // wholly in the zeros, and im2col's window arithmetic assumes that never happens.
         if self.padding >= self.kernel {
             return Err(at(
                 "padding",
