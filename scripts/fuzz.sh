@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs one fuzz target for a given time on the stable toolchain and records what it did.
 #
-#   scripts/fuzz.sh TARGET SECONDS        TARGET: idx | model_file | construct | onnx
+#   scripts/fuzz.sh TARGET SECONDS        TARGET: idx | model_file | construct | onnx | arch_name | conv_model_file
 #
 # libFuzzer comes from the libfuzzer-sys crate; coverage instrumentation uses LLVM's
 # sanitizer-coverage pass, which stable rustc enables with -Cpasses (no -Z flags, so no
@@ -20,7 +20,7 @@ cd "$(dirname "$0")/.."
 target="${1:?usage: scripts/fuzz.sh TARGET SECONDS}"
 seconds="${2:?usage: scripts/fuzz.sh TARGET SECONDS}"
 rss_mb="${FUZZ_RSS_MB:-512}"
-case "$target" in idx|model_file|construct|onnx) ;; *) echo "unknown target $target" >&2; exit 2;; esac
+case "$target" in idx|model_file|construct|onnx|arch_name|conv_model_file) ;; *) echo "unknown target $target" >&2; exit 2;; esac
 
 export RUSTFLAGS="-Cpasses=sancov-module \
  -Cllvm-args=-sanitizer-coverage-level=4 \

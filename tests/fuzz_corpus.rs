@@ -46,3 +46,13 @@ fn construct_corpus_replays_without_panics() {
 fn onnx_corpus_replays_without_panics() {
     replay("onnx", fuzz_harness::onnx);
 }
+
+#[test]
+fn arch_name_corpus_replays_without_panics() {
+    replay("arch_name", fuzz_harness::arch_name);
+}
+
+#[test]
+fn conv_model_file_corpus_replays_without_panics() {
+    replay("conv_model_file", fuzz_harness::conv_model_file);
+}

@@ -49,10 +49,11 @@ impl ConvStage {
     }
 
     /// The output `(height, width)` of the convolution on a `(height, width)` input, or `None`
-    /// if the kernel does not fit in the padded input.
+    /// if the kernel does not fit in the padded input (or the padded size overflows `usize`).
     pub fn conv_output(&self, (h, w): (usize, usize)) -> Option<(usize, usize)> {
-        let ph = h.checked_add(2 * self.padding)?;
-        let pw = w.checked_add(2 * self.padding)?;
+        let pad = self.padding.checked_mul(2)?;
+        let ph = h.checked_add(pad)?;
+        let pw = w.checked_add(pad)?;
         if self.kernel == 0 || self.stride == 0 || self.kernel > ph || self.kernel > pw {
             return None;
         }
@@ -70,6 +71,117 @@ impl ConvStage {
         }
         Some((h / self.pool, w / self.pool))
     }
+
+    /// The stage's shapes on an `input` of `(height, width, channels)`, every value checked:
+    /// each setting in `1..=`[`MAX_SIZE`] (padding in `0..kernel`), the kernel within the
+    /// padded input, the pooling within the map, and the kernel, the output map and one
+    /// example's unfolded input (im2col) each at most [`MAX_SIZE`] values. `stage` is the
+    /// stage's index, for the error.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidParameter`] named after the setting that is wrong (`channels`,
+    /// `kernel`, `stride`, `padding`, `pool`; `conv` for sizes that only together are too
+    /// large), saying the stage, the value and the limit it breaks.
+    fn shape(&self, stage: usize, input: (usize, usize, usize)) -> Result<StageShape> {
+        let (h, w, c) = input;
+        let at = |name: &'static str, reason: String| {
+            Error::param(name, format!("stage {stage} ({self}): {reason}"))
+        };
+        for (name, v, min) in [
+            ("channels", self.channels, 1),
+            ("kernel", self.kernel, 1),
+            ("stride", self.stride, 1),
+            ("pool", self.pool, 1),
+            ("padding", self.padding, 0),
+        ] {
+            if v < min || v > MAX_SIZE {
+                return Err(at(
+                    name,
+                    format!("{name} {v} is outside {min}..={MAX_SIZE}"),
+                ));
+            }
+        }
+        // A padding of a whole kernel or more only adds output positions whose window lies
+        // wholly in the zeros, and im2col's window arithmetic assumes that never happens.
+        if self.padding >= self.kernel {
+            return Err(at(
+                "padding",
+                format!(
+                    "padding {} must be below the kernel size {}",
+                    self.padding, self.kernel
+                ),
+            ));
+        }
+        // Settings and sides are at most MAX_SIZE, so this fits a 64-bit usize; checked for
+        // narrower targets.
+        let too_large = || at("conv", format!("{h}×{w}×{c} input: sizes overflow"));
+        let pad = self.padding.checked_mul(2).ok_or_else(too_large)?;
+        let (ph, pw) = (
+            h.checked_add(pad).ok_or_else(too_large)?,
+            w.checked_add(pad).ok_or_else(too_large)?,
+        );
+        if self.kernel > ph || self.kernel > pw {
+            return Err(at(
+                "kernel",
+                format!(
+                    "{k}×{k} kernel does not fit the {h}×{w} input padded by {p} ({ph}×{pw})",
+                    k = self.kernel,
+                    p = self.padding
+                ),
+            ));
+        }
+        let conv = (
+            (ph - self.kernel) / self.stride + 1,
+            (pw - self.kernel) / self.stride + 1,
+        );
+        if self.pool > conv.0 || self.pool > conv.1 {
+            return Err(at(
+                "pool",
+                format!(
+                    "{q}×{q} pooling does not fit the {}×{} map",
+                    conv.0,
+                    conv.1,
+                    q = self.pool
+                ),
+            ));
+        }
+        let product = |vs: &[usize]| {
+            vs.iter()
+                .try_fold(1usize, |a, &v| a.checked_mul(v))
+                .filter(|&v| v <= MAX_SIZE)
+        };
+        let (k, d) = (self.kernel, self.channels);
+        for (what, vs) in [
+            ("kernel", &[k, k, c, d][..]),
+            ("output map", &[conv.0, conv.1, d]),
+            ("unfolded input", &[conv.0, conv.1, k, k, c]),
+        ] {
+            if product(vs).is_none() {
+                return Err(at(
+                    "conv",
+                    format!("its {what} has more than {MAX_SIZE} values"),
+                ));
+            }
+        }
+        Ok(StageShape {
+            input,
+            conv,
+            output: (conv.0 / self.pool, conv.1 / self.pool, self.channels),
+        })
+    }
+}
+
+/// The checked shapes of one convolutional stage, computed once by [`Architecture::new_conv`]
+/// so that nothing later recomputes (or trusts) them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct StageShape {
+    /// Input `(height, width, channels)`.
+    pub(crate) input: (usize, usize, usize),
+    /// The convolution's output `(height, width)`, before pooling.
+    pub(crate) conv: (usize, usize),
+    /// The stage's output `(height, width, channels)`, after pooling.
+    pub(crate) output: (usize, usize, usize),
 }
 
 impl fmt::Display for ConvStage {
@@ -101,6 +213,8 @@ pub struct Architecture {
     input: usize,
     image: (usize, usize, usize),
     conv: Vec<ConvStage>,
+    /// Each stage's checked shapes, in order (derived from `image` and `conv`).
+    shapes: Vec<StageShape>,
     hidden: Vec<usize>,
     classes: usize,
     activation: Activation,
@@ -137,6 +251,7 @@ impl Architecture {
             input,
             image: (1, input, 1),
             conv: Vec::new(),
+            shapes: Vec::new(),
             hidden,
             classes,
             activation,
@@ -152,8 +267,10 @@ impl Architecture {
     /// # Errors
     ///
     /// [`Error::InvalidParameter`] if a size is 0, a stage's kernel does not fit its input
-    /// (zero stride, kernel larger than the padded input, pooling larger than the map), there
-    /// are fewer than 2 classes, λ is negative or not finite, or a size exceeds [`MAX_SIZE`].
+    /// (zero stride, kernel larger than the padded input, padding not below the kernel size,
+    /// pooling larger than the map), there are fewer than 2 classes, λ is negative or not
+    /// finite, or a size exceeds [`MAX_SIZE`]; a stage's error is named after the setting
+    /// that is wrong (`kernel`, `stride`, `padding`, `pool`, `channels`) and gives the stage.
     pub fn new_conv(
         image: (usize, usize, usize),
         conv: Vec<ConvStage>,
@@ -176,31 +293,19 @@ impl Architecture {
             .ok_or_else(|| Error::param("image", format!("{h} × {w} × {c} is too large")))?;
         let mut a = Architecture::new(input, hidden, classes, activation, weight_decay)?;
         a.image = image;
-        let mut size = (h, w);
+        let mut shape = image;
         for (i, stage) in conv.iter().enumerate() {
-            if stage.channels == 0 {
-                return Err(Error::param("conv", format!("stage {i} has 0 channels")));
-            }
-            if stage.stride == 0 {
-                return Err(Error::param("conv", format!("stage {i} has stride 0")));
-            }
-            size = stage.output(size).ok_or_else(|| {
-                Error::param(
-                    "conv",
-                    format!(
-                        "stage {i} ({}×{} kernel, padding {}, pooling {}) does not fit its \
-                         {}×{} input",
-                        stage.kernel, stage.kernel, stage.padding, stage.pool, size.0, size.1
-                    ),
-                )
-            })?;
+            let s = stage.shape(i, shape)?;
+            shape = s.output;
+            a.shapes.push(s);
         }
         a.conv = conv;
         a.check_sizes()?;
         Ok(a)
     }
 
-    /// Checks that every layer's parameter count and output width stay below [`MAX_SIZE`].
+    /// Checks that every dense layer's parameter count and output width stay below
+    /// [`MAX_SIZE`] (the stages' sizes are checked by [`ConvStage::shape`]).
     fn check_sizes(&self) -> Result<()> {
         let too_big = || {
             Error::param(
@@ -208,30 +313,6 @@ impl Architecture {
                 format!("more than {MAX_SIZE} parameters or values in one layer"),
             )
         };
-        let mut size = (self.image.0, self.image.1);
-        let mut channels = self.image.2;
-        for stage in &self.conv {
-            let (ch, cw) = stage.conv_output(size).ok_or_else(too_big)?;
-            let params = stage
-                .kernel
-                .checked_mul(stage.kernel)
-                .and_then(|v| v.checked_mul(channels))
-                .and_then(|v| v.checked_mul(stage.channels));
-            let outputs = ch
-                .checked_mul(cw)
-                .and_then(|v| v.checked_mul(stage.channels));
-            let cols = ch
-                .checked_mul(cw)
-                .and_then(|v| v.checked_mul(stage.kernel * stage.kernel))
-                .and_then(|v| v.checked_mul(channels));
-            for v in [params, outputs, cols] {
-                if v.is_none_or(|v| v > MAX_SIZE) {
-                    return Err(too_big());
-                }
-            }
-            size = stage.output(size).ok_or_else(too_big)?;
-            channels = stage.channels;
-        }
         for pair in self.widths().windows(2) {
             if pair[0].checked_mul(pair[1]).is_none_or(|v| v > MAX_SIZE) || pair[1] > MAX_SIZE {
                 return Err(too_big());
@@ -269,7 +350,7 @@ impl Architecture {
         let trimmed = name.trim();
         if let Some(rest) = trimmed.strip_prefix("CONV") {
             let side = (input as f64).sqrt().round() as usize;
-            if side * side != input {
+            if side.checked_mul(side) != Some(input) {
                 return Err(err(&format!(
                     "CONV names need a square single-channel input, and {input} is not a square \
                      (give the image shape with Architecture::parse_image)"
@@ -407,15 +488,34 @@ impl Architecture {
     }
     /// The `(height, width, channels)` of each convolutional stage's output, first to last.
     pub fn conv_shapes(&self) -> Vec<(usize, usize, usize)> {
-        let mut size = (self.image.0, self.image.1);
-        self.conv
-            .iter()
-            .map(|s| {
-                // Checked at construction: every stage fits.
-                size = s.output(size).unwrap_or((0, 0));
-                (size.0, size.1, s.channels)
-            })
-            .collect()
+        self.shapes.iter().map(|s| s.output).collect()
+    }
+    /// Each stage's checked shapes, first to last.
+    pub(crate) fn stage_shapes(&self) -> &[StageShape] {
+        &self.shapes
+    }
+    /// The same dense architecture on inputs that are `(height, width, channels)` images (a
+    /// network with no convolutional stage keeps the image shape it was built with, so that
+    /// a saved one loads back equal).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidParameter`] (`image`) if the architecture has convolutional stages
+    /// (whose shapes depend on the image) or `h·w·c` is not the input width.
+    pub(crate) fn with_dense_image(mut self, image: (usize, usize, usize)) -> Result<Self> {
+        let (h, w, c) = image;
+        let size = h.checked_mul(w).and_then(|v| v.checked_mul(c));
+        if self.is_conv() || size != Some(self.input) {
+            return Err(Error::param(
+                "image",
+                format!(
+                    "image {h} × {w} × {c} does not fit a dense architecture of input width {}",
+                    self.input
+                ),
+            ));
+        }
+        self.image = image;
+        Ok(self)
     }
     /// Width of the dense part's input: the input width, or the flattened last stage output.
     pub fn dense_input(&self) -> usize {
@@ -483,21 +583,17 @@ fn check_weight_decay(weight_decay: f32) -> Result<()> {
 }
 
 /// One stage token of a `CONV` name: channels, then optional `k`, `s`, `p`, `q` values.
+/// Walks characters, not bytes: a name is arbitrary text (a file's header, a user's typo with
+/// `é` or a full-width digit), and only ASCII digits are digits here.
 fn parse_stage(token: &str) -> std::result::Result<ConvStage, String> {
-    let digits = token
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(token.len());
-    let channels: usize = token[..digits]
+    let (channels, mut rest) = split_number(token);
+    let channels: usize = channels
         .parse()
         .map_err(|_| "must start with a channel count".to_string())?;
     let mut stage = ConvStage::new(channels);
-    let mut rest = &token[digits..];
     while let Some(key) = rest.chars().next() {
-        let body = &rest[1..];
-        let end = body
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(body.len());
-        let value: usize = body[..end]
+        let (digits, after) = split_number(&rest[key.len_utf8()..]);
+        let value: usize = digits
             .parse()
             .map_err(|_| format!("`{key}` needs a number"))?;
         match key {
@@ -507,7 +603,14 @@ fn parse_stage(token: &str) -> std::result::Result<ConvStage, String> {
             'q' => stage.pool = value,
             _ => return Err(format!("unknown option `{key}` (k, s, p, q)")),
         }
-        rest = &body[end..];
+        rest = after;
     }
     Ok(stage)
+}
+
+/// The leading ASCII digits of `s` and the rest (split at a character boundary, since an
+/// ASCII digit is one byte).
+fn split_number(s: &str) -> (&str, &str) {
+    let end = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    s.split_at(end)
 }

@@ -13,9 +13,15 @@
 //! channel)` layout is again HWC, so no transposition is ever needed.
 
 use ndarray::linalg::general_mat_mul;
-use ndarray::{Array2, ArrayView2, ArrayViewMut2, Axis, Zip};
+use ndarray::{s, Array2, ArrayView1, ArrayView2, ArrayViewMut2, Axis, Zip};
 
 use crate::nn::{gemm, kernels, Activation, InputAffine};
+
+/// Largest im2col buffer of a convolution, in values: 2²⁴ (64 MiB of f32). A batch whose
+/// unfolded input is larger runs in chunks of rows, so a large padded kernel on many rows
+/// costs time, not gigabytes; real networks (the MNIST convnet: about 5 MB per 256 rows) fit
+/// in one chunk (the MNIST convnet at its training batch of 64 needs 20 MB) and run as before. The unfolded gradient is bounded the same way.
+pub(crate) const IM2COL_MAX_VALUES: usize = 1 << 24;
 
 /// A fully connected layer `y = x·W + b` with `W` of shape `in × out` and `b` a `1 × out` row.
 #[derive(Debug, Clone, PartialEq)]
@@ -75,9 +81,15 @@ pub enum Layer {
 /// Per-layer buffers kept between the forward and the backward pass.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct LayerScratch {
-    /// A convolution's unfolded input (im2col), `(n·positions) × (k·k·C)`.
+    /// A convolution's unfolded input (im2col): one chunk of rows of the
+    /// `(n·positions) × (k·k·C)` matrix, at most [`IM2COL_MAX_VALUES`] values (or one row).
     cols: Vec<f32>,
-    /// A convolution's unfolded input gradient.
+    /// Whether `cols` holds the whole batch's unfolded input from the last forward pass, so
+    /// the backward pass need not unfold it again.
+    cols_whole: bool,
+    /// One input or gradient row copied out of a non-contiguous view.
+    row: Vec<f32>,
+    /// A convolution's unfolded input gradient (one chunk, as `cols`).
     dcols: Vec<f32>,
     /// A convolution's kernel transposed, `D × (k·k·C)`, for the input gradient.
     wt: Vec<f32>,
@@ -197,126 +209,224 @@ impl Conv2d {
         self.kernel * self.kernel * self.input.2
     }
 
-    /// Unfolds `x` into `cols` (`(n·positions) × patch`): row `(e, i, j)` holds the padded
-    /// input window of output position `(i, j)` of example `e`, in `(a, b, c)` order. Within
-    /// one kernel row `a` the window is a contiguous run of the input row, so it is copied
-    /// as one slice (with zeros where it leaves the image).
-    fn im2col(&self, x: ArrayView2<'_, f32>, cols: &mut [f32]) {
+    /// Rows of the unfolded input (one per example and output position) per chunk, for a
+    /// buffer of at most `cap` values: at least one row, so a single patch larger than `cap`
+    /// (never larger than the kernel itself, which has `patch × D` values) still runs.
+    fn chunk_rows(&self, cap: usize) -> usize {
+        (cap / self.patch().max(1)).max(1)
+    }
+
+    /// Unfolds rows `r0..r1` of the whole batch's im2col matrix (`(n·positions) × patch`)
+    /// into `cols`: row `(e, i, j)` holds the padded input window of output position `(i, j)`
+    /// of example `e`, in `(a, b, c)` order. Within one kernel row `a` the window is a
+    /// contiguous run of the input row, so it is copied as one slice (with zeros where it
+    /// leaves the image). A row of `x` that is not contiguous (a Fortran-order array, a
+    /// column-strided view) is first copied into `tmp`.
+    fn im2col(
+        &self,
+        x: ArrayView2<'_, f32>,
+        (r0, r1): (usize, usize),
+        cols: &mut [f32],
+        tmp: &mut Vec<f32>,
+    ) {
+        let positions = self.positions();
+        let mut rows = cols.chunks_exact_mut(self.patch());
+        let mut r = r0;
+        while r < r1 {
+            let (e, p0) = (r / positions, r % positions);
+            let p1 = positions.min(p0 + (r1 - r));
+            let xe = contiguous(x.row(e), tmp);
+            for pos in p0..p1 {
+                let row = rows.next().expect("cols sized for r1 - r0 rows");
+                self.unfold(xe, pos, row);
+            }
+            r += p1 - p0;
+        }
+    }
+
+    /// The window of output position `pos` of one example `xe` into `row`.
+    fn unfold(&self, xe: &[f32], pos: usize, row: &mut [f32]) {
         let (h, w, c) = self.input;
         let (k, st, p) = (self.kernel, self.stride, self.padding as isize);
-        let patch = self.patch();
-        let (ho, wo) = self.output;
-        let mut rows = cols.chunks_exact_mut(patch);
-        for xe in x.axis_iter(Axis(0)) {
-            let xe = xe.as_slice().expect("workspace rows are contiguous");
-            for i in 0..ho {
-                for j in 0..wo {
-                    let row = rows.next().expect("cols sized for n·positions rows");
-                    let j0 = (j * st) as isize - p;
-                    for a in 0..k {
-                        let ii = (i * st) as isize - p + a as isize;
-                        let dst = &mut row[a * k * c..(a + 1) * k * c];
-                        if ii < 0 || ii >= h as isize {
-                            dst.fill(0.0);
-                            continue;
-                        }
-                        let lo = j0.max(0);
-                        let hi = (j0 + k as isize).min(w as isize);
-                        let skip = ((lo - j0) as usize) * c;
-                        let len = ((hi - lo).max(0) as usize) * c;
-                        dst[..skip].fill(0.0);
-                        if len > 0 {
-                            let start = (ii as usize * w + lo as usize) * c;
-                            dst[skip..skip + len].copy_from_slice(&xe[start..start + len]);
-                        }
-                        dst[skip + len..].fill(0.0);
-                    }
-                }
+        let wo = self.output.1;
+        let (i, j) = (pos / wo, pos % wo);
+        let j0 = (j * st) as isize - p;
+        for a in 0..k {
+            let ii = (i * st) as isize - p + a as isize;
+            let dst = &mut row[a * k * c..(a + 1) * k * c];
+            if ii < 0 || ii >= h as isize {
+                dst.fill(0.0);
+                continue;
+            }
+            let lo = j0.max(0);
+            let hi = (j0 + k as isize).min(w as isize);
+            // Architecture keeps padding below the kernel, so the skip is within the window;
+            // clamped all the same, since slicing past it would panic.
+            let skip = (((lo - j0) as usize) * c).min(dst.len());
+            let len = ((hi - lo).max(0) as usize) * c;
+            dst[..skip].fill(0.0);
+            if len > 0 {
+                let start = (ii as usize * w + lo as usize) * c;
+                dst[skip..skip + len].copy_from_slice(&xe[start..start + len]);
+            }
+            dst[skip + len..].fill(0.0);
+        }
+    }
+
+    /// Adds the unfolded gradient of rows `r0..r1` (`dcols`) into `dx` (the adjoint of
+    /// [`Self::im2col`]); `dx` must have been zeroed before the first chunk. A row of `dx`
+    /// that is not contiguous is accumulated in `tmp` and written back.
+    fn col2im(
+        &self,
+        dcols: &[f32],
+        (r0, r1): (usize, usize),
+        dx: &mut ArrayViewMut2<'_, f32>,
+        tmp: &mut Vec<f32>,
+    ) {
+        let positions = self.positions();
+        let mut rows = dcols.chunks_exact(self.patch());
+        let mut r = r0;
+        while r < r1 {
+            let (e, p0) = (r / positions, r % positions);
+            let p1 = positions.min(p0 + (r1 - r));
+            let mut de = dx.row_mut(e);
+            let strided = de.as_slice_mut().is_none();
+            if strided {
+                tmp.clear();
+                tmp.extend(de.iter());
+            }
+            let target: &mut [f32] = match de.as_slice_mut() {
+                Some(s) => s,
+                None => tmp,
+            };
+            for pos in p0..p1 {
+                let row = rows.next().expect("dcols sized for r1 - r0 rows");
+                self.fold(row, pos, target);
+            }
+            if strided {
+                de.iter_mut().zip(tmp.iter()).for_each(|(d, &t)| *d = t);
+            }
+            r += p1 - p0;
+        }
+    }
+
+    /// Adds the window gradient `row` of output position `pos` into one example's `de`.
+    fn fold(&self, row: &[f32], pos: usize, de: &mut [f32]) {
+        let (h, w, c) = self.input;
+        let (k, st, p) = (self.kernel, self.stride, self.padding as isize);
+        let wo = self.output.1;
+        let (i, j) = (pos / wo, pos % wo);
+        let j0 = (j * st) as isize - p;
+        for a in 0..k {
+            let ii = (i * st) as isize - p + a as isize;
+            if ii < 0 || ii >= h as isize {
+                continue;
+            }
+            let lo = j0.max(0);
+            let hi = (j0 + k as isize).min(w as isize);
+            if hi <= lo {
+                continue;
+            }
+            let skip = ((lo - j0) as usize) * c;
+            let len = ((hi - lo) as usize) * c;
+            let start = (ii as usize * w + lo as usize) * c;
+            let src = &row[a * k * c + skip..a * k * c + skip + len];
+            for (d, &s) in de[start..start + len].iter_mut().zip(src) {
+                *d += s;
             }
         }
     }
 
-    /// Adds the unfolded gradient `dcols` back into `dx` (the adjoint of [`Self::im2col`]).
-    fn col2im(&self, dcols: &[f32], mut dx: ArrayViewMut2<'_, f32>) {
-        let (h, w, c) = self.input;
-        let (k, st, p) = (self.kernel, self.stride, self.padding as isize);
+    /// `y = im2col(x)·K + b`, in chunks of at most `cap` unfolded values. When one chunk
+    /// holds the whole batch, its unfolded input stays in `sc` for the backward pass.
+    fn forward(
+        &self,
+        x: ArrayView2<'_, f32>,
+        y: ArrayViewMut2<'_, f32>,
+        sc: &mut LayerScratch,
+        cap: usize,
+    ) {
+        let rows = x.nrows() * self.positions();
         let patch = self.patch();
-        let (ho, wo) = self.output;
-        dx.fill(0.0);
-        let mut rows = dcols.chunks_exact(patch);
-        for mut de in dx.axis_iter_mut(Axis(0)) {
-            let de = de.as_slice_mut().expect("gradient rows are contiguous");
-            for i in 0..ho {
-                for j in 0..wo {
-                    let row = rows.next().expect("dcols sized for n·positions rows");
-                    let j0 = (j * st) as isize - p;
-                    for a in 0..k {
-                        let ii = (i * st) as isize - p + a as isize;
-                        if ii < 0 || ii >= h as isize {
-                            continue;
-                        }
-                        let lo = j0.max(0);
-                        let hi = (j0 + k as isize).min(w as isize);
-                        if hi <= lo {
-                            continue;
-                        }
-                        let skip = ((lo - j0) as usize) * c;
-                        let len = ((hi - lo) as usize) * c;
-                        let start = (ii as usize * w + lo as usize) * c;
-                        let src = &row[a * k * c + skip..a * k * c + skip + len];
-                        for (d, &s) in de[start..start + len].iter_mut().zip(src) {
-                            *d += s;
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    fn forward(&self, x: ArrayView2<'_, f32>, y: ArrayViewMut2<'_, f32>, sc: &mut LayerScratch) {
-        let n = x.nrows();
-        let rows = n * self.positions();
-        let patch = self.patch();
-        sc.cols.resize(rows * patch, 0.0);
-        self.im2col(x, &mut sc.cols);
-        let cols = ArrayView2::from_shape((rows, patch), &sc.cols[..rows * patch])
-            .expect("cols sized above");
+        let step = self.chunk_rows(cap).min(rows);
+        sc.cols.resize(step * patch, 0.0);
         let mut y = as_positions(y, rows, self.weight.ncols());
         y.assign(&self.bias);
-        gemm::matmul(cols, self.weight.view(), y, true);
+        for r0 in (0..rows).step_by(step.max(1)) {
+            let r1 = (r0 + step).min(rows);
+            let len = (r1 - r0) * patch;
+            self.im2col(x, (r0, r1), &mut sc.cols[..len], &mut sc.row);
+            let cols = ArrayView2::from_shape((r1 - r0, patch), &sc.cols[..len])
+                .expect("cols sized above");
+            gemm::matmul(cols, self.weight.view(), y.slice_mut(s![r0..r1, ..]), true);
+        }
+        sc.cols_whole = step == rows;
     }
 
+    /// Gradients of the kernel and bias (into `grads`) and of the input (into `dx`), in the
+    /// forward pass's chunks: the unfolded input is the one kept from the forward pass when
+    /// it held the whole batch, else unfolded again chunk by chunk from `x`.
     fn backward(
         &self,
+        x: ArrayView2<'_, f32>,
         dy: ArrayView2<'_, f32>,
         dx: Option<ArrayViewMut2<'_, f32>>,
         grads: Option<&mut [Array2<f32>]>,
         sc: &mut LayerScratch,
+        cap: usize,
     ) {
-        let n = dy.nrows();
-        let rows = n * self.positions();
+        let rows = dy.nrows() * self.positions();
         let patch = self.patch();
         let d = self.weight.ncols();
+        let step = self.chunk_rows(cap).min(rows).max(1);
         let dy = dy
             .into_shape_with_order((rows, d))
             .expect("layer outputs are contiguous rows");
         if let Some(g) = grads {
-            let cols = ArrayView2::from_shape((rows, patch), &sc.cols[..rows * patch])
-                .expect("cols kept from the forward pass");
-            gemm::matmul_tn_acc(cols, dy, g[0].view_mut());
+            let reuse = sc.cols_whole && step == rows && sc.cols.len() >= rows * patch;
+            if !reuse {
+                sc.cols.resize(step * patch, 0.0);
+            }
+            for r0 in (0..rows).step_by(step) {
+                let r1 = (r0 + step).min(rows);
+                let len = (r1 - r0) * patch;
+                if !reuse {
+                    self.im2col(x, (r0, r1), &mut sc.cols[..len], &mut sc.row);
+                }
+                let cols = ArrayView2::from_shape((r1 - r0, patch), &sc.cols[..len])
+                    .expect("cols sized above");
+                gemm::matmul_tn_acc(cols, dy.slice(s![r0..r1, ..]), g[0].view_mut());
+            }
             add_column_sums(dy, &mut g[1]);
         }
-        if let Some(dx) = dx {
-            sc.dcols.resize(rows * patch, 0.0);
+        if let Some(mut dx) = dx {
+            sc.dcols.resize(step * patch, 0.0);
             // The transposed kernel (d·patch values, against rows·patch·d multiply-adds) as a
             // contiguous block, so the product streams both operands in order.
             sc.wt.clear();
             sc.wt.extend(self.weight.t().iter());
             let wt = ArrayView2::from_shape((d, patch), &sc.wt[..]).expect("wt is d × patch");
-            let dcols = ArrayViewMut2::from_shape((rows, patch), &mut sc.dcols[..rows * patch])
-                .expect("dcols sized above");
-            gemm::matmul(dy, wt, dcols, false);
-            self.col2im(&sc.dcols[..rows * patch], dx);
+            dx.fill(0.0);
+            for r0 in (0..rows).step_by(step) {
+                let r1 = (r0 + step).min(rows);
+                let len = (r1 - r0) * patch;
+                let dcols = ArrayViewMut2::from_shape((r1 - r0, patch), &mut sc.dcols[..len])
+                    .expect("dcols sized above");
+                gemm::matmul(dy.slice(s![r0..r1, ..]), wt, dcols, false);
+                self.col2im(&sc.dcols[..len], (r0, r1), &mut dx, &mut sc.row);
+            }
+        }
+    }
+}
+
+/// `row` as a slice: itself if contiguous, else a copy in `tmp`.
+fn contiguous<'a>(row: ArrayView1<'a, f32>, tmp: &'a mut Vec<f32>) -> &'a [f32] {
+    match row.to_slice() {
+        Some(s) => s,
+        None => {
+            tmp.clear();
+            tmp.extend(row.iter());
+            tmp
         }
     }
 }
@@ -463,7 +573,7 @@ impl Layer {
     ) {
         match self {
             Layer::Dense(d) => d.forward(x, y, single),
-            Layer::Conv2d(c) => c.forward(x, y, sc),
+            Layer::Conv2d(c) => c.forward(x, y, sc, IM2COL_MAX_VALUES),
             Layer::MaxPool2d(p) => p.forward(x, y, sc),
             Layer::Affine(a) => a.forward(x, y),
             Layer::Activation(_) => unreachable!("activations run in place"),
@@ -484,7 +594,7 @@ impl Layer {
     ) {
         match self {
             Layer::Dense(d) => d.backward(x, dy, dx, grads, single),
-            Layer::Conv2d(c) => c.backward(dy, dx, grads, sc),
+            Layer::Conv2d(c) => c.backward(x, dy, dx, grads, sc, IM2COL_MAX_VALUES),
             Layer::MaxPool2d(p) => {
                 if let Some(dx) = dx {
                     p.backward(dy, dx, sc)
@@ -536,4 +646,110 @@ pub(crate) fn weight_decay(lambda: f32, params: &[&Array2<f32>], grads: &mut [Ar
         });
     }
     0.5 * lambda * penalty
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::ShapeBuilder;
+
+    fn conv(input: (usize, usize, usize), k: usize, st: usize, p: usize, d: usize) -> Conv2d {
+        let (h, w, c) = input;
+        let output = ((h + 2 * p - k) / st + 1, (w + 2 * p - k) / st + 1);
+        let patch = k * k * c;
+        Conv2d {
+            weight: Array2::from_shape_fn((patch, d), |(i, j)| {
+                ((i * 7 + j * 3) % 11) as f32 / 11.0 - 0.4
+            }),
+            bias: Array2::from_shape_fn((1, d), |(_, j)| j as f32 * 0.1),
+            input,
+            kernel: k,
+            stride: st,
+            padding: p,
+            output,
+        }
+    }
+
+    /// Forward output, kernel and bias gradients and input gradient of `layer` on `x` with
+    /// im2col chunks of at most `cap` values.
+    fn run(layer: &Conv2d, x: ArrayView2<'_, f32>, cap: usize) -> [Array2<f32>; 4] {
+        let n = x.nrows();
+        let out = layer.positions() * layer.weight.ncols();
+        let mut sc = LayerScratch::default();
+        let mut y = Array2::zeros((n, out));
+        layer.forward(x, y.view_mut(), &mut sc, cap);
+        let dy = y.mapv(|v| v.sin());
+        let mut grads = [
+            Array2::zeros(layer.weight.raw_dim()),
+            Array2::zeros(layer.bias.raw_dim()),
+        ];
+        let mut dx = Array2::zeros(x.raw_dim());
+        layer.backward(
+            x,
+            dy.view(),
+            Some(dx.view_mut()),
+            Some(&mut grads),
+            &mut sc,
+            cap,
+        );
+        let [gw, gb] = grads;
+        [y, gw, gb, dx]
+    }
+
+    fn close(a: &Array2<f32>, b: &Array2<f32>, what: &str) {
+        assert_eq!(a.dim(), b.dim(), "{what}");
+        for (u, v) in a.iter().zip(b) {
+            // The kernel gradient sums over rows; chunks may regroup that sum in the
+            // portable matrix product (the AVX2 one adds rows in order either way).
+            assert!(
+                (u - v).abs() <= 1e-5 * (1.0 + u.abs().max(v.abs())),
+                "{what}: {u} vs {v}"
+            );
+        }
+    }
+
+    /// Chunks of one row, of a few rows that split examples, and of one example give what
+    /// the whole batch in one chunk gives, for outputs and all gradients; a Fortran-order
+    /// input (and gradient buffer) gives what its contiguous copy gives.
+    #[test]
+    fn chunked_and_strided_convolutions_equal_the_one_chunk_result() {
+        for (input, k, st, p, d) in [
+            ((5, 6, 2), 3, 1, 1, 4),
+            ((7, 5, 1), 4, 2, 3, 3),
+            ((4, 4, 3), 1, 1, 0, 2),
+        ] {
+            let layer = conv(input, k, st, p, d);
+            let n = 5;
+            let width = input.0 * input.1 * input.2;
+            let x = Array2::from_shape_fn((n, width), |(i, j)| {
+                ((i * 31 + j * 17) % 13) as f32 / 6.5 - 1.0
+            });
+            let whole = run(&layer, x.view(), usize::MAX);
+            let patch = layer.patch();
+            for cap in [
+                1,
+                3 * patch,
+                layer.positions() * patch,
+                2 * layer.positions() * patch + patch,
+            ] {
+                let chunked = run(&layer, x.view(), cap);
+                for (a, (b, what)) in whole
+                    .iter()
+                    .zip(chunked.iter().zip(["y", "dK", "db", "dx"]))
+                {
+                    close(
+                        a,
+                        b,
+                        &format!("{input:?} k{k} s{st} p{p}, cap {cap}: {what}"),
+                    );
+                }
+            }
+            let mut f = Array2::zeros((n, width).f());
+            f.assign(&x);
+            let strided = run(&layer, f.view(), 3 * patch);
+            for (a, b) in whole.iter().zip(&strided) {
+                close(a, b, "Fortran-order input");
+            }
+        }
+    }
 }

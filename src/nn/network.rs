@@ -164,29 +164,22 @@ impl Network {
         let act = arch.activation();
         let mut layers = Vec::new();
         let mut readable = Vec::new();
-        let (h, w, c) = arch.image();
-        let mut shape = (h, w, c);
-        for stage in arch.conv_stages() {
-            let output = stage
-                .conv_output((shape.0, shape.1))
-                .expect("checked by Architecture");
+        for (stage, shape) in arch.conv_stages().iter().zip(arch.stage_shapes()) {
             layers.push(Layer::Conv2d(Conv2d {
                 weight: next(),
                 bias: next(),
-                input: shape,
+                input: shape.input,
                 kernel: stage.kernel,
                 stride: stage.stride,
                 padding: stage.padding,
-                output,
+                output: shape.conv,
             }));
             layers.push(Layer::Activation(act));
-            shape = (output.0, output.1, stage.channels);
             if stage.pool > 1 {
                 layers.push(Layer::MaxPool2d(MaxPool2d {
-                    input: shape,
+                    input: (shape.conv.0, shape.conv.1, stage.channels),
                     size: stage.pool,
                 }));
-                shape = (output.0 / stage.pool, output.1 / stage.pool, stage.channels);
             }
             readable.push(layers.len() - 1);
         }
@@ -322,8 +315,9 @@ impl Network {
     /// # Errors
     ///
     /// [`Error::Shape`] for a wrong input width or wrong buffer sizes, [`Error::EmptyDataset`]
-    /// for no rows, [`Error::NonFinite`] for a NaN or infinite input or a loss that overflows
-    /// (inputs so large that the logits are no longer finite), [`Error::LabelOutOfRange`].
+    /// for no rows, [`Error::NonFinite`] for a NaN or infinite input, a loss that overflows
+    /// (inputs so large that the logits are no longer finite) or an input gradient that does
+    /// (`grad` then holds it, not to be used), [`Error::LabelOutOfRange`].
     pub fn loss_and_input_grad_into(
         &self,
         x: ArrayView2<'_, f32>,
@@ -347,7 +341,15 @@ impl Network {
         check_finite(l, "loss (the input is too large for finite logits)")?;
         losses.assign(&l);
         self.softmax_delta(labels, 1.0, ws);
-        self.stack.backward(x, ws, None, Some(grad), true);
+        let mut grad = grad;
+        self.stack
+            .backward(x, ws, None, Some(grad.view_mut()), true);
+        // Finite losses do not make a finite gradient: weights of 1e30 give an infinite
+        // one, which must not reach an attack as a search direction.
+        check_finite(
+            grad.view(),
+            "input gradient (the weights or the input are too large for a finite gradient)",
+        )?;
         Ok(())
     }
 
@@ -392,8 +394,9 @@ impl Network {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidParameter`] if `i` is not a layer index; otherwise as
-    /// [`Classifier::logits`].
+    /// [`Error::InvalidParameter`] if `i` is not a layer index; [`Error::NonFinite`] naming
+    /// the layer if an output is NaN or infinite (inputs or weights too large for it);
+    /// otherwise as [`Classifier::logits`].
     pub fn layer_output(&self, x: ArrayView2<'_, f32>, i: usize) -> Result<Array2<f32>> {
         if i >= self.layers().len() {
             return Err(Error::param(
@@ -405,7 +408,12 @@ impl Network {
             ));
         }
         self.check_input(x)?;
-        self.forward_to(x, i)
+        let out = self.forward_to(x, i)?;
+        check_finite(
+            out.view(),
+            &format!("output of layer {i} (the input is too large for finite values)"),
+        )?;
+        Ok(out)
     }
 
     /// Index (into [`Network::layers`]) of the layer whose output is representation layer `k`.
@@ -567,10 +575,20 @@ impl Representation for Network {
             })
     }
 
+    /// # Errors
+    ///
+    /// [`Error::InvalidParameter`] if `k` is not a hidden layer, [`Error::Shape`] or
+    /// [`Error::EmptyDataset`] for a bad batch, [`Error::NonFinite`] naming the layer if a
+    /// value is NaN or infinite (finite but huge inputs can overflow it).
     fn representation(&self, x: ArrayView2<'_, f32>, k: usize) -> Result<Array2<f32>> {
         self.layer_dim(k)?;
         self.check_input(x)?;
-        self.forward_to(x, self.readable[k])
+        let out = self.forward_to(x, self.readable[k])?;
+        check_finite(
+            out.view(),
+            &format!("representation of layer {k} (the input is too large for finite values)"),
+        )?;
+        Ok(out)
     }
 }
 
@@ -676,7 +694,10 @@ impl Network {
         meta.insert("name".to_string(), self.arch.to_string());
         meta.insert("input".to_string(), self.arch.input().to_string());
         meta.insert("activation".to_string(), self.arch.activation().to_string());
-        if self.arch.is_conv() {
+        // A network without stages may still have been built for images (new_conv with no
+        // stage, an import): its image shape is part of the architecture, so it is written
+        // whenever it is not the dense default, and the file loads back equal.
+        if self.arch.is_conv() || self.arch.image() != (1, self.arch.input(), 1) {
             let (h, w, c) = self.arch.image();
             meta.insert("image".to_string(), format!("{h},{w},{c}"));
         }
@@ -745,7 +766,13 @@ impl Network {
                 let &[h, w, c] = dims.as_slice() else {
                     return Err(bad(format!("image {image:?} is not `h,w,c`")));
                 };
-                Architecture::parse_image(name, (h, w, c))?
+                let arch = Architecture::parse_image(name, (h, w, c))?;
+                if arch.is_conv() {
+                    arch
+                } else {
+                    arch.with_dense_image((h, w, c))
+                        .map_err(|e| bad(e.to_string()))?
+                }
             }
             None => Architecture::parse(name, input)?,
         }

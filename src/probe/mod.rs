@@ -588,6 +588,11 @@ impl Representation for PreActivations<'_> {
         self.0.layer_dim(k)
     }
 
+    /// # Errors
+    ///
+    /// As [`Network::layer_output`]; [`Error::InvalidParameter`] for a layer that ends in
+    /// pooling; [`Error::NonFinite`] naming the pre-activations of layer `k` for a NaN or
+    /// infinite value.
     fn representation(&self, x: ArrayView2<'_, f32>, k: usize) -> Result<Array2<f32>> {
         self.layer_dim(k)?;
         let i = self
@@ -599,7 +604,15 @@ impl Representation for PreActivations<'_> {
             &self.0.layers()[i],
         ) {
             (Some(Layer::Dense(_) | Layer::Conv2d(_)), Layer::Activation(_)) => {
-                self.0.layer_output(x, i - 1)
+                self.0.layer_output(x, i - 1).map_err(|e| match e {
+                    Error::NonFinite { .. } => Error::NonFinite {
+                        what: format!(
+                            "pre-activations of layer {k} (the input is too large for finite \
+                             values)"
+                        ),
+                    },
+                    other => other,
+                })
             }
             _ => Err(Error::param(
                 "layer",

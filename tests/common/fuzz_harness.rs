@@ -157,3 +157,190 @@ pub fn construct(data: &[u8]) {
     let _ = Network::from_model_file(file.clone(), path);
     let _ = Autoencoder::from_model_file(file, path);
 }
+
+/// Largest work the conv harnesses run a network for: parameters plus multiply-adds of one
+/// example's forward pass. Bigger architectures are still parsed, checked and built into a
+/// file header, only not evaluated, so that one input never takes long (at 2^21 the
+/// fuzzers managed ~450 executions/s on the shared machine). Small networks take the same
+/// paths: layouts, padding, strides, pooling; only the im2col chunking needs 64 MiB, and
+/// tests/conv_safety.rs covers it.
+const WORK: u128 = 1 << 17;
+
+/// Parameters and one example's multiply-adds of `arch`, in exact (u128) arithmetic.
+fn work(arch: &Architecture) -> u128 {
+    let (h, w, c) = arch.image();
+    let (mut size, mut channels) = ((h, w), c as u128);
+    let mut total: u128 = 0;
+    for stage in arch.conv_stages() {
+        let Some((ch, cw)) = stage.conv_output(size) else {
+            return u128::MAX;
+        };
+        let k = stage.kernel as u128;
+        let params = k * k * channels * stage.channels as u128;
+        total += params + params * (ch as u128) * (cw as u128);
+        size = (ch / stage.pool.max(1), cw / stage.pool.max(1));
+        channels = stage.channels as u128;
+    }
+    for pair in arch.widths().windows(2) {
+        total += 2 * pair[0] as u128 * pair[1] as u128;
+    }
+    total
+}
+
+/// Everything a network must survive once built: logits, the input gradient (also into a
+/// Fortran-order buffer from a Fortran-order input), every representation, the last layer's
+/// output, and a round trip through its model file, which must give the same network.
+fn exercise(net: &Network, pixel: f32) {
+    use blindspot::{Differentiable, Representation};
+    use ndarray::ShapeBuilder;
+    let d = net.input_dim();
+    let x = Array2::from_shape_fn((2, d), |(i, j)| if (i + j) % 3 == 0 { pixel } else { 0.25 });
+    let _ = net.logits(x.view());
+    let labels = [0, net.num_classes() - 1];
+    let _ = net.loss_and_input_grad(x.view(), &labels);
+    let mut xf = Array2::zeros((2, d).f());
+    xf.assign(&x);
+    let mut grad = Array2::zeros((2, d).f());
+    let mut losses = ndarray::Array1::zeros(2);
+    let mut ws = net.workspace(2);
+    let _ = net.loss_and_input_grad_into(
+        xf.view(),
+        &labels,
+        &mut ws,
+        losses.view_mut(),
+        grad.view_mut(),
+    );
+    for k in 0..net.num_layers() {
+        let _ = net.representation(x.view(), k);
+    }
+    let _ = net.layer_output(x.view(), net.layers().len() - 1);
+    let path = Path::new("fuzz.npz");
+    let back = Network::from_model_file(net.to_model_file(), path)
+        .expect("a network's own model file loads");
+    assert_eq!(&back, net, "model file round trip");
+}
+
+/// Architecture names on arbitrary text: `Architecture::parse_image` and `parse` on the name
+/// (valid UTF-8 or not, any characters), and for a name that parses into a small enough
+/// network, building it and running [`exercise`] on it.
+///
+/// Layout: image height, width and channels (one byte each; bit 7 of the mode byte shifts
+/// the height up by 40 bits), a mode byte (bit 0: a huge pixel value), then the name.
+pub fn arch_name(data: &[u8]) {
+    let [h, w, c, mode, name @ ..] = data else {
+        return;
+    };
+    let h = if mode & 0x80 != 0 {
+        (*h as usize) << 40
+    } else {
+        *h as usize
+    };
+    let image = (h, *w as usize, *c as usize);
+    let name = String::from_utf8_lossy(name);
+    let _ = Architecture::parse(&name, image.0.saturating_mul(image.1));
+    let Ok(arch) = Architecture::parse_image(&name, image) else {
+        return;
+    };
+    if let Ok(again) = Architecture::parse_image(&arch.to_string(), image) {
+        assert_eq!(again, arch, "name round trip of {name:?}");
+    } else {
+        panic!("{arch} (from {name:?}) does not parse back");
+    }
+    if work(&arch) <= WORK {
+        let pixel = if mode & 1 == 1 { 3e38 } else { 0.5 };
+        exercise(&Network::new(arch, u64::from(*mode)), pixel);
+    }
+}
+
+/// Convolutional model files: a header naming a `CONV` (or any) architecture and an image,
+/// with arrays shaped for it (or off by the input's bytes) holding the input's float bits
+/// (NaN, infinities and `f32::MAX` included), loaded by `Network::from_model_file`; a network
+/// that loads is run through [`exercise`]. With bit 0 of the mode byte set, the rest of the
+/// input is an `.npz` file instead, as in [`model_file`] but exercised the same way.
+///
+/// Layout: a mode byte (bit 0: raw `.npz`; bit 1: put the image in the header; bit 2:
+/// perturb one array's shape by the next byte), image height, width, channels, the name's
+/// length, the name, then the parameters' bytes (4 per value, repeated as needed).
+pub fn conv_model_file(data: &[u8]) {
+    let path = Path::new("fuzz.npz");
+    let [mode, rest @ ..] = data else {
+        return;
+    };
+    if mode & 1 == 1 {
+        if let Ok(file) = ModelFile::from_bytes(rest, path) {
+            if let Ok(net) = Network::from_model_file(file, path) {
+                if work(net.arch()) <= WORK {
+                    exercise(&net, 0.5);
+                }
+            }
+        }
+        return;
+    }
+    let [h, w, c, len, rest @ ..] = rest else {
+        return;
+    };
+    let split = (*len as usize).min(rest.len());
+    let (name, values) = rest.split_at(split);
+    let name = String::from_utf8_lossy(name).into_owned();
+    let image = (*h as usize, *w as usize, *c as usize);
+    let input = image.0 * image.1 * image.2;
+    let mut meta = BTreeMap::new();
+    meta.insert("kind".to_string(), "mlp".to_string());
+    meta.insert("format".to_string(), "1".to_string());
+    meta.insert("name".to_string(), name.clone());
+    meta.insert("input".to_string(), input.to_string());
+    meta.insert("activation".to_string(), "relu".to_string());
+    if mode & 2 != 0 {
+        meta.insert(
+            "image".to_string(),
+            format!("{},{},{}", image.0, image.1, image.2),
+        );
+    }
+    // The arrays the header's architecture needs, when it parses and is small; else none
+    // (the loader must then name a missing array).
+    let arch = Architecture::parse_image(&name, image).ok();
+    let mut shapes = Vec::new();
+    if let Some(a) = arch.as_ref().filter(|a| work(a) <= WORK) {
+        let mut channels = a.image().2;
+        for (j, s) in a.conv_stages().iter().enumerate() {
+            shapes.push((
+                format!("K{j}"),
+                (s.kernel * s.kernel * channels, s.channels),
+            ));
+            shapes.push((format!("c{j}"), (1, s.channels)));
+            channels = s.channels;
+        }
+        for (l, pair) in a.widths().windows(2).enumerate() {
+            shapes.push((format!("W{l}"), (pair[0], pair[1])));
+            shapes.push((format!("b{l}"), (1, pair[1])));
+        }
+    }
+    if mode & 4 != 0 && !shapes.is_empty() {
+        let delta = values.first().copied().unwrap_or(1);
+        let i = delta as usize % shapes.len();
+        shapes[i].1 .0 = shapes[i].1 .0.wrapping_add(usize::from(delta >> 4)) % (CAP + 1);
+    }
+    let floats: Vec<f32> = values
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    let mut next = 0usize;
+    let arrays = shapes
+        .into_iter()
+        .map(|(name, (r, c))| {
+            let a = Array2::from_shape_fn((r, c), |_| {
+                next += 1;
+                if floats.is_empty() {
+                    0.1
+                } else {
+                    floats[next % floats.len()]
+                }
+            });
+            (name, a)
+        })
+        .collect();
+    let file = ModelFile { meta, arrays };
+    if let Ok(net) = Network::from_model_file(file, path) {
+        exercise(&net, 0.5);
+    }
+}
