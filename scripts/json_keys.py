@@ -6,7 +6,8 @@ results/ file has (and that scripts reading them expect).
     python3 scripts/json_keys.py PUBLISHED FRESH    # compare two files' key paths and types
 
 A path is the keys from the root joined by "/", with "[]" for "any element of an array" (all
-elements merged) and "{}" for "any key of an object whose keys are data" (see --data-keys).
+elements merged) and "{}" for "any key of an object whose keys are data" (see --data-keys: a
+table keyed by model name, say).
 Types are null, bool, int, float, str, array, object. With two files it prints the paths only
 one has and the paths whose type sets differ, and exits 1 if there are any. A path that is only
 null in one file and a number in the other is reported too, but as a note: one run can fail
@@ -41,7 +42,8 @@ def walk(v, path, out, data_keys):
     out[path].add(kind(v))
     if isinstance(v, dict):
         for k, x in v.items():
-            step = "{}" if path in data_keys else k
+            data = path in data_keys or path.rsplit("/", 1)[-1] in data_keys
+            step = "{}" if data else k
             walk(x, f"{path}/{step}", out, data_keys)
     elif isinstance(v, list):
         for x in v:
@@ -78,7 +80,8 @@ def main():
         action="append",
         default=[],
         metavar="PATH",
-        help='a path (e.g. "/models") whose object keys are data, compared as one "{}"',
+        help='a path (e.g. "/rows/[]/errors"), or a key name anywhere (e.g. "errors"), whose '
+        'object keys are data, compared as one "{}"',
     )
     args = p.parse_args()
     if len(args.files) == 1:
