@@ -92,16 +92,30 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let start = Instant::now();
     attack.attack_batch(&model, xs, &labels[..n], &targets)?;
     let batch = start.elapsed().as_secs_f64();
-    let json = serde_json::json!({
-        "images": n,
-        "success_rate": successes as f64 / n as f64,
-        "mean_distortion": dist / successes.max(1) as f64,
-        "evaluations_per_image": evals as f64 / n as f64,
-        "ms_per_image_mean": 1e3 * total / n as f64,
-        "ms_per_image_median": 1e3 * times[n / 2],
-        "ms_per_image_batch_all_cores": 1e3 * batch / n as f64,
-        "threads": rayon::current_num_threads(),
-    });
-    println!("{}", serde_json::to_string_pretty(&json)?);
+    let summary = Summary {
+        images: n,
+        success_rate: successes as f64 / n as f64,
+        mean_distortion: dist / successes.max(1) as f64,
+        evaluations_per_image: evals as f64 / n as f64,
+        ms_per_image_mean: 1e3 * total / n as f64,
+        ms_per_image_median: 1e3 * times[n / 2],
+        ms_per_image_batch_all_cores: 1e3 * batch / n as f64,
+        threads: rayon::current_num_threads(),
+    };
+    println!("{}", serde_json::to_string_pretty(&summary)?);
     Ok(())
+}
+
+/// The printed result, read by `scripts/compare_attack.py`.
+#[derive(serde::Serialize)]
+struct Summary {
+    images: usize,
+    success_rate: f64,
+    /// Over the successful attacks.
+    mean_distortion: f64,
+    evaluations_per_image: f64,
+    ms_per_image_mean: f64,
+    ms_per_image_median: f64,
+    ms_per_image_batch_all_cores: f64,
+    threads: usize,
 }

@@ -25,7 +25,7 @@ use blindspot::adapters::{tensor_from_array, CandleModel, FiniteDifference};
 use blindspot::attack::{magnify, transfer_error, Attack, BoxLbfgs, Outcome, Target};
 use blindspot::data::Mnist;
 use blindspot::nn::{error_rate, Network};
-use blindspot::probe::{study, ProbeParams, ProbeReport};
+use blindspot::probe::{study, Difference, GroupSummary, MeanCi, ProbeParams, ProbeReport};
 use blindspot::zoo::Zoo;
 use blindspot::{Differentiable, Representation};
 use candle_core::{DType, Device, Module, Tensor};
@@ -35,7 +35,7 @@ use ndarray::{s, Array2, ArrayView2};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde_json::{json, Value};
+use serde::Serialize;
 
 #[derive(Parser)]
 #[command(about = "Train a candle convnet on MNIST, then attack, transfer and probe it")]
@@ -305,30 +305,186 @@ impl Run {
         (adv, kept)
     }
 
-    fn json(&self) -> Value {
-        json!({
-            "images": self.outs.len(),
-            "success_rate": self.success_rate(),
-            "mean_distortion": self.mean_distortion(),
-            "ms_per_image": self.ms_per_image(),
-            "evaluations_per_image": self.evaluations_per_image(),
-            "seconds": self.seconds,
-        })
+    fn figures(&self) -> RunJson {
+        RunJson {
+            images: self.outs.len(),
+            success_rate: self.success_rate(),
+            mean_distortion: self.mean_distortion(),
+            ms_per_image: self.ms_per_image(),
+            evaluations_per_image: self.evaluations_per_image(),
+            seconds: self.seconds,
+        }
     }
 }
 
-fn probe_json(r: &ProbeReport) -> Value {
-    let ci =
-        |m: &blindspot::probe::MeanCi| json!({ "mean": m.mean, "ci95": [m.ci95.lo, m.ci95.hi] });
-    let diff = |d: &blindspot::probe::Difference| json!({ "mean": d.mean, "ci95": [d.ci95.lo, d.ci95.hi], "p_value": d.p_value, "differs": d.differs });
-    json!({
-        "layer": "fc1", "layer_dim": r.layer_dim, "k": r.k, "heldout": r.heldout,
-        "unit": { "n": r.unit.n, "tied": r.unit.tied, "purity": ci(&r.unit.purity), "spread": ci(&r.unit.spread) },
-        "random": { "n": r.random.n, "tied": r.random.tied, "purity": ci(&r.random.purity), "spread": ci(&r.random.spread) },
-        "baseline_purity_mean": r.baseline.purity_mean,
-        "purity_difference_unit_minus_random": diff(&r.purity_difference),
-        "spread_difference_unit_minus_random": diff(&r.spread_difference),
-    })
+/// The `--json` output (also printed).
+#[derive(Serialize)]
+struct Report {
+    model: ModelJson,
+    attack: AttackJson,
+    transfer: TransferJson,
+    boundary: BoundaryJson,
+    probe: ProbeJson,
+    wall_seconds: f64,
+}
+
+/// The candle convnet and its training.
+#[derive(Serialize)]
+struct ModelJson {
+    architecture: &'static str,
+    framework: &'static str,
+    epochs: usize,
+    train_images: usize,
+    batch: usize,
+    lr: f64,
+    seed: u64,
+    train_seconds: f64,
+    train_error: f32,
+    test_error: f32,
+}
+
+/// One attack run's figures.
+#[derive(Serialize)]
+struct RunJson {
+    images: usize,
+    success_rate: f64,
+    mean_distortion: f64,
+    ms_per_image: f64,
+    evaluations_per_image: f64,
+    seconds: f64,
+}
+
+/// The attack on the convnet through candle's autograd.
+#[derive(Serialize)]
+struct AttackJson {
+    set: &'static str,
+    target: &'static str,
+    search_steps: usize,
+    #[serde(flatten)]
+    run: RunJson,
+}
+
+/// Transfer between the convnet and the zoo's FC100-100-10.
+#[derive(Serialize)]
+struct TransferJson {
+    fc_model: &'static str,
+    fc_train_seconds: f64,
+    fc_from_cache: bool,
+    fc_test_error: f32,
+    fc_attack: RunJson,
+    clean_error: CleanError,
+    convnet_to_fc: Transfer,
+    fc_to_convnet: Transfer,
+}
+
+/// Each model's error on the clean attacked images.
+#[derive(Serialize)]
+struct CleanError {
+    convnet: f32,
+    fc: f32,
+}
+
+/// One direction of transfer: both models' errors on the examples made for one of them, as
+/// they are and magnified.
+#[derive(Serialize)]
+struct Transfer {
+    convnet_error: f32,
+    fc_error: f32,
+    mean_distortion: f64,
+    magnified_to: f64,
+    magnified_fc_error: f32,
+    magnified_convnet_error: f32,
+    not_magnifiable: usize,
+}
+
+/// The framework boundary on identical weights: the crate's network, candle, finite differences.
+#[derive(Serialize)]
+struct BoundaryJson {
+    model: &'static str,
+    mlp: RunJson,
+    candle: RunJson,
+    candle_over_mlp_time: f64,
+    finite_difference: FiniteDifferenceJson,
+}
+
+/// The attack through the finite-difference adapter, and the exact one on the same images.
+#[derive(Serialize)]
+struct FiniteDifferenceJson {
+    step: f32,
+    run: RunJson,
+    mlp_same_images: RunJson,
+    fd_over_mlp_time: f64,
+}
+
+/// The probe of the convnet's hidden layer, intervals as `[lo, hi]` pairs.
+#[derive(Serialize)]
+struct ProbeJson {
+    layer: &'static str,
+    layer_dim: usize,
+    k: usize,
+    heldout: usize,
+    unit: Group,
+    random: Group,
+    baseline_purity_mean: f64,
+    purity_difference_unit_minus_random: DiffJson,
+    spread_difference_unit_minus_random: DiffJson,
+}
+
+impl ProbeJson {
+    fn new(r: &ProbeReport) -> Self {
+        let ci = |m: &MeanCi| Ci {
+            mean: m.mean,
+            ci95: [m.ci95.lo, m.ci95.hi],
+        };
+        let group = |g: &GroupSummary| Group {
+            n: g.n,
+            tied: g.tied,
+            purity: ci(&g.purity),
+            spread: ci(&g.spread),
+        };
+        let diff = |d: &Difference| DiffJson {
+            mean: d.mean,
+            ci95: [d.ci95.lo, d.ci95.hi],
+            p_value: d.p_value,
+            differs: d.differs,
+        };
+        ProbeJson {
+            layer: "fc1",
+            layer_dim: r.layer_dim,
+            k: r.k,
+            heldout: r.heldout,
+            unit: group(&r.unit),
+            random: group(&r.random),
+            baseline_purity_mean: r.baseline.purity_mean,
+            purity_difference_unit_minus_random: diff(&r.purity_difference),
+            spread_difference_unit_minus_random: diff(&r.spread_difference),
+        }
+    }
+}
+
+/// The unit or the random directions' summary.
+#[derive(Serialize)]
+struct Group {
+    n: usize,
+    tied: usize,
+    purity: Ci,
+    spread: Ci,
+}
+
+/// A mean and its 95% confidence interval.
+#[derive(Serialize)]
+struct Ci {
+    mean: f64,
+    ci95: [f64; 2],
+}
+
+/// A difference of means (unit − random), its 95% interval and permutation p-value.
+#[derive(Serialize)]
+struct DiffJson {
+    mean: f64,
+    ci95: [f64; 2],
+    p_value: f64,
+    differs: bool,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -377,36 +533,36 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fc_adv = fc_run.adversarial();
     let (conv_big, conv_kept) = conv_run.magnified(xs.view(), args.magnify_to);
     let (fc_big, fc_kept) = fc_run.magnified(xs.view(), args.magnify_to);
-    let transfer = json!({
-        "fc_model": "FC100-100-10",
-        "fc_train_seconds": entry.train_seconds,
-        "fc_from_cache": entry.from_cache,
-        "fc_test_error": fc_test_error,
-        "fc_attack": fc_run.json(),
-        "clean_error": {
-            "convnet": transfer_error(&net, xs.view(), labels)?,
-            "fc": transfer_error(&fc, xs.view(), labels)?,
+    let transfer = TransferJson {
+        fc_model: "FC100-100-10",
+        fc_train_seconds: entry.train_seconds,
+        fc_from_cache: entry.from_cache,
+        fc_test_error,
+        fc_attack: fc_run.figures(),
+        clean_error: CleanError {
+            convnet: transfer_error(&net, xs.view(), labels)?,
+            fc: transfer_error(&fc, xs.view(), labels)?,
         },
-        "convnet_to_fc": {
-            "convnet_error": transfer_error(&net, conv_adv.view(), labels)?,
-            "fc_error": transfer_error(&fc, conv_adv.view(), labels)?,
-            "mean_distortion": conv_run.mean_distortion(),
-            "magnified_to": args.magnify_to,
-            "magnified_fc_error": transfer_error(&fc, conv_big.view(), labels)?,
-            "magnified_convnet_error": transfer_error(&net, conv_big.view(), labels)?,
-            "not_magnifiable": conv_kept,
+        convnet_to_fc: Transfer {
+            convnet_error: transfer_error(&net, conv_adv.view(), labels)?,
+            fc_error: transfer_error(&fc, conv_adv.view(), labels)?,
+            mean_distortion: conv_run.mean_distortion(),
+            magnified_to: args.magnify_to,
+            magnified_fc_error: transfer_error(&fc, conv_big.view(), labels)?,
+            magnified_convnet_error: transfer_error(&net, conv_big.view(), labels)?,
+            not_magnifiable: conv_kept,
         },
-        "fc_to_convnet": {
-            "fc_error": transfer_error(&fc, fc_adv.view(), labels)?,
-            "convnet_error": transfer_error(&net, fc_adv.view(), labels)?,
-            "mean_distortion": fc_run.mean_distortion(),
-            "magnified_to": args.magnify_to,
-            "magnified_convnet_error": transfer_error(&net, fc_big.view(), labels)?,
-            "magnified_fc_error": transfer_error(&fc, fc_big.view(), labels)?,
-            "not_magnifiable": fc_kept,
+        fc_to_convnet: Transfer {
+            fc_error: transfer_error(&fc, fc_adv.view(), labels)?,
+            convnet_error: transfer_error(&net, fc_adv.view(), labels)?,
+            mean_distortion: fc_run.mean_distortion(),
+            magnified_to: args.magnify_to,
+            magnified_convnet_error: transfer_error(&net, fc_big.view(), labels)?,
+            magnified_fc_error: transfer_error(&fc, fc_big.view(), labels)?,
+            not_magnifiable: fc_kept,
         },
-    });
-    eprintln!("transfer: {transfer:#}");
+    };
+    eprintln!("transfer: {}", serde_json::to_string_pretty(&transfer)?);
 
     // 5. The framework boundary on identical weights: Network, candle, finite differences.
     let fc_candle = CandleModel::on_device(CandleFc::from_mlp(&fc, &dev)?, &[784], 10, dev)?;
@@ -415,25 +571,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fd = FiniteDifference::new(fc.clone(), args.fd_step)?;
     let fd_run = Run::new(&fd, xs.slice(s![..k, ..]), &labels[..k], args.search_steps)?;
     let exact_k = Run::new(&fc, xs.slice(s![..k, ..]), &labels[..k], args.search_steps)?;
-    let boundary = json!({
-        "model": "FC100-100-10 (zoo weights)",
-        "mlp": fc_run.json(),
-        "candle": candle_run.json(),
-        "candle_over_mlp_time": candle_run.seconds / fc_run.seconds,
-        "finite_difference": {
-            "step": args.fd_step,
-            "run": fd_run.json(),
-            "mlp_same_images": exact_k.json(),
-            "fd_over_mlp_time": fd_run.seconds / exact_k.seconds,
+    let boundary = BoundaryJson {
+        model: "FC100-100-10 (zoo weights)",
+        mlp: fc_run.figures(),
+        candle: candle_run.figures(),
+        candle_over_mlp_time: candle_run.seconds / fc_run.seconds,
+        finite_difference: FiniteDifferenceJson {
+            step: args.fd_step,
+            run: fd_run.figures(),
+            mlp_same_images: exact_k.figures(),
+            fd_over_mlp_time: fd_run.seconds / exact_k.seconds,
         },
-    });
-    eprintln!("boundary: {boundary:#}");
+    };
+    eprintln!("boundary: {}", serde_json::to_string_pretty(&boundary)?);
 
     // 6. The probe on the convnet's hidden layer.
     let layer = net.layer_index("fc1").expect("fc1 was added");
     let t = Instant::now();
     let report = study(&net, &mnist.test, layer, &ProbeParams::default().check()?)?;
-    let probe = probe_json(&report);
+    let probe = ProbeJson::new(&report);
     eprintln!(
         "probe fc1 ({} units, {:.1} s): unit purity {:.3}, random purity {:.3}, difference p = {:.3}",
         net.layer_dim(layer)?,
@@ -443,41 +599,37 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         report.purity_difference.p_value
     );
 
-    let out = json!({
-        "model": {
-            "architecture": ConvNet::NAME,
-            "framework": "candle 0.11 (CPU)",
-            "epochs": args.epochs,
-            "train_images": n_train,
-            "batch": args.batch,
-            "lr": args.lr,
-            "seed": args.seed,
-            "train_seconds": train_seconds,
-            "train_error": conv_train_error,
-            "test_error": conv_test_error,
+    let result = Report {
+        model: ModelJson {
+            architecture: ConvNet::NAME,
+            framework: "candle 0.11 (CPU)",
+            epochs: args.epochs,
+            train_images: n_train,
+            batch: args.batch,
+            lr: args.lr,
+            seed: args.seed,
+            train_seconds,
+            train_error: conv_train_error,
+            test_error: conv_test_error,
         },
-        "attack": {
-            "set": "train",
-            "target": "untargeted",
-            "search_steps": args.search_steps,
-            "images": conv_run.outs.len(),
-            "success_rate": conv_run.success_rate(),
-            "mean_distortion": conv_run.mean_distortion(),
-            "ms_per_image": conv_run.ms_per_image(),
-            "evaluations_per_image": conv_run.evaluations_per_image(),
-            "seconds": conv_run.seconds,
+        attack: AttackJson {
+            set: "train",
+            target: "untargeted",
+            search_steps: args.search_steps,
+            run: conv_run.figures(),
         },
-        "transfer": transfer,
-        "boundary": boundary,
-        "probe": probe,
-        "wall_seconds": start_all.elapsed().as_secs_f64(),
-    });
-    println!("{out:#}");
+        transfer,
+        boundary,
+        probe,
+        wall_seconds: start_all.elapsed().as_secs_f64(),
+    };
+    let out = serde_json::to_string_pretty(&result)?;
+    println!("{out}");
     if let Some(path) = &args.json {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
-        std::fs::write(path, serde_json::to_string_pretty(&out)?)?;
+        std::fs::write(path, &out)?;
     }
     Ok(())
 }

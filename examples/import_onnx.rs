@@ -29,7 +29,7 @@ use blindspot::zoo::Zoo;
 use blindspot::{Classifier, Differentiable};
 use clap::Parser;
 use ndarray::{s, Array2, Ix2};
-use serde_json::json;
+use serde::Serialize;
 
 #[derive(Parser)]
 #[command(about = "Import an ONNX classifier into the crate's network, verify it, attack it")]
@@ -125,6 +125,47 @@ impl Summary {
     }
 }
 
+/// The `--json` summary.
+#[derive(Serialize)]
+struct Report {
+    onnx: String,
+    /// `null` when the import was not verified (nor `checked`, `max_logit_diff`).
+    agreement: Option<usize>,
+    checked: Option<usize>,
+    max_logit_diff: Option<f32>,
+    /// `null` unless the model takes MNIST images (784 inputs).
+    test_error: Option<f32>,
+    /// The attack's figures, when images were attacked.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    attack: Option<AttackFigures>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    compare: Option<Compare>,
+}
+
+/// The attack on the imported model.
+#[derive(Serialize)]
+struct AttackFigures {
+    success_rate: f64,
+    mean_distortion: f64,
+    ms_per_image: f64,
+    median_ms_per_image: f64,
+    median_ms_per_evaluation: f64,
+    images: usize,
+}
+
+/// The attack on the `--compare` model, and the imported model's cost relative to it.
+#[derive(Serialize)]
+struct Compare {
+    model: String,
+    success_rate: f64,
+    mean_distortion: f64,
+    ms_per_image: f64,
+    median_ms_per_image: f64,
+    median_ms_per_evaluation: f64,
+    ratio_median_ms_per_image: f64,
+    ratio_median_ms_per_evaluation: f64,
+}
+
 /// `net` without its input normalisation, folded into the first layer's weights and bias.
 fn folded(net: &Network) -> blindspot::Result<Network> {
     let mut params: Vec<Array2<f32>> = net.params().into_iter().cloned().collect();
@@ -198,13 +239,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("MNIST test error {:.2}%", 100.0 * e);
     }
 
-    let mut result = json!({
-        "onnx": args.onnx.display().to_string(),
-        "agreement": agreement.map(|a| a.agree),
-        "checked": agreement.map(|a| a.checked),
-        "max_logit_diff": agreement.map(|a| a.max_logit_diff),
-        "test_error": test_error,
-    });
+    let mut report = Report {
+        onnx: args.onnx.display().to_string(),
+        agreement: agreement.map(|a| a.agree),
+        checked: agreement.map(|a| a.checked),
+        max_logit_diff: agreement.map(|a| a.max_logit_diff),
+        test_error,
+        attack: None,
+        compare: None,
+    };
     if let (Some(mnist), true) = (&mnist, args.images > 0) {
         let n = args.images.min(mnist.test.len());
         let xs = mnist.test.images().slice(s![..n, ..]).to_owned();
@@ -259,12 +302,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             median(&mut a.ms.clone()),
             median(&mut a.ms_per_evaluation())
         );
-        result["success_rate"] = json!(a.success_rate);
-        result["mean_distortion"] = json!(a.mean_distortion);
-        result["ms_per_image"] = json!(a.ms_per_image());
-        result["median_ms_per_image"] = json!(median(&mut a.ms.clone()));
-        result["median_ms_per_evaluation"] = json!(median(&mut a.ms_per_evaluation()));
-        result["images"] = json!(n);
+        report.attack = Some(AttackFigures {
+            success_rate: a.success_rate,
+            mean_distortion: a.mean_distortion,
+            ms_per_image: a.ms_per_image(),
+            median_ms_per_image: median(&mut a.ms.clone()),
+            median_ms_per_evaluation: median(&mut a.ms_per_evaluation()),
+            images: n,
+        });
         if let Some(name) = &args.compare {
             let b = Summary::new(&theirs, theirs_ms);
             let ratio = median(&mut a.ms.clone()) / median(&mut b.ms.clone());
@@ -282,15 +327,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 ratio,
                 ratio_eval
             );
-            result["compare"] = json!({
-                "model": name,
-                "success_rate": b.success_rate,
-                "mean_distortion": b.mean_distortion,
-                "ms_per_image": b.ms_per_image(),
-                "median_ms_per_image": median(&mut b.ms.clone()),
-                "median_ms_per_evaluation": median(&mut b.ms_per_evaluation()),
-                "ratio_median_ms_per_image": ratio,
-                "ratio_median_ms_per_evaluation": ratio_eval,
+            report.compare = Some(Compare {
+                model: name.clone(),
+                success_rate: b.success_rate,
+                mean_distortion: b.mean_distortion,
+                ms_per_image: b.ms_per_image(),
+                median_ms_per_image: median(&mut b.ms.clone()),
+                median_ms_per_evaluation: median(&mut b.ms_per_evaluation()),
+                ratio_median_ms_per_image: ratio,
+                ratio_median_ms_per_evaluation: ratio_eval,
             });
         }
     }
@@ -298,7 +343,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
-        std::fs::write(path, serde_json::to_string_pretty(&result)? + "\n")?;
+        std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")?;
         eprintln!("wrote {}", path.display());
     }
     Ok(())

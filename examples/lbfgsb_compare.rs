@@ -75,6 +75,18 @@ impl Gradient for Quadratic {
     }
 }
 
+/// The printed line of one problem, read by `scripts/compare_lbfgsb.py`.
+#[derive(serde::Serialize)]
+struct Line {
+    problem: &'static str,
+    n: usize,
+    #[serde(flatten)]
+    outcome: Outcome,
+    median_seconds: f64,
+}
+
+/// What the solver did on one problem: the `cost`, `evals`, `iters` and `reason` of a [`Line`].
+#[derive(serde::Serialize)]
 struct Outcome {
     cost: f64,
     evals: u64,
@@ -162,15 +174,13 @@ fn main() {
         rows.push(("quadratic", n, o, t));
     }
     for (name, n, o, t) in rows {
-        let v = serde_json::json!({
-            "problem": name,
-            "n": n,
-            "cost": o.cost,
-            "evals": o.evals,
-            "iters": o.iters,
-            "reason": o.reason,
-            "median_seconds": t,
-        });
+        let v = Line {
+            problem: name,
+            n,
+            outcome: o,
+            median_seconds: t,
+        };
+        let v = serde_json::to_string(&v).expect("serialisable");
         println!("{v}");
     }
 }

@@ -27,7 +27,7 @@ use ndarray_rand::rand_distr::StandardNormal;
 use ndarray_rand::RandomExt;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use serde_json::{json, Value};
+use serde::Serialize;
 
 #[derive(Parser)]
 #[command(about = "Per-layer Lipschitz upper bounds vs measured output/input ratios")]
@@ -72,12 +72,105 @@ struct PerturbationSet {
     r: Array2<f32>,
 }
 
-/// The measured ratios of one set on one model.
+/// The measured ratios of one set on one model (an entry of a model's `measured` in the JSON).
+#[derive(Serialize)]
 struct Measured {
     source: String,
+    #[serde(rename = "pairs")]
     n: usize,
+    #[serde(rename = "max_ratio")]
     max: f64,
+    #[serde(rename = "mean_ratio")]
     mean: f64,
+}
+
+/// The `--json` output.
+#[derive(Serialize)]
+struct Report<'a> {
+    f: &'static str,
+    perturbations: &'static str,
+    adversarial: usize,
+    n: usize,
+    sigmas: &'a [f32],
+    seed: u64,
+    models: Vec<ModelReport<'a>>,
+}
+
+/// One model's bounds, checks and measured ratios.
+#[derive(Serialize)]
+struct ModelReport<'a> {
+    model: &'a str,
+    seed: u64,
+    test_error: f32,
+    layers: Vec<LayerRow>,
+    network_bound: f64,
+    fourier_checks: Vec<FourierCheck>,
+    c_bound_above_every_ratio: BoundCheck,
+    measured: Vec<Measured>,
+}
+
+/// A layer's bound as the JSON gives it: the method by name and the activation in words.
+#[derive(Serialize)]
+struct LayerRow {
+    layer: usize,
+    kind: &'static str,
+    size: String,
+    stride: usize,
+    method: &'static str,
+    inputs: usize,
+    outputs: usize,
+    activation: String,
+    operator_norm: f64,
+    iterations: usize,
+    activation_lipschitz: f64,
+    bound: f64,
+}
+
+impl From<&LayerBound> for LayerRow {
+    fn from(b: &LayerBound) -> Self {
+        LayerRow {
+            layer: b.layer,
+            kind: b.kind,
+            size: b.size.clone(),
+            stride: b.stride,
+            method: b.method.name(),
+            inputs: b.inputs,
+            outputs: b.outputs,
+            activation: b.activation.map_or(
+                if b.kind == "max-pool" {
+                    "none"
+                } else {
+                    "none (logits)"
+                }
+                .to_string(),
+                |a| a.to_string(),
+            ),
+            operator_norm: b.operator_norm,
+            iterations: b.iterations,
+            activation_lipschitz: b.activation_lipschitz,
+            bound: b.bound,
+        }
+    }
+}
+
+/// The §4.3 checks (a) and (b) of the Fourier method on one convolution layer.
+#[derive(Serialize)]
+struct FourierCheck {
+    layer: usize,
+    a_circular_fourier: f64,
+    a_circular_power_iteration: f64,
+    a_relative_difference: f64,
+    a_pass: bool,
+    b_padded_fourier_bound: f64,
+    b_padded_power_iteration: f64,
+    b_pass: bool,
+}
+
+/// Check (c): the product bound is at least the largest measured ratio.
+#[derive(Serialize)]
+struct BoundCheck {
+    largest_ratio: f64,
+    pass: bool,
 }
 
 fn measure(model: &Network, sets: &[PerturbationSet]) -> blindspot::Result<Vec<Measured>> {
@@ -191,7 +284,7 @@ fn adversarial_set(model: &Network, mnist: &Mnist, n: usize) -> blindspot::Resul
 /// iteration on the circular operator (forward and adjoint) to 1e-4 relative; (b) the Fourier
 /// bound of the zero-padded layer is at least power iteration's norm of the zero-padded
 /// operator.
-fn conv_checks(model: &Network) -> blindspot::Result<Vec<Value>> {
+fn conv_checks(model: &Network) -> blindspot::Result<Vec<FourierCheck>> {
     let mut out = Vec::new();
     for (i, layer) in model.layers().iter().enumerate() {
         let Layer::Conv2d(c) = layer else { continue };
@@ -239,31 +332,18 @@ fn conv_checks(model: &Network) -> blindspot::Result<Vec<Value>> {
                 "FAIL"
             },
         );
-        out.push(json!({
-            "layer": i,
-            "a_circular_fourier": fourier.value,
-            "a_circular_power_iteration": circular.value,
-            "a_relative_difference": rel,
-            "a_pass": rel <= 1e-4,
-            "b_padded_fourier_bound": bound,
-            "b_padded_power_iteration": padded.value,
-            "b_pass": bound >= padded.value * (1.0 - 1e-9),
-        }));
+        out.push(FourierCheck {
+            layer: i,
+            a_circular_fourier: fourier.value,
+            a_circular_power_iteration: circular.value,
+            a_relative_difference: rel,
+            a_pass: rel <= 1e-4,
+            b_padded_fourier_bound: bound,
+            b_padded_power_iteration: padded.value,
+            b_pass: bound >= padded.value * (1.0 - 1e-9),
+        });
     }
     Ok(out)
-}
-
-fn layer_json(b: &LayerBound) -> Value {
-    json!({
-        "layer": b.layer, "kind": b.kind, "size": b.size, "stride": b.stride,
-        "method": b.method.name(), "inputs": b.inputs, "outputs": b.outputs,
-        "activation": b.activation.map_or(
-            if b.kind == "max-pool" { "none" } else { "none (logits)" }.to_string(),
-            |a| a.to_string()
-        ),
-        "operator_norm": b.operator_norm, "iterations": b.iterations,
-        "activation_lipschitz": b.activation_lipschitz, "bound": b.bound,
-    })
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -383,16 +463,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             worst("top singular"),
             worst("adversarial"),
         ));
-        out.push(json!({
-            "model": name, "seed": args.model_seed, "test_error": test_error,
-            "layers": bounds.iter().map(layer_json).collect::<Vec<_>>(),
-            "network_bound": product,
-            "fourier_checks": checks,
-            "c_bound_above_every_ratio": { "largest_ratio": max_ratio, "pass": c_pass },
-            "measured": measured.iter().map(|m| json!({
-                "source": m.source, "pairs": m.n, "max_ratio": m.max, "mean_ratio": m.mean,
-            })).collect::<Vec<_>>(),
-        }));
+        let m = ModelReport {
+            model: name,
+            seed: args.model_seed,
+            test_error,
+            layers: bounds.iter().map(LayerRow::from).collect(),
+            network_bound: product,
+            fourier_checks: checks,
+            c_bound_above_every_ratio: BoundCheck {
+                largest_ratio: max_ratio,
+                pass: c_pass,
+            },
+            measured,
+        };
+        out.push(m);
     }
     println!("### Summary\n");
     println!(
@@ -411,15 +495,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
         }
-        let v = json!({
-            "f": "pre-softmax output (logits)",
-            "perturbations": "Gaussian N(0, σ²) per pixel on the first n test images, unclipped; \
+        let v = Report {
+            f: "pre-softmax output (logits)",
+            perturbations: "Gaussian N(0, σ²) per pixel on the first n test images, unclipped; \
                 ε·(top left singular vector of W0) on the same images; adversarial perturbations \
                 of untargeted BoxLbfgs on the first `adversarial` test images",
-            "adversarial": args.adversarial,
-            "n": args.n.min(mnist.test.len()), "sigmas": args.sigmas, "seed": args.seed,
-            "models": out,
-        });
+            adversarial: args.adversarial,
+            n: args.n.min(mnist.test.len()),
+            sigmas: &args.sigmas,
+            seed: args.seed,
+            models: out,
+        };
         std::fs::write(path, serde_json::to_string_pretty(&v)?)?;
         eprintln!("wrote {}", path.display());
     }

@@ -22,11 +22,12 @@ use std::path::{Path, PathBuf};
 use blindspot::data::{Dataset, Mnist};
 use blindspot::image::Grid;
 use blindspot::probe::{
-    study, Difference, Direction, MeanCi, PreActivations, ProbeParams, ProbeReport,
+    study, Difference, Direction, GroupSummary, Interval, MeanCi, PreActivations, ProbeParams,
+    ProbeReport,
 };
 use blindspot::zoo::Zoo;
 use clap::Parser;
-use serde_json::{json, Value};
+use serde::Serialize;
 
 #[derive(Parser)]
 #[command(about = "Unit vs random directions in hidden layers (Szegedy et al. §3), measured")]
@@ -105,48 +106,168 @@ fn fmt_diff(d: &Difference) -> String {
     )
 }
 
-fn ci_json(m: &MeanCi) -> Value {
-    json!({ "mean": m.mean, "ci95": [m.ci95.lo, m.ci95.hi] })
+/// The `--json` output.
+#[derive(Serialize)]
+struct ProbeFile<'a> {
+    config: Config,
+    layers: Vec<LayerReport<'a>>,
 }
 
-fn diff_json(d: &Difference) -> Value {
-    json!({
-        "mean": d.mean, "ci95": [d.ci95.lo, d.ci95.hi], "p_value": d.p_value,
-        "differs": d.differs,
-    })
+/// The settings of the study, in the JSON.
+#[derive(Serialize)]
+struct Config {
+    k: usize,
+    n_unit: usize,
+    n_random: usize,
+    resamples: usize,
+    baseline_sets: usize,
+    seed: u64,
+    model_seed: u64,
+    heldout: &'static str,
+    decision: &'static str,
 }
 
-fn report_json(model: &str, space: &str, r: &ProbeReport) -> Value {
-    let dirs: Vec<Value> = r
-        .directions
-        .iter()
-        .map(|d| {
-            let dir = match &d.top.direction {
-                Direction::Unit(i) => json!({ "unit": i }),
-                Direction::Random { seed } => json!({ "random_seed": seed }),
-                Direction::Custom(_) => json!("custom"),
-            };
-            json!({
-                "direction": dir, "indices": d.top.indices, "scores": d.top.scores,
-                "purity": d.purity, "spread": d.spread, "boundary_ties": d.top.boundary_ties,
-            })
-        })
-        .collect();
-    json!({
-        "model": model, "space": space, "layer": r.layer, "layer_dim": r.layer_dim, "k": r.k,
-        "heldout": r.heldout,
-        "unit": { "n": r.unit.n, "tied": r.unit.tied, "purity": ci_json(&r.unit.purity), "spread": ci_json(&r.unit.spread) },
-        "random": { "n": r.random.n, "tied": r.random.tied, "purity": ci_json(&r.random.purity), "spread": ci_json(&r.random.spread) },
-        "baseline": {
-            "sets": r.baseline.sets, "purity_mean": r.baseline.purity_mean,
-            "purity_range95": [r.baseline.purity_range95.lo, r.baseline.purity_range95.hi],
-            "pairwise_distance": r.baseline.pairwise_distance,
-            "spread_range95": [r.baseline.spread_range95.lo, r.baseline.spread_range95.hi],
-        },
-        "purity_difference_unit_minus_random": diff_json(&r.purity_difference),
-        "spread_difference_unit_minus_random": diff_json(&r.spread_difference),
-        "directions": dirs,
-    })
+/// One probed layer in one space: a [`ProbeReport`] with intervals as `[lo, hi]` pairs.
+#[derive(Serialize)]
+struct LayerReport<'a> {
+    model: &'a str,
+    space: &'a str,
+    layer: usize,
+    layer_dim: usize,
+    k: usize,
+    heldout: usize,
+    unit: Group,
+    random: Group,
+    baseline: BaselineJson,
+    purity_difference_unit_minus_random: DiffJson,
+    spread_difference_unit_minus_random: DiffJson,
+    directions: Vec<DirectionJson<'a>>,
+}
+
+impl<'a> LayerReport<'a> {
+    fn new(model: &'a str, space: &'a str, r: &'a ProbeReport) -> Self {
+        let group = |g: &GroupSummary| Group {
+            n: g.n,
+            tied: g.tied,
+            purity: (&g.purity).into(),
+            spread: (&g.spread).into(),
+        };
+        LayerReport {
+            model,
+            space,
+            layer: r.layer,
+            layer_dim: r.layer_dim,
+            k: r.k,
+            heldout: r.heldout,
+            unit: group(&r.unit),
+            random: group(&r.random),
+            baseline: BaselineJson {
+                sets: r.baseline.sets,
+                purity_mean: r.baseline.purity_mean,
+                purity_range95: pair(r.baseline.purity_range95),
+                pairwise_distance: r.baseline.pairwise_distance,
+                spread_range95: pair(r.baseline.spread_range95),
+            },
+            purity_difference_unit_minus_random: (&r.purity_difference).into(),
+            spread_difference_unit_minus_random: (&r.spread_difference).into(),
+            directions: r
+                .directions
+                .iter()
+                .map(|d| DirectionJson {
+                    direction: match &d.top.direction {
+                        Direction::Unit(i) => DirectionName::Unit { unit: *i },
+                        Direction::Random { seed } => DirectionName::Random { random_seed: *seed },
+                        Direction::Custom(_) => DirectionName::Custom("custom"),
+                    },
+                    indices: &d.top.indices,
+                    scores: &d.top.scores,
+                    purity: d.purity,
+                    spread: d.spread,
+                    boundary_ties: d.top.boundary_ties,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// An interval as the JSON gives it: `[lo, hi]`.
+fn pair(i: Interval) -> [f64; 2] {
+    [i.lo, i.hi]
+}
+
+/// The unit or the random directions' summary.
+#[derive(Serialize)]
+struct Group {
+    n: usize,
+    tied: usize,
+    purity: Ci,
+    spread: Ci,
+}
+
+/// A mean and its 95% confidence interval.
+#[derive(Serialize)]
+struct Ci {
+    mean: f64,
+    ci95: [f64; 2],
+}
+
+impl From<&MeanCi> for Ci {
+    fn from(m: &MeanCi) -> Self {
+        Ci {
+            mean: m.mean,
+            ci95: pair(m.ci95),
+        }
+    }
+}
+
+/// A difference of means (unit − random), its 95% interval and permutation p-value.
+#[derive(Serialize)]
+struct DiffJson {
+    mean: f64,
+    ci95: [f64; 2],
+    p_value: f64,
+    differs: bool,
+}
+
+impl From<&Difference> for DiffJson {
+    fn from(d: &Difference) -> Self {
+        DiffJson {
+            mean: d.mean,
+            ci95: pair(d.ci95),
+            p_value: d.p_value,
+            differs: d.differs,
+        }
+    }
+}
+
+/// The chance baseline of random k-sets.
+#[derive(Serialize)]
+struct BaselineJson {
+    sets: usize,
+    purity_mean: f64,
+    purity_range95: [f64; 2],
+    pairwise_distance: f64,
+    spread_range95: [f64; 2],
+}
+
+/// One direction's top-k images and their statistics.
+#[derive(Serialize)]
+struct DirectionJson<'a> {
+    direction: DirectionName,
+    indices: &'a [usize],
+    scores: &'a [f32],
+    purity: f64,
+    spread: f64,
+    boundary_ties: usize,
+}
+
+/// A direction as the JSON names it: `{"unit": i}`, `{"random_seed": s}` or `"custom"`.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum DirectionName {
+    Unit { unit: usize },
+    Random { random_seed: u64 },
+    Custom(&'static str),
 }
 
 /// One row of k images per direction: the first `show` unit rows, then `show` random rows.
@@ -283,16 +404,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     if let Some(path) = &args.json {
-        let v = json!({
-            "config": {
-                "k": args.k, "n_unit": args.n_unit, "n_random": args.n_random,
-                "resamples": args.resamples, "baseline_sets": args.baseline_sets,
-                "seed": args.seed, "model_seed": args.model_seed,
-                "heldout": "MNIST test set",
-                "decision": "bootstrap 95% CI of the difference of means excludes 0",
+        let v = ProbeFile {
+            config: Config {
+                k: args.k,
+                n_unit: args.n_unit,
+                n_random: args.n_random,
+                resamples: args.resamples,
+                baseline_sets: args.baseline_sets,
+                seed: args.seed,
+                model_seed: args.model_seed,
+                heldout: "MNIST test set",
+                decision: "bootstrap 95% CI of the difference of means excludes 0",
             },
-            "layers": reports.iter().map(|(n, sp, r)| report_json(n, sp, r)).collect::<Vec<_>>(),
-        });
+            layers: reports
+                .iter()
+                .map(|(n, sp, r)| LayerReport::new(n, sp, r))
+                .collect(),
+        };
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
         }

@@ -90,23 +90,17 @@ fn paper_distortion(name: &str) -> Option<f64> {
 /// The robust-accuracy curves and distortion histograms of `rows` (each with its model's
 /// per-image minimal distortions, `null` where the attack failed) into `dir`.
 #[cfg(feature = "plot")]
-fn plots(
-    rows: &[serde_json::Value],
-    dir: &std::path::Path,
-) -> Result<(), Box<dyn std::error::Error>> {
+fn plots(rows: &[Distortions], dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
     use blindspot::plot::{distortion_histogram, robust_accuracy};
     let models: Vec<(String, Vec<f64>)> = rows
         .iter()
         .map(|r| {
-            let d = r["min_distortions"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .map(|v| v.as_f64().unwrap_or(f64::INFINITY))
-                        .collect()
-                })
-                .unwrap_or_default();
-            (r["model"].as_str().unwrap_or_default().to_string(), d)
+            let d = r
+                .min_distortions
+                .iter()
+                .map(|d| d.unwrap_or(f64::INFINITY))
+                .collect();
+            (r.model.clone(), d)
         })
         .filter(|(_, d): &(String, Vec<f64>)| !d.is_empty())
         .collect();
@@ -127,7 +121,7 @@ fn plots(
 }
 
 #[cfg(not(feature = "plot"))]
-fn plots(_: &[serde_json::Value], _: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+fn plots(_: &[Distortions], _: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
     Err(
         "--plots needs the plot feature: cargo run --release --features plot --example table1"
             .into(),
@@ -138,9 +132,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     if let Some(path) = &args.replot {
         let dir = args.plots.as_ref().ok_or("--replot needs --plots DIR")?;
-        let json: serde_json::Value = serde_json::from_slice(&std::fs::read(path)?)?;
-        let rows = json["rows"].as_array().ok_or("the JSON has no \"rows\"")?;
-        return plots(rows, dir);
+        let file: DistortionsFile = serde_json::from_slice(&std::fs::read(path)?)?;
+        return plots(&file.rows, dir);
     }
     if args.plots.is_some() && !cfg!(feature = "plot") {
         return Err("--plots needs the plot feature: add --features plot".into());
@@ -214,27 +207,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             },
             entry.train_seconds
         );
-        rows.push(serde_json::json!({
-            "model": name,
-            "train_error": train_error,
-            "test_error": test_error,
-            "mean_distortion": mean_distortion,
-            "success_rate": success_rate,
-            "images": n,
-            "ms_per_image": 1e3 * seconds / n as f64,
-            "evaluations_per_image": evaluations,
-            "fgsm_mean_distortion": fgsm_ok.iter().sum::<f64>() / fgsm_ok.len().max(1) as f64,
-            "fgsm_success_rate": fgsm_ok.len() as f64 / n as f64,
-            "fgsm_ms_per_image": 1e3 * fgsm_seconds / n as f64,
-            "paper_train_error": paper_errors(name).map(|p| p.0),
-            "paper_test_error": paper_errors(name).map(|p| p.1),
-            "paper_mean_distortion": paper_distortion(name),
-            // Per image, for the robust-accuracy curves: `null` where the attack failed.
-            "min_distortions": outs
+        rows.push(Row {
+            model: name.clone(),
+            train_error,
+            test_error,
+            mean_distortion,
+            success_rate,
+            images: n,
+            ms_per_image: 1e3 * seconds / n as f64,
+            evaluations_per_image: evaluations,
+            fgsm_mean_distortion: fgsm_ok.iter().sum::<f64>() / fgsm_ok.len().max(1) as f64,
+            fgsm_success_rate: fgsm_ok.len() as f64 / n as f64,
+            fgsm_ms_per_image: 1e3 * fgsm_seconds / n as f64,
+            paper_train_error: paper_errors(name).map(|p| p.0),
+            paper_test_error: paper_errors(name).map(|p| p.1),
+            paper_mean_distortion: paper_distortion(name),
+            min_distortions: outs
                 .iter()
                 .map(|o| o.success.then_some(o.distortion))
-                .collect::<Vec<_>>(),
-        }));
+                .collect(),
+        });
     }
 
     println!(
@@ -252,24 +244,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     println!("| model | train error (paper) | test error (paper) | mean distortion (paper) | success | ms/image | evals/image |");
     println!("|---|---|---|---|---|---|---|");
-    let pct = |v: &serde_json::Value| {
-        v.as_f64()
-            .map_or("-".into(), |f| format!("{:.2}%", 100.0 * f))
-    };
-    let num = |v: &serde_json::Value| v.as_f64().map_or("-".into(), |f| format!("{f:.3}"));
+    let pct = |v: Option<f32>| v.map_or("-".into(), |f| format!("{:.2}%", 100.0 * f));
+    let num = |v: Option<f64>| v.map_or("-".into(), |f| format!("{f:.3}"));
     for r in &rows {
         println!(
             "| {} | {} ({}) | {} ({}) | {} ({}) | {:.1}% | {:.1} | {:.0} |",
-            r["model"].as_str().unwrap_or_default(),
-            pct(&r["train_error"]),
-            pct(&r["paper_train_error"]),
-            pct(&r["test_error"]),
-            pct(&r["paper_test_error"]),
-            num(&r["mean_distortion"]),
-            num(&r["paper_mean_distortion"]),
-            100.0 * r["success_rate"].as_f64().unwrap_or(0.0),
-            r["ms_per_image"].as_f64().unwrap_or(0.0),
-            r["evaluations_per_image"].as_f64().unwrap_or(0.0),
+            r.model,
+            pct(Some(r.train_error)),
+            pct(r.paper_train_error),
+            pct(Some(r.test_error)),
+            pct(r.paper_test_error),
+            num(Some(r.mean_distortion)),
+            num(r.paper_mean_distortion),
+            100.0 * r.success_rate,
+            r.ms_per_image,
+            r.evaluations_per_image,
         );
     }
     println!("\nFGSM rows: one signed-gradient step, the smallest ε ≤ 1 that succeeds along it (20 bisections)\n");
@@ -280,21 +269,76 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for r in &rows {
         println!(
             "| FGSM on {} | {} | {:.1}% | {:.2} | {} |",
-            r["model"].as_str().unwrap_or_default(),
-            num(&r["fgsm_mean_distortion"]),
-            100.0 * r["fgsm_success_rate"].as_f64().unwrap_or(0.0),
-            r["fgsm_ms_per_image"].as_f64().unwrap_or(0.0),
-            num(&r["mean_distortion"]),
+            r.model,
+            num(Some(r.fgsm_mean_distortion)),
+            100.0 * r.fgsm_success_rate,
+            r.fgsm_ms_per_image,
+            num(Some(r.mean_distortion)),
         );
     }
     let total = start_all.elapsed().as_secs_f64();
     println!("\nwall time of the whole run: {total:.1} s");
     if let Some(path) = &args.json {
-        let json = serde_json::json!({ "rows": rows, "wall_seconds": total });
+        let json = Table {
+            rows: &rows,
+            wall_seconds: total,
+        };
         std::fs::write(path, serde_json::to_string_pretty(&json)?)?;
     }
     if let Some(dir) = &args.plots {
+        let rows: Vec<Distortions> = rows
+            .iter()
+            .map(|r| Distortions {
+                model: r.model.clone(),
+                min_distortions: r.min_distortions.clone(),
+            })
+            .collect();
         plots(&rows, dir)?;
     }
     Ok(())
+}
+
+/// The `--json` output.
+#[derive(serde::Serialize)]
+struct Table<'a> {
+    rows: &'a [Row],
+    wall_seconds: f64,
+}
+
+/// One model's figures: a row of the table and of the `--json` output.
+#[derive(serde::Serialize)]
+struct Row {
+    model: String,
+    train_error: f32,
+    test_error: f32,
+    mean_distortion: f64,
+    success_rate: f64,
+    images: usize,
+    ms_per_image: f64,
+    evaluations_per_image: f64,
+    fgsm_mean_distortion: f64,
+    fgsm_success_rate: f64,
+    fgsm_ms_per_image: f64,
+    paper_train_error: Option<f32>,
+    paper_test_error: Option<f32>,
+    paper_mean_distortion: Option<f64>,
+    /// Per image, for the robust-accuracy curves: `null` where the attack failed.
+    min_distortions: Vec<Option<f64>>,
+}
+
+/// What `--replot` reads of a `--json` file.
+#[derive(serde::Deserialize)]
+struct DistortionsFile {
+    rows: Vec<Distortions>,
+}
+
+/// What the figures need of a row: its model and per-image minimal distortions (`null` where
+/// the attack failed; absent from files written before they were kept).
+#[derive(serde::Deserialize)]
+// Read only by the figures, which need the plot feature.
+#[cfg_attr(not(feature = "plot"), allow(dead_code))]
+struct Distortions {
+    model: String,
+    #[serde(default)]
+    min_distortions: Vec<Option<f64>>,
 }

@@ -27,6 +27,7 @@
 //! (`GaussianNoise::matching`). The checks compare adversarial rows with these controls, so
 //! "above noise" is at equal distortion.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -36,7 +37,7 @@ use blindspot::nn::{error_rate, Network};
 use blindspot::zoo::{Zoo, TABLE1_AND_CONV};
 use clap::{Args as ClapArgs, Parser, Subcommand, ValueEnum};
 use ndarray::{s, Array2};
-use serde_json::{json, Value};
+use serde::Serialize;
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Set {
@@ -130,19 +131,127 @@ struct Row {
     name: String,
     errors: Vec<f32>,
     mean_distortion: f64,
-    extra: Value,
+    extra: Extra,
+}
+
+/// What a row's `extra` holds in the JSON, by kind of row: `null` for clean images and noise
+/// controls.
+#[derive(Clone, Copy, Serialize)]
+#[serde(untagged)]
+enum Extra {
+    None,
+    /// Adversarial rows: the attack's figures (evaluations only for box L-BFGS).
+    Attack {
+        attack_success: f64,
+        attack_seconds: f64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        evaluations_per_image: Option<f64>,
+    },
+    /// Gaussian-noise rows.
+    Noise {
+        stddev: f64,
+    },
+    /// Magnified rows: the perturbations left as they were (zero, so no direction).
+    Magnified {
+        not_magnified_zero_perturbation: usize,
+    },
+}
+
+impl Extra {
+    fn attack(made: &Made, evaluations: bool) -> Extra {
+        Extra::Attack {
+            attack_success: made.success,
+            attack_seconds: made.seconds,
+            evaluations_per_image: evaluations.then_some(made.evaluations),
+        }
+    }
+}
+
+/// A row in the JSON: each model's error by model name, and the paper's row where it has one.
+#[derive(Serialize)]
+struct RowJson {
+    row: String,
+    errors: BTreeMap<String, f32>,
+    mean_distortion: f64,
+    paper: Option<Vec<f64>>,
+    extra: Extra,
 }
 
 impl Row {
-    fn json(&self, models: &[String], paper: Option<&[f64]>) -> Value {
-        json!({
-            "row": self.name,
-            "errors": models.iter().zip(&self.errors).map(|(m, e)| (m.clone(), json!(e))).collect::<serde_json::Map<_, _>>(),
-            "mean_distortion": self.mean_distortion,
-            "paper": paper,
-            "extra": self.extra,
-        })
+    fn json(&self, models: &[String], paper: Option<&[f64]>) -> RowJson {
+        RowJson {
+            row: self.name.clone(),
+            errors: models
+                .iter()
+                .cloned()
+                .zip(self.errors.iter().copied())
+                .collect(),
+            mean_distortion: self.mean_distortion,
+            paper: paper.map(<[f64]>::to_vec),
+            extra: self.extra,
+        }
     }
+}
+
+/// A named check with its numbers, in the JSON.
+#[derive(Serialize)]
+struct Check {
+    check: String,
+    pass: bool,
+    detail: String,
+}
+
+/// The `--json` output of `table2`.
+#[derive(Serialize)]
+struct Table2Json {
+    table: u32,
+    images: usize,
+    set: &'static str,
+    zoo_seed: u64,
+    search_steps: usize,
+    noise_seed: u64,
+    models: Vec<String>,
+    model_test_errors: Vec<f32>,
+    rows: Vec<RowJson>,
+    fgsm_rows: Vec<RowJson>,
+    controls: Vec<RowJson>,
+    checks: Vec<Check>,
+    wall_seconds: f64,
+    threads: usize,
+}
+
+/// The `--json` output of `table34`.
+#[derive(Serialize)]
+struct Table34Json {
+    table: &'static str,
+    images: usize,
+    set: &'static str,
+    split_seed: u64,
+    search_steps: usize,
+    noise_seed: u64,
+    magnify_to: f64,
+    table3: Vec<Table3Row>,
+    table4_distorted: Vec<RowJson>,
+    table4_magnified: Vec<RowJson>,
+    gaussian: [RowJson; 2],
+    controls: Vec<RowJson>,
+    checks: Vec<Check>,
+    wall_seconds: f64,
+    threads: usize,
+}
+
+/// A row of Table 3: one model, its training half and its errors.
+#[derive(Serialize)]
+struct Table3Row {
+    model: &'static str,
+    zoo_name: &'static str,
+    seed: u64,
+    data: String,
+    error_p1: f32,
+    error_p2: f32,
+    test_error: f32,
+    paper_train_error_pct: f64,
+    paper_test_error_pct: f64,
 }
 
 fn errors_on(
@@ -266,9 +375,13 @@ fn print_table(title: &str, models: &[String], rows: &[(&Row, Option<&[f64]>)], 
 }
 
 /// A named check with its numbers; printed, collected, never fatal.
-fn check(checks: &mut Vec<Value>, name: &str, pass: bool, detail: String) {
+fn check(checks: &mut Vec<Check>, name: &str, pass: bool, detail: String) {
     println!("- {} {name}: {detail}", if pass { "PASS" } else { "FAIL" });
-    checks.push(json!({ "check": name, "pass": pass, "detail": detail }));
+    checks.push(Check {
+        check: name.to_string(),
+        pass,
+        detail,
+    });
 }
 
 fn mean(v: impl IntoIterator<Item = f64>) -> f64 {
@@ -297,7 +410,7 @@ const PAPER_T2_NOISE: [(f64, [f64; 7]); 2] = [
     (0.3, [15.6, 11.3, 22.7, 5.0, 4.3, 3.1, 0.3]),
 ];
 
-fn table2(c: &Common) -> Result<Value, Box<dyn std::error::Error>> {
+fn table2(c: &Common) -> Result<Table2Json, Box<dyn std::error::Error>> {
     let start = Instant::now();
     let mnist = Mnist::load_default()?;
     let img = Images::new(&mnist, c);
@@ -329,7 +442,7 @@ fn table2(c: &Common) -> Result<Value, Box<dyn std::error::Error>> {
         name: format!("clean {} images (no perturbation)", img.set),
         errors: errors_on(&models, &img.xs, &img.labels)?,
         mean_distortion: 0.0,
-        extra: json!(null),
+        extra: Extra::None,
     };
     let mut adv_rows = Vec::new();
     let mut control_rows = Vec::new();
@@ -348,17 +461,13 @@ fn table2(c: &Common) -> Result<Value, Box<dyn std::error::Error>> {
             name: name.clone(),
             errors,
             mean_distortion: mean(made.distortions.iter().copied()),
-            extra: json!({
-                "attack_success": made.success,
-                "attack_seconds": made.seconds,
-                "evaluations_per_image": made.evaluations,
-            }),
+            extra: Extra::attack(&made, true),
         });
         control_rows.push(Row {
             name: format!("noise matched to {name}'s distortions"),
             errors: errors_on(&models, &noise, &img.labels)?,
             mean_distortion: mean_distortion(&noise, &img)?,
-            extra: json!(null),
+            extra: Extra::None,
         });
     }
     // FGSM rows, each at its own (larger) mean distortion, beside box L-BFGS's.
@@ -369,10 +478,7 @@ fn table2(c: &Common) -> Result<Value, Box<dyn std::error::Error>> {
             name: format!("FGSM on {name}"),
             errors: errors_on(&models, &made.adv, &img.labels)?,
             mean_distortion: mean(made.distortions.iter().copied()),
-            extra: json!({
-                "attack_success": made.success,
-                "attack_seconds": made.seconds,
-            }),
+            extra: Extra::attack(&made, false),
         });
     }
     let mut noise_rows_out = Vec::new();
@@ -382,7 +488,7 @@ fn table2(c: &Common) -> Result<Value, Box<dyn std::error::Error>> {
             name: format!("Gaussian noise, stddev={stddev}"),
             errors: errors_on(&models, &xs, &img.labels)?,
             mean_distortion: mean_distortion(&xs, &img)?,
-            extra: json!({ "stddev": stddev }),
+            extra: Extra::Noise { stddev },
         });
     }
 
@@ -477,7 +583,7 @@ fn table2(c: &Common) -> Result<Value, Box<dyn std::error::Error>> {
         rayon::current_num_threads()
     );
 
-    let rows_json: Vec<Value> = adv_rows
+    let rows_json: Vec<RowJson> = adv_rows
         .iter()
         .zip(PAPER_T2.iter())
         .map(|(r, p)| r.json(&names, Some(&p[..])))
@@ -488,22 +594,25 @@ fn table2(c: &Common) -> Result<Value, Box<dyn std::error::Error>> {
                 .map(|(r, (_, p))| r.json(&names, Some(&p[..]))),
         )
         .collect();
-    Ok(json!({
-        "table": 2,
-        "images": img.len(),
-        "set": img.set,
-        "zoo_seed": c.seed,
-        "search_steps": c.search_steps,
-        "noise_seed": c.noise_seed,
-        "models": names,
-        "model_test_errors": test_errors,
-        "rows": rows_json,
-        "fgsm_rows": fgsm_rows.iter().map(|r| r.json(&names, None)).collect::<Vec<_>>(),
-        "controls": std::iter::once(&clean).chain(control_rows.iter()).map(|r| r.json(&names, None)).collect::<Vec<_>>(),
-        "checks": checks,
-        "wall_seconds": wall,
-        "threads": rayon::current_num_threads(),
-    }))
+    Ok(Table2Json {
+        table: 2,
+        images: img.len(),
+        set: img.set,
+        zoo_seed: c.seed,
+        search_steps: c.search_steps,
+        noise_seed: c.noise_seed,
+        models: names.clone(),
+        model_test_errors: test_errors,
+        rows: rows_json,
+        fgsm_rows: fgsm_rows.iter().map(|r| r.json(&names, None)).collect(),
+        controls: std::iter::once(&clean)
+            .chain(control_rows.iter())
+            .map(|r| r.json(&names, None))
+            .collect(),
+        checks,
+        wall_seconds: wall,
+        threads: rayon::current_num_threads(),
+    })
 }
 
 /// Paper's Table 3: (train error, test error) in percent.
@@ -527,7 +636,7 @@ fn table34(
     c: &Common,
     split_seed: u64,
     magnify_to: f64,
-) -> Result<Value, Box<dyn std::error::Error>> {
+) -> Result<Table34Json, Box<dyn std::error::Error>> {
     let start = Instant::now();
     let mnist = Mnist::load_default()?;
     let (p1, p2) = mnist.train.split(30_000, split_seed)?;
@@ -579,11 +688,17 @@ fn table34(
             PAPER_T3[k].0,
             PAPER_T3[k].1
         );
-        t3.push(json!({
-            "model": label, "zoo_name": zoo_name, "seed": seed, "data": tag,
-            "error_p1": e1, "error_p2": e2, "test_error": et,
-            "paper_train_error_pct": PAPER_T3[k].0, "paper_test_error_pct": PAPER_T3[k].1,
-        }));
+        t3.push(Table3Row {
+            model: label,
+            zoo_name,
+            seed: *seed,
+            data: tag.to_string(),
+            error_p1: e1,
+            error_p2: e2,
+            test_error: et,
+            paper_train_error_pct: PAPER_T3[k].0,
+            paper_test_error_pct: PAPER_T3[k].1,
+        });
     }
 
     // Table 4.
@@ -592,7 +707,7 @@ fn table34(
         name: format!("clean {} images (no perturbation)", img.set),
         errors: errors_on(&models, &img.xs, &img.labels)?,
         mean_distortion: 0.0,
-        extra: json!(null),
+        extra: Extra::None,
     };
     let (mut dist_rows, mut mag_rows, mut ctrl_rows, mut ctrl_mag_rows) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -620,24 +735,22 @@ fn table34(
             name: format!("distorted for {name}"),
             errors: errors_on(&models, &made.adv, &img.labels)?,
             mean_distortion: mean(made.distortions.iter().copied()),
-            extra: json!({
-                "attack_success": made.success,
-                "attack_seconds": made.seconds,
-                "evaluations_per_image": made.evaluations,
-            }),
+            extra: Extra::attack(&made, true),
         });
         mag_rows.push(Row {
             name: format!("magnified for {name}"),
             errors: errors_on(&models, &mag, &img.labels)?,
             mean_distortion: magnified_dist,
-            extra: json!({ "not_magnified_zero_perturbation": kept }),
+            extra: Extra::Magnified {
+                not_magnified_zero_perturbation: kept,
+            },
         });
         let noise = matched_noise(&img, c, &made.distortions)?;
         ctrl_rows.push(Row {
             name: format!("noise matched to {name}'s distortions"),
             errors: errors_on(&models, &noise, &img.labels)?,
             mean_distortion: mean_distortion(&noise, &img)?,
-            extra: json!(null),
+            extra: Extra::None,
         });
     }
     let noise_mag = matched_noise(&img, c, &vec![magnify_to; img.len()])?;
@@ -645,7 +758,7 @@ fn table34(
         name: format!("noise matched to distortion {magnify_to}"),
         errors: errors_on(&models, &noise_mag, &img.labels)?,
         mean_distortion: mean_distortion(&noise_mag, &img)?,
-        extra: json!(null),
+        extra: Extra::None,
     });
     let mut gauss = Vec::new();
     for stddev in [0.06, 0.1] {
@@ -654,7 +767,7 @@ fn table34(
             name: format!("Gaussian noise, stddev={stddev}"),
             errors: errors_on(&models, &xs, &img.labels)?,
             mean_distortion: mean_distortion(&xs, &img)?,
-            extra: json!({ "stddev": stddev }),
+            extra: Extra::Noise { stddev },
         });
     }
 
@@ -734,49 +847,63 @@ fn table34(
         rayon::current_num_threads()
     );
 
-    let j = |rows: &[Row], paper: Option<&[[f64; 4]; 4]>| -> Vec<Value> {
+    let j = |rows: &[Row], paper: Option<&[[f64; 4]; 4]>| -> Vec<RowJson> {
         rows.iter()
             .enumerate()
             .map(|(k, r)| r.json(&names, paper.map(|p| &p[k.min(3)][..])))
             .collect()
     };
-    Ok(json!({
-        "table": "3-4",
-        "images": img.len(),
-        "set": img.set,
-        "split_seed": split_seed,
-        "search_steps": c.search_steps,
-        "noise_seed": c.noise_seed,
-        "magnify_to": magnify_to,
-        "table3": t3,
-        "table4_distorted": j(&dist_rows, Some(&PAPER_T4)),
-        "table4_magnified": j(&mag_rows, Some(&PAPER_T4_MAG)),
-        "gaussian": [gauss[0].json(&names, Some(&PAPER_T4[3][..])), gauss[1].json(&names, Some(&PAPER_T4_MAG[3][..]))],
-        "controls": std::iter::once(&clean).chain(ctrl_rows.iter()).chain(ctrl_mag_rows.iter()).map(|r| r.json(&names, None)).collect::<Vec<_>>(),
-        "checks": checks,
-        "wall_seconds": wall,
-        "threads": rayon::current_num_threads(),
-    }))
+    Ok(Table34Json {
+        table: "3-4",
+        images: img.len(),
+        set: img.set,
+        split_seed,
+        search_steps: c.search_steps,
+        noise_seed: c.noise_seed,
+        magnify_to,
+        table3: t3,
+        table4_distorted: j(&dist_rows, Some(&PAPER_T4)),
+        table4_magnified: j(&mag_rows, Some(&PAPER_T4_MAG)),
+        gaussian: [
+            gauss[0].json(&names, Some(&PAPER_T4[3][..])),
+            gauss[1].json(&names, Some(&PAPER_T4_MAG[3][..])),
+        ],
+        controls: std::iter::once(&clean)
+            .chain(ctrl_rows.iter())
+            .chain(ctrl_mag_rows.iter())
+            .map(|r| r.json(&names, None))
+            .collect(),
+        checks,
+        wall_seconds: wall,
+        threads: rayon::current_num_threads(),
+    })
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cli = Cli::parse();
-    let (out, path) = match &cli.cmd {
-        Cmd::Table2 { common } => (table2(common)?, common.json.clone()),
+    match &cli.cmd {
+        Cmd::Table2 { common } => write_json(common.json.as_deref(), &table2(common)?),
         Cmd::Table34 {
             common,
             split_seed,
             magnify_to,
-        } => (
-            table34(common, *split_seed, *magnify_to)?,
-            common.json.clone(),
+        } => write_json(
+            common.json.as_deref(),
+            &table34(common, *split_seed, *magnify_to)?,
         ),
-    };
+    }
+}
+
+/// Writes `out` as pretty JSON to `path`, if there is one.
+fn write_json(
+    path: Option<&std::path::Path>,
+    out: &impl Serialize,
+) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(path) = path {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
-        std::fs::write(&path, serde_json::to_string_pretty(&out)?)?;
+        std::fs::write(path, serde_json::to_string_pretty(out)?)?;
         eprintln!("wrote {}", path.display());
     }
     Ok(())

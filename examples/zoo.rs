@@ -136,10 +136,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
-        let json = serde_json::json!({ "rows": rows });
+        let json = ZooFile { rows: &rows };
         std::fs::write(path, serde_json::to_string_pretty(&json)?)?;
     }
     Ok(())
+}
+
+/// The `--json` output.
+#[derive(serde::Serialize)]
+struct ZooFile<'a> {
+    rows: &'a [Row<'a>],
 }
 
 /// One model's row of the `--json` output.
