@@ -15,8 +15,11 @@
 //!
 //! The model itself, the pairs `(sᵢ, yᵢ)` and the compact form `B = θI − WMWᵀ`, is in `pairs`;
 //! the box in `bounds`; `workspace` holds all of the state kept between iterations and runs
-//! steps 1–2; `dense` and `rows` are the small linear-algebra kernels. This file is the
-//! `argmin` solver: settings, the iteration loop and the stopping tests.
+//! steps 1–2; `dense` and `rows` are the small linear-algebra kernels. `run` is the iteration
+//! loop and the stopping tests as a reverse-communication state machine (`start`/`ask`/`tell`,
+//! the shape of the reference code's `task` loop), which the caller drives with its own
+//! evaluations. This file holds the settings and the `argmin` solver, a driver that answers
+//! each `ask` by evaluating the argmin problem.
 //!
 //! # Glossary
 //!
@@ -122,6 +125,10 @@ const REASON_NON_FINITE_START: &str = "non-finite cost or gradient at the starti
 /// Observers receive, per iteration, `step` (line-search step along `z − x`), `free` (free
 /// variables at the Cauchy point), `memory` (stored pairs), `theta` (BFGS scaling) and
 /// `proj_grad_norm`.
+///
+/// Without `argmin`, the same solver can be driven in reverse communication: see
+/// [`start`](Self::start), [`ask`](Self::ask) and [`tell`](Self::tell). Both ways take the
+/// same steps and evaluate the same points.
 ///
 /// Function counts are in the result's `problem.counts` (`"cost_count"`, `"gradient_count"`,
 /// always equal), and in the state when the executor is configured with `counting(true)`.
