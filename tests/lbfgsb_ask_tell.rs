@@ -187,15 +187,17 @@ where
     d.trace()
 }
 
-/// The test problems: (name, problem as trait object pieces via closures, solver, start).
-fn cases() -> Vec<(&'static str, Box<dyn Fn() -> Problem>, LBfgsB, Vector)> {
-    let mut out: Vec<(&'static str, Box<dyn Fn() -> Problem>, LBfgsB, Vector)> = Vec::new();
+/// A test problem with its solver settings and start.
+type Case = (&'static str, Problem, LBfgsB, Vector);
+
+fn cases() -> Vec<Case> {
+    let mut out: Vec<Case> = Vec::new();
     // A quadratic whose minimiser lies outside the box: several bounds end active.
     let n = 12;
     let q = Quadratic::new(n, 3);
     out.push((
         "quadratic with active bounds",
-        Box::new(move || Problem::Q(q.clone())),
+        Problem::Q(q),
         LBfgsB::new(Vector::from_elem(n, -0.3), Vector::from_elem(n, 0.4))
             .unwrap()
             .with_memory(4)
@@ -215,7 +217,7 @@ fn cases() -> Vec<(&'static str, Box<dyn Fn() -> Problem>, LBfgsB, Vector)> {
         }
         out.push((
             "rosenbrock in a box",
-            Box::new(|| Problem::R(Rosenbrock)),
+            Problem::R(Rosenbrock),
             s,
             rosenbrock_start(n),
         ));
@@ -224,7 +226,7 @@ fn cases() -> Vec<(&'static str, Box<dyn Fn() -> Problem>, LBfgsB, Vector)> {
     let n = 30;
     out.push((
         "rosenbrock unbounded",
-        Box::new(|| Problem::R(Rosenbrock)),
+        Problem::R(Rosenbrock),
         LBfgsB::new(
             Vector::from_elem(n, f64::NEG_INFINITY),
             Vector::from_elem(n, f64::INFINITY),
@@ -266,8 +268,8 @@ impl Gradient for Problem {
 #[test]
 fn ask_tell_by_hand_matches_the_argmin_driver_bit_for_bit() {
     for (name, problem, solver, x0) in cases() {
-        let a = by_argmin(problem(), solver.clone(), &x0);
-        let h = by_hand(problem(), solver, &x0);
+        let a = by_argmin(problem.clone(), solver.clone(), &x0);
+        let h = by_hand(problem, solver, &x0);
         assert!(a.iters > 0, "{name}");
         assert_eq!(a.points.len(), h.points.len(), "{name}: evaluations");
         for (k, (p, q)) in a.points.iter().zip(&h.points).enumerate() {
@@ -284,13 +286,13 @@ fn ask_tell_by_hand_matches_the_argmin_driver_bit_for_bit() {
 fn runs_in_lockstep_equal_runs_alone() {
     let alone: Vec<Trace> = cases()
         .into_iter()
-        .map(|(_, p, s, x0)| by_hand(p(), s, &x0))
+        .map(|(_, p, s, x0)| by_hand(p, s, &x0))
         .collect();
     // Round-robin, one ask/tell per run per round, as a batched attack would; the solvers
     // are clones of the same settings, so any shared state would show.
     let mut runs: Vec<Driven<Problem>> = cases()
         .into_iter()
-        .map(|(_, p, s, x0)| Driven::new(p(), s, &x0))
+        .map(|(_, p, s, x0)| Driven::new(p, s, &x0))
         .collect();
     let mut active = vec![true; runs.len()];
     while active.iter().any(|&a| a) {
