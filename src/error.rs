@@ -182,6 +182,7 @@ impl From<crate::optim::LbfgsbError> for Error {
                 got,
             } => Error::shape(what, expected, got),
             E::NonFinite { what } => Error::NonFinite { what },
+            e @ E::NotAsked(_) => Error::Optim(e.to_string()),
         }
     }
 }

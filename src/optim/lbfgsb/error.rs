@@ -1,10 +1,10 @@
 //! The solver's own error type, so that `optim` depends on nothing else in the crate.
 
-/// What can be wrong with the settings of an [`LBfgsB`](super::LBfgsB) or with the starting
-/// point it is given.
+/// What can be wrong with the settings of an [`LBfgsB`](super::LBfgsB), with the starting
+/// point it is given, or with the values told to it.
 ///
 /// The messages are those of the crate's `Error` variants of the same names, into which
-/// each of these converts.
+/// each of these converts (`NotAsked`, a mistake in the calling code, becomes `Error::Optim`).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum LbfgsbError {
@@ -36,6 +36,11 @@ pub enum LbfgsbError {
         /// Where the value was found.
         what: String,
     },
+    /// [`LBfgsB::tell`](super::LBfgsB::tell) was called when no point was waiting for its
+    /// values: before a run was started, after it ended, or twice for one
+    /// [`ask`](super::LBfgsB::ask).
+    #[error("nothing to tell: {0}")]
+    NotAsked(&'static str),
 }
 
 impl LbfgsbError {

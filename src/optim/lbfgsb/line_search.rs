@@ -1,6 +1,6 @@
 //! The line search of one iteration: along `d = z − x` from the current point, with the step
 //! capped where the box stops it, Moré–Thuente ([`dcsrch`](super::dcsrch)) choosing the
-//! trial steps, and the problem evaluated at each of them.
+//! trial steps, and the caller evaluating each of them.
 
 use argmin::core::{CostFunction, Gradient, Problem};
 use ndarray::Array1;
@@ -90,18 +90,22 @@ where
     Ok((f, g))
 }
 
-/// Outcome of one line search.
-pub(super) enum Search {
+/// What the line search wants after it was started or told the values at its trial.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum Next {
+    /// Evaluate cost and gradient at the trial point, which has been written.
+    Evaluate,
+    /// The step just evaluated is taken; the new gradient is the one of that trial.
     Accepted {
         stp: f64,
         f: f64,
-        g: Array1<f64>,
         slope_new: f64,
         slope_old: f64,
         d_norm2: f64,
     },
+    /// No acceptable step: the evaluation budget ran out, the direction was not downhill, or
+    /// the search gave up uphill.
     Failed,
-    NonFinite,
 }
 
 /// Settings the line search needs, split off so the workspace can be borrowed alongside.
@@ -112,107 +116,146 @@ pub(super) struct LineSearchSetup<'a> {
     pub(super) max_evals: usize,
 }
 
-/// Line search from `x` along `d = z − x`, trial points written to `xt` (the unit step is
-/// `z` itself, copied rather than recomputed so that it is the subspace step's point).
-#[allow(clippy::too_many_arguments)]
-pub(super) fn line_search<O>(
-    problem: &mut Problem<O>,
-    setup: &LineSearchSetup,
-    d: &[f64],
-    z: &[f64],
-    x: &[f64],
+/// One line search from `x` along `d = z − x`, in reverse communication like the
+/// Moré–Thuente machine it drives: the caller evaluates each trial point and reports back
+/// through [`told`](Self::told), so that the solver can hand the point to whoever owns the
+/// objective.
+#[derive(Debug, Clone, Default)]
+pub(super) struct LineSearch {
+    dcsrch: Dcsrch,
+    stp: f64,
     f0: f64,
-    g0: &[f64],
-    xt: &mut Array1<f64>,
-) -> Result<Search, argmin::core::Error>
-where
-    O: CostFunction<Param = Array1<f64>, Output = f64>
-        + Gradient<Param = Array1<f64>, Gradient = Array1<f64>>,
-{
-    let b = setup.bounds;
-    let d_norm2 = dot(d, d);
-    let dnorm = d_norm2.sqrt();
+    slope_old: f64,
+    d_norm2: f64,
+    evals: usize,
+    max_evals: usize,
+    /// Cost and slope at the last trial, the candidate a verdict accepts.
+    last: Option<(f64, f64)>,
+}
 
-    // Largest step that keeps x + stp d in the box. The first iteration is capped at the unit
-    // step because d then comes from an unscaled gradient.
-    let step_cap = if !b.is_constrained() {
-        BIG_STEP
-    } else if setup.first_iteration {
-        1.0
-    } else {
-        b.max_step(x, d)
-    };
-    let mut stp = if setup.first_iteration && !b.is_boxed() {
-        (1.0 / dnorm).min(step_cap)
-    } else {
-        1.0
-    };
+impl LineSearch {
+    /// Starts the search from `x` (cost `f0`, gradient `g0`) along `d` towards `z`, writing the
+    /// first trial point to `xt`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn start(
+        setup: &LineSearchSetup,
+        d: &[f64],
+        z: &[f64],
+        x: &[f64],
+        f0: f64,
+        g0: &[f64],
+        xt: &mut [f64],
+    ) -> (Self, Next) {
+        let b = setup.bounds;
+        let d_norm2 = dot(d, d);
+        let dnorm = d_norm2.sqrt();
 
-    let slope_old = dot(g0, d);
-    if slope_old >= 0.0 || slope_old.is_nan() {
-        // Not a descent direction (rounding, or a stale model).
-        return Ok(Search::Failed);
+        // Largest step that keeps x + stp d in the box. The first iteration is capped at the
+        // unit step because d then comes from an unscaled gradient.
+        let step_cap = if !b.is_constrained() {
+            BIG_STEP
+        } else if setup.first_iteration {
+            1.0
+        } else {
+            b.max_step(x, d)
+        };
+        let stp = if setup.first_iteration && !b.is_boxed() {
+            (1.0 / dnorm).min(step_cap)
+        } else {
+            1.0
+        };
+        let mut search = LineSearch {
+            stp,
+            f0,
+            d_norm2,
+            max_evals: setup.max_evals,
+            ..Default::default()
+        };
+        search.slope_old = dot(g0, d);
+        if search.slope_old >= 0.0 || search.slope_old.is_nan() {
+            // Not a descent direction (rounding, or a stale model).
+            return (search, Next::Failed);
+        }
+        let (dcsrch, verdict) = Dcsrch::start(
+            f0,
+            search.slope_old,
+            stp,
+            setup.constants.ftol,
+            setup.constants.gtol,
+            setup.constants.xtol,
+            0.0,
+            step_cap,
+        );
+        search.dcsrch = dcsrch;
+        let next = search.resolve(verdict, b, d, z, x, xt);
+        (search, next)
     }
-    let (mut ls, mut verdict) = Dcsrch::start(
-        f0,
-        slope_old,
-        stp,
-        setup.constants.ftol,
-        setup.constants.gtol,
-        setup.constants.xtol,
-        0.0,
-        step_cap,
-    );
-    let mut evals = 0;
-    let mut last: Option<(f64, Array1<f64>, f64)> = None;
-    loop {
+
+    /// Takes the cost `f` and slope `slope_new = gᵀd` at the trial point last written, both
+    /// finite; on [`Next::Evaluate`] the next trial is in `xt`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn told(
+        &mut self,
+        f: f64,
+        slope_new: f64,
+        b: &Bounds,
+        d: &[f64],
+        z: &[f64],
+        x: &[f64],
+        xt: &mut [f64],
+    ) -> Next {
+        self.evals += 1;
+        let verdict = self.dcsrch.step(f, slope_new, &mut self.stp);
+        self.last = Some((f, slope_new));
+        self.resolve(verdict, b, d, z, x, xt)
+    }
+
+    fn resolve(
+        &mut self,
+        verdict: Verdict,
+        b: &Bounds,
+        d: &[f64],
+        z: &[f64],
+        x: &[f64],
+        xt: &mut [f64],
+    ) -> Next {
         match verdict {
             Verdict::Evaluate => {
-                if evals >= setup.max_evals {
-                    return Ok(Search::Failed);
+                if self.evals >= self.max_evals {
+                    return Next::Failed;
                 }
-                {
-                    let xt = xt.as_slice_mut().expect("trial buffer is contiguous");
-                    if stp == 1.0 {
-                        xt.copy_from_slice(z);
-                    } else {
-                        for ((t, &xi), &di) in xt.iter_mut().zip(x).zip(d) {
-                            *t = xi + stp * di;
-                        }
-                    }
-                    // Rounding in x + stp d must not put a trial outside the box.
-                    if b.is_constrained() {
-                        b.clamp(xt);
+                if self.stp == 1.0 {
+                    // The unit step is z itself, copied rather than recomputed so that it is
+                    // the subspace step's point.
+                    xt.copy_from_slice(z);
+                } else {
+                    for ((t, &xi), &di) in xt.iter_mut().zip(x).zip(d) {
+                        *t = xi + self.stp * di;
                     }
                 }
-                let (f, g) = evaluate(problem, xt)?;
-                evals += 1;
-                let slope_new = dot(g.as_slice().expect("contiguous"), d);
-                // A NaN or infinite gradient component always makes gᵀd non-finite.
-                if !f.is_finite() || !slope_new.is_finite() {
-                    return Ok(Search::NonFinite);
+                // Rounding in x + stp d must not put a trial outside the box.
+                if b.is_constrained() {
+                    b.clamp(xt);
                 }
-                verdict = ls.step(f, slope_new, &mut stp);
-                last = Some((f, g, slope_new));
+                Next::Evaluate
             }
             Verdict::Converged | Verdict::Warning => {
-                let Some((f, g, slope_new)) = last else {
-                    return Ok(Search::Failed);
+                let Some((f, slope_new)) = self.last else {
+                    return Next::Failed;
                 };
                 // A warning can hand back a step that went uphill; never accept it.
-                if f > f0 {
-                    return Ok(Search::Failed);
+                if f > self.f0 {
+                    return Next::Failed;
                 }
-                return Ok(Search::Accepted {
-                    stp,
+                Next::Accepted {
+                    stp: self.stp,
                     f,
-                    g,
                     slope_new,
-                    slope_old,
-                    d_norm2,
-                });
+                    slope_old: self.slope_old,
+                    d_norm2: self.d_norm2,
+                }
             }
-            Verdict::Error => return Ok(Search::Failed),
+            Verdict::Error => Next::Failed,
         }
     }
 }

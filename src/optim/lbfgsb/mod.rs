@@ -15,8 +15,11 @@
 //!
 //! The model itself, the pairs `(sᵢ, yᵢ)` and the compact form `B = θI − WMWᵀ`, is in `pairs`;
 //! the box in `bounds`; `workspace` holds all of the state kept between iterations and runs
-//! steps 1–2; `dense` and `rows` are the small linear-algebra kernels. This file is the
-//! `argmin` solver: settings, the iteration loop and the stopping tests.
+//! steps 1–2; `dense` and `rows` are the small linear-algebra kernels. `run` is the iteration
+//! loop and the stopping tests as a reverse-communication state machine (`start`/`ask`/`tell`,
+//! the shape of the reference code's `task` loop), which the caller drives with its own
+//! evaluations. This file holds the settings and the `argmin` solver, a driver that answers
+//! each `ask` by evaluating the argmin problem.
 //!
 //! # Glossary
 //!
@@ -61,6 +64,7 @@ mod free_set;
 mod line_search;
 mod pairs;
 mod rows;
+mod run;
 mod simd;
 mod subspace;
 mod subspace_matrix;
@@ -74,7 +78,9 @@ use ndarray::Array1;
 
 use bounds::Bounds;
 pub use error::LbfgsbError;
-use line_search::{evaluate, line_search, LineSearchConstants, LineSearchSetup, Search};
+use line_search::{evaluate, LineSearchConstants};
+use run::{Phase, Run};
+pub use run::{Step, Stop};
 use workspace::Workspace;
 
 /// The `argmin` state type [`LBfgsB`] works on.
@@ -119,6 +125,10 @@ const REASON_NON_FINITE_START: &str = "non-finite cost or gradient at the starti
 /// Observers receive, per iteration, `step` (line-search step along `z − x`), `free` (free
 /// variables at the Cauchy point), `memory` (stored pairs), `theta` (BFGS scaling) and
 /// `proj_grad_norm`.
+///
+/// Without `argmin`, the same solver can be driven in reverse communication: see
+/// [`start`](Self::start), [`ask`](Self::ask) and [`tell`](Self::tell). Both ways take the
+/// same steps and evaluate the same points.
 ///
 /// Function counts are in the result's `problem.counts` (`"cost_count"`, `"gradient_count"`,
 /// always equal), and in the state when the executor is configured with `counting(true)`.
@@ -173,18 +183,7 @@ pub struct LBfgsB {
     line_search: LineSearchConstants,
     warm_memory: bool,
     work: Option<Workspace>,
-    run: RunInfo,
-}
-
-/// Per-run bookkeeping that is not part of the curvature memory.
-#[derive(Debug, Clone, Default)]
-struct RunInfo {
-    /// Completed iterations since `init`.
-    iter: u64,
-    /// Infinity norm of the projected gradient at the current point.
-    pg_norm: f64,
-    /// Cost before the last iteration (None until one has been taken).
-    previous_cost: Option<f64>,
+    run: Run,
 }
 
 impl LBfgsB {
@@ -207,7 +206,7 @@ impl LBfgsB {
             line_search: LineSearchConstants::default(),
             warm_memory: false,
             work: None,
-            run: RunInfo::default(),
+            run: Run::default(),
         })
     }
 
@@ -364,42 +363,11 @@ where
                 text: "L-BFGS-B needs a starting point: configure the executor with `param(x0)`"
                     .into(),
             })?;
-        let n = self.bounds.len();
-        if x0.len() != n {
-            return Err(LbfgsbError::Shape {
-                what: "starting point",
-                expected: n,
-                got: x0.len(),
-            }
-            .into());
-        }
-        // Project the start into the box.
-        let mut x = Array1::zeros(n);
-        for (i, (xi, &v)) in x.iter_mut().zip(x0.iter()).enumerate() {
-            *xi = v.max(self.bounds.lower()[i]).min(self.bounds.upper()[i]);
-            if v.is_nan() || !xi.is_finite() {
-                return Err(LbfgsbError::NonFinite {
-                    what: format!("starting point, variable {i}"),
-                }
-                .into());
-            }
-        }
-        let moved = x != x0;
-        match &self.work {
-            Some(w) if w.fits(n, self.m) => {}
-            _ => {
-                workspace::check_size(n, self.m)?;
-                self.work = Some(Workspace::new(n, self.m));
-            }
-        }
-        let w = self.work.as_mut().expect("allocated above");
-        if self.warm_memory {
-            w.restart(&self.bounds);
-        } else {
-            w.start(&self.bounds);
-        }
-        self.run = RunInfo::default();
-
+        self.start(x0.view())?;
+        let n = x0.len();
+        let moved = self.run.x != x0;
+        // The run now waits for the values at the (projected) start.
+        let _ = self.ask();
         // Reuse a cost and gradient supplied with the start only if they belong to it.
         let given_cost = state.get_cost();
         let given_grad = state.take_gradient();
@@ -409,25 +377,19 @@ where
             {
                 (given_cost, g)
             }
-            _ => evaluate(problem, &x)?,
+            _ => evaluate(problem, &self.run.x)?,
         };
-        if !f.is_finite() || g.iter().any(|v| !v.is_finite()) {
-            let state =
-                state
-                    .param(x)
-                    .cost(f)
-                    .gradient(g)
-                    .terminate_with(TerminationReason::SolverExit(
-                        REASON_NON_FINITE_START.into(),
-                    ));
-            self.run.pg_norm = f64::INFINITY;
-            return Ok((state, None));
+        let state = state.param(self.run.x.clone()).cost(f).gradient(g.clone());
+        match self.tell_owned(f, g) {
+            Ok(()) => Ok((state, None)),
+            Err(LbfgsbError::NonFinite { .. }) => Ok((
+                state.terminate_with(TerminationReason::SolverExit(
+                    REASON_NON_FINITE_START.into(),
+                )),
+                None,
+            )),
+            Err(e) => Err(e.into()),
         }
-        self.run.pg_norm = self.bounds.projected_gradient_norm(
-            x.as_slice().expect("contiguous"),
-            g.as_slice().expect("contiguous"),
-        );
-        Ok((state.param(x).cost(f).gradient(g), None))
     }
 
     fn next_iter(
@@ -435,135 +397,74 @@ where
         problem: &mut Problem<O>,
         mut state: LState,
     ) -> Result<(LState, Option<KV>), argmin::core::Error> {
-        let LBfgsB {
-            bounds,
-            max_line_search,
-            line_search: constants,
-            work,
-            run,
-            ..
-        } = self;
-        let bounds = &*bounds;
-        let w = work.as_mut().ok_or_else(|| ArgminError::PotentialBug {
-            text: "L-BFGS-B: next_iter before init".into(),
-        })?;
-        let x = state
-            .take_param()
-            .ok_or_else(|| ArgminError::PotentialBug {
-                text: "L-BFGS-B: no parameter vector in state".into(),
-            })?;
-        let g = state
-            .take_gradient()
-            .ok_or_else(|| ArgminError::PotentialBug {
-                text: "L-BFGS-B: no gradient in state".into(),
-            })?;
-        let f = state.get_cost();
-        let n = x.len();
-        // The previous point's buffer becomes this iteration's trial point.
-        let mut xt = state
-            .take_prev_param()
-            .filter(|p| p.len() == n && p.as_slice().is_some())
-            .unwrap_or_else(|| Array1::zeros(n));
-        let xs = x
-            .as_slice()
-            .expect("the solver only stores contiguous points");
-        let gs = g
-            .as_slice()
-            .expect("the solver only stores contiguous gradients");
-
-        let accepted =
-            loop {
-                if w.propose(bounds, xs, gs, run.pg_norm, run.iter == 0)
-                    .is_err()
-                {
-                    w.reset_memory();
-                    continue;
-                }
-                let setup = LineSearchSetup {
-                    bounds,
-                    constants: *constants,
-                    first_iteration: run.iter == 0,
-                    max_evals: *max_line_search,
-                };
-                match line_search(
-                    problem,
-                    &setup,
-                    w.direction(),
-                    w.target(),
-                    xs,
-                    f,
-                    gs,
-                    &mut xt,
-                )? {
-                    Search::Accepted {
-                        stp,
-                        f,
-                        g,
-                        slope_new,
-                        slope_old,
-                        d_norm2,
-                    } => break (stp, f, g, slope_new, slope_old, d_norm2),
-                    Search::Failed if w.memory_len() > 0 => {
-                        // The model may be poor: drop the memory and retry from a gradient step.
-                        w.reset_memory();
-                        continue;
-                    }
-                    Search::Failed => {
-                        let state = state.param(x).gradient(g).terminate_with(
-                            TerminationReason::SolverExit(REASON_LINE_SEARCH.into()),
-                        );
-                        return Ok((state, None));
-                    }
-                    Search::NonFinite => {
-                        let state = state.param(x).gradient(g).terminate_with(
-                            TerminationReason::SolverExit(REASON_NON_FINITE.into()),
-                        );
-                        return Ok((state, None));
-                    }
-                }
-            };
-        let (stp, f_new, g_new, slope_new, slope_old, d_norm2) = accepted;
-        run.iter += 1;
-        run.previous_cost = Some(f);
-        let gn = g_new.as_slice().expect("contiguous");
-        let xts = xt.as_slice().expect("contiguous");
-        run.pg_norm = bounds.projected_gradient_norm(xts, gn);
-
-        w.update_pairs(gs, gn, stp, slope_new, slope_old, d_norm2);
-
+        if self.stop() == Some(Stop::NotStarted) {
+            return Err(ArgminError::PotentialBug {
+                text: "L-BFGS-B: next_iter before init".into(),
+            }
+            .into());
+        }
+        let iter = self.run.iter;
+        loop {
+            if let Step::Done(_) = self.ask() {
+                break;
+            }
+            let x = self.run.pending().expect("ask handed out a point");
+            let (f, g) = evaluate(problem, x)?;
+            match self.tell_owned(f, g) {
+                Ok(()) | Err(LbfgsbError::NonFinite { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+            if self.run.iter > iter {
+                break;
+            }
+        }
+        match self.run.phase {
+            Phase::Done(Stop::LineSearchFailed) => {
+                return Ok((
+                    state.terminate_with(TerminationReason::SolverExit(REASON_LINE_SEARCH.into())),
+                    None,
+                ))
+            }
+            Phase::Done(Stop::NonFinite) => {
+                return Ok((
+                    state.terminate_with(TerminationReason::SolverExit(REASON_NON_FINITE.into())),
+                    None,
+                ))
+            }
+            _ => {}
+        }
+        // The state gets copies of the new point and gradient, in the buffers of the ones two
+        // iterations old, so that a run allocates nothing per iteration.
+        let n = self.run.x.len();
+        let recycle = |a: Option<Array1<f64>>| {
+            a.filter(|a| a.len() == n)
+                .unwrap_or_else(|| Array1::zeros(n))
+        };
+        let mut x = recycle(state.take_prev_param());
+        x.assign(&self.run.x);
+        let mut g = recycle(state.take_prev_gradient());
+        g.assign(&self.run.g);
+        let w = self.work.as_ref().expect("a started run has a workspace");
         let kv = argmin::kv!(
-            "step" => stp;
+            "step" => self.run.last_step;
             "free" => w.n_free() as u64;
             "memory" => w.memory_len() as u64;
             "theta" => w.theta();
-            "proj_grad_norm" => run.pg_norm;
+            "proj_grad_norm" => self.run.pg_norm;
         );
-        let state = state
-            .param(x)
-            .param(xt)
-            .gradient(g)
-            .gradient(g_new)
-            .cost(f_new);
-        Ok((state, Some(kv)))
+        Ok((state.param(x).gradient(g).cost(self.run.f), Some(kv)))
     }
 
-    fn terminate(&mut self, state: &LState) -> TerminationStatus {
-        if self.work.is_none() {
-            return TerminationStatus::NotTerminated;
-        }
-        if self.run.pg_norm <= self.pgtol {
-            return TerminationStatus::Terminated(TerminationReason::SolverConverged);
-        }
-        if let Some(previous_cost) = self.run.previous_cost {
-            let f = state.get_cost();
-            let scale = previous_cost.abs().max(f.abs()).max(1.0);
-            if previous_cost - f <= self.ftol * scale {
-                return TerminationStatus::Terminated(TerminationReason::SolverExit(
-                    REASON_FTOL.into(),
-                ));
+    fn terminate(&mut self, _state: &LState) -> TerminationStatus {
+        match self.stop() {
+            Some(Stop::Converged) => {
+                TerminationStatus::Terminated(TerminationReason::SolverConverged)
             }
+            Some(Stop::RelativeReduction) => {
+                TerminationStatus::Terminated(TerminationReason::SolverExit(REASON_FTOL.into()))
+            }
+            _ => TerminationStatus::NotTerminated,
         }
-        TerminationStatus::NotTerminated
     }
 }
 
