@@ -21,11 +21,15 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
+#[path = "common/probe_json.rs"]
+mod probe_json;
+use probe_json::{DiffJson, Group};
+
 use blindspot::adapters::{tensor_from_array, CandleModel, FiniteDifference};
 use blindspot::attack::{magnify, transfer_error, Attack, BoxLbfgs, Outcome, Target};
 use blindspot::data::Mnist;
 use blindspot::nn::{error_rate, Network};
-use blindspot::probe::{study, Difference, GroupSummary, MeanCi, ProbeParams, ProbeReport};
+use blindspot::probe::{study, ProbeParams, ProbeReport};
 use blindspot::zoo::Zoo;
 use blindspot::{Differentiable, Representation};
 use candle_core::{DType, Device, Module, Tensor};
@@ -432,59 +436,18 @@ struct ProbeJson {
 
 impl ProbeJson {
     fn new(r: &ProbeReport) -> Self {
-        let ci = |m: &MeanCi| Ci {
-            mean: m.mean,
-            ci95: [m.ci95.lo, m.ci95.hi],
-        };
-        let group = |g: &GroupSummary| Group {
-            n: g.n,
-            tied: g.tied,
-            purity: ci(&g.purity),
-            spread: ci(&g.spread),
-        };
-        let diff = |d: &Difference| DiffJson {
-            mean: d.mean,
-            ci95: [d.ci95.lo, d.ci95.hi],
-            p_value: d.p_value,
-            differs: d.differs,
-        };
         ProbeJson {
             layer: "fc1",
             layer_dim: r.layer_dim,
             k: r.k,
             heldout: r.heldout,
-            unit: group(&r.unit),
-            random: group(&r.random),
+            unit: (&r.unit).into(),
+            random: (&r.random).into(),
             baseline_purity_mean: r.baseline.purity_mean,
-            purity_difference_unit_minus_random: diff(&r.purity_difference),
-            spread_difference_unit_minus_random: diff(&r.spread_difference),
+            purity_difference_unit_minus_random: (&r.purity_difference).into(),
+            spread_difference_unit_minus_random: (&r.spread_difference).into(),
         }
     }
-}
-
-/// The unit or the random directions' summary.
-#[derive(Serialize)]
-struct Group {
-    n: usize,
-    tied: usize,
-    purity: Ci,
-    spread: Ci,
-}
-
-/// A mean and its 95% confidence interval.
-#[derive(Serialize)]
-struct Ci {
-    mean: f64,
-    ci95: [f64; 2],
-}
-
-/// A difference of means (unit − random), its 95% interval and permutation p-value.
-#[derive(Serialize)]
-struct DiffJson {
-    mean: f64,
-    ci95: [f64; 2],
-    p_value: f64,
-    differs: bool,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

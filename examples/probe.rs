@@ -19,11 +19,14 @@
 
 use std::path::{Path, PathBuf};
 
+#[path = "common/probe_json.rs"]
+mod probe_json;
+use probe_json::{pair, DiffJson, Group};
+
 use blindspot::data::{Dataset, Mnist};
 use blindspot::image::Grid;
 use blindspot::probe::{
-    study, Difference, Direction, GroupSummary, Interval, MeanCi, PreActivations, ProbeParams,
-    ProbeReport,
+    study, Difference, Direction, MeanCi, PreActivations, ProbeParams, ProbeReport,
 };
 use blindspot::zoo::Zoo;
 use clap::Parser;
@@ -146,12 +149,6 @@ struct LayerReport<'a> {
 
 impl<'a> LayerReport<'a> {
     fn new(model: &'a str, space: &'a str, r: &'a ProbeReport) -> Self {
-        let group = |g: &GroupSummary| Group {
-            n: g.n,
-            tied: g.tied,
-            purity: (&g.purity).into(),
-            spread: (&g.spread).into(),
-        };
         LayerReport {
             model,
             space,
@@ -159,8 +156,8 @@ impl<'a> LayerReport<'a> {
             layer_dim: r.layer_dim,
             k: r.k,
             heldout: r.heldout,
-            unit: group(&r.unit),
-            random: group(&r.random),
+            unit: (&r.unit).into(),
+            random: (&r.random).into(),
             baseline: BaselineJson {
                 sets: r.baseline.sets,
                 purity_mean: r.baseline.purity_mean,
@@ -186,56 +183,6 @@ impl<'a> LayerReport<'a> {
                     boundary_ties: d.top.boundary_ties,
                 })
                 .collect(),
-        }
-    }
-}
-
-/// An interval as the JSON gives it: `[lo, hi]`.
-fn pair(i: Interval) -> [f64; 2] {
-    [i.lo, i.hi]
-}
-
-/// The unit or the random directions' summary.
-#[derive(Serialize)]
-struct Group {
-    n: usize,
-    tied: usize,
-    purity: Ci,
-    spread: Ci,
-}
-
-/// A mean and its 95% confidence interval.
-#[derive(Serialize)]
-struct Ci {
-    mean: f64,
-    ci95: [f64; 2],
-}
-
-impl From<&MeanCi> for Ci {
-    fn from(m: &MeanCi) -> Self {
-        Ci {
-            mean: m.mean,
-            ci95: pair(m.ci95),
-        }
-    }
-}
-
-/// A difference of means (unit − random), its 95% interval and permutation p-value.
-#[derive(Serialize)]
-struct DiffJson {
-    mean: f64,
-    ci95: [f64; 2],
-    p_value: f64,
-    differs: bool,
-}
-
-impl From<&Difference> for DiffJson {
-    fn from(d: &Difference) -> Self {
-        DiffJson {
-            mean: d.mean,
-            ci95: pair(d.ci95),
-            p_value: d.p_value,
-            differs: d.differs,
         }
     }
 }
