@@ -271,6 +271,9 @@ def main():
               "ms_per_image_mean", "ms_per_image_median"]:
         print(f"| {k} | {py[k]:.6g} | {rs[k]:.6g} |")
     print(f"| ms_per_image_batch_all_cores | - | {rs['ms_per_image_batch_all_cores']:.4g} ({rs['threads']} threads) |")
+    if "ms_per_image_batch" in rs:  # the one-thread batched run (attack_batch on --batch rows)
+        print(f"| ms_per_image_batch (one thread, {rs['batch']} rows per attack_batch) | - | {rs['ms_per_image_batch']:.4g} |")
+        print(f"| model_calls_per_image (one at a time / batched) | - | {rs['model_calls_per_image']:.4g} / {rs['model_calls_per_image_batch']:.4g} |")
     print(f"\nspeed-up (median ms per image, one thread each): {py['ms_per_image_median'] / rs['ms_per_image_median']:.1f}x")
     print(f"speed-up (mean ms per image, one thread each): {py['ms_per_image_mean'] / rs['ms_per_image_mean']:.1f}x")
 
