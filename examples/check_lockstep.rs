@@ -14,7 +14,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let labels: Vec<usize> = train.labels()[..n].to_vec();
     let targets: Vec<Target> = labels
         .iter()
-        .map(|&l| if untargeted { Target::Untargeted } else { Target::Label((l + 1) % 10) })
+        .map(|&l| {
+            if untargeted {
+                Target::Untargeted
+            } else {
+                Target::Label((l + 1) % 10)
+            }
+        })
         .collect();
     let attack = BoxLbfgs::default();
     let t = std::time::Instant::now();
@@ -27,14 +33,32 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut v = Vec::new();
         for lo in (0..n).step_by(b) {
             let hi = (lo + b).min(n);
-            v.extend(attack.attack_batch(&model, xs.slice(ndarray::s![lo..hi, ..]), &labels[lo..hi], &targets[lo..hi])?);
+            v.extend(attack.attack_batch(
+                &model,
+                xs.slice(ndarray::s![lo..hi, ..]),
+                &labels[lo..hi],
+                &targets[lo..hi],
+            )?);
         }
         v
     };
-    eprintln!("{:.1} ms per image", t.elapsed().as_secs_f64() * 1e3 / n as f64);
+    eprintln!(
+        "{:.1} ms per image",
+        t.elapsed().as_secs_f64() * 1e3 / n as f64
+    );
     for (i, o) in outs.iter().enumerate() {
-        let h: u64 = o.adversarial.iter().fold(0u64, |h, v| h.wrapping_mul(31).wrapping_add(v.to_bits() as u64));
-        println!("{i} {} {} {:016x} {:e} {:016x} {}", o.success, o.adversarial_label, o.distortion.to_bits(), o.penalty_weight, h, o.evaluations);
+        let h: u64 = o.adversarial.iter().fold(0u64, |h, v| {
+            h.wrapping_mul(31).wrapping_add(v.to_bits() as u64)
+        });
+        println!(
+            "{i} {} {} {:016x} {:e} {:016x} {}",
+            o.success,
+            o.adversarial_label,
+            o.distortion.to_bits(),
+            o.penalty_weight,
+            h,
+            o.evaluations
+        );
     }
     Ok(())
 }

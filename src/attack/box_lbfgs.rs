@@ -404,7 +404,9 @@ enum Phase {
     /// A solve is under way; the solver may ask for a point.
     Solving,
     /// Waiting for the loss and gradient at `z32`; `sq` is `‖z − x‖²` at that point.
-    AwaitGrad { sq: f64 },
+    AwaitGrad {
+        sq: f64,
+    },
     /// Waiting for the label of the solve's end point `end`.
     AwaitLabel,
     Done,
@@ -609,7 +611,9 @@ impl ImageRun {
         self.model_target = Some(self.target());
         match self.phase {
             Phase::AwaitGrad { sq } => self.tell(sq),
-            _ => Err(Error::Optim("a gradient came for an image that asked for none".into())),
+            _ => Err(Error::Optim(
+                "a gradient came for an image that asked for none".into(),
+            )),
         }
     }
 
@@ -658,9 +662,7 @@ impl ImageRun {
         self.last_end = Some(self.end.clone());
         // If the model's last evaluation was at exactly this input and gave the target a
         // probability above one half, the target is its label; otherwise ask.
-        if self.model_target == Some(self.target())
-            && self.z32 == self.end
-            && self.loss < SURE_LOSS
+        if self.model_target == Some(self.target()) && self.z32 == self.end && self.loss < SURE_LOSS
         {
             self.settle(true)
         } else {

@@ -145,7 +145,12 @@ impl Attack for Fgsm {
                     break;
                 }
                 for (k, &i) in open.iter().enumerate() {
-                    step_into(xs.row(i), dir.row(i), 0.5 * (lo[i] + hi[i]), trial.row_mut(k));
+                    step_into(
+                        xs.row(i),
+                        dir.row(i),
+                        0.5 * (lo[i] + hi[i]),
+                        trial.row_mut(k),
+                    );
                 }
                 let got = checked_predict(model, trial.slice(s![..open.len(), ..]))?;
                 for (k, &i) in open.iter().enumerate() {
