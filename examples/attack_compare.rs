@@ -27,7 +27,9 @@
 //! default step, a forward pass only: slow, use few images). Every run goes through
 //! `adapters::Counting`, so `model_calls` counts the calls of the model's batched evaluation
 //! (`loss_and_input_grad_with`, `logits` and `predict`) the attack made, and
-//! `rows_per_model_call` the mean batch size the model saw.
+//! `rows_per_model_call` the mean batch size the model saw. Behind finite differences they
+//! count the forward model's `logits` calls inside the adapter instead (2·784 perturbed rows
+//! per gradient), and `fd_floor_ms_per_image` is the time those forward rows alone take.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -101,9 +103,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let network = Network::load(&args.model)?;
     let mnist = Mnist::load_default()?;
     let summary = match args.via {
-        Via::Native => measure(&args, &mnist, network)?,
+        Via::Native => measure(&args, &mnist, network, Counting::counts)?,
+        // The calls counted are the forward model's `logits` calls, which the adapter makes
+        // for the 2·784 perturbed rows of every gradient.
         Via::FiniteDifference => {
-            measure(&args, &mnist, FiniteDifference::new(network, DEFAULT_STEP)?)?
+            let fd = FiniteDifference::new(Counting::new(network), DEFAULT_STEP)?;
+            let mut summary = measure(&args, &mnist, fd, |m: &Counting<FdNet>| {
+                m.model().model().counts()
+            })?;
+            summary.fd_floor_ms_per_image = Some(fd_floor(&mnist, &args, &summary)?);
+            summary
         }
         Via::Candle => via_candle(&args, &mnist, network)?,
     };
@@ -120,7 +129,7 @@ fn via_candle(
     let model = candle_mlp::CandleMlp::from_network(&network)?;
     let arch = network.arch();
     let model = blindspot::adapters::CandleModel::new(model, &[arch.input()], arch.classes())?;
-    measure(args, mnist, model)
+    measure(args, mnist, model, Counting::counts)
 }
 
 #[cfg(not(feature = "candle"))]
@@ -136,11 +145,41 @@ fn via_candle(
     )
 }
 
-/// The three runs of the module docs on `model`.
+type FdNet = FiniteDifference<Counting<Network>>;
+
+/// The floor of a finite-difference attack: the time of the forward passes alone, 2·784 rows
+/// per gradient at the batched run's evaluations per image, timed as one `logits` call on
+/// 2·784 rows (median of 21) on one thread.
+fn fd_floor(
+    mnist: &Mnist,
+    args: &Args,
+    summary: &Summary,
+) -> Result<f64, Box<dyn std::error::Error>> {
+    use blindspot::Classifier;
+    let network = Network::load(&args.model)?;
+    let x = mnist.train.images().row(0).to_owned();
+    let rows = ndarray::Array2::from_shape_fn((2 * x.len(), x.len()), |(_, j)| x[j]);
+    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
+    let mut times = one.install(|| -> blindspot::Result<Vec<f64>> {
+        (0..21)
+            .map(|_| {
+                let start = Instant::now();
+                network.logits(rows.view())?;
+                Ok(start.elapsed().as_secs_f64())
+            })
+            .collect()
+    })?;
+    times.sort_by(f64::total_cmp);
+    Ok(1e3 * times[times.len() / 2] * summary.evaluations_per_image_batch)
+}
+
+/// The three runs of the module docs on `model`, with `counts` reading the calls counted so far
+/// (the attacked model's, or for finite differences the forward model's inside it).
 fn measure<M: Differentiable>(
     args: &Args,
     mnist: &Mnist,
     model: M,
+    counts: impl Fn(&Counting<M>) -> CallCounts,
 ) -> Result<Summary, Box<dyn std::error::Error>> {
     let model = Counting::new(model);
     let attack = BoxLbfgs::params()
@@ -172,7 +211,7 @@ fn measure<M: Differentiable>(
     let one = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
 
     // 1. One image at a time, each timed.
-    let before = model.counts();
+    let before = counts(&model);
     let mut times = Vec::with_capacity(n);
     let mut single = Vec::with_capacity(n);
     one.install(|| -> blindspot::Result<()> {
@@ -183,7 +222,7 @@ fn measure<M: Differentiable>(
         }
         Ok(())
     })?;
-    let single_calls = model.counts().since(&before);
+    let single_calls = counts(&model).since(&before);
     let total: f64 = times.iter().sum();
     times.sort_by(|a, b| a.total_cmp(b));
 
@@ -193,11 +232,11 @@ fn measure<M: Differentiable>(
     } else {
         args.batch.min(n)
     };
-    let before = model.counts();
+    let before = counts(&model);
     let start = Instant::now();
     let batched = one.install(|| batched_run(&attack, &model, xs, labels, &targets, chunk))?;
     let batch_seconds = start.elapsed().as_secs_f64();
-    let batch_calls = model.counts().since(&before);
+    let batch_calls = counts(&model).since(&before);
 
     // 3. All images in one attack_batch call, on all cores.
     let start = Instant::now();
@@ -232,6 +271,7 @@ fn measure<M: Differentiable>(
         calls_batch: batch_calls,
         batch_over_single_time: ms_per_image_batch / ms_per_image_mean,
         same_outcomes: single == batched,
+        fd_floor_ms_per_image: None,
     })
 }
 
@@ -324,6 +364,10 @@ struct Summary {
     batch_over_single_time: f64,
     /// Whether runs 1 and 2 returned identical outcomes.
     same_outcomes: bool,
+    /// `--via finite-difference` only: the forward passes' share of a gradient-free attack,
+    /// 2·784 forward rows per evaluation at run 2's evaluations per image, in ms per image.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fd_floor_ms_per_image: Option<f64>,
 }
 
 /// The loaded network's dense layers rebuilt in candle from its weights.
