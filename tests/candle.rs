@@ -333,3 +333,28 @@ fn bad_gradient_arguments_are_the_same_typed_errors_as_for_the_mlp() {
     common::assert_gradient_arguments_are_checked(&mlp);
     common::assert_gradient_arguments_are_checked(&candle);
 }
+
+/// Issue 25 through the adapter (tests/lockstep.rs for the crate's own network): the candle
+/// adapter evaluates every batch in fixed 16-row chunks, so a row's loss, gradient and logits
+/// do not depend on the rows around it, and each image's outcome is the same, bit for bit,
+/// alone, in one batch of 20 (on one thread one group: a chunk of 16 rows and a padded one)
+/// or in batches of 7, on one or two rayon threads.
+#[test]
+fn lockstep_outcomes_are_the_same_alone_and_in_batches() {
+    use common::lockstep::{assert_split_invariant, Images, Split};
+    let (network, _) = common::small_mnist_model();
+    let model = CandleModel::new(CandleFc::from_mlp(network, DType::F32), &[784], 10).unwrap();
+    let images = Images::mnist(network, 20);
+    let outcomes = assert_split_invariant(
+        &BoxLbfgs::default(),
+        &model,
+        images.xs.view(),
+        &images.labels,
+        &images.next_label_targets(),
+        &[Split::Alone, Split::Batches(20), Split::Batches(7)],
+        &[1, 2],
+    );
+    assert!(outcomes[images.wrong].already_adversarial);
+    assert!(outcomes.iter().enumerate().all(|(i, o)| o.success
+        && (i == images.wrong || (!o.already_adversarial && o.evaluations >= 20))));
+}
