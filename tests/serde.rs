@@ -144,6 +144,7 @@ fn reports_of_real_runs_round_trip() {
     round_trip(&report.epochs[0]);
     round_trip(&PoolStats {
         generated: 10,
+        already_adversarial: 1,
         success_rate: 0.9,
         mean_distortion: 0.05,
         evaluations: 1234,
