@@ -34,7 +34,8 @@ pub enum Penalty {
 /// Box-constrained L-BFGS attack (Szegedy et al. 2013, §4.1).
 ///
 /// For each `c` it minimises `c·pen(r) + CE(f(x + r), l)` over `x + r ∈ [0,1]^m` with
-/// [`LBfgsB`] run by argmin's [`Executor`]; `c` is bracketed by factors of 10 from
+/// [`LBfgsB`], driven through its ask/tell interface ([`LBfgsB::ask`]), the images of a batch in
+/// lockstep (one model call per round for all of them); `c` is bracketed by factors of 10 from
 /// `initial_c`, then bisected (in log space) for `search_steps` steps, looking for the largest
 /// `c` whose minimiser the model labels `l`: a larger `c` weighs the norm more, so it gives a
 /// smaller perturbation. The smallest successful perturbation seen is returned, after a fresh

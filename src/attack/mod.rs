@@ -80,12 +80,20 @@ impl Target {
 
 /// What an attack on one input produced.
 ///
-/// `success` means the model's label of `adversarial`, from a fresh forward pass after the
-/// search, is the target (or, untargeted, differs from the true label). An input the model
-/// already gets wrong (untargeted: its label is not the true one; targeted: its label is the
-/// target) is not searched at all: it comes back unchanged with `success` and
-/// `already_adversarial` both true and distortion 0, and a mean distortion over successes
-/// should leave such inputs out (they are not a perturbation the attack found).
+/// `success` says what the model does with `adversarial`, nothing more: its label from a
+/// fresh forward pass, made after the search by [`Attack::attack_batch`] (not the search's own
+/// view), is the target, or, untargeted, differs from the true label. It is true also for an
+/// input the model already gets wrong (untargeted: labels other than the true one; targeted:
+/// labels as the target): such an input is not searched at all and comes back unchanged, with
+/// `success` and `already_adversarial` both true, distortion 0, penalty weight 0 and one
+/// evaluation.
+///
+/// So a success rate or a mean over successes taken over all outcomes mixes perturbations the
+/// attack found with inputs that needed none, and a mean distortion is pulled towards 0 by the
+/// model's own error rate. [`OutcomeSummary::of`] gives the figures over the searched inputs
+/// only, with the others counted apart; by hand, filter on `!o.already_adversarial` first. A
+/// per-input minimal distortion of 0 for those inputs is still right where every input counts,
+/// as in a robust-accuracy curve (such an input is not robust at any ε).
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Outcome {
@@ -99,11 +107,12 @@ pub struct Outcome {
     pub target: Option<usize>,
     /// The label the model gives the adversarial input, from a fresh forward pass.
     pub adversarial_label: usize,
-    /// Whether `adversarial_label` is the target (or, untargeted, differs from the true
-    /// label).
+    /// Whether `adversarial_label`, from the confirming forward pass, is the target (or,
+    /// untargeted, differs from the true label); true for an input `already_adversarial` too.
     pub success: bool,
     /// Whether the model already gave the unperturbed input a successful label, so that
-    /// nothing was searched (the outcome is the input itself).
+    /// nothing was searched (the outcome is the input itself): leave these out of means over
+    /// the attack's results, as [`OutcomeSummary`] does.
     #[cfg_attr(feature = "serde", serde(default))]
     pub already_adversarial: bool,
     /// The weight `c` of the distortion penalty in the attack's objective
@@ -115,6 +124,72 @@ pub struct Outcome {
     /// Rows the model evaluated for this input: the check of the unperturbed input, the
     /// search's forward-and-backward passes and label checks, and the confirming pass.
     pub evaluations: usize,
+}
+
+/// The figures of a batch of [`Outcome`]s, with the inputs already adversarial counted apart:
+/// every rate and mean is over the searched inputs only (see [`Outcome`] for why).
+///
+/// ```
+/// use blindspot::attack::{Attack, BoxLbfgs, OutcomeSummary, Target};
+/// use blindspot::nn::{Architecture, Network};
+/// use blindspot::Classifier;
+/// use ndarray::Array2;
+///
+/// let model = Network::new(Architecture::parse("FC10", 4).unwrap(), 0);
+/// let xs = Array2::from_shape_fn((2, 4), |(i, j)| 0.1 + 0.2 * (i + j) as f32);
+/// let y = model.predict(xs.view())?;
+/// // Row 0 gets its model's own label, row 1 another one: the model already gets row 1 wrong.
+/// let labels = [y[0], (y[1] + 1) % 10];
+/// let outs = BoxLbfgs::new().attack_batch(&model, xs.view(), &labels, &[Target::Untargeted; 2])?;
+/// let s = OutcomeSummary::of(&outs);
+/// assert_eq!((s.images, s.already_adversarial, s.searched), (2, 1, 1));
+/// assert!(outs[1].success && outs[1].already_adversarial && outs[1].distortion == 0.0);
+/// if outs[0].success {
+///     assert_eq!(s.mean_distortion, outs[0].distortion); // row 1's 0 is left out
+/// }
+/// # Ok::<(), blindspot::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct OutcomeSummary {
+    /// Outcomes summarised.
+    pub images: usize,
+    /// Of them, inputs the model already gave a successful label (untargeted: misclassified),
+    /// returned unsearched ([`Outcome::already_adversarial`]).
+    pub already_adversarial: usize,
+    /// The others, which the attack searched: `images − already_adversarial`.
+    pub searched: usize,
+    /// Searched inputs whose outcome is a success.
+    pub successes: usize,
+    /// `successes / searched` (0 when nothing was searched).
+    pub success_rate: f64,
+    /// Mean [`Outcome::distortion`] over the successful searched inputs (0 when none).
+    pub mean_distortion: f64,
+    /// Mean [`Outcome::evaluations`] over the searched inputs (0 when none).
+    pub evaluations_per_image: f64,
+}
+
+impl OutcomeSummary {
+    /// The figures of `outcomes`.
+    pub fn of(outcomes: &[Outcome]) -> OutcomeSummary {
+        let searched: Vec<&Outcome> = outcomes.iter().filter(|o| !o.already_adversarial).collect();
+        let ok: Vec<f64> = searched
+            .iter()
+            .filter(|o| o.success)
+            .map(|o| o.distortion)
+            .collect();
+        let per = |k: usize| k.max(1) as f64;
+        OutcomeSummary {
+            images: outcomes.len(),
+            already_adversarial: outcomes.len() - searched.len(),
+            searched: searched.len(),
+            successes: ok.len(),
+            success_rate: ok.len() as f64 / per(searched.len()),
+            mean_distortion: ok.iter().sum::<f64>() / per(ok.len()),
+            evaluations_per_image: searched.iter().map(|o| o.evaluations).sum::<usize>() as f64
+                / per(searched.len()),
+        }
+    }
 }
 
 /// What an attack's search found for one input, before [`Attack::attack_batch`] confirms it.
