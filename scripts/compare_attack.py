@@ -286,6 +286,8 @@ def main():
         print(f"| model_calls_per_image (one at a time / batched) | - | {rs['model_calls_per_image']:.4g} / {rs['model_calls_per_image_batch']:.4g} |")
     print(f"\nspeed-up (median ms per image, one thread each): {py['ms_per_image_median'] / rs['ms_per_image_median']:.1f}x")
     print(f"speed-up (mean ms per image, one thread each): {py['ms_per_image_mean'] / rs['ms_per_image_mean']:.1f}x")
+    if "ms_per_image_batch" in rs:
+        print(f"speed-up (mean ms per image, one thread each, blindspot batched): {py['ms_per_image_mean'] / rs['ms_per_image_batch']:.1f}x")
 
 
 if __name__ == "__main__":
