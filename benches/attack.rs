@@ -1,12 +1,15 @@
-//! One targeted box-constrained L-BFGS attack on FC100-100-10, and one model evaluation (the
-//! single-example loss and input gradient that each L-BFGS-B step costs) of FC100-100-10 and of
-//! the zoo's convnet CONV16-32-FC128-10.
+//! One targeted box-constrained L-BFGS attack on FC100-100-10; the same attack on 20 images,
+//! one at a time and in one `attack_batch` call, both on one thread (time per 20 images, so
+//! the two compare directly); and one model evaluation (the single-example loss and input
+//! gradient that each L-BFGS-B step costs) of FC100-100-10 and of the zoo's convnet
+//! CONV16-32-FC128-10.
 
+use blindspot::attack::Outcome;
 use blindspot::attack::{Attack, BoxLbfgs, Target};
 use blindspot::data::Mnist;
 use blindspot::nn::{train, Architecture, Network, TrainParams};
 use blindspot::{Classifier, Differentiable};
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ndarray::{s, Array1, Array2};
 
 fn bench(c: &mut Criterion) {
@@ -41,6 +44,33 @@ fn bench(c: &mut Criterion) {
                 .attack(&model, x.view(), y, Target::Label((y + 1) % 10))
                 .unwrap()
         })
+    });
+    g.finish();
+
+    // Twenty images, each aimed at the next label; on one thread, so that batching is measured
+    // rather than attack_batch's parallelism across images.
+    const BATCH: usize = 20;
+    let xs = images.slice(s![..BATCH, ..]);
+    let ys = &labels[..BATCH];
+    let targets: Vec<Target> = ys.iter().map(|&y| Target::Label((y + 1) % 10)).collect();
+    let one = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    let mut g = c.benchmark_group("attack FC100-100-10, 20 images, one thread");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(BATCH as u64));
+    g.bench_function("one at a time (attack)", |b| {
+        b.iter(|| {
+            one.install(|| {
+                (0..BATCH)
+                    .map(|i| attack.attack(&model, xs.row(i), ys[i], targets[i]).unwrap())
+                    .collect::<Vec<Outcome>>()
+            })
+        })
+    });
+    g.bench_function("attack_batch", |b| {
+        b.iter(|| one.install(|| attack.attack_batch(&model, xs, ys, &targets).unwrap()))
     });
     g.finish();
 

@@ -1,11 +1,12 @@
-//! Forward and backward passes of the paper's FC100-100-10 and of the zoo's convnet, and one
-//! epoch of training.
+//! Forward and backward passes of the paper's FC100-100-10 and of the zoo's convnet, one
+//! epoch of training, and the attack path's loss and input gradient for one row against a
+//! lockstep batch of 50 rows (reported per row).
 
 use blindspot::data::Mnist;
 use blindspot::nn::{train, Architecture, Network, TrainParams, Trainable};
-use blindspot::Classifier;
+use blindspot::{Classifier, Differentiable};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use ndarray::{s, Array2};
+use ndarray::{s, Array1, Array2};
 
 fn flops_per_example(widths: &[usize]) -> u64 {
     // Forward: one multiply-add per weight. Backward: weight gradients for every layer and
@@ -43,10 +44,38 @@ fn bench(c: &mut Criterion) {
         })
     });
     g.finish();
+
     eprintln!(
         "forward+backward: {} FLOP per batch of 128 (divide by the median time for GFLOP/s)",
         128 * flops_per_example(&widths)
     );
+
+    // The attack path: a lockstep batch of n images makes one call per round, which should
+    // cost less per row than n one-row calls. Throughput is rows, so criterion's rate is per
+    // row; the median divided by n is the time per row.
+    let mut g = c.benchmark_group("FC100-100-10 loss and input gradient");
+    let mut scratch = Default::default();
+    for n in [1usize, 50] {
+        let x = batch.slice(s![..n, ..]);
+        let targets: Vec<usize> = labels[..n].iter().map(|&y| (y + 1) % 10).collect();
+        let mut loss = Array1::zeros(n);
+        let mut grad = Array2::zeros((n, 784));
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_function(format!("{n} rows"), |b| {
+            b.iter(|| {
+                model
+                    .loss_and_input_grad_with(
+                        x,
+                        &targets,
+                        &mut scratch,
+                        loss.view_mut(),
+                        grad.view_mut(),
+                    )
+                    .unwrap()
+            })
+        });
+    }
+    g.finish();
 
     // The convnet at the zoo recipe's batch of 64: one SGD step's gradient work.
     let conv = Network::new(Architecture::parse("CONV16-32-FC128-10", 784).unwrap(), 1);

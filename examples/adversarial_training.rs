@@ -23,6 +23,12 @@
 //!
 //! The pools' schedule is `blindspot::adversarial_training`'s: after every clean batch one
 //! pool batch, levels in turn; pools refreshed every `--refresh-every` batches.
+//!
+//! The test images a trained model already misclassifies are not searched (the attack returns
+//! them unchanged, `Outcome::already_adversarial`): each run counts them
+//! (`already_misclassified`, their indices in `already_misclassified_images`), and its mean
+//! minimal distortion and success rate are over the other images. Its `min_distortions` keep
+//! every image, 0 for those, so that the robust-accuracy curves start at the clean accuracy.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -30,7 +36,7 @@ use std::time::Instant;
 use blindspot::adversarial_training::{
     train_adversarial, AdversarialParams, AdversarialProgress, PoolTarget, PoolUpdate, Regime,
 };
-use blindspot::attack::{Attack, BoxLbfgs, Target};
+use blindspot::attack::{Attack, BoxLbfgs, OutcomeSummary, Target};
 use blindspot::data::{Dataset, Mnist};
 use blindspot::nn::{train, Architecture, Network};
 use clap::Parser;
@@ -172,17 +178,29 @@ fn plots(_: &[Run], _: &std::path::Path) -> Result<(), Box<dyn std::error::Error
     Err("--plots needs the plot feature: cargo run --release --features plot --example adversarial_training".into())
 }
 
-/// Each image's minimal distortion under the untargeted attack (`None` where it failed).
-fn robustness(model: &Network, test: &Dataset, n: usize) -> blindspot::Result<Vec<Option<f64>>> {
+/// The untargeted attack on the first `n` test images: each image's minimal distortion
+/// (`None` where it failed, 0 where the model already misclassified it), the indices of the
+/// images already misclassified, and the figures over the others.
+struct Robustness {
+    per_image: Vec<Option<f64>>,
+    already: Vec<usize>,
+    summary: OutcomeSummary,
+}
+
+fn robustness(model: &Network, test: &Dataset, n: usize) -> blindspot::Result<Robustness> {
     let n = n.clamp(1, test.len());
     let xs = test.images().slice(ndarray::s![..n, ..]).to_owned();
     let labels = &test.labels()[..n];
     let outs =
         BoxLbfgs::new().attack_batch(model, xs.view(), labels, &vec![Target::Untargeted; n])?;
-    Ok(outs
-        .iter()
-        .map(|o| o.success.then_some(o.distortion))
-        .collect())
+    Ok(Robustness {
+        per_image: outs
+            .iter()
+            .map(|o| o.success.then_some(o.distortion))
+            .collect(),
+        already: (0..n).filter(|&i| outs[i].already_adversarial).collect(),
+        summary: OutcomeSummary::of(&outs),
+    })
 }
 
 fn mean_sd(v: &[f64]) -> (f64, f64) {
@@ -314,9 +332,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                             } = p
                             {
                                 eprintln!(
-                                    "  {method} seed {seed}: pool at level {level}: {} examples in {:.1} s, success {:.0}%, mean distortion {:.4}",
+                                    "  {method} seed {seed}: pool at level {level}: {} examples in {:.1} s ({} already adversarial), over the others success {:.0}%, mean distortion {:.4}",
                                     stats.generated,
                                     stats.seconds,
+                                    stats.already_adversarial,
                                     100.0 * stats.success_rate,
                                     stats.mean_distortion
                                 );
@@ -332,13 +351,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }
             };
             let seconds = start.elapsed().as_secs_f64();
-            let per_image = robustness(&model, &mnist.test, args.images)?;
-            let ok: Vec<f64> = per_image.iter().flatten().copied().collect();
-            let distortion = ok.iter().sum::<f64>() / ok.len().max(1) as f64;
-            let success = ok.len() as f64 / per_image.len().max(1) as f64;
+            let robust = robustness(&model, &mnist.test, args.images)?;
+            let (distortion, success) =
+                (robust.summary.mean_distortion, robust.summary.success_rate);
             println!(
-                "{method} seed {seed}: test error {:.2}%, mean minimal distortion {distortion:.4} (success {:.1}%), {seconds:.0} s ({attack_seconds:.0} s attacks)",
+                "{method} seed {seed}: test error {:.2}%, {} of {} attacked images already misclassified, over the others mean minimal distortion {distortion:.4} (success {:.1}%), {seconds:.0} s ({attack_seconds:.0} s attacks)",
                 100.0 * test_error,
+                robust.summary.already_adversarial,
+                robust.summary.images,
                 100.0 * success
             );
             rows.push(Run {
@@ -347,10 +367,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 test_error,
                 mean_min_distortion: distortion,
                 attack_success_rate: success,
+                already_misclassified: Some(robust.summary.already_adversarial),
                 seconds,
                 attack_seconds,
                 test_error_per_epoch: curve,
-                min_distortions: per_image,
+                min_distortions: robust.per_image,
+                already_misclassified_images: robust.already,
             });
             // Written after every run, so that a stopped sweep keeps what it finished.
             if let Some(path) = &args.json {
@@ -362,7 +384,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         plots(&rows, dir)?;
     }
     println!(
-        "\n| method | test error (mean ± sd) | mean minimal distortion | seconds per run | paper |"
+        "\n| method | test error (mean ± sd) | mean minimal distortion (images not already misclassified) | seconds per run | paper |"
     );
     println!("|---|---|---|---|---|");
     for method in &methods {
@@ -396,16 +418,27 @@ struct Run {
     method: String,
     seed: u64,
     test_error: f32,
+    /// Over the attacked images the model did not already misclassify (in files written
+    /// before they were counted, `already_misclassified` absent: over all of them).
     mean_min_distortion: f64,
+    /// Over the same images as `mean_min_distortion`.
     attack_success_rate: f64,
+    /// Attacked images the model already misclassified, returned unsearched (`null` in files
+    /// written before they were counted).
+    #[serde(default)]
+    already_misclassified: Option<usize>,
     seconds: f64,
     attack_seconds: f64,
     /// Absent from files written before the curves were kept.
     #[serde(default)]
     test_error_per_epoch: Vec<f32>,
-    /// Each attacked image's minimal distortion, `null` where the attack failed.
+    /// Each attacked image's minimal distortion, `null` where the attack failed, 0 where the
+    /// image was already misclassified.
     #[serde(default)]
     min_distortions: Vec<Option<f64>>,
+    /// Indices (into the attacked images) of those already misclassified.
+    #[serde(default)]
+    already_misclassified_images: Vec<usize>,
 }
 
 /// The `--json` output: the settings of the comparison and its runs so far.

@@ -14,13 +14,15 @@
 //! (untargeted box-constrained L-BFGS). `--compare NAME` attacks the zoo model `NAME` on the
 //! same images too, alternating image by image (so a noisy machine slows both alike), and
 //! reports the per-image medians and their ratio. JSON fields: `agreement`, `checked`,
-//! `max_logit_diff`, `test_error`, `success_rate`, `mean_distortion`, `ms_per_image` (and,
-//! with `--compare`, the other model's figures).
+//! `max_logit_diff`, `test_error`, `already_misclassified`, `success_rate`, `mean_distortion`,
+//! `ms_per_image` (and, with `--compare`, the other model's figures). The test images a model
+//! already misclassifies are not searched: `already_misclassified` counts them, and the
+//! success rate, mean distortion and timings are over the other images.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
-use blindspot::attack::{Attack, BoxLbfgs, Outcome, Target};
+use blindspot::attack::{Attack, BoxLbfgs, Outcome, OutcomeSummary, Target};
 use blindspot::data::Mnist;
 use blindspot::import::onnx::{self, nchw_to_rows, OnnxParams};
 use blindspot::import::{verify, Agreement, NpzWeights};
@@ -90,7 +92,10 @@ fn timed<M: Differentiable>(
     (o, 1e3 * t.elapsed().as_secs_f64())
 }
 
+/// One model's attack figures over the images it did not already misclassify (times and
+/// evaluations of the searched images only), and the count of the others.
 struct Summary {
+    already_misclassified: usize,
     success_rate: f64,
     mean_distortion: f64,
     ms: Vec<f64>,
@@ -99,16 +104,17 @@ struct Summary {
 
 impl Summary {
     fn new(outs: &[Outcome], ms: Vec<f64>) -> Self {
-        let ok: Vec<f64> = outs
-            .iter()
-            .filter(|o| o.success)
-            .map(|o| o.distortion)
-            .collect();
+        let s = OutcomeSummary::of(outs);
+        let searched = |i: &usize| !outs[*i].already_adversarial;
         Summary {
-            success_rate: ok.len() as f64 / outs.len().max(1) as f64,
-            mean_distortion: ok.iter().sum::<f64>() / ok.len().max(1) as f64,
-            evaluations: outs.iter().map(|o| o.evaluations as f64).collect(),
-            ms,
+            already_misclassified: s.already_adversarial,
+            success_rate: s.success_rate,
+            mean_distortion: s.mean_distortion,
+            evaluations: (0..outs.len())
+                .filter(searched)
+                .map(|i| outs[i].evaluations as f64)
+                .collect(),
+            ms: (0..outs.len()).filter(searched).map(|i| ms[i]).collect(),
         }
     }
 
@@ -145,6 +151,7 @@ struct Report {
 /// The attack on the imported model.
 #[derive(Serialize)]
 struct AttackFigures {
+    already_misclassified: usize,
     success_rate: f64,
     mean_distortion: f64,
     ms_per_image: f64,
@@ -157,6 +164,7 @@ struct AttackFigures {
 #[derive(Serialize)]
 struct Compare {
     model: String,
+    already_misclassified: usize,
     success_rate: f64,
     mean_distortion: f64,
     ms_per_image: f64,
@@ -294,8 +302,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         let a = Summary::new(&ours, ours_ms);
         println!(
-            "attack on {n} test images: success rate {:.3}, mean distortion {:.4}, {:.1} ms/image \
-             (median {:.1}), median {:.3} ms/evaluation",
+            "attack on {n} test images, {} already misclassified; over the others: success rate \
+             {:.3}, mean distortion {:.4}, {:.1} ms/image (median {:.1}), median {:.3} \
+             ms/evaluation",
+            a.already_misclassified,
             a.success_rate,
             a.mean_distortion,
             a.ms_per_image(),
@@ -303,6 +313,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             median(&mut a.ms_per_evaluation())
         );
         report.attack = Some(AttackFigures {
+            already_misclassified: a.already_misclassified,
             success_rate: a.success_rate,
             mean_distortion: a.mean_distortion,
             ms_per_image: a.ms_per_image(),
@@ -316,9 +327,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let ratio_eval =
                 median(&mut a.ms_per_evaluation()) / median(&mut b.ms_per_evaluation());
             println!(
-                "{name}: success rate {:.3}, mean distortion {:.4}, {:.1} ms/image (median {:.1}), \
-                 median {:.3} ms/evaluation; imported / {name}: {:.2}× per image, {:.2}× per \
-                 evaluation (medians)",
+                "{name}: {} already misclassified; over the others: success rate {:.3}, mean \
+                 distortion {:.4}, {:.1} ms/image (median {:.1}), median {:.3} ms/evaluation; \
+                 imported / {name}: {:.2}× per image, {:.2}× per evaluation (medians)",
+                b.already_misclassified,
                 b.success_rate,
                 b.mean_distortion,
                 b.ms_per_image(),
@@ -329,6 +341,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             );
             report.compare = Some(Compare {
                 model: name.clone(),
+                already_misclassified: b.already_misclassified,
                 success_rate: b.success_rate,
                 mean_distortion: b.mean_distortion,
                 ms_per_image: b.ms_per_image(),

@@ -252,7 +252,8 @@ fn gaussian_sets(mnist: &Mnist, n: usize, sigmas: &[f32], seed: u64) -> Vec<Pert
 }
 
 /// The perturbations `r = x' − x` of the adversarial examples the paper's attack finds for
-/// `model` on the first `n` test images (successful ones of distortion at least 1e-4).
+/// `model` on the first `n` test images (successful searches of distortion at least 1e-4; the
+/// images the model already misclassifies have no perturbation and are left out, and counted).
 fn adversarial_set(model: &Network, mnist: &Mnist, n: usize) -> blindspot::Result<PerturbationSet> {
     let n = n.min(mnist.test.len());
     let x = mnist.test.images().slice(s![..n, ..]).to_owned();
@@ -263,15 +264,16 @@ fn adversarial_set(model: &Network, mnist: &Mnist, n: usize) -> blindspot::Resul
     // of 1e-4 the f32 rounding of the logits (about 1e-6 of their size) outweighs the change
     // that r causes, and the measured ratio would be noise.
     let keep: Vec<usize> = (0..n)
-        .filter(|&i| outs[i].success && outs[i].distortion >= 1e-4)
+        .filter(|&i| !outs[i].already_adversarial && outs[i].success && outs[i].distortion >= 1e-4)
         .collect();
+    let already = outs.iter().filter(|o| o.already_adversarial).count();
     let xs = Array2::from_shape_fn((keep.len(), x.ncols()), |(i, j)| x[[keep[i], j]]);
     let rs = Array2::from_shape_fn((keep.len(), x.ncols()), |(i, j)| {
         outs[keep[i]].perturbation[j]
     });
     Ok(PerturbationSet {
         source: format!(
-            "adversarial (BoxLbfgs, untargeted), {} of {n} images",
+            "adversarial (BoxLbfgs, untargeted), {} of {n} images ({already} already misclassified)",
             keep.len()
         ),
         x: xs,

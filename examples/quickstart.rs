@@ -56,14 +56,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     // Adversarial examples for the first ten test images the model gets right, each pushed to
-    // the next label, (y + 1) mod 10.
+    // the next label, (y + 1) mod 10. An image it already gets wrong needs no perturbation (the
+    // attack would return it unsearched, `already_adversarial`), so those are skipped, and
+    // counted.
     let attack = BoxLbfgs::new();
     let images = mnist.test.images();
     let predicted = model.predict(images)?;
-    let correct = (0..mnist.test.len()).filter(|&i| predicted[i] == mnist.test.labels()[i]);
+    let correct: Vec<usize> = (0..mnist.test.len())
+        .filter(|&i| predicted[i] == mnist.test.labels()[i])
+        .take(10)
+        .collect();
+    let seen = correct.last().map_or(0, |&i| i + 1);
+    println!(
+        "the first {} test images the model gets right ({} misclassified among the first {seen} skipped)",
+        correct.len(),
+        seen - correct.len()
+    );
     let mut grid = Grid::new(28, 28, 3)?.with_scale(3)?;
     println!("image  label -> adversarial  distortion  evaluations");
-    for i in correct.take(10) {
+    for i in correct {
         let (x, y) = (images.row(i), mnist.test.labels()[i]);
         let out = attack.attack(&model, x, y, Target::Label((y + 1) % 10))?;
         println!(

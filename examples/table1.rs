@@ -8,14 +8,25 @@
 //!
 //! Models come from the zoo cache (trained on first use). By default each image gets the
 //! untargeted attack, the smallest perturbation over all nine other labels, on training images
-//! as in the paper; an image the model already misclassifies needs no perturbation. Each model
-//! also gets an FGSM row (`attack::Fgsm::searched`: one signed-gradient step, the smallest ε
-//! that succeeds along it) at its own mean distortion, the one-step contrast.
+//! as in the paper. Each model also gets an FGSM row (`attack::Fgsm::searched`: one
+//! signed-gradient step, the smallest ε that succeeds along it) at its own mean distortion, the
+//! one-step contrast.
+//!
+//! An image the model already misclassifies (with `--target next` or `random`: already labels
+//! as the target) needs no perturbation: the attack returns it unsearched
+//! (`Outcome::already_adversarial`). Such images are counted per model ("already wrong",
+//! `already_misclassified` in the JSON, their indices in `already_misclassified_images`) and
+//! left out of every mean: the mean distortion, success rate, ms/image and evals/image of box
+//! L-BFGS and of FGSM are over the images actually searched (`attack::OutcomeSummary`), so a
+//! model's own training error does not pull its mean distortion towards 0. The per-image
+//! `min_distortions` keep every image, 0 for the already misclassified ones: the
+//! robust-accuracy curve counts them as not robust at any ε (each curve starts at the model's
+//! accuracy on these images), while the distortion histogram leaves them out.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
-use blindspot::attack::{Attack, BoxLbfgs, Fgsm, Target};
+use blindspot::attack::{Attack, BoxLbfgs, Fgsm, OutcomeSummary, Target};
 use blindspot::data::Mnist;
 use blindspot::image::Grid;
 use blindspot::nn::error_rate;
@@ -88,34 +99,43 @@ fn paper_distortion(name: &str) -> Option<f64> {
 }
 
 /// The robust-accuracy curves and distortion histograms of `rows` (each with its model's
-/// per-image minimal distortions, `null` where the attack failed) into `dir`.
+/// per-image minimal distortions, `null` where the attack failed) into `dir`. The curves take
+/// every image (an image already misclassified, at distortion 0, is robust at no ε); the
+/// histograms only the images searched.
 #[cfg(feature = "plot")]
 fn plots(rows: &[Distortions], dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
     use blindspot::plot::{distortion_histogram, robust_accuracy};
-    let models: Vec<(String, Vec<f64>)> = rows
-        .iter()
-        .map(|r| {
-            let d = r
-                .min_distortions
-                .iter()
-                .map(|d| d.unwrap_or(f64::INFINITY))
-                .collect();
-            (r.model.clone(), d)
-        })
-        .filter(|(_, d): &(String, Vec<f64>)| !d.is_empty())
-        .collect();
-    if models.is_empty() {
+    let per_image = |r: &Distortions, searched_only: bool| -> Vec<f64> {
+        r.min_distortions
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !(searched_only && r.already_misclassified_images.contains(i)))
+            .map(|(_, d)| d.unwrap_or(f64::INFINITY))
+            .collect()
+    };
+    let of = |searched_only: bool| -> Vec<(String, Vec<f64>)> {
+        rows.iter()
+            .map(|r| (r.model.clone(), per_image(r, searched_only)))
+            .filter(|(_, d)| !d.is_empty())
+            .collect()
+    };
+    let (all, searched) = (of(false), of(true));
+    if all.is_empty() {
         return Err("no row has per-image distortions (\"min_distortions\") to plot".into());
     }
     robust_accuracy(
         "Table 1 models: accuracy under the untargeted attack, by distortion",
-        &models,
+        &all,
         0.15,
         150,
     )?
     .save(dir, "robust_accuracy")?;
-    distortion_histogram("Table 1 models: minimal distortions", &models, 40)?
-        .save(dir, "distortion_histogram")?;
+    distortion_histogram(
+        "Table 1 models: minimal distortions of the images not already misclassified",
+        &searched,
+        40,
+    )?
+    .save(dir, "distortion_histogram")?;
     println!("figures written to {}", dir.display());
     Ok(())
 }
@@ -178,18 +198,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let t = Instant::now();
         let outs = attack.attack_batch(model, xs.view(), labels, &targets)?;
         let seconds = t.elapsed().as_secs_f64();
-        let ok: Vec<_> = outs.iter().filter(|o| o.success).collect();
-        let mean_distortion = ok.iter().map(|o| o.distortion).sum::<f64>() / ok.len().max(1) as f64;
-        let success_rate = ok.len() as f64 / n as f64;
-        let evaluations = outs.iter().map(|o| o.evaluations).sum::<usize>() as f64 / n as f64;
+        // Means over the images searched: those the model already misclassifies are counted
+        // apart (see the module docs).
+        let summary = OutcomeSummary::of(&outs);
+        let searched = summary.searched.max(1) as f64;
         let t = Instant::now();
         let fgsm_outs = fgsm.attack_batch(model, xs.view(), labels, &targets)?;
         let fgsm_seconds = t.elapsed().as_secs_f64();
-        let fgsm_ok: Vec<f64> = fgsm_outs
-            .iter()
-            .filter(|o| o.success)
-            .map(|o| o.distortion)
-            .collect();
+        let fgsm_summary = OutcomeSummary::of(&fgsm_outs);
+        // Both attacks mark the same images (one clean forward pass, the same aims).
+        let already: Vec<usize> = (0..n).filter(|&i| outs[i].already_adversarial).collect();
+        if (0..n).any(|i| fgsm_outs[i].already_adversarial != outs[i].already_adversarial) {
+            return Err(format!("{name}: FGSM and box L-BFGS disagree on which images the model already misclassifies").into());
+        }
         let mut grid = Grid::new(28, 28, 3)?.with_scale(2)?;
         for (i, o) in outs.iter().take(10).enumerate() {
             grid.push(xs.row(i))?;
@@ -199,26 +220,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let file = name.replace(['(', ')'], "_");
         grid.save(args.png_dir.join(format!("{file}.png")))?;
         eprintln!(
-            "{name}: {} ({:.1} s training), {n} images attacked in {seconds:.1} s",
+            "{name}: {} ({:.1} s training), {n} images attacked in {seconds:.1} s, {} already misclassified",
             if entry.from_cache {
                 "from cache"
             } else {
                 "trained"
             },
-            entry.train_seconds
+            entry.train_seconds,
+            summary.already_adversarial
         );
         rows.push(Row {
             model: name.clone(),
             train_error,
             test_error,
-            mean_distortion,
-            success_rate,
+            mean_distortion: summary.mean_distortion,
+            success_rate: summary.success_rate,
             images: n,
-            ms_per_image: 1e3 * seconds / n as f64,
-            evaluations_per_image: evaluations,
-            fgsm_mean_distortion: fgsm_ok.iter().sum::<f64>() / fgsm_ok.len().max(1) as f64,
-            fgsm_success_rate: fgsm_ok.len() as f64 / n as f64,
-            fgsm_ms_per_image: 1e3 * fgsm_seconds / n as f64,
+            already_misclassified: summary.already_adversarial,
+            ms_per_image: 1e3 * seconds / searched,
+            evaluations_per_image: summary.evaluations_per_image,
+            fgsm_mean_distortion: fgsm_summary.mean_distortion,
+            fgsm_success_rate: fgsm_summary.success_rate,
+            fgsm_ms_per_image: 1e3 * fgsm_seconds / searched,
             paper_train_error: paper_errors(name).map(|p| p.0),
             paper_test_error: paper_errors(name).map(|p| p.1),
             paper_mean_distortion: paper_distortion(name),
@@ -226,6 +249,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .iter()
                 .map(|o| o.success.then_some(o.distortion))
                 .collect(),
+            already_misclassified_images: already,
         });
     }
 
@@ -242,18 +266,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         },
         rayon::current_num_threads()
     );
-    println!("| model | train error (paper) | test error (paper) | mean distortion (paper) | success | ms/image | evals/image |");
-    println!("|---|---|---|---|---|---|---|");
+    println!(
+        "Images the model already misclassifies are not searched: \"already wrong\" counts them, \
+         and every mean (distortion, success, ms/image, evals/image) is over the other images.\n"
+    );
+    println!("| model | train error (paper) | test error (paper) | already wrong | mean distortion (paper) | success | ms/image | evals/image |");
+    println!("|---|---|---|---|---|---|---|---|");
     let pct = |v: Option<f32>| v.map_or("-".into(), |f| format!("{:.2}%", 100.0 * f));
     let num = |v: Option<f64>| v.map_or("-".into(), |f| format!("{f:.3}"));
     for r in &rows {
         println!(
-            "| {} | {} ({}) | {} ({}) | {} ({}) | {:.1}% | {:.1} | {:.0} |",
+            "| {} | {} ({}) | {} ({}) | {} of {} | {} ({}) | {:.1}% | {:.1} | {:.0} |",
             r.model,
             pct(Some(r.train_error)),
             pct(r.paper_train_error),
             pct(Some(r.test_error)),
             pct(r.paper_test_error),
+            r.already_misclassified,
+            r.images,
             num(Some(r.mean_distortion)),
             num(r.paper_mean_distortion),
             100.0 * r.success_rate,
@@ -261,7 +291,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             r.evaluations_per_image,
         );
     }
-    println!("\nFGSM rows: one signed-gradient step, the smallest ε ≤ 1 that succeeds along it (20 bisections)\n");
+    println!("\nFGSM rows: one signed-gradient step, the smallest ε ≤ 1 that succeeds along it (20 bisections), over the same images searched\n");
     println!(
         "| model | FGSM mean distortion | FGSM success | ms/image | box L-BFGS mean distortion |"
     );
@@ -291,6 +321,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .map(|r| Distortions {
                 model: r.model.clone(),
                 min_distortions: r.min_distortions.clone(),
+                already_misclassified_images: r.already_misclassified_images.clone(),
             })
             .collect();
         plots(&rows, dir)?;
@@ -311,10 +342,18 @@ struct Row {
     model: String,
     train_error: f32,
     test_error: f32,
+    /// Over the successful searched images (not those already misclassified).
     mean_distortion: f64,
+    /// Over the searched images.
     success_rate: f64,
+    /// Images attacked: searched or already misclassified.
     images: usize,
+    /// Images the model already misclassified (with a target: already labelled as it),
+    /// returned unsearched and left out of every mean of the row.
+    already_misclassified: usize,
+    /// Per searched image.
     ms_per_image: f64,
+    /// Per searched image.
     evaluations_per_image: f64,
     fgsm_mean_distortion: f64,
     fgsm_success_rate: f64,
@@ -322,8 +361,11 @@ struct Row {
     paper_train_error: Option<f32>,
     paper_test_error: Option<f32>,
     paper_mean_distortion: Option<f64>,
-    /// Per image, for the robust-accuracy curves: `null` where the attack failed.
+    /// Per image, for the robust-accuracy curves: `null` where the attack failed, 0 where the
+    /// image was already misclassified.
     min_distortions: Vec<Option<f64>>,
+    /// Indices (into the attacked images) of the images already misclassified.
+    already_misclassified_images: Vec<usize>,
 }
 
 /// What `--replot` reads of a `--json` file.
@@ -332,8 +374,9 @@ struct DistortionsFile {
     rows: Vec<Distortions>,
 }
 
-/// What the figures need of a row: its model and per-image minimal distortions (`null` where
-/// the attack failed; absent from files written before they were kept).
+/// What the figures need of a row: its model, per-image minimal distortions (`null` where
+/// the attack failed; absent from files written before they were kept) and the images already
+/// misclassified (absent from files written before they were marked).
 #[derive(serde::Deserialize)]
 // Read only by the figures, which need the plot feature.
 #[cfg_attr(not(feature = "plot"), allow(dead_code))]
@@ -341,4 +384,6 @@ struct Distortions {
     model: String,
     #[serde(default)]
     min_distortions: Vec<Option<f64>>,
+    #[serde(default)]
+    already_misclassified_images: Vec<usize>,
 }

@@ -19,7 +19,12 @@
 //! and its Table 4 used the test set). A cell is the error rate of the column's model on the
 //! row's examples, against the clean images' true labels, so it includes that model's own
 //! clean error on those images (reported in its own row). An image the source model already
-//! misclassifies keeps a zero perturbation. "Av. distortion" is the mean over all rows.
+//! misclassifies is not searched and keeps a zero perturbation (`Outcome::already_adversarial`):
+//! it stays in the row, as every cell is over all the images, and "Av. distortion" is the mean
+//! over all of them, zeros included. Each adversarial row counts those images
+//! (`extra.already_misclassified` in the JSON, and a line under the tables) and gives the mean
+//! distortion over the others (`extra.searched_mean_distortion`, Table 1's measure); its
+//! `attack_success` and `evaluations_per_image` are over all the images.
 //!
 //! Beside the paper's Gaussian-noise rows (nominal stddev, clipped to the box; their measured
 //! distortion is smaller because clipping removes part of the noise), each adversarial row has
@@ -31,7 +36,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use blindspot::attack::{magnify, transfer_error, Attack, BoxLbfgs, Fgsm, GaussianNoise, Target};
+use blindspot::attack::{
+    magnify, transfer_error, Attack, BoxLbfgs, Fgsm, GaussianNoise, OutcomeSummary, Target,
+};
 use blindspot::data::{Dataset, Mnist};
 use blindspot::nn::{error_rate, Network};
 use blindspot::zoo::{Zoo, TABLE1_AND_CONV};
@@ -146,6 +153,10 @@ enum Extra {
         attack_seconds: f64,
         #[serde(skip_serializing_if = "Option::is_none")]
         evaluations_per_image: Option<f64>,
+        /// Images the source model already misclassified: not searched, zero perturbation.
+        already_misclassified: usize,
+        /// Mean distortion over the successful searches, those images left out.
+        searched_mean_distortion: f64,
     },
     /// Gaussian-noise rows.
     Noise {
@@ -163,6 +174,8 @@ impl Extra {
             attack_success: made.success,
             attack_seconds: made.seconds,
             evaluations_per_image: evaluations.then_some(made.evaluations),
+            already_misclassified: made.summary.already_adversarial,
+            searched_mean_distortion: made.summary.mean_distortion,
         }
     }
 }
@@ -273,13 +286,15 @@ fn mean_distortion(xs: &Array2<f32>, img: &Images) -> Result<f64, blindspot::Err
     Ok(sum / img.len() as f64)
 }
 
-/// Adversarial examples for `model` on every image, with the attack's figures.
+/// Adversarial examples for `model` on every image, with the attack's figures: `success` and
+/// `evaluations` over all images, `summary` over the searched ones.
 struct Made {
     adv: Array2<f32>,
     distortions: Vec<f64>,
     success: f64,
     seconds: f64,
     evaluations: f64,
+    summary: OutcomeSummary,
 }
 
 fn make_adversarial(model: &Network, img: &Images, c: &Common) -> Result<Made, blindspot::Error> {
@@ -317,6 +332,7 @@ fn make_with<A: Attack>(
         success: outs.iter().filter(|o| o.success).count() as f64 / n,
         seconds,
         evaluations: outs.iter().map(|o| o.evaluations).sum::<usize>() as f64 / n,
+        summary: OutcomeSummary::of(&outs),
     })
 }
 
@@ -372,6 +388,31 @@ fn print_table(title: &str, models: &[String], rows: &[(&Row, Option<&[f64]>)], 
         };
         println!("| {} | {} | {d} |", row.name, cells.join(" | "));
     }
+}
+
+/// Prints how many images each adversarial row's source model already misclassified (kept in
+/// the row with a zero perturbation, and in its av. distortion), and the mean distortion over
+/// the others.
+fn print_already(rows: &[Row]) {
+    let parts: Vec<String> = rows
+        .iter()
+        .filter_map(|r| match r.extra {
+            Extra::Attack {
+                already_misclassified,
+                searched_mean_distortion,
+                ..
+            } => Some(format!(
+                "{}: {already_misclassified} (others' mean distortion {searched_mean_distortion:.3})",
+                r.name
+            )),
+            _ => None,
+        })
+        .collect();
+    println!(
+        "\nImages the source model already misclassifies (not searched, zero perturbation, in the \
+         row and its av. distortion): {}",
+        parts.join("; ")
+    );
 }
 
 /// A named check with its numbers; printed, collected, never fatal.
@@ -449,11 +490,13 @@ fn table2(c: &Common) -> Result<Table2Json, Box<dyn std::error::Error>> {
     for (k, name) in names.iter().enumerate() {
         let made = make_adversarial(models[k], &img, c)?;
         eprintln!(
-            "{name}: {} images attacked in {:.1} s ({:.0} evaluations/image), success {:.1}%",
+            "{name}: {} images attacked in {:.1} s ({:.0} evaluations/image), success {:.1}%, {} already misclassified (mean distortion over the others {:.4})",
             img.len(),
             made.seconds,
             made.evaluations,
-            100.0 * made.success
+            100.0 * made.success,
+            made.summary.already_adversarial,
+            made.summary.mean_distortion
         );
         let errors = errors_on(&models, &made.adv, &img.labels)?;
         let noise = matched_noise(&img, c, &made.distortions)?;
@@ -509,6 +552,7 @@ fn table2(c: &Common) -> Result<Table2Json, Box<dyn std::error::Error>> {
         table.push((r, Some(&p[..])));
     }
     print_table("Table 2", &names, &table, "av. distortion");
+    print_already(&adv_rows);
     let mut ctrl: Vec<(&Row, Option<&[f64]>)> = vec![(&clean, None)];
     ctrl.extend(control_rows.iter().map(|r| (r, None)));
     print_table(
@@ -524,6 +568,7 @@ fn table2(c: &Common) -> Result<Table2Json, Box<dyn std::error::Error>> {
         &fgsm_rows.iter().map(|r| (r, None)).collect::<Vec<_>>(),
         "av. distortion",
     );
+    print_already(&fgsm_rows);
 
     println!("\n### Checks\n");
     let mut checks = Vec::new();
@@ -714,11 +759,13 @@ fn table34(
     for (k, name) in names.iter().enumerate() {
         let made = make_adversarial(models[k], &img, c)?;
         eprintln!(
-            "{name}: {} images attacked in {:.1} s ({:.0} evaluations/image), success {:.1}%",
+            "{name}: {} images attacked in {:.1} s ({:.0} evaluations/image), success {:.1}%, {} already misclassified (mean distortion over the others {:.4})",
             img.len(),
             made.seconds,
             made.evaluations,
-            100.0 * made.success
+            100.0 * made.success,
+            made.summary.already_adversarial,
+            made.summary.mean_distortion
         );
         // Magnify every perturbation to the common distortion; a zero perturbation (an image
         // the source model already misclassifies) has no direction and is kept as it is.
@@ -789,6 +836,7 @@ fn table34(
         &a,
         "av. stddev",
     );
+    print_already(&dist_rows);
     let mut b: Vec<(&Row, Option<&[f64]>)> = mag_rows
         .iter()
         .zip(PAPER_T4_MAG.iter())

@@ -355,7 +355,16 @@ fn fgsm_matches_a_hand_computation_on_a_linear_model_and_stays_in_the_box() {
     let model = Network::new(Architecture::parse("FC10", 784).unwrap(), 3);
     let data = small();
     let x = data.images().row(0).to_owned();
-    let y = data.labels()[0];
+    // The model's own label, so that the input is not already adversarial (an untrained
+    // model gets most inputs wrong, and those are returned unchanged, unsearched).
+    let y = model.predict(x.view().insert_axis(Axis(0))).unwrap()[0];
+    assert_ne!(y, data.labels()[0], "this seed's model misclassifies row 0");
+    let wrong = Fgsm::new(0.05)
+        .unwrap()
+        .attack(&model, x.view(), data.labels()[0], Target::Untargeted)
+        .unwrap();
+    assert!(wrong.already_adversarial && wrong.success && wrong.evaluations == 1);
+    assert_eq!(wrong.adversarial, x);
     let p = model.probabilities(x.view().insert_axis(Axis(0))).unwrap();
     let w = model.weights(0).unwrap();
     let mut d = p.row(0).to_owned();

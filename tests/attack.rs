@@ -1,6 +1,8 @@
 //! The attack: success inside the box, honest figures, typed errors, determinism.
 
-use blindspot::attack::{distortion, Attack, BoxLbfgs, GaussianNoise, Penalty, Target};
+use blindspot::attack::{
+    distortion, Attack, BoxLbfgs, GaussianNoise, OutcomeSummary, Penalty, Target,
+};
 use blindspot::{Classifier, Error};
 use ndarray::{s, Array1};
 
@@ -144,6 +146,64 @@ fn batch_equals_single_and_seeds_are_reproducible() {
     assert!(atk
         .attack_batch(m, xs.view(), &labels[..2], &targets)
         .is_err());
+}
+
+#[test]
+fn inputs_already_adversarial_are_returned_unsearched_and_left_out_of_the_means() {
+    let (m, data) = small_mnist_model();
+    let atk = BoxLbfgs::params().with_search_steps(2).check().unwrap();
+    let n = 4;
+    let xs = data.images().slice(s![..n, ..]).to_owned();
+    let predicted = m.predict(xs.view()).unwrap();
+    // Rows 0 and 2 are given a label the model does not give them: already misclassified
+    // (untargeted). Row 1 is aimed at the label the model already gives it: already
+    // adversarial (targeted). Row 3 is attacked as usual.
+    let labels = [
+        (predicted[0] + 1) % 10,
+        (predicted[1] + 1) % 10,
+        (predicted[2] + 3) % 10,
+        predicted[3],
+    ];
+    let targets = [
+        Target::Untargeted,
+        Target::Label(predicted[1]),
+        Target::Untargeted,
+        Target::Label((predicted[3] + 1) % 10),
+    ];
+    let outs = atk.attack_batch(m, xs.view(), &labels, &targets).unwrap();
+    for i in 0..3 {
+        let o = &outs[i];
+        assert!(o.success && o.already_adversarial, "row {i}");
+        assert_eq!(o.adversarial, xs.row(i));
+        assert_eq!(o.adversarial_label, predicted[i]);
+        assert_eq!(
+            (o.distortion, o.penalty_weight, o.evaluations),
+            (0.0, 0.0, 1)
+        );
+        assert!(o.perturbation.iter().all(|&v| v == 0.0));
+    }
+    let searched = &outs[3];
+    assert!(searched.success && !searched.already_adversarial);
+    assert!(searched.distortion > 0.0 && searched.evaluations > 2);
+    let s = OutcomeSummary::of(&outs);
+    assert_eq!(
+        (s.images, s.already_adversarial, s.searched, s.successes),
+        (4, 3, 1, 1)
+    );
+    assert_eq!(s.success_rate, 1.0);
+    assert_eq!(s.mean_distortion, searched.distortion);
+    assert_eq!(s.evaluations_per_image, searched.evaluations as f64);
+    // Nothing searched: rates and means are 0, not NaN.
+    let none = OutcomeSummary::of(&outs[..3]);
+    assert_eq!((none.searched, none.successes), (0, 0));
+    assert_eq!(
+        (
+            none.success_rate,
+            none.mean_distortion,
+            none.evaluations_per_image
+        ),
+        (0.0, 0.0, 0.0)
+    );
 }
 
 #[test]

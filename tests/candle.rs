@@ -211,12 +211,13 @@ fn output_not_n_by_classes_is_a_shape_error() {
     let err =
         CandleModel::new(move |x: &Tensor| x.matmul(&w)?.sum_keepdim(0), &[4], 10).unwrap_err();
     assert!(matches!(err, Error::Shape { .. }), "{err}");
-    // A module that only goes wrong on some batch sizes is caught at call time.
+    // A module that only goes wrong on some inputs is caught at call time. (It cannot be
+    // some batch sizes: the adapter always evaluates chunks of one fixed size.)
     let w = Tensor::zeros((4, 10), DType::F32, &Device::Cpu).unwrap();
     let odd = CandleModel::new(
         move |x: &Tensor| {
             let z = x.matmul(&w)?;
-            if x.dim(0)? == 3 {
+            if x.sum_all()?.to_scalar::<f32>()? != 0.0 {
                 z.narrow(1, 0, 9)
             } else {
                 Ok(z)
@@ -226,7 +227,7 @@ fn output_not_n_by_classes_is_a_shape_error() {
         10,
     )
     .unwrap();
-    let x = Array2::<f32>::zeros((3, 4));
+    let x = Array2::<f32>::ones((3, 4));
     assert!(matches!(odd.logits(x.view()), Err(Error::Shape { .. })));
     assert!(matches!(
         odd.loss_and_input_grad(x.view(), &[0, 1, 2]),
@@ -331,4 +332,29 @@ fn bad_gradient_arguments_are_the_same_typed_errors_as_for_the_mlp() {
     let (mlp, candle) = pair(4);
     common::assert_gradient_arguments_are_checked(&mlp);
     common::assert_gradient_arguments_are_checked(&candle);
+}
+
+/// Issue 25 through the adapter (tests/lockstep.rs for the crate's own network): the candle
+/// adapter evaluates every batch in fixed 16-row chunks, so a row's loss, gradient and logits
+/// do not depend on the rows around it, and each image's outcome is the same, bit for bit,
+/// alone, in one batch of 20 (on one thread one group: a chunk of 16 rows and a padded one)
+/// or in batches of 7, on one or two rayon threads.
+#[test]
+fn lockstep_outcomes_are_the_same_alone_and_in_batches() {
+    use common::lockstep::{assert_split_invariant, Images, Split};
+    let (network, _) = common::small_mnist_model();
+    let model = CandleModel::new(CandleFc::from_mlp(network, DType::F32), &[784], 10).unwrap();
+    let images = Images::mnist(network, 20);
+    let outcomes = assert_split_invariant(
+        &BoxLbfgs::default(),
+        &model,
+        images.xs.view(),
+        &images.labels,
+        &images.next_label_targets(),
+        &[Split::Alone, Split::Batches(20), Split::Batches(7)],
+        &[1, 2],
+    );
+    assert!(outcomes[images.wrong].already_adversarial);
+    assert!(outcomes.iter().enumerate().all(|(i, o)| o.success
+        && (i == images.wrong || (!o.already_adversarial && o.evaluations >= 20))));
 }

@@ -6,7 +6,7 @@ use std::fmt::Debug;
 use blindspot::adversarial_training::{
     train_adversarial, AdversarialParams, PoolStats, PoolTarget, Regime,
 };
-use blindspot::attack::{Attack, BoxLbfgs, BoxLbfgsParams, Fgsm, Penalty, Target};
+use blindspot::attack::{Attack, BoxLbfgs, BoxLbfgsParams, Fgsm, OutcomeSummary, Penalty, Target};
 use blindspot::data::Dataset;
 use blindspot::ndarray::{Array1, Array2, Array4};
 use blindspot::nn::{
@@ -144,6 +144,7 @@ fn reports_of_real_runs_round_trip() {
     round_trip(&report.epochs[0]);
     round_trip(&PoolStats {
         generated: 10,
+        already_adversarial: 1,
         success_rate: 0.9,
         mean_distortion: 0.05,
         evaluations: 1234,
@@ -180,7 +181,9 @@ fn outcomes_round_trip() {
     let y = data.labels()[0];
     let targets = [Target::Untargeted, Target::Label((y + 1) % 3)];
     for target in targets {
-        round_trip(&BoxLbfgs::new().attack(&model, x.row(0), y, target).unwrap());
+        let out = BoxLbfgs::new().attack(&model, x.row(0), y, target).unwrap();
+        round_trip(&out);
+        round_trip(&OutcomeSummary::of(&[out]));
         round_trip(
             &Fgsm::new(0.2)
                 .unwrap()

@@ -3,7 +3,7 @@
 use std::fmt;
 
 use candle_core::{DType, Device, Module, Tensor, Var};
-use ndarray::{Array2, ArrayView2, ArrayViewMut1, ArrayViewMut2};
+use ndarray::{s, Array1, Array2, ArrayView2, ArrayViewMut1, ArrayViewMut2};
 
 use crate::error::{Error, Result};
 use crate::model::{
@@ -40,6 +40,10 @@ struct Hidden<M> {
 /// depends on. Build the model for attacking from *detached* weights (e.g.
 /// `VarBuilder::from_tensors` with `var.as_tensor().detach()`, as `examples/candle_model.rs`
 /// does) so that only the input gradient is computed.
+///
+/// **Batches**: the module always sees chunks of 16 rows (the last padded by repeating a
+/// row), so that a row's logits, loss and gradient are the same bits whatever batch it came
+/// in; a one-row call therefore costs a 16-row evaluation.
 ///
 /// **Device**: [`CandleModel::new`] runs on the CPU; [`CandleModel::on_device`] takes any
 /// candle [`Device`] (CUDA, Metal with candle's features), on which the module's weights must
@@ -91,6 +95,33 @@ impl<M> fmt::Debug for CandleModel<M> {
             )
             .finish_non_exhaustive()
     }
+}
+
+/// Rows per candle evaluation: every batch is evaluated in chunks of exactly this many rows,
+/// the last one padded by repeating its last row (the padded rows' outputs are dropped).
+///
+/// candle's CPU matrix product (the `gemm` crate) chooses its blocking from the matrix sizes,
+/// so a row's logits and gradient change in the last bits with the number of rows evaluated
+/// with it; a lockstep batch of attacks would then not give each image the result it gets
+/// alone. With one fixed size the products always have the same shape, and rows do not
+/// interact, so a row's values depend on the row alone (tests/batch_rows.rs checks it).
+///
+/// The size is a trade. On the CPU a candle call costs about a millisecond whatever its
+/// rows up to a few dozen (graph building, autograd, thread wake-ups), so a one-row call
+/// padded to 16 rows costs about 30% more than before (FC100-100-10: 1.3 ms against 1.0 ms,
+/// on a busy 2-core machine), and a batch of 50 takes four calls instead of one (109 µs per
+/// row against 44). 32 rows would halve the latter and double the former's extra cost.
+const ROW_CHUNK: usize = 16;
+
+/// `x` in chunks of [`ROW_CHUNK`] contiguous rows, each with the index of its first row; the
+/// last chunk is padded by repeating the batch's last row.
+fn padded_chunks(x: ArrayView2<'_, f32>) -> impl Iterator<Item = (usize, Array2<f32>)> + '_ {
+    let n = x.nrows();
+    (0..n).step_by(ROW_CHUNK).map(move |lo| {
+        let chunk =
+            Array2::from_shape_fn((ROW_CHUNK, x.ncols()), |(i, j)| x[[(lo + i).min(n - 1), j]]);
+        (lo, chunk)
+    })
 }
 
 /// A candle failure as the crate's error.
@@ -174,7 +205,8 @@ impl<M: Module> CandleModel<M> {
             classes,
             hidden: Vec::new(),
         };
-        // Two rows, so that a module that mixes or drops the batch dimension shows up here.
+        // Several rows (a chunk), so that a module that mixes or drops the batch dimension
+        // shows up here.
         model.checked_logits(Array2::zeros((2, model.input_dim)).view())?;
         Ok(model)
     }
@@ -277,11 +309,19 @@ impl<M: Module> CandleModel<M> {
         Ok(z)
     }
 
-    /// The module's logits for a batch, checked to be `n × classes` and finite.
+    /// The module's logits for a batch, checked to be `n × classes` and finite, evaluated in
+    /// chunks of [`ROW_CHUNK`] rows.
     fn checked_logits(&self, x: ArrayView2<'_, f32>) -> Result<Array2<f32>> {
-        let t = self.input_tensor(x)?;
-        let z = self.forward(&t, x.nrows())?;
-        Self::logits_array(&z)
+        self.check_input(x)?;
+        let mut out = Array2::zeros((x.nrows(), self.classes));
+        for (lo, chunk) in padded_chunks(x) {
+            let t = self.input_tensor(chunk.view())?;
+            let z = Self::logits_array(&self.forward(&t, ROW_CHUNK)?)?;
+            let hi = (lo + ROW_CHUNK).min(x.nrows());
+            out.slice_mut(s![lo..hi, ..])
+                .assign(&z.slice(s![..hi - lo, ..]));
+        }
+        Ok(out)
     }
 
     /// Logits as an array, checked finite.
@@ -325,6 +365,39 @@ impl<M: Module + Sync> Differentiable for CandleModel<M> {
             losses.view(),
             grad.view(),
         )?;
+        let n = x.nrows();
+        let padded_labels: Vec<usize> = (0..n.div_ceil(ROW_CHUNK) * ROW_CHUNK)
+            .map(|i| labels[i.min(n - 1)])
+            .collect();
+        let mut chunk_losses = Array1::zeros(ROW_CHUNK);
+        let mut chunk_grad = Array2::zeros((ROW_CHUNK, self.input_dim));
+        for (lo, chunk) in padded_chunks(x) {
+            let hi = (lo + ROW_CHUNK).min(n);
+            self.loss_and_grad_chunk(
+                chunk.view(),
+                &padded_labels[lo..lo + ROW_CHUNK],
+                chunk_losses.view_mut(),
+                chunk_grad.view_mut(),
+            )?;
+            losses
+                .slice_mut(s![lo..hi])
+                .assign(&chunk_losses.slice(s![..hi - lo]));
+            grad.slice_mut(s![lo..hi, ..])
+                .assign(&chunk_grad.slice(s![..hi - lo, ..]));
+        }
+        Ok(())
+    }
+}
+
+impl<M: Module> CandleModel<M> {
+    /// Per-row loss and input gradient of one contiguous chunk of [`ROW_CHUNK`] rows.
+    fn loss_and_grad_chunk(
+        &self,
+        x: ArrayView2<'_, f32>,
+        labels: &[usize],
+        mut losses: ArrayViewMut1<'_, f32>,
+        mut grad: ArrayViewMut2<'_, f32>,
+    ) -> Result<()> {
         let (n, m) = x.dim();
         let x_std = x.as_standard_layout();
         let input = Var::from_slice(

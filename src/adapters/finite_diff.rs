@@ -15,8 +15,12 @@ use crate::model::{
 pub const DEFAULT_STEP: f32 = 1e-2;
 
 /// Default number of coordinates differenced per [`Classifier::logits`] call (each costs two
-/// rows): 512 coordinates make batches of 1024 rows, about 3 MB of MNIST inputs.
-pub const DEFAULT_CHUNK: usize = 512;
+/// rows): 2048 coordinates make batches of 4096 rows, about 13 MB of MNIST inputs, so that one
+/// call holds the perturbed rows of more than two MNIST images. A lockstep attack evaluates
+/// the gradients of a whole group of images in one call to this adapter, and the forward
+/// model then sees a few large calls instead of two per image (512, the default before, gave
+/// two calls per MNIST gradient however many images were batched).
+pub const DEFAULT_CHUNK: usize = 2048;
 
 /// Largest [`FiniteDifference::with_chunk`]: 65,536 coordinates, `2^17` rows per call.
 pub const MAX_CHUNK: usize = 1 << 16;

@@ -8,7 +8,7 @@ use rand::seq::index::sample;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::attack::{Attack, Target};
+use crate::attack::{Attack, OutcomeSummary, Target};
 use crate::error::{check_nonzero, Error, Result};
 use crate::model::Differentiable;
 
@@ -34,11 +34,17 @@ pub fn refresh_count(size: usize, fraction: f32) -> usize {
 pub struct PoolStats {
     /// Examples generated (and slots replaced).
     pub generated: usize,
-    /// Fraction of them the model misclassified when they were made.
+    /// Of them, inputs the model already gave the attack's target (or, untargeted, got wrong)
+    /// before any perturbation: kept unchanged in the pool, and left out of `success_rate`
+    /// and `mean_distortion` (see [`attack::Outcome`](crate::attack::Outcome)).
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub already_adversarial: usize,
+    /// Fraction of the others (the searched ones) that the model misclassified as aimed when
+    /// they were made (0 if none was searched).
     pub success_rate: f32,
-    /// Mean distortion of the successful ones (0 if none), in the level's own units.
+    /// Mean distortion of the successful searched ones (0 if none), in the level's own units.
     pub mean_distortion: f64,
-    /// Model evaluations the attacks used.
+    /// Model evaluations the attacks used (all examples).
     pub evaluations: usize,
     /// Wall time.
     pub seconds: f64,
@@ -76,7 +82,7 @@ impl AdversarialPool {
     {
         check_nonzero("pool_size", inputs.nrows())?;
         let start = Instant::now();
-        let (examples, evaluations, ok, dist) = make(model, attack, inputs, labels, target, rng)?;
+        let (examples, summary, evaluations) = make(model, attack, inputs, labels, target, rng)?;
         let n = labels.len();
         let pool = AdversarialPool {
             examples,
@@ -84,7 +90,7 @@ impl AdversarialPool {
             born: vec![0; n],
             refreshes: 0,
         };
-        Ok((pool, stats(n, ok, dist, evaluations, start)))
+        Ok((pool, stats(&summary, evaluations, start)))
     }
 
     /// Replaces `inputs.nrows()` slots (at most the pool's size), chosen with `rng`, by
@@ -115,14 +121,14 @@ impl AdversarialPool {
         }
         let start = Instant::now();
         let slots = sample(rng, self.len(), inputs.nrows()).into_vec();
-        let (examples, evaluations, ok, dist) = make(model, attack, inputs, labels, target, rng)?;
+        let (examples, summary, evaluations) = make(model, attack, inputs, labels, target, rng)?;
         self.refreshes += 1;
         for (j, &slot) in slots.iter().enumerate() {
             self.examples.row_mut(slot).assign(&examples.row(j));
             self.labels[slot] = labels[j];
             self.born[slot] = self.refreshes;
         }
-        Ok(stats(slots.len(), ok, dist, evaluations, start))
+        Ok(stats(&summary, evaluations, start))
     }
 
     /// Number of examples.
@@ -156,8 +162,8 @@ impl AdversarialPool {
     }
 }
 
-/// Attacks every row of `inputs` in parallel; returns the adversarial rows, the evaluations,
-/// the successes and the summed distortion of the successes.
+/// Attacks every row of `inputs` in parallel; returns the adversarial rows, their
+/// figures and the evaluations of all of them.
 fn make<M, A>(
     model: &M,
     attack: &A,
@@ -165,7 +171,7 @@ fn make<M, A>(
     labels: &[usize],
     target: PoolTarget,
     rng: &mut ChaCha8Rng,
-) -> Result<(Array2<f32>, usize, usize, f64)>
+) -> Result<(Array2<f32>, OutcomeSummary, usize)>
 where
     M: Differentiable + ?Sized,
     A: Attack,
@@ -180,23 +186,19 @@ where
         .collect();
     let outs = attack.attack_batch(model, inputs, labels, &targets)?;
     let mut examples = Array2::zeros(inputs.raw_dim());
-    let (mut evals, mut ok, mut dist) = (0, 0, 0.0);
     for (mut row, o) in examples.rows_mut().into_iter().zip(&outs) {
         row.assign(&o.adversarial);
-        evals += o.evaluations;
-        if o.success {
-            ok += 1;
-            dist += o.distortion;
-        }
     }
-    Ok((examples, evals, ok, dist))
+    let evaluations = outs.iter().map(|o| o.evaluations).sum();
+    Ok((examples, OutcomeSummary::of(&outs), evaluations))
 }
 
-fn stats(n: usize, ok: usize, dist: f64, evaluations: usize, start: Instant) -> PoolStats {
+fn stats(s: &OutcomeSummary, evaluations: usize, start: Instant) -> PoolStats {
     PoolStats {
-        generated: n,
-        success_rate: ok as f32 / n.max(1) as f32,
-        mean_distortion: if ok > 0 { dist / ok as f64 } else { 0.0 },
+        generated: s.images,
+        already_adversarial: s.already_adversarial,
+        success_rate: s.success_rate as f32,
+        mean_distortion: s.mean_distortion,
         evaluations,
         seconds: start.elapsed().as_secs_f64(),
     }

@@ -1,16 +1,13 @@
 //! The paper's adversarial generator: box-constrained L-BFGS over `x + r ∈ [0,1]^m` with a
 //! search over the penalty weight `c`.
 
-use std::cell::{Cell, RefCell};
-
-use argmin::core::{CostFunction, Executor, Gradient, OptimizationResult};
-use ndarray::{Array1, Array2, ArrayView1};
+use ndarray::{s, Array1, Array2, ArrayView1, ArrayView2, Zip};
 
 use super::c_search::CSearch;
-use super::{check_input, outcome, Attack, Outcome, Target};
+use super::{distortion, Attack, Candidate, Target};
 use crate::error::{check_count, check_positive, Error, Result};
 use crate::model::{check_finite, checked_predict, Differentiable};
-use crate::optim::{LBfgsB, LbfgsbError};
+use crate::optim::{LBfgsB, LbfgsbError, Step};
 
 /// Cross-entropy below which the target's probability exceeds one half (`ln 2 ≈ 0.6931`, less a
 /// margin for rounding), so the target is certainly the model's label.
@@ -37,7 +34,8 @@ pub enum Penalty {
 /// Box-constrained L-BFGS attack (Szegedy et al. 2013, §4.1).
 ///
 /// For each `c` it minimises `c·pen(r) + CE(f(x + r), l)` over `x + r ∈ [0,1]^m` with
-/// [`LBfgsB`] run by argmin's [`Executor`]; `c` is bracketed by factors of 10 from
+/// [`LBfgsB`], driven through its ask/tell interface ([`LBfgsB::ask`]), the images of a batch in
+/// lockstep (one model call per round for all of them); `c` is bracketed by factors of 10 from
 /// `initial_c`, then bisected (in log space) for `search_steps` steps, looking for the largest
 /// `c` whose minimiser the model labels `l`: a larger `c` weighs the norm more, so it gives a
 /// smaller perturbation. The smallest successful perturbation seen is returned, after a fresh
@@ -273,77 +271,83 @@ impl BoxLbfgs {
             .with_ftol(self.p.ftol)?
             .with_warm_memory(self.p.warm_memory && self.p.penalty == Penalty::SquaredL2))
     }
-
-    /// The c-search for one target label: [`CSearch`] chooses each `c`, [`SolveStep`] runs the
-    /// solve, and [`Found`] keeps the smallest success.
-    fn targeted<M: Differentiable + ?Sized>(
-        &self,
-        model: &M,
-        x: ArrayView1<'_, f32>,
-        label: usize,
-        target: usize,
-        ws: &mut Workspace<M::Scratch>,
-    ) -> Result<Outcome> {
-        let mut step = SolveStep::new(self, model, x, target, ws);
-        let mut search = CSearch::new(self.p.initial_c, self.p.bracket_steps, self.p.search_steps);
-        let mut found = Found::default();
-        let mut next = search.current();
-        while let Some(c) = next {
-            let (adv, ok) = step.solve(c, found.best_adversarial())?;
-            found.record(x, adv, c, ok);
-            next = search.next_c(ok);
-        }
-        let evaluations = step.evaluations();
-        let (adv, c) = found
-            .pick()
-            .ok_or_else(|| Error::Optim("no solve ran".into()))?;
-        // The confirming forward pass in `outcome` is one more evaluation.
-        outcome(model, x, adv, label, Some(target), c, evaluations + 1)
-    }
 }
 
 impl Attack for BoxLbfgs {
-    fn attack<M: Differentiable + ?Sized>(
+    /// The images of the batch advance in lockstep: each round, every image's solver runs
+    /// until it needs the model, and the points they ask for go to the model together, as one
+    /// `loss_and_input_grad_with` call for the points that need a loss and gradient (one row
+    /// each, with its own target label) and one `logits` call for the label checks. Images
+    /// drop out as their searches end. Each image takes exactly the steps it would take
+    /// alone, so with a model that computes each row as if alone the result does not depend
+    /// on the batch.
+    fn search<M: Differentiable + ?Sized>(
         &self,
         model: &M,
-        x: ArrayView1<'_, f32>,
-        label: usize,
-        target: Target,
-    ) -> Result<Outcome> {
-        check_input(model, x, label)?;
-        let target = target.resolve(label, model.num_classes())?;
-        let mut ws = Workspace {
-            solver: Some(self.solver(x.len())?),
-            cache: Cache::new(x.len()),
-        };
-        match target {
-            Some(t) => self.targeted(model, x, label, t, &mut ws),
-            None => {
-                // Untargeted: the smallest successful perturbation over every other label.
-                let mut best: Option<Outcome> = None;
-                let mut evaluations = 0;
-                for t in (0..model.num_classes()).filter(|&t| t != label) {
-                    let out = self.targeted(model, x, label, t, &mut ws)?;
-                    evaluations += out.evaluations;
-                    let better = match &best {
-                        None => true,
-                        Some(b) => (out.success, -out.distortion) > (b.success, -b.distortion),
-                    };
-                    if better {
-                        best = Some(out);
-                    }
+        xs: ArrayView2<'_, f32>,
+        labels: &[usize],
+        aims: &[Option<usize>],
+        _requested: &[Target],
+    ) -> Result<Vec<Candidate>> {
+        let (n, m) = xs.dim();
+        let classes = model.num_classes();
+        let mut runs = (0..n)
+            .map(|i| ImageRun::new(self, xs.row(i), labels[i], aims[i], classes))
+            .collect::<Result<Vec<_>>>()?;
+        let mut points = Array2::<f32>::zeros((n, m));
+        let mut grads = Array2::<f32>::zeros((n, m));
+        let mut losses = Array1::<f32>::zeros(n);
+        let mut targets = vec![0usize; n];
+        let mut scratch = M::Scratch::default();
+        let mut active: Vec<usize> = (0..n).collect();
+        let (mut want_grad, mut want_label) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        while !active.is_empty() {
+            want_grad.clear();
+            want_label.clear();
+            for &i in &active {
+                match runs[i].advance()? {
+                    Need::Grad => want_grad.push(i),
+                    Need::Label => want_label.push(i),
+                    Need::Nothing => {}
                 }
-                // `resolve` refused untargeted attacks on fewer than 2 classes, so there was at
-                // least one other label; a model changing its class count midway is not.
-                let mut out = best.ok_or_else(|| {
-                    Error::param("target", "an untargeted attack needs at least 2 classes")
-                })?;
-                out.target = None;
-                out.success = out.adversarial_label != label;
-                out.evaluations = evaluations;
-                Ok(out)
             }
+            if !want_grad.is_empty() {
+                let k = want_grad.len();
+                for (r, &i) in want_grad.iter().enumerate() {
+                    points.row_mut(r).assign(&runs[i].z32);
+                    targets[r] = runs[i].target();
+                }
+                let mut l = losses.slice_mut(s![..k]);
+                let mut g = grads.slice_mut(s![..k, ..]);
+                model.loss_and_input_grad_with(
+                    points.slice(s![..k, ..]),
+                    &targets[..k],
+                    &mut scratch,
+                    l.view_mut(),
+                    g.view_mut(),
+                )?;
+                // A NaN loss or gradient would make the solver wander or stall: a model that
+                // produces one is an error (the crate's own networks compute finite values
+                // for inputs in the box).
+                check_finite(l.view(), "model loss")?;
+                check_finite(g.view(), "model input gradient")?;
+                for (r, &i) in want_grad.iter().enumerate() {
+                    runs[i].receive_grad(l[r], g.row(r))?;
+                }
+            }
+            if !want_label.is_empty() {
+                let k = want_label.len();
+                for (r, &i) in want_label.iter().enumerate() {
+                    points.row_mut(r).assign(&runs[i].end);
+                }
+                let got = checked_predict(model, points.slice(s![..k, ..]))?;
+                for (r, &i) in want_label.iter().enumerate() {
+                    runs[i].receive_label(got[r])?;
+                }
+            }
+            active.retain(|&i| !runs[i].is_done());
         }
+        runs.into_iter().map(ImageRun::finish).collect()
     }
 }
 
@@ -385,304 +389,337 @@ impl Found {
     }
 }
 
-/// Buffers one attack reuses across all its solves, for every target: the solver (its pairs
-/// and work arrays) and the evaluation cache.
-struct Workspace<S> {
-    /// `None` only while a solve runs (argmin owns the solver then), or after one failed.
-    solver: Option<LBfgsB>,
-    cache: Cache<S>,
+/// What an image's run needs from the model before it can go on.
+enum Need {
+    /// The loss and input gradient at `z32` toward its current target.
+    Grad,
+    /// The label of `end`.
+    Label,
+    /// Nothing: the run is over.
+    Nothing,
 }
 
-/// The solves of one target's c-search: each starts from the warm start and with the previous
-/// solve's curvature pairs, and counts the model evaluations it costs.
-struct SolveStep<'a, M: Differentiable + ?Sized> {
-    attack: &'a BoxLbfgs,
-    model: &'a M,
+/// Where an image's run stands between rounds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Phase {
+    /// A solve is under way; the solver may ask for a point.
+    Solving,
+    /// Waiting for the loss and gradient at `z32`; `sq` is `‖z − x‖²` at that point.
+    AwaitGrad {
+        sq: f64,
+    },
+    /// Waiting for the label of the solve's end point `end`.
+    AwaitLabel,
+    Done,
+}
+
+/// One image's attack as a state machine: its targets (one, or every other label when
+/// untargeted), for each a [`CSearch`] over `c`, for each `c` an L-BFGS-B solve driven through
+/// [`LBfgsB::ask`]/[`LBfgsB::tell`]. [`ImageRun::advance`] runs it until it needs the model;
+/// the caller evaluates that for many images at once and hands the values back. The steps,
+/// and so the result, are the same as when the image is attacked alone.
+struct ImageRun {
     x: Array1<f64>,
-    target: usize,
-    ws: &'a mut Workspace<M::Scratch>,
-    /// `c` of the previous solve for this target: the solver's pairs belong to its objective.
+    x32: Array1<f32>,
+    /// Labels to reach, in order; the untargeted attack keeps the best over all of them.
+    targets: Vec<usize>,
+    /// Index into `targets` of the current one.
+    ti: usize,
+    search: CSearch,
+    found: Found,
+    /// `c` of the current solve, and of the previous solve for this target (the solver's
+    /// pairs belong to its objective).
+    c: f64,
     last_c: Option<f64>,
     /// End point of the latest solve: the start of the next one while nothing succeeded.
     last_end: Option<Array1<f32>>,
-    /// Model evaluations so far: losses and gradients, and label checks.
+    solver: LBfgsB,
+    p: BoxLbfgsParams,
+    /// The solve's best point so far and its cost (argmin's `best_param`: replaced only by a
+    /// strictly lower cost).
+    best_z: Array1<f64>,
+    best_f: f64,
+    /// The point the solver asked for, in `f64` and as the model's `f32` input.
+    z: Array1<f64>,
+    z32: Array1<f32>,
+    /// The model's loss and input gradient at `z32` for `model_target`. They do not depend on
+    /// `c`, so a solve warm-started where the previous one ended needs no model call for its
+    /// first point.
+    loss: f32,
+    g32: Array1<f32>,
+    model_target: Option<usize>,
+    /// The objective's gradient handed to the solver.
+    grad: Array1<f64>,
+    /// End point of the current solve (the model's input for a label check).
+    end: Array1<f32>,
+    /// Rows the model evaluated for this image.
     evals: usize,
+    /// Best result over the targets done: (success, distortion, point, c).
+    best: Option<(bool, f64, Array1<f32>, f64)>,
+    phase: Phase,
 }
 
-impl<'a, M: Differentiable + ?Sized> SolveStep<'a, M> {
+impl ImageRun {
     fn new(
-        attack: &'a BoxLbfgs,
-        model: &'a M,
+        attack: &BoxLbfgs,
         x: ArrayView1<'_, f32>,
-        target: usize,
-        ws: &'a mut Workspace<M::Scratch>,
-    ) -> Self {
-        SolveStep {
-            attack,
-            model,
+        label: usize,
+        aim: Option<usize>,
+        classes: usize,
+    ) -> Result<Self> {
+        let n = x.len();
+        let targets = match aim {
+            Some(t) => vec![t],
+            None => (0..classes).filter(|&t| t != label).collect(),
+        };
+        if targets.is_empty() {
+            return Err(Error::param(
+                "target",
+                "an untargeted attack needs at least 2 classes",
+            ));
+        }
+        let p = &attack.p;
+        let mut run = ImageRun {
             x: x.mapv(f64::from),
-            target,
-            ws,
+            x32: x.to_owned(),
+            targets,
+            ti: 0,
+            search: CSearch::new(p.initial_c, p.bracket_steps, p.search_steps),
+            found: Found::default(),
+            c: p.initial_c,
             last_c: None,
             last_end: None,
+            solver: attack.solver(n)?,
+            p: p.clone(),
+            best_z: Array1::zeros(n),
+            best_f: f64::INFINITY,
+            z: Array1::zeros(n),
+            z32: Array1::zeros(n),
+            loss: 0.0,
+            g32: Array1::zeros(n),
+            model_target: None,
+            grad: Array1::zeros(n),
+            end: Array1::zeros(n),
             evals: 0,
+            best: None,
+            phase: Phase::Done,
+        };
+        run.begin_target();
+        run.begin_solve()?;
+        Ok(run)
+    }
+
+    fn target(&self) -> usize {
+        self.targets[self.ti]
+    }
+
+    fn is_done(&self) -> bool {
+        self.phase == Phase::Done
+    }
+
+    fn begin_target(&mut self) {
+        let p = &self.p;
+        self.search = CSearch::new(p.initial_c, p.bracket_steps, p.search_steps);
+        self.found = Found::default();
+        self.last_c = None;
+        self.last_end = None;
+        if let Some(c) = self.search.current() {
+            self.c = c;
         }
     }
 
-    fn evaluations(&self) -> usize {
-        self.evals
-    }
-
-    /// Minimises the objective for `c`, starting (with warm starts on) from `best`, the best
-    /// success so far, else from where the previous solve ended, else from `x`; returns the
-    /// end point and whether the model labels it `target`.
-    fn solve(&mut self, c: f64, best: Option<&Array1<f32>>) -> Result<(Array1<f32>, bool)> {
-        let start = match (self.attack.p.warm_start, best, self.last_end.as_ref()) {
+    /// Starts the solve for `self.c`: from the best success so far (with warm starts), else
+    /// from where the previous solve ended, else from `x`; with the previous solve's pairs
+    /// for this target corrected for the new `c`, and none from another target's objective.
+    fn begin_solve(&mut self) -> Result<()> {
+        let start = match (
+            self.p.warm_start,
+            self.found.best_adversarial(),
+            self.last_end.as_ref(),
+        ) {
             (true, Some(adv), _) => adv.mapv(f64::from),
             (true, None, Some(end)) => end.mapv(f64::from),
             _ => self.x.clone(),
         };
-        // The cached cost and gradient belong to the previous c.
-        self.ws.cache.valid = false;
-        // The solver comes back from each run with its buffers, which the next run reuses.
-        let mut solver = match self.ws.solver.take() {
-            Some(s) => s,
-            None => self.attack.solver(self.x.len())?,
-        };
-        // Pairs from the previous solve for this target, corrected for the new c; none from
-        // another target's objective.
-        match self.last_c.replace(c) {
+        match self.last_c.replace(self.c) {
             Some(prev) => {
-                solver.shift_curvature(2.0 * (c - prev));
+                self.solver.shift_curvature(2.0 * (self.c - prev));
             }
-            None => solver.clear_memory(),
+            None => self.solver.clear_memory(),
         }
-        let problem = Objective {
-            model: self.model,
-            x: &self.x,
-            target: self.target,
-            c,
-            penalty: self.attack.p.penalty,
-            evals: Cell::new(0),
-            cache: RefCell::new(&mut self.ws.cache),
-        };
-        let max_iters = self.attack.p.max_iters;
-        let OptimizationResult {
-            mut problem,
-            solver,
-            state,
-        } = Executor::new(problem, solver)
-            .configure(|s| s.param(start).max_iters(max_iters))
-            .run()
-            .map_err(from_argmin)?;
-        self.ws.solver = Some(solver);
-        let calls = problem
-            .take_problem()
-            .ok_or_else(|| Error::Optim("argmin did not return the objective".into()))?
-            .evals
-            .get();
-        self.evals += calls;
-        let z = state
-            .best_param
-            .as_ref()
-            .or(state.param.as_ref())
-            .ok_or_else(|| Error::Optim("L-BFGS-B returned no point".into()))?;
-        // The solver keeps iterates inside the box; clamping only guards the f64 → f32 cast.
-        let adv: Array1<f32> = z.mapv(|v| v.clamp(0.0, 1.0) as f32);
-        self.last_end = Some(adv.clone());
-        // If the model's last evaluation was at exactly this input and gave the target a
-        // probability above one half, the target is its label; otherwise ask.
-        let cache = &self.ws.cache;
-        if cache.model_target == Some(self.target)
-            && cache.z32.as_slice() == adv.as_slice()
-            && cache.loss[0] < SURE_LOSS
-        {
-            return Ok((adv, true));
+        self.solver.start(start.view())?;
+        self.best_f = f64::INFINITY;
+        self.phase = Phase::Solving;
+        Ok(())
+    }
+
+    /// Runs the image until it needs the model (or is over).
+    fn advance(&mut self) -> Result<Need> {
+        loop {
+            match self.phase {
+                Phase::Done => return Ok(Need::Nothing),
+                Phase::AwaitGrad { .. } => return Ok(Need::Grad),
+                Phase::AwaitLabel => return Ok(Need::Label),
+                Phase::Solving => {}
+            }
+            // The start is always evaluated; after that, argmin's rule: no iteration begins
+            // once `max_iters` are done.
+            let limit =
+                self.solver.evaluations() > 0 && self.solver.iterations() >= self.p.max_iters;
+            let point = match self.solver.ask() {
+                Step::Evaluate(z) if !limit => z,
+                _ => {
+                    self.end_solve()?;
+                    continue;
+                }
+            };
+            // One pass: keep the point, convert it for the model (noting whether the model
+            // already saw exactly this input for this target), and sum ‖z − x‖².
+            let (Some(zs), Some(xs), Some(cz), Some(z32)) = (
+                point.as_slice(),
+                self.x.as_slice(),
+                self.z.as_slice_mut(),
+                self.z32.as_slice_mut(),
+            ) else {
+                return Err(Error::Optim("non-contiguous point".into()));
+            };
+            let mut sq = 0.0;
+            let mut same = true;
+            for i in 0..zs.len() {
+                let zi = zs[i];
+                cz[i] = zi;
+                let zi32 = zi as f32;
+                same &= z32[i] == zi32;
+                z32[i] = zi32;
+                let r = zi - xs[i];
+                sq += r * r;
+            }
+            if same && self.model_target == Some(self.target()) {
+                self.tell(sq)?;
+            } else {
+                self.model_target = None;
+                self.phase = Phase::AwaitGrad { sq };
+                return Ok(Need::Grad);
+            }
         }
+    }
+
+    /// The model's loss and input gradient at `z32` toward the current target.
+    fn receive_grad(&mut self, loss: f32, grad: ArrayView1<'_, f32>) -> Result<()> {
         self.evals += 1;
-        let got = checked_predict(self.model, adv.view().insert_axis(ndarray::Axis(0)))?[0];
-        Ok((adv, got == self.target))
-    }
-}
-
-/// argmin carries the objective's errors (and the solver's) as its own `anyhow`-based error:
-/// a model's typed error comes back out as itself, the solver's as the crate's variant of the
-/// same name, and anything else from argmin as [`Error::Optim`].
-fn from_argmin(e: argmin::core::Error) -> Error {
-    match e.downcast::<Error>() {
-        Ok(e) => e,
-        Err(e) => match e.downcast::<LbfgsbError>() {
-            Ok(e) => e.into(),
-            Err(e) => Error::Optim(e.to_string()),
-        },
-    }
-}
-
-/// Reused buffers of one attack: the last evaluated point and its cost and gradient (argmin
-/// asks for cost and gradient in two calls at the same point; the second is served from here),
-/// the model's loss and input gradient at the last `f32` input it saw, and its scratch.
-struct Cache<S> {
-    /// `cost`/`grad` belong to `z` (and the current objective).
-    valid: bool,
-    /// `loss`/`g32` belong to `z32` and this target label. They do not depend on `c`, so a
-    /// solve warm-started where the previous one ended needs no model call for its first
-    /// point.
-    model_target: Option<usize>,
-    z: Array1<f64>,
-    cost: f64,
-    grad: Array1<f64>,
-    z32: Array2<f32>,
-    g32: Array2<f32>,
-    loss: Array1<f32>,
-    scratch: S,
-}
-
-impl<S: Default> Cache<S> {
-    fn new(n: usize) -> Self {
-        Cache {
-            valid: false,
-            model_target: None,
-            z: Array1::zeros(n),
-            cost: 0.0,
-            grad: Array1::zeros(n),
-            z32: Array2::zeros((1, n)),
-            g32: Array2::zeros((1, n)),
-            loss: Array1::zeros(1),
-            scratch: S::default(),
+        self.loss = loss;
+        self.g32.assign(&grad);
+        self.model_target = Some(self.target());
+        match self.phase {
+            Phase::AwaitGrad { sq } => self.tell(sq),
+            _ => Err(Error::Optim(
+                "a gradient came for an image that asked for none".into(),
+            )),
         }
     }
-}
 
-/// `c·pen(z − x) + CE(f(z), target)` over the box, with `z = x + r`.
-///
-/// argmin asks for cost and gradient through `&self`, hence the cells.
-struct Objective<'a, M: Differentiable + ?Sized> {
-    model: &'a M,
-    x: &'a Array1<f64>,
-    target: usize,
-    c: f64,
-    penalty: Penalty,
-    /// Model evaluations of this solve.
-    evals: Cell<usize>,
-    cache: RefCell<&'a mut Cache<M::Scratch>>,
-}
-
-impl<M: Differentiable + ?Sized> Objective<'_, M> {
-    /// Evaluates cost and gradient at `z` once; repeated calls at the same point are free.
-    fn evaluate(&self, z: &Array1<f64>) -> Result<()> {
-        let mut guard = self.cache.borrow_mut();
-        let cache = &mut **guard;
-        let n = self.x.len();
-        let (Some(zs), Some(xs)) = (z.as_slice(), self.x.as_slice()) else {
-            return Err(Error::Optim("non-contiguous point".into()));
-        };
-        if zs.len() != n {
-            return Err(Error::shape("point", n, zs.len()));
-        }
-        let cz = cache.z.as_slice_mut().expect("owned and contiguous");
-        if cache.valid && cz == zs {
-            return Ok(());
-        }
-        // One pass: remember the point, convert it for the model (noting whether the model
-        // already saw exactly this input), and sum ‖z − x‖².
-        let z32 = cache.z32.as_slice_mut().expect("owned and contiguous");
-        let mut sq = 0.0;
-        let mut same = true;
-        for i in 0..n {
-            let zi = zs[i];
-            cz[i] = zi;
-            let zi32 = zi as f32;
-            same &= z32[i] == zi32;
-            z32[i] = zi32;
-            let r = zi - xs[i];
-            sq += r * r;
-        }
-        cache.valid = false;
-        if !(same && cache.model_target == Some(self.target)) {
-            cache.model_target = None;
-            self.model.loss_and_input_grad_with(
-                cache.z32.view(),
-                &[self.target],
-                &mut cache.scratch,
-                cache.loss.view_mut(),
-                cache.g32.view_mut(),
-            )?;
-            self.evals.set(self.evals.get() + 1);
-            // A NaN loss or gradient would make the solver wander or stall: a model that
-            // produces one is an error (the crate's own networks compute finite values for
-            // inputs in the box).
-            check_finite(cache.loss.view(), "model loss")?;
-            check_finite(cache.g32.view(), "model input gradient")?;
-            cache.model_target = Some(self.target);
-        }
-        let (pen, scale) = match self.penalty {
+    /// Tells the solver the objective `c·pen(z − x) + loss` and its gradient at `z`.
+    fn tell(&mut self, sq: f64) -> Result<()> {
+        let (pen, scale) = match self.p.penalty {
             Penalty::SquaredL2 => (sq, 2.0 * self.c),
             Penalty::L2 => {
                 let norm = sq.sqrt();
                 (norm, if norm > 0.0 { self.c / norm } else { 0.0 })
             }
         };
-        cache.cost = self.c * pen + cache.loss[0] as f64;
-        let grad = cache.grad.as_slice_mut().expect("owned and contiguous");
-        let g32 = cache.g32.as_slice().expect("owned and contiguous");
-        for i in 0..n {
-            grad[i] = scale * (zs[i] - xs[i]) + g32[i] as f64;
+        let cost = self.c * pen + self.loss as f64;
+        Zip::from(&mut self.grad)
+            .and(&self.z)
+            .and(&self.x)
+            .and(&self.g32)
+            .for_each(|g, &z, &x, &g32| *g = scale * (z - x) + g32 as f64);
+        let before = (self.solver.evaluations(), self.solver.iterations());
+        match self.solver.tell(cost, self.grad.view()) {
+            // As argmin's driver: the run ends at its last finite point.
+            Ok(()) | Err(LbfgsbError::NonFinite { .. }) => {}
+            Err(e) => return Err(e.into()),
         }
-        cache.valid = true;
+        // argmin's best point: the start, then any iterate of strictly lower cost.
+        let moved = before.0 == 0 || self.solver.iterations() > before.1;
+        if moved && self.solver.cost() < self.best_f {
+            self.best_f = self.solver.cost();
+            self.best_z.assign(&self.solver.point());
+        }
+        self.phase = Phase::Solving;
         Ok(())
     }
-}
 
-impl<M: Differentiable + ?Sized> CostFunction for Objective<'_, M> {
-    type Param = Array1<f64>;
-    type Output = f64;
-
-    fn cost(&self, z: &Array1<f64>) -> std::result::Result<f64, argmin::core::Error> {
-        self.evaluate(z)?;
-        Ok(self.cache.borrow().cost)
+    /// The solve is over: its end point, and whether the model labels it the target.
+    fn end_solve(&mut self) -> Result<()> {
+        let z = if self.best_f < f64::INFINITY {
+            self.best_z.view()
+        } else {
+            self.solver.point()
+        };
+        // The solver keeps iterates inside the box; clamping only guards the f64 → f32 cast.
+        Zip::from(&mut self.end)
+            .and(&z)
+            .for_each(|e, &v| *e = v.clamp(0.0, 1.0) as f32);
+        self.last_end = Some(self.end.clone());
+        // If the model's last evaluation was at exactly this input and gave the target a
+        // probability above one half, the target is its label; otherwise ask.
+        if self.model_target == Some(self.target()) && self.z32 == self.end && self.loss < SURE_LOSS
+        {
+            self.settle(true)
+        } else {
+            self.phase = Phase::AwaitLabel;
+            Ok(())
+        }
     }
-}
 
-impl<M: Differentiable + ?Sized> Gradient for Objective<'_, M> {
-    type Param = Array1<f64>;
-    type Gradient = Array1<f64>;
-
-    fn gradient(&self, z: &Array1<f64>) -> std::result::Result<Array1<f64>, argmin::core::Error> {
-        self.evaluate(z)?;
-        Ok(self.cache.borrow().grad.clone())
+    /// The label of the solve's end point.
+    fn receive_label(&mut self, label: usize) -> Result<()> {
+        self.evals += 1;
+        self.settle(label == self.target())
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    #[test]
-    fn argmin_errors_come_back_typed() {
-        let e = from_argmin(
-            Error::NonFinite {
-                what: "loss".into(),
-            }
-            .into(),
-        );
-        assert!(
-            matches!(e, Error::NonFinite { ref what } if what == "loss"),
-            "{e:?}"
-        );
-        let e = from_argmin(
-            LbfgsbError::InvalidParameter {
-                name: "memory",
-                reason: "must be at least 1".into(),
-            }
-            .into(),
-        );
-        assert!(
-            matches!(e, Error::InvalidParameter { name: "memory", .. }),
-            "{e:?}"
-        );
-        let e = from_argmin(argmin::core::Error::msg("something else"));
-        assert!(
-            matches!(e, Error::Optim(ref m) if m == "something else"),
-            "{e:?}"
-        );
+    /// Records the solve's outcome and moves on: the next `c` of the search, else the next
+    /// target, else the end.
+    fn settle(&mut self, ok: bool) -> Result<()> {
+        self.found
+            .record(self.x32.view(), self.end.clone(), self.c, ok);
+        if let Some(c) = self.search.next_c(ok) {
+            self.c = c;
+            return self.begin_solve();
+        }
+        // Every success was settled by a label check (or a sure loss) at exactly its point,
+        // and the point reported is the best success if there was one.
+        let success = self.found.best.is_some();
+        let (adv, c) = std::mem::take(&mut self.found)
+            .pick()
+            .ok_or_else(|| Error::Optim("no solve ran".into()))?;
+        let d = distortion(self.x32.view(), adv.view())?;
+        // Untargeted: the smallest successful perturbation over every other label.
+        let better = match &self.best {
+            None => true,
+            Some((bs, bd, _, _)) => (success, -d) > (*bs, -*bd),
+        };
+        if better {
+            self.best = Some((success, d, adv, c));
+        }
+        self.ti += 1;
+        if self.ti < self.targets.len() {
+            self.begin_target();
+            self.begin_solve()
+        } else {
+            self.phase = Phase::Done;
+            Ok(())
+        }
+    }
+
+    fn finish(self) -> Result<Candidate> {
+        let (_, _, adversarial, penalty_weight) = self
+            .best
+            .ok_or_else(|| Error::Optim("no solve ran".into()))?;
+        Ok(Candidate {
+            adversarial,
+            penalty_weight,
+            evaluations: self.evals,
+        })
     }
 }

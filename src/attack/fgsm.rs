@@ -1,9 +1,9 @@
 //! The fast gradient sign method (Goodfellow, Shlens and Szegedy, 2015): one step along the
 //! sign of the input gradient, clipped to the box.
 
-use ndarray::{Array1, ArrayView1, Axis};
+use ndarray::{s, Array2, ArrayView1, ArrayView2, ArrayViewMut1};
 
-use super::{check_input, outcome, Attack, Outcome, Target};
+use super::{Attack, Candidate, Target};
 use crate::error::{check_positive, Error, Result};
 use crate::model::{check_model_output, checked_predict, Differentiable};
 
@@ -81,67 +81,98 @@ fn check_epsilon(epsilon: f64) -> Result<()> {
 }
 
 /// `clip(x + step·s)` into `out`.
-fn step_into(x: ArrayView1<'_, f32>, s: &Array1<f32>, step: f64, out: &mut Array1<f32>) {
+fn step_into(
+    x: ArrayView1<'_, f32>,
+    s: ArrayView1<'_, f32>,
+    step: f64,
+    out: ArrayViewMut1<'_, f32>,
+) {
     ndarray::Zip::from(out)
         .and(&x)
-        .and(s)
+        .and(&s)
         .for_each(|o, &xi, &si| *o = (xi as f64 + step * si as f64).clamp(0.0, 1.0) as f32);
 }
 
 impl Attack for Fgsm {
-    fn attack<M: Differentiable + ?Sized>(
+    /// One input-gradient call for the whole batch (towards each row's target, or away from
+    /// its true label), then, when searched, one label call per bisection step for the rows
+    /// that succeed at the largest step.
+    fn search<M: Differentiable + ?Sized>(
         &self,
         model: &M,
-        x: ArrayView1<'_, f32>,
-        label: usize,
-        target: Target,
-    ) -> Result<Outcome> {
-        check_input(model, x, label)?;
-        let resolved = target.resolve(label, model.num_classes())?;
-        let (aim, sign) = match resolved {
-            Some(t) => (t, -1.0f32),
-            None => (label, 1.0f32),
-        };
-        let (_, grad) = model.loss_and_input_grad(x.insert_axis(Axis(0)), &[aim])?;
-        check_model_output(grad.view(), 1, x.len(), "model input gradient")?;
-        // sign(0) = 0: pixels the loss does not depend on stay put.
-        let s: Array1<f32> = grad.row(0).mapv(|g| {
-            if g > 0.0 {
-                sign
-            } else if g < 0.0 {
-                -sign
-            } else {
-                0.0
-            }
-        });
-        let mut adv = Array1::zeros(x.len());
-        step_into(x, &s, self.epsilon, &mut adv);
-        let mut evaluations = 1;
+        xs: ArrayView2<'_, f32>,
+        labels: &[usize],
+        aims: &[Option<usize>],
+        _requested: &[Target],
+    ) -> Result<Vec<Candidate>> {
+        let (n, m) = xs.dim();
+        let towards: Vec<usize> = (0..n).map(|i| aims[i].unwrap_or(labels[i])).collect();
+        let (_, grad) = model.loss_and_input_grad(xs, &towards)?;
+        check_model_output(grad.view(), n, m, "model input gradient")?;
+        // Descend the target's loss, ascend the true label's; sign(0) = 0: pixels the loss
+        // does not depend on stay put.
+        let mut dir = grad;
+        for (i, mut row) in dir.outer_iter_mut().enumerate() {
+            let sign = if aims[i].is_some() { -1.0f32 } else { 1.0 };
+            row.mapv_inplace(|g| {
+                if g > 0.0 {
+                    sign
+                } else if g < 0.0 {
+                    -sign
+                } else {
+                    0.0
+                }
+            });
+        }
+        let mut adv = Array2::zeros((n, m));
+        for i in 0..n {
+            step_into(xs.row(i), dir.row(i), self.epsilon, adv.row_mut(i));
+        }
+        let mut evaluations = vec![1; n];
         if self.search_steps > 0 {
-            let reached = |v: &Array1<f32>| -> Result<bool> {
-                let l = checked_predict(model, v.view().insert_axis(Axis(0)))?[0];
-                Ok(match resolved {
-                    Some(t) => l == t,
-                    None => l != label,
-                })
+            let reached = |i: usize, l: usize| match aims[i] {
+                Some(t) => l == t,
+                None => l != labels[i],
             };
-            evaluations += 1;
-            if reached(&adv)? {
-                let (mut lo, mut hi) = (0.0, self.epsilon);
-                let mut trial = Array1::zeros(x.len());
-                for _ in 0..self.search_steps {
-                    let mid = 0.5 * (lo + hi);
-                    step_into(x, &s, mid, &mut trial);
-                    evaluations += 1;
-                    if reached(&trial)? {
-                        hi = mid;
-                        std::mem::swap(&mut adv, &mut trial);
+            let at_max = checked_predict(model, adv.view())?;
+            let open: Vec<usize> = (0..n).filter(|&i| reached(i, at_max[i])).collect();
+            evaluations.iter_mut().for_each(|e| *e += 1);
+            let mut lo = vec![0.0; n];
+            let mut hi = vec![self.epsilon; n];
+            let mut trial = Array2::zeros((open.len(), m));
+            for _ in 0..self.search_steps {
+                if open.is_empty() {
+                    break;
+                }
+                for (k, &i) in open.iter().enumerate() {
+                    step_into(
+                        xs.row(i),
+                        dir.row(i),
+                        0.5 * (lo[i] + hi[i]),
+                        trial.row_mut(k),
+                    );
+                }
+                let got = checked_predict(model, trial.slice(s![..open.len(), ..]))?;
+                for (k, &i) in open.iter().enumerate() {
+                    let mid = 0.5 * (lo[i] + hi[i]);
+                    evaluations[i] += 1;
+                    if reached(i, got[k]) {
+                        hi[i] = mid;
+                        adv.row_mut(i).assign(&trial.row(k));
                     } else {
-                        lo = mid;
+                        lo[i] = mid;
                     }
                 }
             }
         }
-        outcome(model, x, adv, label, resolved, 0.0, evaluations)
+        Ok(adv
+            .outer_iter()
+            .zip(evaluations)
+            .map(|(a, evaluations)| Candidate {
+                adversarial: a.to_owned(),
+                penalty_weight: 0.0,
+                evaluations,
+            })
+            .collect())
     }
 }

@@ -1,20 +1,21 @@
 //! The random baseline: Gaussian noise clipped to the pixel box.
 
-use ndarray::{Array1, ArrayView1};
+use ndarray::{Array1, ArrayView1, ArrayView2};
 use ndarray_rand::rand_distr::Normal;
 use ndarray_rand::RandomExt;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use super::{check_input, distortion, outcome, Attack, Outcome, Target};
+use super::{distortion, Attack, Candidate, Target};
 use crate::error::{check_non_negative, Error, Result};
 use crate::model::Differentiable;
 
 /// Adds `N(0, stddev²)` noise to every pixel and clips to `[0, 1]`; the paper's baseline for
 /// how much a *random* perturbation of a given size changes a decision.
 ///
-/// As an [`Attack`] it uses the seed of a [`Target::Random`] (0 otherwise) and reports success
-/// when the label changes (or reaches the given target). [`GaussianNoise::matching`] instead
+/// As an [`Attack`] it draws a different noise for every input ([`GaussianNoise::seed_for`]:
+/// the seed of a [`Target::Random`], 0 otherwise, mixed with the input's pixels) and reports
+/// success when the label changes (or reaches the given target). [`GaussianNoise::matching`] instead
 /// scales the noise so that its measured distortion, after clipping, equals a given value.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct GaussianNoise {
@@ -107,29 +108,60 @@ impl GaussianNoise {
     }
 }
 
-impl Attack for GaussianNoise {
-    fn attack<M: Differentiable + ?Sized>(
-        &self,
-        model: &M,
-        x: ArrayView1<'_, f32>,
-        label: usize,
-        target: Target,
-    ) -> Result<Outcome> {
-        check_input(model, x, label)?;
-        // Noise cannot aim: a random target only supplies the seed, and success means the
-        // label changed; a given label is still honoured as the success criterion.
-        let resolved = target.resolve(label, model.num_classes())?;
-        let resolved = if matches!(target, Target::Label(_)) {
-            resolved
-        } else {
-            None
-        };
-        let seed = match target {
+impl GaussianNoise {
+    /// The seed of the noise for input `x` under request `target`: the seed of a
+    /// [`Target::Random`] (0 otherwise) mixed with a hash of the input's pixels, so that every
+    /// image of a batch gets its own noise, and the same image the same noise wherever it
+    /// stands in a batch.
+    pub fn seed_for(x: ArrayView1<'_, f32>, target: Target) -> u64 {
+        let base = match target {
             Target::Random { seed } => seed,
             _ => 0,
         };
-        let adv = self.perturb(x, seed)?;
-        outcome(model, x, adv, label, resolved, 0.0, 1)
+        // FNV-1a over the pixels' bits, then a SplitMix64 finaliser to spread it.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for v in x.iter() {
+            h = (h ^ u64::from(v.to_bits())).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        let mut z = base ^ h;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
+
+impl Attack for GaussianNoise {
+    /// Noise cannot aim: a random target only supplies the seed and success means the label
+    /// changed; a given label is still honoured as the success criterion.
+    fn aim(&self, requested: Target, label: usize, classes: usize) -> Result<Option<usize>> {
+        let resolved = requested.resolve(label, classes)?;
+        Ok(if matches!(requested, Target::Label(_)) {
+            resolved
+        } else {
+            None
+        })
+    }
+
+    /// One draw per input, seeded by [`GaussianNoise::seed_for`]; no model call (the
+    /// confirming pass labels all draws at once).
+    fn search<M: Differentiable + ?Sized>(
+        &self,
+        _model: &M,
+        xs: ArrayView2<'_, f32>,
+        _labels: &[usize],
+        _aims: &[Option<usize>],
+        requested: &[Target],
+    ) -> Result<Vec<Candidate>> {
+        xs.outer_iter()
+            .zip(requested)
+            .map(|(x, &t)| {
+                Ok(Candidate {
+                    adversarial: self.perturb(x, Self::seed_for(x, t))?,
+                    penalty_weight: 0.0,
+                    evaluations: 0,
+                })
+            })
+            .collect()
     }
 }
 

@@ -95,6 +95,49 @@ pub(crate) fn matvec(w: &[f32], width: usize, v: &[f32], out: &mut [f32]) {
     }
 }
 
+/// [`vecmat_acc`] for each row of the row-major `rows × len` block `x` into the matching row
+/// of the `rows × width` block `out`: every row gets exactly the bits a one-row call gives it,
+/// whatever the other rows, so a lockstep batch of attacks matches the attacks run alone.
+///
+/// Row by row on purpose: the one-row kernel skips zero inputs (most of an MNIST row), and a
+/// kernel sharing weight loads between rows would have to do every row's work at each input
+/// some row needs, which costs more than the loads it saves (the forward pass is the small
+/// half of an evaluation; [`matvec_rows`] is where sharing pays).
+pub(crate) fn vecmat_acc_rows(x: &[f32], len: usize, w: &[f32], width: usize, out: &mut [f32]) {
+    if len == 0 || width == 0 {
+        return;
+    }
+    for (xr, or) in x.chunks_exact(len).zip(out.chunks_exact_mut(width)) {
+        vecmat_acc(xr, w, width, or);
+    }
+}
+
+/// [`matvec`] for each row of the row-major `rows × width` block `v` into the matching row of
+/// the `rows × len` block `out` (`len` rows of `w`): every output bit-identical to a one-row
+/// call's.
+///
+/// The AVX2 version keeps the one-row kernel's arithmetic for each output (one eight-lane
+/// accumulator over the columns in order, the same masked tail and horizontal sum) but walks
+/// each block of four weight rows once for two rows of `v`, and all of `v` while that block
+/// is in L1, so the weights stream from L2 once per batch instead of once per row.
+pub(crate) fn matvec_rows(w: &[f32], width: usize, v: &[f32], len: usize, out: &mut [f32]) {
+    if len == 0 || width == 0 {
+        return;
+    }
+    let rows = (v.len() / width).min(out.len() / len);
+    #[cfg(target_arch = "x86_64")]
+    {
+        if has_avx2_fma() && width >= 8 {
+            // SAFETY: the processor supports AVX2 and FMA (checked above); the slice lengths
+            // are checked inside.
+            return unsafe { avx::matvec_rows(w, width, &v[..rows * width], len, out) };
+        }
+    }
+    for (vr, or) in v.chunks_exact(width).zip(out.chunks_exact_mut(len)) {
+        matvec(w, width, vr, or);
+    }
+}
+
 /// The logistic function in place, for the single-example passes.
 ///
 /// The AVX2 version evaluates `e^−z` with a degree-5 polynomial after range reduction (within
@@ -393,6 +436,116 @@ mod avx {
         }
     }
 
+    /// The one-row [`matvec`]'s four-row step for two rows of `v` at once (`va`, `vb`), or
+    /// for `va` alone when `TWO` is false; outputs `i..i + 4` of each row go to `oa`, `ob`.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    unsafe fn matvec4<const TWO: bool>(
+        r0: *const f32,
+        width: usize,
+        mask: __m256i,
+        va: *const f32,
+        vb: *const f32,
+        oa: *mut f32,
+        ob: *mut f32,
+    ) {
+        // SAFETY: r0 points at four weight rows of `width` values, va and vb (when TWO) at
+        // `width` values, oa and ob (when TWO) at four writable values; AVX2 and FMA present.
+        unsafe {
+            let full = width / 8 * 8;
+            let (r1, r2, r3) = (r0.add(width), r0.add(2 * width), r0.add(3 * width));
+            let mut a = [_mm256_setzero_ps(); 4];
+            let mut b = [_mm256_setzero_ps(); 4];
+            let mut j = 0;
+            while j < full {
+                let w = [
+                    _mm256_loadu_ps(r0.add(j)),
+                    _mm256_loadu_ps(r1.add(j)),
+                    _mm256_loadu_ps(r2.add(j)),
+                    _mm256_loadu_ps(r3.add(j)),
+                ];
+                let x = _mm256_loadu_ps(va.add(j));
+                for q in 0..4 {
+                    a[q] = _mm256_fmadd_ps(w[q], x, a[q]);
+                }
+                if TWO {
+                    let y = _mm256_loadu_ps(vb.add(j));
+                    for q in 0..4 {
+                        b[q] = _mm256_fmadd_ps(w[q], y, b[q]);
+                    }
+                }
+                j += 8;
+            }
+            if full < width {
+                let w = [
+                    _mm256_maskload_ps(r0.add(full), mask),
+                    _mm256_maskload_ps(r1.add(full), mask),
+                    _mm256_maskload_ps(r2.add(full), mask),
+                    _mm256_maskload_ps(r3.add(full), mask),
+                ];
+                let x = _mm256_maskload_ps(va.add(full), mask);
+                for q in 0..4 {
+                    a[q] = _mm256_fmadd_ps(w[q], x, a[q]);
+                }
+                if TWO {
+                    let y = _mm256_maskload_ps(vb.add(full), mask);
+                    for q in 0..4 {
+                        b[q] = _mm256_fmadd_ps(w[q], y, b[q]);
+                    }
+                }
+            }
+            _mm_storeu_ps(oa, hsum4(a[0], a[1], a[2], a[3]));
+            if TWO {
+                _mm_storeu_ps(ob, hsum4(b[0], b[1], b[2], b[3]));
+            }
+        }
+    }
+
+    /// Rows `v` (`rows × width`) times the matrix `w` (`len × width`) transposed, into `out`
+    /// (`rows × len`), each output computed as the one-row [`matvec`] computes it: `hsum4`
+    /// reduces each register on its own, so grouping outputs differently changes no bits.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn matvec_rows(
+        w: &[f32],
+        width: usize,
+        v: &[f32],
+        len: usize,
+        out: &mut [f32],
+    ) {
+        let rows = v.len() / width;
+        assert!(w.len() >= len * width && out.len() >= rows * len);
+        // SAFETY: AVX2 and FMA are enabled for this function; every access below lies within
+        // the three slices, whose lengths were checked above.
+        unsafe {
+            let mask = tail_mask(width % 8);
+            let (wp, vp, op) = (w.as_ptr(), v.as_ptr(), out.as_mut_ptr());
+            let mut i = 0;
+            while i + 4 <= len {
+                let r0 = wp.add(i * width);
+                let mut r = 0;
+                while r + 2 <= rows {
+                    let (va, vb) = (vp.add(r * width), vp.add((r + 1) * width));
+                    let (oa, ob) = (op.add(r * len + i), op.add((r + 1) * len + i));
+                    matvec4::<true>(r0, width, mask, va, vb, oa, ob);
+                    r += 2;
+                }
+                if r < rows {
+                    let (va, oa) = (vp.add(r * width), op.add(r * len + i));
+                    matvec4::<false>(r0, width, mask, va, va, oa, oa);
+                }
+                i += 4;
+            }
+            if i < len {
+                // The last len % 4 weight rows: the one-row kernel's own tail, row by row.
+                for r in 0..rows {
+                    let vr = std::slice::from_raw_parts(vp.add(r * width), width);
+                    let or = std::slice::from_raw_parts_mut(op.add(r * len + i), len - i);
+                    matvec(&w[i * width..len * width], width, vr, or);
+                }
+            }
+        }
+    }
+
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn max_select(v: &[f32], base: u32, y: &mut [f32], arg: &mut [u32]) {
         let n = v.len().min(y.len()).min(arg.len());
@@ -583,6 +736,63 @@ mod tests {
                         "matvec width={width} rows={rows} i={i}: {} vs {want}",
                         mv[i]
                     );
+                }
+            }
+        }
+    }
+
+    /// The batched kernels give each row the bits of a one-row call, for widths with and
+    /// without a tail, weight-row counts with and without a remainder of four, and odd and
+    /// even row counts (the two-row pairing).
+    #[test]
+    fn row_kernels_equal_one_row_calls_bit_for_bit() {
+        for width in [1usize, 5, 8, 13, 16, 100] {
+            for len in [1usize, 3, 4, 7, 10, 33] {
+                for rows in [1usize, 2, 3, 7] {
+                    let w: Vec<f32> = (0..len * width)
+                        .map(|i| ((i * 29 % 17) as f32 - 8.0) / 9.0)
+                        .collect();
+                    let v: Vec<f32> = (0..rows * width)
+                        .map(|i| ((i * 11 % 7) as f32 - 3.0) / 4.3)
+                        .collect();
+                    let mut out = vec![f32::NAN; rows * len];
+                    matvec_rows(&w, width, &v, len, &mut out);
+                    let x: Vec<f32> = (0..rows * len)
+                        .map(|i| {
+                            if i % 3 == 0 {
+                                0.0
+                            } else {
+                                (i % 5) as f32 / 3.0
+                            }
+                        })
+                        .collect();
+                    let mut acc: Vec<f32> = (0..rows * width).map(|j| j as f32 / 7.0).collect();
+                    let acc0 = acc.clone();
+                    vecmat_acc_rows(&x, len, &w, width, &mut acc);
+                    for r in 0..rows {
+                        let mut one = vec![f32::NAN; len];
+                        matvec(&w, width, &v[r * width..(r + 1) * width], &mut one);
+                        let got: Vec<u32> = out[r * len..(r + 1) * len]
+                            .iter()
+                            .map(|v| v.to_bits())
+                            .collect();
+                        let want: Vec<u32> = one.iter().map(|v| v.to_bits()).collect();
+                        assert_eq!(
+                            got, want,
+                            "matvec_rows width={width} len={len} rows={rows} r={r}"
+                        );
+                        let mut one = acc0[r * width..(r + 1) * width].to_vec();
+                        vecmat_acc(&x[r * len..(r + 1) * len], &w, width, &mut one);
+                        let got: Vec<u32> = acc[r * width..(r + 1) * width]
+                            .iter()
+                            .map(|v| v.to_bits())
+                            .collect();
+                        let want: Vec<u32> = one.iter().map(|v| v.to_bits()).collect();
+                        assert_eq!(
+                            got, want,
+                            "vecmat_acc_rows width={width} len={len} rows={rows} r={r}"
+                        );
+                    }
                 }
             }
         }

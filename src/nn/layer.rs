@@ -118,18 +118,59 @@ impl Dense {
         self.bias.view()
     }
 
-    fn forward(&self, x: ArrayView2<'_, f32>, mut y: ArrayViewMut2<'_, f32>, single: bool) {
+    fn forward(
+        &self,
+        x: ArrayView2<'_, f32>,
+        mut y: ArrayViewMut2<'_, f32>,
+        tmp: &mut Vec<f32>,
+        single: bool,
+    ) {
         y.assign(&self.bias);
-        if single && x.nrows() == 1 {
-            // One row: a vector kernel, since a matrix product would pack all of W first.
-            if let (Some(xs), Some(w), Some(o)) =
-                (x.as_slice(), self.weight.as_slice(), y.as_slice_mut())
-            {
-                kernels::vecmat_acc(xs, w, o.len(), o);
-                return;
-            }
+        if single {
+            self.forward_rows(x, y, tmp);
+            return;
         }
         general_mat_mul(1.0, &x, &self.weight, 1.0, &mut y);
+    }
+
+    /// The attack path's forward pass: the one-row vector kernel applied to every row, so
+    /// that a row's output does not depend on the batch around it (a matrix product rounds
+    /// differently and by blocks of rows). `y` holds the bias.
+    fn forward_rows(
+        &self,
+        x: ArrayView2<'_, f32>,
+        mut y: ArrayViewMut2<'_, f32>,
+        tmp: &mut Vec<f32>,
+    ) {
+        let width = self.outputs();
+        let Some(w) = self.weight.as_slice() else {
+            // Weights replaced through `params_mut` by a non-standard array: a product per
+            // row still keeps rows apart.
+            for (xr, mut yr) in x
+                .axis_chunks_iter(Axis(0), 1)
+                .zip(y.axis_chunks_iter_mut(Axis(0), 1))
+            {
+                general_mat_mul(1.0, &xr, &self.weight, 1.0, &mut yr);
+            }
+            return;
+        };
+        if let (Some(xs), Some(ys)) = (x.as_slice(), y.as_slice_mut()) {
+            kernels::vecmat_acc_rows(xs, x.ncols(), w, width, ys);
+            return;
+        }
+        // A caller's input that is not row-major: each row copied out (the layer outputs it
+        // writes are always contiguous workspace rows).
+        for (r, mut yr) in y.rows_mut().into_iter().enumerate() {
+            let xs = contiguous(x.row(r), tmp);
+            match yr.as_slice_mut() {
+                Some(o) => kernels::vecmat_acc(xs, w, width, o),
+                None => {
+                    let mut o = yr.to_vec();
+                    kernels::vecmat_acc(xs, w, width, &mut o);
+                    yr.iter_mut().zip(&o).for_each(|(d, &v)| *d = v);
+                }
+            }
+        }
     }
 
     fn backward(
@@ -138,6 +179,7 @@ impl Dense {
         dy: ArrayView2<'_, f32>,
         dx: Option<ArrayViewMut2<'_, f32>>,
         grads: Option<&mut [Array2<f32>]>,
+        tmp: &mut Vec<f32>,
         single: bool,
     ) {
         if let Some(g) = grads {
@@ -145,15 +187,43 @@ impl Dense {
             add_column_sums(dy, &mut g[1]);
         }
         if let Some(mut dx) = dx {
-            if single && dy.nrows() == 1 {
-                if let (Some(d), Some(w), Some(o)) =
-                    (dy.as_slice(), self.weight.as_slice(), dx.as_slice_mut())
-                {
-                    kernels::matvec(w, self.outputs(), d, o);
-                    return;
-                }
+            if single {
+                self.backward_rows(dy, dx, tmp);
+                return;
             }
             general_mat_mul(1.0, &dy, &self.weight.t(), 0.0, &mut dx);
+        }
+    }
+
+    /// The attack path's input gradient, each row as the one-row kernel computes it (see
+    /// [`Dense::forward_rows`]).
+    fn backward_rows(
+        &self,
+        dy: ArrayView2<'_, f32>,
+        mut dx: ArrayViewMut2<'_, f32>,
+        tmp: &mut Vec<f32>,
+    ) {
+        let (width, len) = (self.outputs(), self.inputs());
+        let Some(w) = self.weight.as_slice() else {
+            for (dr, mut xr) in dy
+                .axis_chunks_iter(Axis(0), 1)
+                .zip(dx.axis_chunks_iter_mut(Axis(0), 1))
+            {
+                general_mat_mul(1.0, &dr, &self.weight.t(), 0.0, &mut xr);
+            }
+            return;
+        };
+        if let (Some(d), Some(o)) = (dy.as_slice(), dx.as_slice_mut()) {
+            kernels::matvec_rows(w, width, d, len, o);
+            return;
+        }
+        // The input gradient of the first layer is the caller's buffer, which may have any
+        // layout; the deltas are workspace rows.
+        let mut row = vec![0.0; len];
+        for (r, mut xr) in dx.rows_mut().into_iter().enumerate() {
+            let d = contiguous(dy.row(r), tmp);
+            kernels::matvec(w, width, d, &mut row);
+            xr.iter_mut().zip(&row).for_each(|(o, &v)| *o = v);
         }
     }
 }
@@ -572,7 +642,7 @@ impl Layer {
         single: bool,
     ) {
         match self {
-            Layer::Dense(d) => d.forward(x, y, single),
+            Layer::Dense(d) => d.forward(x, y, &mut sc.row, single),
             Layer::Conv2d(c) => c.forward(x, y, sc, IM2COL_MAX_VALUES),
             Layer::MaxPool2d(p) => p.forward(x, y, sc),
             Layer::Affine(a) => a.forward(x, y),
@@ -593,7 +663,7 @@ impl Layer {
         single: bool,
     ) {
         match self {
-            Layer::Dense(d) => d.backward(x, dy, dx, grads, single),
+            Layer::Dense(d) => d.backward(x, dy, dx, grads, &mut sc.row, single),
             Layer::Conv2d(c) => c.backward(x, dy, dx, grads, sc, IM2COL_MAX_VALUES),
             Layer::MaxPool2d(p) => {
                 if let Some(dx) = dx {
@@ -610,15 +680,23 @@ impl Layer {
     }
 }
 
-/// Applies an activation in place; one contiguous row of sigmoids uses the vector kernel
-/// (the attack's single-example path), batches the scalar function (training's path, kept
-/// bit-identical to earlier releases).
+/// Applies an activation in place. In the attack path (`single`) sigmoids use the vector
+/// kernel one row at a time, so each row gets what it gets alone (the kernel's scalar tail
+/// covers the last `width % 8` values of a row, wherever the row sits in the batch); training
+/// uses the scalar function, kept bit-identical to earlier releases.
 pub(crate) fn activate(act: Activation, mut z: ArrayViewMut2<'_, f32>, single: bool) {
-    if single && act == Activation::Sigmoid && z.nrows() == 1 {
-        if let Some(s) = z.as_slice_mut() {
-            kernels::sigmoid_inplace(s);
-            return;
+    if single && act == Activation::Sigmoid {
+        for mut row in z.rows_mut() {
+            match row.as_slice_mut() {
+                Some(s) => kernels::sigmoid_inplace(s),
+                None => {
+                    let mut v = row.to_vec();
+                    kernels::sigmoid_inplace(&mut v);
+                    row.iter_mut().zip(&v).for_each(|(d, &s)| *d = s);
+                }
+            }
         }
+        return;
     }
     act.apply(z.view_mut());
 }

@@ -194,7 +194,8 @@ impl Stack {
     }
 
     /// Runs layers `0..upto` on `x` (`n` rows, `n` at most the workspace's rows). With
-    /// `single`, a one-row batch takes the vector kernels (the attack's path).
+    /// `single` (the attack's path), every row takes the one-row vector kernels, so that a
+    /// row's values do not depend on the other rows of the batch or on its size.
     pub(crate) fn forward(
         &self,
         x: ArrayView2<'_, f32>,

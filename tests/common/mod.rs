@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fuzz_harness;
+pub mod lockstep;
 pub mod rosenbrock;
 
 use std::path::PathBuf;

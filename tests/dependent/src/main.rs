@@ -63,10 +63,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             );
         }
     }
-    let reached = outcomes.iter().filter(|o| o.success).count();
+    // An image the model already labels as the target comes back unsearched: not a reach.
+    let already = outcomes.iter().filter(|o| o.already_adversarial).count();
+    let reached = outcomes
+        .iter()
+        .filter(|o| o.success && !o.already_adversarial)
+        .count();
     println!(
-        "{reached} of {} targeted attacks reached their target",
-        outcomes.len()
+        "{reached} of {} targeted attacks reached their target ({already} already there)",
+        outcomes.len() - already
     );
     if reached == 0 {
         return Err("no attack reached its target".into());
