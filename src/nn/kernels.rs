@@ -746,6 +746,7 @@ mod tests {
     /// even row counts (the two-row pairing).
     #[test]
     fn row_kernels_equal_one_row_calls_bit_for_bit() {
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
         for width in [1usize, 5, 8, 13, 16, 100] {
             for len in [1usize, 3, 4, 7, 10, 33] {
                 for rows in [1usize, 2, 3, 7] {
@@ -772,24 +773,16 @@ mod tests {
                     for r in 0..rows {
                         let mut one = vec![f32::NAN; len];
                         matvec(&w, width, &v[r * width..(r + 1) * width], &mut one);
-                        let got: Vec<u32> = out[r * len..(r + 1) * len]
-                            .iter()
-                            .map(|v| v.to_bits())
-                            .collect();
-                        let want: Vec<u32> = one.iter().map(|v| v.to_bits()).collect();
                         assert_eq!(
-                            got, want,
+                            bits(&out[r * len..(r + 1) * len]),
+                            bits(&one),
                             "matvec_rows width={width} len={len} rows={rows} r={r}"
                         );
                         let mut one = acc0[r * width..(r + 1) * width].to_vec();
                         vecmat_acc(&x[r * len..(r + 1) * len], &w, width, &mut one);
-                        let got: Vec<u32> = acc[r * width..(r + 1) * width]
-                            .iter()
-                            .map(|v| v.to_bits())
-                            .collect();
-                        let want: Vec<u32> = one.iter().map(|v| v.to_bits()).collect();
                         assert_eq!(
-                            got, want,
+                            bits(&acc[r * width..(r + 1) * width]),
+                            bits(&one),
                             "vecmat_acc_rows width={width} len={len} rows={rows} r={r}"
                         );
                     }
