@@ -8,6 +8,7 @@ use blindspot::attack::Outcome;
 use blindspot::attack::{Attack, BoxLbfgs, Target};
 use blindspot::data::Mnist;
 use blindspot::nn::{train, Architecture, Network, TrainParams};
+use blindspot::Check;
 use blindspot::{Classifier, Differentiable};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ndarray::{s, Array1, Array2};

@@ -4,6 +4,7 @@
 
 use blindspot::data::Mnist;
 use blindspot::nn::{train, Architecture, Network, TrainParams, Trainable};
+use blindspot::Check;
 use blindspot::{Classifier, Differentiable};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ndarray::{s, Array1, Array2};

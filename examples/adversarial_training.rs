@@ -30,6 +30,7 @@
 //! minimal distortion and success rate are over the other images. Its `min_distortions` keep
 //! every image, 0 for those, so that the robust-accuracy curves start at the clean accuracy.
 
+use blindspot::Check;
 use std::path::PathBuf;
 use std::time::Instant;
 

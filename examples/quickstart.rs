@@ -6,6 +6,7 @@
 //! cargo run --release --example quickstart
 //! ```
 
+use blindspot::Check;
 use std::path::Path;
 
 use blindspot::attack::{Attack, BoxLbfgs, Target};

@@ -4,6 +4,7 @@
 //! cargo run --release --example train -- --model "FC100-100-10" --seed 1 --json out.json --out m.npz
 //! ```
 
+use blindspot::Check;
 use std::path::PathBuf;
 
 use blindspot::data::Mnist;

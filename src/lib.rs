@@ -8,6 +8,8 @@
 //! The modules, one line each, in the crate's layering: data → nn → model traits → attack /
 //! probe / spectral → adversarial_training, zoo, with optim standalone.
 //! - [`error`]: the crate's [`Error`] and [`Result`].
+//! - [`params`]: the one shape of settings: [`Check`] turns settings as given into
+//!   [`Checked`] ones that cannot be invalid.
 //! - [`data`]: IDX files (raw or gzip), [`data::Dataset`] with seeded batches, [`data::Mnist`]
 //!   (and, with the `download` feature, fetched from mirrors with checked digests).
 //! - [`nn`]: [`nn::Network`], stacks of dense, convolution, max-pooling and activation layers
@@ -53,6 +55,7 @@ pub mod import;
 pub mod model;
 pub mod nn;
 pub mod optim;
+pub mod params;
 #[cfg(feature = "plot")]
 pub mod plot;
 pub mod probe;
@@ -61,6 +64,7 @@ pub mod zoo;
 
 pub use error::{Error, Result};
 pub use model::{Classifier, Differentiable, Representation};
+pub use params::{Check, Checked};
 
 /// The ndarray this crate's API speaks (its arrays and views in every signature). Use it
 /// through this path so that your arrays are the crate's version: a different major version

@@ -36,6 +36,7 @@ use crate::nn::{
     train, train_ae_classifier, AeConfig, AeParams, AeStage, Architecture, ModelFile, Network,
     Progress, TrainConfig, TrainParams,
 };
+use crate::params::Check;
 
 /// The six networks of the paper's Table 1, in its order.
 pub const TABLE1: [&str; 6] = [
@@ -336,7 +337,7 @@ const ZOO: [ZooModel; 8] = [
 ///
 /// ```
 /// use blindspot::nn::Architecture;
-/// use blindspot::zoo;
+/// use blindspot::{zoo, Check};
 ///
 /// let arch = Architecture::parse("FC10(1e-4)", 784)?;
 /// let config = zoo::train_params(&arch).with_epochs(2).with_seed(1).check()?;

@@ -9,6 +9,7 @@ use blindspot::adversarial_training::{
 use blindspot::attack::{Attack, BoxLbfgs, Fgsm, Target};
 use blindspot::data::Dataset;
 use blindspot::nn::{train, Architecture, Network, TrainParams, Trainable};
+use blindspot::Check;
 use blindspot::{Classifier, Differentiable, Error, Representation};
 use ndarray::{s, Array2, Axis};
 use rand::SeedableRng;

@@ -6,6 +6,7 @@ use blindspot::nn::{
     fit, train_ae_classifier, AeConfig, AeParams, AeStage, Autoencoder, Schedule, TrainParams,
     Trainable,
 };
+use blindspot::Check;
 use blindspot::{Classifier, Differentiable, Error, Representation};
 use ndarray::Array2;
 

@@ -2,6 +2,7 @@
 //! settings, and concurrent saves. Every case is a typed error (or a correct result), never a
 //! panic.
 
+use blindspot::Check;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;

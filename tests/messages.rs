@@ -7,6 +7,7 @@ use blindspot::attack::{Attack, BoxLbfgs, Fgsm, Target};
 use blindspot::data::Dataset;
 use blindspot::ndarray::Array2;
 use blindspot::nn::{train, Architecture, Network, TrainParams};
+use blindspot::Check;
 use blindspot::{Classifier, Differentiable, Error};
 
 fn model(classes: usize) -> Network {

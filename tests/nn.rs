@@ -2,6 +2,7 @@
 
 use blindspot::data::Dataset;
 use blindspot::nn::{train, Activation, Architecture, ModelFile, Network, TrainParams, Trainable};
+use blindspot::Check;
 use blindspot::{Classifier, Differentiable, Error, Representation};
 use ndarray::Array2;
 

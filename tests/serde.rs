@@ -1,6 +1,7 @@
 //! Every serialisable type (cargo feature `serde`, on for the crate's own tests and examples)
 //! survives a JSON round trip unchanged: settings, reports from real runs, attack outcomes.
 
+use blindspot::Check;
 use std::fmt::Debug;
 
 use blindspot::adversarial_training::{

@@ -1,6 +1,7 @@
 //! The model zoo: names and recipes, cache hits, invalidation on a recipe or data change, and
 //! corrupt or foreign cache files being retrained rather than used.
 
+use blindspot::Check;
 use std::path::PathBuf;
 
 use blindspot::data::{Dataset, Mnist};

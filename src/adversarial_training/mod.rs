@@ -50,6 +50,7 @@ use crate::error::{check_count, check_nonzero, check_positive, Error, Result};
 use crate::model::Classifier;
 use crate::nn::{check_class_count, fit_loop, SgdStep};
 use crate::nn::{error_rate, Activation, Network, Progress, TrainConfig, TrainParams, Trainable};
+use crate::params::Check;
 
 /// Largest [`AdversarialParams::pool_size`]. A pool also holds no more examples than the
 /// training set has images ([`train_adversarial`] checks that before allocating), so its memory

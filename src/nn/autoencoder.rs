@@ -29,6 +29,7 @@ use crate::nn::{
     fit, sigmoid, train, Activation, Architecture, ModelFile, Network, Progress, TrainConfig,
     TrainParams, TrainReport, Trainable,
 };
+use crate::params::Check;
 
 /// A sigmoid autoencoder `input → code → input` with untied encoder and decoder weights.
 ///

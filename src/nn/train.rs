@@ -11,6 +11,7 @@ use rayon::prelude::*;
 use crate::data::Dataset;
 use crate::error::{check_count, check_positive, Error, Result};
 use crate::model::Classifier;
+use crate::params::{Check, Checked};
 
 /// A model the generic trainer can fit: its parameter arrays, visited in a fixed order, and the
 /// gradient of a summed per-example loss on a batch.
@@ -157,6 +158,10 @@ impl TrainParams {
         self.dropout = rates;
         self
     }
+}
+
+impl Check for TrainParams {
+    type Checked = TrainConfig;
 
     /// Validates the values once; the result cannot be invalid.
     ///
@@ -167,7 +172,7 @@ impl TrainParams {
     /// rather than a hang or an allocation failure), the learning rate is not finite and
     /// positive, the momentum is outside `[0, 1)`, a dropout rate is outside `[0, 1)`, or the
     /// schedule's values are invalid.
-    pub fn check(self) -> Result<TrainConfig> {
+    fn check(self) -> Result<TrainConfig> {
         const MAX_EPOCHS: usize = 1_000_000;
         const MAX_BATCH: usize = 1_000_000;
         check_count("epochs", self.epochs, MAX_EPOCHS)?;
@@ -204,30 +209,25 @@ impl TrainParams {
             }
             Schedule::Constant => {}
         }
-        Ok(TrainConfig(self))
+        Ok(Checked::assume_valid(self))
     }
 }
 
-/// Checked training hyperparameters.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TrainConfig(TrainParams);
+/// Checked training hyperparameters (from [`TrainParams::check`](Check::check)).
+pub type TrainConfig = Checked<TrainParams>;
 
-impl TrainConfig {
-    /// The validated values.
-    pub fn params(&self) -> &TrainParams {
-        &self.0
-    }
-
+impl Checked<TrainParams> {
     /// The same settings with another shuffling seed (every seed is valid): how one recipe
     /// trains many seeds without being checked again.
-    pub fn with_seed(mut self, seed: u64) -> Self {
-        self.0.seed = seed;
-        self
+    pub fn with_seed(self, seed: u64) -> Self {
+        let mut p = self.into_params();
+        p.seed = seed;
+        Checked::assume_valid(p)
     }
 
     /// The learning rate during epoch `epoch` (0-based).
     pub fn learning_rate_at(&self, epoch: usize) -> f32 {
-        let p = &self.0;
+        let p = self.params();
         match p.schedule {
             Schedule::Constant => p.learning_rate,
             Schedule::Step { every, factor } => {

@@ -6,6 +6,7 @@ pub mod fuzz_harness;
 pub mod lockstep;
 pub mod rosenbrock;
 
+use blindspot::Check;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;

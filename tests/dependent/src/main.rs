@@ -7,7 +7,7 @@ use blindspot::attack::{Attack, BoxLbfgs, Target};
 use blindspot::data::Mnist;
 use blindspot::ndarray::{s, Axis};
 use blindspot::nn::{error_rate, train, Architecture, Network};
-use blindspot::{zoo, Classifier};
+use blindspot::{zoo, Check, Classifier};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = std::env::var_os("BLINDSPOT_MNIST")
