@@ -30,6 +30,7 @@
 //! minimal distortion and success rate are over the other images. Its `min_distortions` keep
 //! every image, 0 for those, so that the robust-accuracy curves start at the clean accuracy.
 
+use blindspot::attack::BoxLbfgsParams;
 use blindspot::Check;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -241,7 +242,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(m) = methods.iter().find(|m| !METHODS.contains(&m.as_str())) {
         return Err(format!("unknown method {m}; known: {}", METHODS.join(", ")).into());
     }
-    let pool_attack = BoxLbfgs::params()
+    let pool_attack = BoxLbfgsParams::default()
         .with_search_steps(args.attack_search_steps)
         .with_max_iters(args.attack_iters)
         .check()?;

@@ -37,6 +37,8 @@
 //! count the forward model's `logits` calls inside the adapter instead (2·784 perturbed rows
 //! per gradient), and `fd_floor_ms_per_image` is the time those forward rows alone take.
 
+use blindspot::attack::BoxLbfgsParams;
+use blindspot::Check;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -188,7 +190,7 @@ fn measure<M: Differentiable>(
     counts: impl Fn(&Counting<M>) -> CallCounts,
 ) -> Result<Summary, Box<dyn std::error::Error>> {
     let model = Counting::new(model);
-    let attack = BoxLbfgs::params()
+    let attack = BoxLbfgsParams::default()
         .with_memory(args.memory)
         .with_max_iters(args.max_iters)
         .with_tolerances(args.pgtol, args.ftol)

@@ -20,6 +20,7 @@
 //!    and as the crate's own `Network`, and through [`FiniteDifference`] on `--fd-images` images.
 //! 6. The §3 probe (unit vs random directions) on `fc1`, with the test set as the pool.
 
+use blindspot::Check;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -30,7 +31,7 @@ use probe_json::{DiffJson, Group};
 
 use blindspot::adapters::{tensor_from_array, CandleModel, FiniteDifference};
 use blindspot::attack::{
-    magnify, transfer_error, Attack, BoxLbfgs, Outcome, OutcomeSummary, Target,
+    magnify, transfer_error, Attack, BoxLbfgsParams, Outcome, OutcomeSummary, Target,
 };
 use blindspot::data::Mnist;
 use blindspot::nn::{error_rate, Network};
@@ -255,7 +256,9 @@ impl Run {
         labels: &[usize],
         search_steps: usize,
     ) -> blindspot::Result<Run> {
-        let attack = BoxLbfgs::params().with_search_steps(search_steps).check()?;
+        let attack = BoxLbfgsParams::default()
+            .with_search_steps(search_steps)
+            .check()?;
         let targets = vec![Target::Untargeted; xs.nrows()];
         let t = Instant::now();
         let outs = attack.attack_batch(model, xs, labels, &targets)?;

@@ -11,6 +11,7 @@
 //! cargo run --release --example lipschitz -- --json out/lipschitz.json
 //! ```
 
+use blindspot::Check;
 use std::path::PathBuf;
 
 use blindspot::attack::{Attack, BoxLbfgs, Target};

@@ -17,6 +17,7 @@
 //! cargo run --release --example probe -- --k 8 --n-unit 50 --n-random 50 --json out/probe/probe.json
 //! ```
 
+use blindspot::Check;
 use std::path::{Path, PathBuf};
 
 #[path = "common/probe_json.rs"]

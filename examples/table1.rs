@@ -23,10 +23,11 @@
 //! robust-accuracy curve counts them as not robust at any ε (each curve starts at the model's
 //! accuracy on these images), while the distortion histogram leaves them out.
 
+use blindspot::Check;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use blindspot::attack::{Attack, BoxLbfgs, Fgsm, OutcomeSummary, Target};
+use blindspot::attack::{Attack, BoxLbfgsParams, Fgsm, OutcomeSummary, Target};
 use blindspot::data::Mnist;
 use blindspot::image::Grid;
 use blindspot::nn::error_rate;
@@ -180,7 +181,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             },
         })
         .collect();
-    let attack = BoxLbfgs::params()
+    let attack = BoxLbfgsParams::default()
         .with_search_steps(args.search_steps)
         .check()?;
     // The one-step contrast: along the sign of the gradient, the smallest ε (to 1e-6) that

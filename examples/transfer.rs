@@ -32,12 +32,13 @@
 //! (`GaussianNoise::matching`). The checks compare adversarial rows with these controls, so
 //! "above noise" is at equal distortion.
 
+use blindspot::Check as _;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
 use blindspot::attack::{
-    magnify, transfer_error, Attack, BoxLbfgs, Fgsm, GaussianNoise, OutcomeSummary, Target,
+    magnify, transfer_error, Attack, BoxLbfgsParams, Fgsm, GaussianNoise, OutcomeSummary, Target,
 };
 use blindspot::data::{Dataset, Mnist};
 use blindspot::nn::{error_rate, Network};
@@ -299,7 +300,7 @@ struct Made {
 
 fn make_adversarial(model: &Network, img: &Images, c: &Common) -> Result<Made, blindspot::Error> {
     make_with(
-        &BoxLbfgs::params()
+        &BoxLbfgsParams::default()
             .with_search_steps(c.search_steps)
             .check()?,
         model,

@@ -1,8 +1,9 @@
 //! The forward-only adapter: finite-difference gradients against the analytic ones of an `Network`.
 
 use blindspot::adapters::FiniteDifference;
-use blindspot::attack::{Attack, BoxLbfgs, Target};
+use blindspot::attack::{Attack, BoxLbfgsParams, Target};
 use blindspot::nn::{Architecture, Network};
+use blindspot::Check;
 use blindspot::{Classifier, Differentiable, Error, Representation};
 use ndarray::{Array2, ArrayView2};
 use rand::{Rng, SeedableRng};
@@ -155,7 +156,10 @@ fn the_attack_runs_on_finite_differences() {
     let model = mlp("FC16-10", 20, 11);
     let x = pixels(1, 20, 5);
     let label = model.predict(x.view()).unwrap()[0];
-    let attack = BoxLbfgs::params().with_search_steps(3).check().unwrap();
+    let attack = BoxLbfgsParams::default()
+        .with_search_steps(3)
+        .check()
+        .unwrap();
     let exact = attack
         .attack(&model, x.row(0), label, Target::Untargeted)
         .unwrap();

@@ -6,6 +6,7 @@ use blindspot::adversarial_training::{
     refresh_count, train_adversarial, AdversarialParams, AdversarialPool, PoolTarget, PoolUpdate,
     Regime,
 };
+use blindspot::attack::BoxLbfgsParams;
 use blindspot::attack::{Attack, BoxLbfgs, Fgsm, Target};
 use blindspot::data::Dataset;
 use blindspot::nn::{train, Architecture, Network, TrainParams, Trainable};
@@ -32,7 +33,7 @@ fn tiny_params(seed: u64) -> TrainParams {
 }
 
 fn quick_attack() -> BoxLbfgs {
-    BoxLbfgs::params()
+    BoxLbfgsParams::default()
         .with_search_steps(0)
         .with_bracket_steps(2)
         .with_max_iters(15)

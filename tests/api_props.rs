@@ -7,9 +7,10 @@
 //! Fixed seeds: the same cases on every run, so a failure is reproducible and CI cannot turn
 //! red by drawing a new case.
 
+use blindspot::Check;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use blindspot::attack::{distortion, magnify, Attack, BoxLbfgs, GaussianNoise, Target};
+use blindspot::attack::{distortion, magnify, Attack, BoxLbfgsParams, GaussianNoise, Target};
 use blindspot::data::{parse_idx_bytes, write_idx, Dataset};
 use blindspot::image::Grid;
 use blindspot::nn::{Architecture, ModelFile, Network};
@@ -256,7 +257,7 @@ proptest! {
         let model = Network::new(arch, seed);
         let x = Array1::from(x);
         // Oversized step counts are refused when the settings are checked, never later.
-        let atk = BoxLbfgs::params()
+        let atk = BoxLbfgsParams::default()
             .with_search_steps(steps)
             .with_bracket_steps(steps.min(2))
             .check();

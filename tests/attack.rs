@@ -1,8 +1,10 @@
 //! The attack: success inside the box, honest figures, typed errors, determinism.
 
+use blindspot::attack::BoxLbfgsParams;
 use blindspot::attack::{
     distortion, Attack, BoxLbfgs, GaussianNoise, OutcomeSummary, Penalty, Target,
 };
+use blindspot::Check;
 use blindspot::{Classifier, Error};
 use ndarray::{s, Array1};
 
@@ -47,7 +49,10 @@ fn targeted_attack_succeeds_inside_the_box_with_honest_figures() {
 #[test]
 fn untargeted_is_no_larger_than_any_targeted_result() {
     let (m, data) = small_mnist_model();
-    let atk = BoxLbfgs::params().with_search_steps(3).check().unwrap();
+    let atk = BoxLbfgsParams::default()
+        .with_search_steps(3)
+        .check()
+        .unwrap();
     let x = data.images().row(0).to_owned();
     let y = data.labels()[0];
     let un = atk.attack(m, x.view(), y, Target::Untargeted).unwrap();
@@ -71,7 +76,7 @@ fn both_penalties_find_adversarial_examples() {
     let x = data.images().row(1).to_owned();
     let y = data.labels()[1];
     for p in [Penalty::SquaredL2, Penalty::L2] {
-        let o = BoxLbfgs::params()
+        let o = BoxLbfgsParams::default()
             .with_penalty(p)
             .check()
             .unwrap()
@@ -114,15 +119,21 @@ fn bad_requests_are_typed_errors() {
     assert!(atk
         .attack(m, outside.view(), y, Target::Untargeted)
         .is_err());
-    assert!(BoxLbfgs::params().with_initial_c(0.0).check().is_err());
-    assert!(BoxLbfgs::params().with_max_iters(0).check().is_err());
+    assert!(BoxLbfgsParams::default()
+        .with_initial_c(0.0)
+        .check()
+        .is_err());
+    assert!(BoxLbfgsParams::default().with_max_iters(0).check().is_err());
     assert!(GaussianNoise::new(-1.0).is_err());
 }
 
 #[test]
 fn batch_equals_single_and_seeds_are_reproducible() {
     let (m, data) = small_mnist_model();
-    let atk = BoxLbfgs::params().with_search_steps(2).check().unwrap();
+    let atk = BoxLbfgsParams::default()
+        .with_search_steps(2)
+        .check()
+        .unwrap();
     let n = 4;
     let xs = data.images().slice(s![..n, ..]).to_owned();
     let labels = &data.labels()[..n];
@@ -151,7 +162,10 @@ fn batch_equals_single_and_seeds_are_reproducible() {
 #[test]
 fn inputs_already_adversarial_are_returned_unsearched_and_left_out_of_the_means() {
     let (m, data) = small_mnist_model();
-    let atk = BoxLbfgs::params().with_search_steps(2).check().unwrap();
+    let atk = BoxLbfgsParams::default()
+        .with_search_steps(2)
+        .check()
+        .unwrap();
     let n = 4;
     let xs = data.images().slice(s![..n, ..]).to_owned();
     let predicted = m.predict(xs.view()).unwrap();

@@ -2,8 +2,10 @@
 #![cfg(feature = "candle")]
 
 use blindspot::adapters::{array_from_tensor, tensor_from_array, CandleModel};
+use blindspot::attack::BoxLbfgsParams;
 use blindspot::attack::{Attack, BoxLbfgs, Target};
 use blindspot::nn::{Architecture, Network};
+use blindspot::Check;
 use blindspot::{Classifier, Differentiable, Error, Representation};
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::Linear;
@@ -314,7 +316,10 @@ fn the_attack_through_candle_matches_the_attack_on_the_mlp() {
     let x = pixels(1, 40, 8);
     let label = mlp.predict(x.view()).unwrap()[0];
     let target = Target::Untargeted;
-    let attack = BoxLbfgs::params().with_search_steps(3).check().unwrap();
+    let attack = BoxLbfgsParams::default()
+        .with_search_steps(3)
+        .check()
+        .unwrap();
     let a = attack.attack(&mlp, x.row(0), label, target).unwrap();
     let b = attack.attack(&candle, x.row(0), label, target).unwrap();
     assert!(a.success && b.success);

@@ -5,6 +5,7 @@ use blindspot::spectral::{
     conv_operator_norm, conv_operator_norm_padded, conv_power_iteration, power_iteration,
     zero_padding_grid, Padding, PowerIterationConfig, PowerIterationParams,
 };
+use blindspot::Check;
 use blindspot::Error;
 use ndarray::{array, Array2, Array4};
 use ndarray_rand::rand_distr::StandardNormal;

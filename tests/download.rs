@@ -2,6 +2,7 @@
 //! repository's own MNIST files: good files, a body cut short, content with the wrong
 //! checksum, a 404, and a server that never answers (a timeout, not a hang).
 
+use blindspot::Check;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

@@ -2,6 +2,7 @@
 //! settings, and concurrent saves. Every case is a typed error (or a correct result), never a
 //! panic.
 
+use blindspot::attack::BoxLbfgsParams;
 use blindspot::Check;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -116,7 +117,7 @@ fn x0() -> Array1<f32> {
 }
 
 fn fast_attack() -> BoxLbfgs {
-    BoxLbfgs::params()
+    BoxLbfgsParams::default()
         .with_search_steps(1)
         .with_bracket_steps(2)
         .check()
@@ -321,21 +322,30 @@ fn untargeted_attack_on_a_one_class_model_is_a_typed_error() {
 fn oversized_attack_settings_are_typed_errors() {
     for (params, name) in [
         (
-            BoxLbfgs::params().with_bracket_steps(usize::MAX),
+            BoxLbfgsParams::default().with_bracket_steps(usize::MAX),
             "bracket_steps",
         ),
         (
-            BoxLbfgs::params().with_search_steps(usize::MAX),
+            BoxLbfgsParams::default().with_search_steps(usize::MAX),
             "search_steps",
         ),
-        (BoxLbfgs::params().with_memory(usize::MAX), "memory"),
-        (BoxLbfgs::params().with_max_iters(u64::MAX), "max_iters"),
+        (BoxLbfgsParams::default().with_memory(usize::MAX), "memory"),
         (
-            BoxLbfgs::params().with_initial_c(f64::INFINITY),
+            BoxLbfgsParams::default().with_max_iters(u64::MAX),
+            "max_iters",
+        ),
+        (
+            BoxLbfgsParams::default().with_initial_c(f64::INFINITY),
             "initial_c",
         ),
-        (BoxLbfgs::params().with_tolerances(f64::NAN, 1e-6), "pgtol"),
-        (BoxLbfgs::params().with_tolerances(1e-5, -1.0), "ftol"),
+        (
+            BoxLbfgsParams::default().with_tolerances(f64::NAN, 1e-6),
+            "pgtol",
+        ),
+        (
+            BoxLbfgsParams::default().with_tolerances(1e-5, -1.0),
+            "ftol",
+        ),
     ] {
         match params.check() {
             Err(Error::InvalidParameter { name: n, .. }) => assert_eq!(n, name),

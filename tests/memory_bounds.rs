@@ -8,6 +8,7 @@
 //! The peak is measured by a counting global allocator, so this file holds a single test:
 //! tests in one binary run in parallel threads and would add up in the counter.
 
+use blindspot::Check;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -15,7 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use blindspot::adapters::{FiniteDifference, MAX_CHUNK};
 use blindspot::adversarial_training::{train_adversarial, AdversarialParams, Regime};
-use blindspot::attack::BoxLbfgs;
+use blindspot::attack::BoxLbfgsParams;
 use blindspot::data::{read_idx, Dataset};
 use blindspot::nn::{Architecture, Autoencoder, ModelFile, Network, TrainParams};
 use blindspot::optim::{LBfgsB, LbfgsbError};
@@ -402,7 +403,7 @@ fn settings_that_size_allocations() {
         .with_warmup_epochs(1)
         .check()
         .unwrap();
-    let attack = BoxLbfgs::params()
+    let attack = BoxLbfgsParams::default()
         .with_search_steps(0)
         .with_bracket_steps(1)
         .with_max_iters(5)

@@ -7,6 +7,7 @@ use blindspot::probe::{
     bootstrap_mean, compare_means, label_purity, layer_activations, mean_pairwise_distance, study,
     top_k, top_k_from_activations, Direction, ProbeParams,
 };
+use blindspot::Check;
 use blindspot::{Error, Representation, Result};
 use ndarray::{array, Array1, Array2, ArrayView2};
 use ndarray_rand::rand_distr::{StandardNormal, Uniform};
@@ -352,9 +353,6 @@ fn probe_params_name_each_bad_value() {
         "resamples"
     );
     let c = d().with_seed(9).check().unwrap();
-    assert_eq!((c.k(), c.n_unit(), c.n_random()), (8, 50, 50));
-    assert_eq!(
-        (c.baseline_sets(), c.resamples(), c.seed()),
-        (2000, 2000, 9)
-    );
+    assert_eq!((c.k, c.n_unit, c.n_random), (8, 50, 50));
+    assert_eq!((c.baseline_sets, c.resamples, c.seed), (2000, 2000, 9));
 }

@@ -63,7 +63,7 @@ fn settings_round_trip() {
     round_trip(&Schedule::Constant);
     round_trip(&BoxLbfgsParams::default());
     round_trip(
-        &BoxLbfgs::params()
+        &BoxLbfgsParams::default()
             .with_penalty(Penalty::L2)
             .with_search_steps(3),
     );

@@ -5,6 +5,7 @@ use blindspot::spectral::{
     layer_bounds, layer_bounds_with, network_bound, operator_norm, perturbation_ratios,
     power_iteration, PowerIterationConfig, PowerIterationParams, DEFAULT_SEED,
 };
+use blindspot::Check;
 use blindspot::Error;
 use ndarray::{Array2, Axis};
 use ndarray_rand::rand_distr::StandardNormal;

@@ -8,6 +8,7 @@ use super::{distortion, Attack, Candidate, Target};
 use crate::error::{check_count, check_positive, Error, Result};
 use crate::model::{check_finite, checked_predict, Differentiable};
 use crate::optim::{LBfgsB, LbfgsbError, Step};
+use crate::params::{Check, Checked};
 
 /// Cross-entropy below which the target's probability exceeds one half (`ln 2 ≈ 0.6931`, less a
 /// margin for rounding), so the target is certainly the model's label.
@@ -60,20 +61,18 @@ pub enum Penalty {
 ///     assert_eq!(out.adversarial_label, target);
 /// }
 /// ```
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct BoxLbfgs {
-    p: BoxLbfgsParams,
-}
+pub type BoxLbfgs = Checked<BoxLbfgsParams>;
 
-/// Settings of [`BoxLbfgs`] as given; [`BoxLbfgsParams::check`] validates them into the
-/// attack, which cannot hold an invalid value afterwards. `Default` gives the paper's method
+/// Settings of [`BoxLbfgs`] as given; [`BoxLbfgsParams::check`](Check::check) validates them
+/// into the attack, which cannot hold an invalid value afterwards. `Default` gives the paper's method
 /// with the defaults below, each justified by a measurement.
 ///
 /// ```
-/// use blindspot::attack::{BoxLbfgs, BoxLbfgsParams};
+/// use blindspot::attack::BoxLbfgsParams;
+/// use blindspot::Check;
 ///
-/// let attack = BoxLbfgs::params().with_search_steps(0).with_max_iters(30).check()?;
-/// assert_eq!(attack.settings().search_steps, 0);
+/// let attack = BoxLbfgsParams::default().with_search_steps(0).with_max_iters(30).check()?;
+/// assert_eq!(attack.search_steps, 0);
 /// assert!(BoxLbfgsParams::default().with_memory(0).check().is_err());
 /// # Ok::<(), blindspot::Error>(())
 /// ```
@@ -195,6 +194,10 @@ impl BoxLbfgsParams {
         self.warm_memory = on;
         self
     }
+}
+
+impl Check for BoxLbfgsParams {
+    type Checked = BoxLbfgs;
 
     /// Validates every value once and gives the attack.
     ///
@@ -203,7 +206,7 @@ impl BoxLbfgsParams {
     /// [`Error::InvalidParameter`] naming the first bad value: `initial_c`, `pgtol` or `ftol`
     /// not finite and > 0; `bracket_steps`, `search_steps`, `max_iters` or `memory` out of
     /// its range.
-    pub fn check(self) -> Result<BoxLbfgs> {
+    fn check(self) -> Result<BoxLbfgs> {
         check_positive("initial_c", self.initial_c)?;
         at_most(
             "bracket_steps",
@@ -219,7 +222,7 @@ impl BoxLbfgsParams {
         check_count("memory", self.memory, BoxLbfgs::MAX_MEMORY)?;
         check_positive("pgtol", self.pgtol)?;
         check_positive("ftol", self.ftol)?;
-        Ok(BoxLbfgs { p: self })
+        Ok(Checked::assume_valid(self))
     }
 }
 
@@ -233,7 +236,14 @@ fn at_most(name: &'static str, n: usize, max: usize) -> Result<()> {
     Ok(())
 }
 
-impl BoxLbfgs {
+impl Default for Checked<BoxLbfgsParams> {
+    /// The paper's method with the default settings (valid constants, as a test checks).
+    fn default() -> Self {
+        Checked::assume_valid(BoxLbfgsParams::default())
+    }
+}
+
+impl Checked<BoxLbfgsParams> {
     /// Largest [`BoxLbfgsParams::bracket_steps`]: 30 factors of 10 each way already span
     /// `c` from `1e-30` to `1e30` times the initial value, and a few hundred would overflow.
     pub const MAX_BRACKET_STEPS: usize = 30;
@@ -254,26 +264,16 @@ impl BoxLbfgs {
         Self::default()
     }
 
-    /// Default settings to change and [`check`](BoxLbfgsParams::check) into an attack.
-    pub fn params() -> BoxLbfgsParams {
-        BoxLbfgsParams::default()
-    }
-
-    /// The checked settings.
-    pub fn settings(&self) -> &BoxLbfgsParams {
-        &self.p
-    }
-
     fn solver(&self, n: usize) -> Result<LBfgsB> {
         Ok(LBfgsB::new(Array1::zeros(n), Array1::ones(n))?
-            .with_memory(self.p.memory)?
-            .with_pgtol(self.p.pgtol)?
-            .with_ftol(self.p.ftol)?
-            .with_warm_memory(self.p.warm_memory && self.p.penalty == Penalty::SquaredL2))
+            .with_memory(self.memory)?
+            .with_pgtol(self.pgtol)?
+            .with_ftol(self.ftol)?
+            .with_warm_memory(self.warm_memory && self.penalty == Penalty::SquaredL2))
     }
 }
 
-impl Attack for BoxLbfgs {
+impl Attack for Checked<BoxLbfgsParams> {
     /// The images of the batch advance in lockstep: each round, every image's solver runs
     /// until it needs the model, and the points they ask for go to the model together, as one
     /// `loss_and_input_grad_with` call for the points that need a loss and gradient (one row
@@ -478,7 +478,7 @@ impl ImageRun {
                 "an untargeted attack needs at least 2 classes",
             ));
         }
-        let p = &attack.p;
+        let p = attack.params();
         let mut run = ImageRun {
             x: x.mapv(f64::from),
             x32: x.to_owned(),

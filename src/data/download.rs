@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 use super::idx::write_atomic;
 use super::mnist::Mnist;
 use crate::error::{check_count, check_positive, Error, Result};
+use crate::params::{Check, Checked};
 
 /// One of the four MNIST files: its name and what it must hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,7 +74,7 @@ pub const DEFAULT_MIRRORS: [&str; 2] = [
 /// Most mirrors a download tries.
 const MAX_MIRRORS: usize = 64;
 
-/// Download settings as given; [`DownloadParams::check`] validates them.
+/// Download settings as given; [`DownloadParams::check`](Check::check) validates them.
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct DownloadParams {
@@ -106,6 +107,10 @@ impl DownloadParams {
         self.timeout_secs = secs;
         self
     }
+}
+
+impl Check for DownloadParams {
+    type Checked = DownloadConfig;
 
     /// Validates the settings.
     ///
@@ -114,7 +119,7 @@ impl DownloadParams {
     /// [`Error::InvalidParameter`] named `mirrors` for no mirror, more than 64, or one that
     /// is not an `http://` or `https://` URL; named `timeout_secs` for a timeout that is not
     /// finite and > 0 or is above a day.
-    pub fn check(self) -> Result<DownloadConfig> {
+    fn check(self) -> Result<DownloadConfig> {
         check_count("mirrors", self.mirrors.len(), MAX_MIRRORS)?;
         if let Some(m) = self
             .mirrors
@@ -133,18 +138,17 @@ impl DownloadParams {
                 format!("must be at most a day (86400), got {}", self.timeout_secs),
             ));
         }
-        Ok(DownloadConfig(self))
+        Ok(Checked::assume_valid(self))
     }
 }
 
-/// Checked [`DownloadParams`]; its default is the default settings, which are valid.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct DownloadConfig(DownloadParams);
+/// Checked [`DownloadParams`] (from [`DownloadParams::check`](Check::check)).
+pub type DownloadConfig = Checked<DownloadParams>;
 
-impl DownloadConfig {
-    /// The settings it was checked from.
-    pub fn params(&self) -> &DownloadParams {
-        &self.0
+impl Default for Checked<DownloadParams> {
+    /// The default settings, which are valid (a test checks it).
+    fn default() -> Self {
+        Checked::assume_valid(DownloadParams::default())
     }
 }
 

@@ -48,6 +48,7 @@ use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::model::Representation;
 use crate::nn::{Layer, Network};
+use crate::params::{Check, Checked};
 
 /// A direction in a layer's activation space.
 #[derive(Debug, Clone, PartialEq)]
@@ -156,14 +157,15 @@ pub const MAX_DIRECTIONS: usize = 100_000;
 /// held-out images is not counted: its cost is the data's.
 pub const MAX_STUDY_WORK: f64 = (1u64 << 35) as f64;
 
-/// Settings of a probe study ([`study`]) as given; [`ProbeParams::check`] turns them into a
-/// [`ProbeConfig`]. `Default` gives the example's values.
+/// Settings of a probe study ([`study`]) as given; [`ProbeParams::check`](Check::check) turns them
+/// into a [`ProbeConfig`]. `Default` gives the example's values.
 ///
 /// ```
 /// use blindspot::probe::ProbeParams;
+/// use blindspot::Check;
 ///
 /// let config = ProbeParams::default().with_k(5).with_seed(3).check()?;
-/// assert_eq!(config.k(), 5);
+/// assert_eq!(config.k, 5);
 /// assert!(ProbeParams::default().with_resamples(0).check().is_err());
 /// # Ok::<(), blindspot::Error>(())
 /// ```
@@ -228,6 +230,10 @@ impl ProbeParams {
         self.seed = seed;
         self
     }
+}
+
+impl Check for ProbeParams {
+    type Checked = ProbeConfig;
 
     /// Validates every value once; the result cannot be invalid. What depends on the data
     /// (`k` at most the held-out size, `n_unit` at most the layer's width, the total work
@@ -238,7 +244,7 @@ impl ProbeParams {
     /// [`Error::InvalidParameter`] naming the first bad value: `k`, `n_unit` or `n_random` if
     /// 0, `n_random` above [`MAX_DIRECTIONS`], `baseline_sets` or `resamples` outside
     /// `1..=`[`MAX_RESAMPLES`].
-    pub fn check(self) -> Result<ProbeConfig> {
+    fn check(self) -> Result<ProbeConfig> {
         for (name, value) in [("k", self.k), ("n_unit", self.n_unit)] {
             if value == 0 {
                 return Err(Error::param(name, "must be at least 1"));
@@ -252,59 +258,12 @@ impl ProbeParams {
         }
         check_resamples("baseline_sets", self.baseline_sets)?;
         check_resamples("resamples", self.resamples)?;
-        Ok(ProbeConfig {
-            k: self.k,
-            n_unit: self.n_unit,
-            n_random: self.n_random,
-            baseline_sets: self.baseline_sets,
-            resamples: self.resamples,
-            seed: self.seed,
-        })
+        Ok(Checked::assume_valid(self))
     }
 }
 
-/// Checked settings of a probe study (from [`ProbeParams::check`]).
-#[derive(Debug, Clone, PartialEq)]
-pub struct ProbeConfig {
-    k: usize,
-    n_unit: usize,
-    n_random: usize,
-    baseline_sets: usize,
-    resamples: usize,
-    seed: u64,
-}
-
-impl ProbeConfig {
-    /// Images per direction.
-    pub fn k(&self) -> usize {
-        self.k
-    }
-
-    /// Number of natural-basis directions.
-    pub fn n_unit(&self) -> usize {
-        self.n_unit
-    }
-
-    /// Number of random directions.
-    pub fn n_random(&self) -> usize {
-        self.n_random
-    }
-
-    /// Number of random k-subsets of the baseline.
-    pub fn baseline_sets(&self) -> usize {
-        self.baseline_sets
-    }
-
-    /// Bootstrap resamples (and permutations).
-    pub fn resamples(&self) -> usize {
-        self.resamples
-    }
-
-    /// Seed of everything random in the study.
-    pub fn seed(&self) -> u64 {
-        self.seed
-    }
-}
+/// Checked settings of a probe study (from [`ProbeParams::check`](Check::check)).
+pub type ProbeConfig = Checked<ProbeParams>;
 
 /// Purity and spread of one direction's top-k.
 #[derive(Debug, Clone, PartialEq)]
@@ -397,7 +356,7 @@ fn stream(seed: u64, id: u64) -> ChaCha8Rng {
     rng
 }
 
-impl ProbeConfig {
+impl Checked<ProbeParams> {
     /// The checks that depend on the data: `k` at most the held-out size `n`, `n_unit` at
     /// most the layer's width `dim`, and the work of a study of `n` images of `input_dim`
     /// values within [`MAX_STUDY_WORK`].

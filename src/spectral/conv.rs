@@ -751,7 +751,7 @@ pub fn conv_power_iteration(
     padding: Padding,
     config: &PowerIterationConfig,
 ) -> Result<ConvNormEstimate> {
-    let (tol, max_iter, seed) = (config.tol(), config.max_iter(), config.seed());
+    let (tol, max_iter, seed) = (config.tol, config.max_iter, config.seed);
     let dims = check_kernel(&kernel)?;
     check_stride(stride)?;
     check_image(height, width)?;

@@ -32,6 +32,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::error::{check_count, check_positive, Error, Result};
 use crate::model::{check_batch, check_finite, Classifier};
 use crate::nn::{Activation, Layer, Network};
+use crate::params::{Check, Checked};
 
 pub mod conv;
 
@@ -95,6 +96,10 @@ impl PowerIterationParams {
         self.seed = seed;
         self
     }
+}
+
+impl Check for PowerIterationParams {
+    type Checked = PowerIterationConfig;
 
     /// Validates the values once; the result cannot be invalid.
     ///
@@ -102,56 +107,28 @@ impl PowerIterationParams {
     ///
     /// [`Error::InvalidParameter`] naming the bad value: `tol` if it is not finite and
     /// positive, `max_iter` if it is 0 or above [`MAX_POWER_ITER`].
-    pub fn check(self) -> Result<PowerIterationConfig> {
+    fn check(self) -> Result<PowerIterationConfig> {
         check_positive("tol", self.tol)?;
         check_count("max_iter", self.max_iter, MAX_POWER_ITER)?;
-        Ok(PowerIterationConfig {
-            tol: self.tol,
-            max_iter: self.max_iter,
-            seed: self.seed,
-        })
+        Ok(Checked::assume_valid(self))
     }
 }
 
-/// Checked power-iteration settings (from [`PowerIterationParams::check`]).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct PowerIterationConfig {
-    tol: f64,
-    max_iter: usize,
-    seed: u64,
-}
+/// Checked power-iteration settings (from [`PowerIterationParams::check`](Check::check)).
+pub type PowerIterationConfig = Checked<PowerIterationParams>;
 
-impl Default for PowerIterationConfig {
-    /// The checked [`PowerIterationParams::default`] (whose values are valid constants).
+impl Default for Checked<PowerIterationParams> {
+    /// The checked [`PowerIterationParams::default`] (whose values are valid constants, as a
+    /// test checks).
     fn default() -> Self {
-        PowerIterationConfig {
-            tol: DEFAULT_TOL,
-            max_iter: DEFAULT_MAX_ITER,
-            seed: DEFAULT_SEED,
-        }
+        Checked::assume_valid(PowerIterationParams::default())
     }
 }
 
-impl PowerIterationConfig {
-    /// The relative tolerance.
-    pub fn tol(&self) -> f64 {
-        self.tol
-    }
-
-    /// The iteration cap.
-    pub fn max_iter(&self) -> usize {
-        self.max_iter
-    }
-
-    /// The start vector's seed.
-    pub fn seed(&self) -> u64 {
-        self.seed
-    }
-
+impl Checked<PowerIterationParams> {
     /// The same settings with another seed (every seed is valid).
-    pub fn with_seed(mut self, seed: u64) -> Self {
-        self.seed = seed;
-        self
+    pub fn with_seed(self, seed: u64) -> Self {
+        Checked::assume_valid(self.into_params().with_seed(seed))
     }
 }
 
