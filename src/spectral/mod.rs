@@ -14,6 +14,7 @@
 //!
 //! ```
 //! use blindspot::spectral::{operator_norm, PowerIterationParams};
+//! use blindspot::Check;
 //! use ndarray::array;
 //!
 //! let w = array![[3.0f32, 0.0], [0.0, -5.0], [0.0, 0.0]];
