@@ -203,7 +203,7 @@ fn singular_sets(
             let (h, w, _) = c.input_shape();
             let (_, stride, padding) = c.geometry();
             let est = conv_power_iteration(
-                c.kernel_dckk().view(),
+                c.kernel().view(),
                 h,
                 w,
                 stride,
@@ -212,9 +212,7 @@ fn singular_sets(
                     .with_seed(1)
                     .check()?,
             )?;
-            // (C, H, W) to the crate's channels-last rows.
-            let v = est.input.permuted_axes([1, 2, 0]);
-            v.iter().map(|&e| e as f32).collect()
+            est.input.iter().map(|&e| e as f32).collect()
         }
         _ => {
             let w0 = model.weights(0).expect("a Network has at least one layer");
@@ -291,7 +289,7 @@ fn conv_checks(model: &Network) -> blindspot::Result<Vec<FourierCheck>> {
     let mut out = Vec::new();
     for (i, layer) in model.layers().iter().enumerate() {
         let Layer::Conv2d(c) = layer else { continue };
-        let kernel = c.kernel_dckk();
+        let kernel = c.kernel();
         let (h, w, _) = c.input_shape();
         let (_, stride, padding) = c.geometry();
         let fourier = conv_operator_norm(kernel.view(), h, w, stride)?;

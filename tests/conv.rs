@@ -1,8 +1,12 @@
-//! Convolutional networks: the convolution against a direct loop, finite-difference checks of
+//! Convolutional networks: the convolution against a direct loop, the spectral norms of a
+//! layer's own kernel against its forward pass, finite-difference checks of
 //! every convolution and pooling gradient (kernels, biases, input; stride 1 and 2; padding),
 //! typed errors for bad shapes, and persistence.
 
-use blindspot::nn::{Activation, Architecture, ConvStage, Layer, Network, Trainable};
+use blindspot::nn::{Activation, Architecture, Conv2d, ConvStage, Layer, Network, Trainable};
+use blindspot::spectral::{
+    conv_power_iteration, layer_bounds, power_iteration, Padding, PowerIterationParams,
+};
 use blindspot::{Classifier, Differentiable, Error, Representation};
 use ndarray::Array2;
 use ndarray_rand::rand_distr::Uniform;
@@ -132,21 +136,35 @@ fn check_input_grad(m: &Network, n: usize) {
     );
 }
 
+/// `(H, W, C, D)` of [`one_conv`].
+const ONE_CONV: (usize, usize, usize, usize) = (7, 6, 2, 3);
+
+/// A network whose representation 0 is one `k × k` convolution (stride `s`, padding `p`) of
+/// [`ONE_CONV`]'s shape: identity activation, no pooling.
+fn one_conv(k: usize, s: usize, p: usize, seed: u64) -> Network {
+    let (h, w, c, d) = ONE_CONV;
+    net(
+        (h, w, c),
+        vec![stage(d, k, s, p, 1)],
+        Activation::Identity,
+        seed,
+    )
+}
+
+fn first_conv(m: &Network) -> &Conv2d {
+    let Layer::Conv2d(conv) = &m.layers()[0] else {
+        panic!("first layer is the convolution")
+    };
+    conv
+}
+
 #[test]
 fn convolution_equals_a_direct_loop() {
-    // Identity activation and no pooling: representation 0 is the raw convolution.
     for (k, s, p) in [(3, 1, 1), (3, 2, 0), (5, 2, 2), (2, 1, 0)] {
-        let (h, w, c, d) = (7, 6, 2, 3);
-        let m = net(
-            (h, w, c),
-            vec![stage(d, k, s, p, 1)],
-            Activation::Identity,
-            5,
-        );
-        let Layer::Conv2d(conv) = &m.layers()[0] else {
-            panic!("first layer is the convolution")
-        };
-        let kernel = conv.kernel_dckk();
+        let (h, w, c, d) = ONE_CONV;
+        let m = one_conv(k, s, p, 5);
+        let conv = first_conv(&m);
+        let kernel = conv.kernel();
         let bias = conv.bias();
         let (x, _) = random_batch(2, h * w * c, 3);
         let got = m.representation(x.view(), 0).unwrap();
@@ -168,7 +186,7 @@ fn convolution_equals_a_direct_loop() {
                                 }
                                 for ci in 0..c {
                                     let xv = x[[e, (ii as usize * w + jj as usize) * c + ci]];
-                                    v += (kernel[[o, ci, a, b]] * xv) as f64;
+                                    v += (kernel[[a, b, ci, o]] * xv) as f64;
                                 }
                             }
                         }
@@ -184,6 +202,60 @@ fn convolution_equals_a_direct_loop() {
     }
 }
 
+/// `spectral::conv` reads a layer's kernel, input and output in the network's own layout: the
+/// direction power iteration finds (an `(H, W, C)` array) is stretched by the network's own
+/// convolution exactly as much as power iteration says, into the `(H_out, W_out, D)` output it
+/// reports; that norm is the largest singular value of the network's map written out as a
+/// dense matrix; and the layer's Fourier bound is at least that norm.
+#[test]
+fn spectral_norms_of_the_layers_own_kernel_match_its_forward_pass() {
+    for (k, s, p) in [(3, 1, 1), (3, 2, 0), (5, 2, 2)] {
+        let (h, w, c, d) = ONE_CONV;
+        let m = one_conv(k, s, p, 9);
+        let conv = first_conv(&m);
+        // The layer's linear part: its output less the bias (its output at 0).
+        let linear = |x: &Array2<f32>| {
+            let zero = Array2::<f32>::zeros((1, h * w * c));
+            let bias = m.representation(zero.view(), 0).unwrap();
+            m.representation(x.view(), 0).unwrap() - &bias
+        };
+        let config = PowerIterationParams::new(1e-10, 200_000)
+            .with_seed(3)
+            .check()
+            .unwrap();
+        let est =
+            conv_power_iteration(conv.kernel().view(), h, w, s, Padding::Zero(p), &config).unwrap();
+        let (ho, wo, _) = conv.output_shape();
+        assert_eq!(est.input.dim(), (h, w, c));
+        assert_eq!(est.output.dim(), (ho, wo, d));
+        let v = Array2::from_shape_fn((1, h * w * c), |(_, j)| {
+            est.input.as_slice().unwrap()[j] as f32
+        });
+        let y = linear(&v);
+        let stretch = y.iter().map(|&e| f64::from(e).powi(2)).sum::<f64>().sqrt();
+        let close = |a: f64, b: f64, what: &str| {
+            assert!(
+                (a - b).abs() <= 1e-4 * b.abs().max(1.0),
+                "k{k} s{s} p{p} {what}: {a} vs {b}"
+            )
+        };
+        close(stretch, est.value, "‖conv(v)‖");
+        for (got, want) in y.iter().zip(est.output.iter()) {
+            close(f64::from(*got) / est.value, *want, "output direction");
+        }
+        // The network's map as a dense `in × out` matrix, one basis vector per row.
+        let eye = Array2::<f32>::eye(h * w * c);
+        let dense = linear(&eye);
+        let sigma = power_iteration(dense.view(), &config).unwrap().value;
+        close(sigma, est.value, "dense matrix norm");
+        let bound = layer_bounds(&m).unwrap()[0].operator_norm;
+        assert!(
+            bound >= sigma * (1.0 - 1e-6),
+            "k{k} s{s} p{p}: bound {bound} < norm {sigma}"
+        );
+    }
+}
+
 #[test]
 fn max_pooling_takes_window_maxima() {
     let m = net(
@@ -192,9 +264,7 @@ fn max_pooling_takes_window_maxima() {
         Activation::Identity,
         1,
     );
-    let Layer::Conv2d(conv) = &m.layers()[0] else {
-        panic!("first layer is the convolution")
-    };
+    let conv = first_conv(&m);
     let (wk, b) = (conv.weight()[[0, 0]], conv.bias()[[0, 0]]);
     let x = Array2::from_shape_fn((1, 16), |(_, i)| ((i * 7) % 16) as f32 / 16.0);
     let got = m.representation(x.view(), 0).unwrap();

@@ -381,7 +381,7 @@ fn settings_that_size_allocations() {
     refused("size", "Fourier norm on a 16384² grid", || {
         conv_operator_norm(one.view(), 1 << 14, 1 << 14, 1)
     });
-    let wide = Array4::<f32>::ones((4096, 1, 3, 3));
+    let wide = Array4::<f32>::ones((3, 3, 1, 4096));
     refused("size", "Fourier norm with 4096 output channels", || {
         conv_operator_norm(wide.view(), 256, 256, 1)
     });

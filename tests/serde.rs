@@ -168,7 +168,7 @@ fn reports_of_real_runs_round_trip() {
     for bound in layer_bounds(&model).unwrap() {
         round_trip_static(&bound);
     }
-    let kernel = Array4::from_shape_fn((2, 1, 3, 3), |(o, _, i, j)| (o + i * 3 + j) as f32 / 9.0);
+    let kernel = Array4::from_shape_fn((3, 3, 1, 2), |(i, j, _, o)| (o + i * 3 + j) as f32 / 9.0);
     round_trip_static(&conv_operator_norm(kernel.view(), 6, 6, 1).unwrap());
     round_trip(&conv_power_iteration(kernel.view(), 6, 6, 1, Padding::Zero(1), &power).unwrap());
 }

@@ -13,7 +13,7 @@
 //! channel)` layout is again HWC, so no transposition is ever needed.
 
 use ndarray::linalg::general_mat_mul;
-use ndarray::{s, Array2, ArrayView1, ArrayView2, ArrayViewMut2, Axis, Zip};
+use ndarray::{s, Array2, ArrayView1, ArrayView2, ArrayViewMut2, Axis, CowArray, Ix4, Order, Zip};
 
 use crate::nn::{gemm, kernels, Activation, InputAffine};
 
@@ -258,12 +258,15 @@ impl Conv2d {
         self.weight.view()
     }
 
-    /// The kernel in PyTorch's `(D, C, k, k)` layout (a copy).
-    pub fn kernel_dckk(&self) -> ndarray::Array4<f32> {
+    /// The kernel as a `(k, k, C, D)` array (kernel row, kernel column, input channel, output
+    /// channel): [`weight`](Self::weight) with its rows split into `(row, column, input
+    /// channel)`, the layout [`spectral::conv`](crate::spectral::conv) takes. A view of the
+    /// layer's own storage (a copy only if that storage is not in standard order).
+    pub fn kernel(&self) -> CowArray<'_, f32, Ix4> {
         let (k, c, d) = (self.kernel, self.input.2, self.weight.ncols());
-        ndarray::Array4::from_shape_fn((d, c, k, k), |(o, i, a, b)| {
-            self.weight[[(a * k + b) * c + i, o]]
-        })
+        self.weight
+            .to_shape(((k, k, c, d), Order::RowMajor))
+            .expect("the weight has k·k·C × D values")
     }
 
     /// The bias, `1 × D`.

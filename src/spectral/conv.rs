@@ -5,12 +5,16 @@
 //!
 //! # Layout
 //!
-//! A kernel is an [`ArrayView4<f32>`] of shape `(D, C, kh, kw)` (output channels, input
-//! channels, kernel rows, kernel columns). An input is `(C, H, W)` and an output `(D, H_out,
-//! W_out)`, row-major. The layer computes a cross-correlation (as PyTorch does):
+//! The network's own layout (that of [`Conv2d`](crate::nn::Conv2d)), so a layer's kernel is
+//! passed as it is stored. A kernel is an [`ArrayView4<f32>`] of shape `(kh, kw, C, D)`
+//! (kernel rows, kernel columns, input channels, output channels): the layer's `(k·k·C) × D`
+//! [`weight`](crate::nn::Conv2d::weight) matrix with its rows split into `(a, b, c)`, which
+//! [`Conv2d::kernel`](crate::nn::Conv2d::kernel) returns. An input is `(H, W, C)` and an output
+//! `(H_out, W_out, D)`, row-major, channels last (one row of the network's batches). The
+//! layer computes a cross-correlation (as the network and PyTorch do):
 //!
 //! ```text
-//! y[d, i, j] = Σ_{c, a, b} K[d, c, a, b] · x[c, i·s + a − p, j·s + b − p]
+//! y[i, j, d] = Σ_{a, b, c} K[a, b, c, d] · x[i·s + a − p, j·s + b − p, c]
 //! ```
 //!
 //! with stride `s`. With [`Padding::Zero`]`(p)`, `x` is 0 outside the image and `H_out = (H +
@@ -20,10 +24,10 @@
 //! # The Fourier method ([`conv_operator_norm`])
 //!
 //! For stride Δ on an `H × W` circular grid (`H`, `W` multiples of Δ), split every input channel
-//! into its Δ² polyphase components `x_{c,u,v}[m, n] = x[c, mΔ + u, nΔ + v]` on the
+//! into its Δ² polyphase components `x_{c,u,v}[m, n] = x[mΔ + u, nΔ + v, c]` on the
 //! `(H/Δ) × (W/Δ)` grid. A tap `(a, b) = (qΔ + u, rΔ + v)` reads `x_{c,u,v}[i + q, j + r]`, so
 //! the strided convolution is a stride-1 circular convolution from `C·Δ²` channels to `D`
-//! channels with kernels `K'[d, (c,u,v), q, r] = K[d, c, qΔ + u, rΔ + v]`. Taps with `q ≥ H/Δ`
+//! channels with kernels `K'_{d,(c,u,v)}[q, r] = K[qΔ + u, rΔ + v, c, d]`. Taps with `q ≥ H/Δ`
 //! (a kernel larger than the polyphase grid) wrap around the grid, exactly as the circular
 //! operator does, so they are summed modulo the grid rather than rejected. After the 2-D DFT
 //! of every component, `Y_d(ξ) = Σ_{c'} conj(K̂'_{d,c'}(ξ)) X_{c'}(ξ)` at each frequency ξ, and
@@ -129,19 +133,21 @@ pub struct ConvNormEstimate {
     pub value: f64,
     /// Iterations performed.
     pub iterations: usize,
-    /// The input direction stretched most, `(C, H, W)`, unit norm.
+    /// The input direction stretched most, `(H, W, C)` (channels last, as the network's rows),
+    /// unit norm.
     pub input: Array3<f64>,
-    /// Its image divided by `value`, `(D, H_out, W_out)`, unit norm (zero if the kernel is 0).
+    /// Its image divided by `value`, `(H_out, W_out, D)`, unit norm (zero if the kernel is 0).
     pub output: Array3<f64>,
 }
 
+/// The kernel's `(D, C, kh, kw)` (the order the loops below run in), once it is checked.
 fn check_kernel(kernel: &ArrayView4<'_, f32>) -> Result<(usize, usize, usize, usize)> {
-    let (d, c, kh, kw) = kernel.dim();
+    let (kh, kw, c, d) = kernel.dim();
     if d == 0 || c == 0 || kh == 0 || kw == 0 {
         return Err(Error::shape(
             "convolution kernel",
-            "(D, C, kh, kw) with every dimension at least 1",
-            format!("({d}, {c}, {kh}, {kw})"),
+            "(kh, kw, C, D) with every dimension at least 1",
+            format!("({kh}, {kw}, {c}, {d})"),
         ));
     }
     check_finite(kernel.view(), "convolution kernel")?;
@@ -233,7 +239,8 @@ fn size_error(what: &str) -> Error {
 /// frequencies ξ of the largest singular value of the `D × C·stride²` matrix `A(ξ)` of
 /// polyphase kernel transforms.
 ///
-/// The map is `y[d, i, j] = Σ K[d, c, a, b] · x[c, (i·s + a) mod H, (j·s + b) mod W]` for
+/// `kernel` is `(kh, kw, C, D)`, the network's layout (see the [module docs](self)). The map
+/// is `y[i, j, d] = Σ K[a, b, c, d] · x[(i·s + a) mod H, (j·s + b) mod W, c]` for
 /// `i < H/s`, `j < W/s`. Kernels larger than the polyphase grid wrap around (their taps are
 /// summed modulo the grid), which is what the circular operator does. Transforms use
 /// `rustfft` in f64; each `A(ξ)`'s largest singular value is the square root of the largest
@@ -255,8 +262,9 @@ fn size_error(what: &str) -> Error {
 /// use blindspot::spectral::conv_operator_norm;
 /// use ndarray::Array4;
 ///
-/// // One channel, 3 × 3 box filter: its largest response is at the DC frequency, 9.
-/// let k = Array4::<f32>::ones((1, 1, 3, 3));
+/// // One channel, 3 × 3 box filter (shape (kh, kw, C, D)): its largest response is at the
+/// // DC frequency, 9.
+/// let k = Array4::<f32>::ones((3, 3, 1, 1));
 /// let n = conv_operator_norm(k.view(), 8, 8, 1)?;
 /// assert!((n.value - 9.0).abs() < 1e-9);
 /// assert_eq!(n.argmax, (0, 0));
@@ -310,7 +318,7 @@ pub fn conv_operator_norm(
                     grid.fill(zero);
                     for (q, a) in (u..kh).step_by(stride).enumerate() {
                         for (r, b) in (v..kw).step_by(stride).enumerate() {
-                            grid[(q % hp) * wp + r % wp].re += f64::from(kernel[[dd, cc, a, b]]);
+                            grid[(q % hp) * wp + r % wp].re += f64::from(kernel[[a, b, cc, dd]]);
                         }
                     }
                     fft_rows.process(&mut grid);
@@ -664,9 +672,12 @@ impl Geometry {
         }
     }
 
+    /// `y = A x` for a kernel `k` laid out `(kh, kw, C, D)`, `x` `(H, W, C)` and `y`
+    /// `(H_out, W_out, D)`. The loops run in `(d, i, j)` then `(c, a, b)` order whatever the
+    /// layout, so every output sums its terms in the order it always has.
     fn forward(&self, k: &[f64], x: &[f64], y: &mut [f64]) {
-        let (c, kh, kw, h, w) = (self.c, self.kh, self.kw, self.h, self.w);
-        for dd in 0..self.d {
+        let (d, c, kh, kw, h, w) = (self.d, self.c, self.kh, self.kw, self.h, self.w);
+        for dd in 0..d {
             for i in 0..self.oh {
                 for j in 0..self.ow {
                     let mut s = 0.0;
@@ -679,25 +690,26 @@ impl Geometry {
                                 let Some(col) = self.index(j, b, w) else {
                                     continue;
                                 };
-                                s += k[((dd * c + cc) * kh + a) * kw + b]
-                                    * x[(cc * h + r) * w + col];
+                                s +=
+                                    k[((a * kw + b) * c + cc) * d + dd] * x[(r * w + col) * c + cc];
                             }
                         }
                     }
-                    y[(dd * self.oh + i) * self.ow + j] = s;
+                    y[(i * self.ow + j) * d + dd] = s;
                 }
             }
         }
     }
 
-    /// The adjoint (transposed convolution): `x = Aᵀ y`.
+    /// The adjoint (transposed convolution): `x = Aᵀ y`, in the layouts and loop order of
+    /// [`forward`](Self::forward).
     fn adjoint(&self, k: &[f64], y: &[f64], x: &mut [f64]) {
-        let (c, kh, kw, h, w) = (self.c, self.kh, self.kw, self.h, self.w);
+        let (d, c, kh, kw, h, w) = (self.d, self.c, self.kh, self.kw, self.h, self.w);
         x.fill(0.0);
-        for dd in 0..self.d {
+        for dd in 0..d {
             for i in 0..self.oh {
                 for j in 0..self.ow {
-                    let yv = y[(dd * self.oh + i) * self.ow + j];
+                    let yv = y[(i * self.ow + j) * d + dd];
                     for cc in 0..c {
                         for a in 0..kh {
                             let Some(r) = self.index(i, a, h) else {
@@ -707,8 +719,8 @@ impl Geometry {
                                 let Some(col) = self.index(j, b, w) else {
                                     continue;
                                 };
-                                x[(cc * h + r) * w + col] +=
-                                    k[((dd * c + cc) * kh + a) * kw + b] * yv;
+                                x[(r * w + col) * c + cc] +=
+                                    k[((a * kw + b) * c + cc) * d + dd] * yv;
                             }
                         }
                     }
@@ -718,12 +730,20 @@ impl Geometry {
     }
 }
 
-fn norm(v: &[f64]) -> f64 {
-    v.iter().map(|x| x * x).sum::<f64>().sqrt()
+/// The ℓ2 norm of a channels-last map with `channels` channels, summed channel by channel
+/// (channel-major): the order the estimates of [`conv_power_iteration`] have always been
+/// computed in, which a plain pass over the channels-last values would change in the last bits.
+fn norm(v: &[f64], channels: usize) -> f64 {
+    (0..channels)
+        .flat_map(|ch| v[ch..].iter().step_by(channels))
+        .map(|x| x * x)
+        .sum::<f64>()
+        .sqrt()
 }
 
-/// The largest singular value of the convolution with `kernel` on a `(C, height, width)`
-/// input, by power iteration on `AᵀA` with the explicit (direct, loop-based, f64) convolution
+/// The largest singular value of the convolution with `kernel` (`(kh, kw, C, D)`, the
+/// network's layout; see the [module docs](self)) on a `(height, width, C)` input, by power
+/// iteration on `AᵀA` with the explicit (direct, loop-based, f64) convolution
 /// `A` and its adjoint, the transposed convolution. A check on [`conv_operator_norm`], not a
 /// fast path.
 ///
@@ -758,10 +778,15 @@ pub fn conv_power_iteration(
     let g = Geometry::new(dims, height, width, stride, padding)?;
     let k: Vec<f64> = kernel.iter().map(|&v| f64::from(v)).collect();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut v: Vec<f64> = (0..g.c * g.h * g.w)
-        .map(|_| rng.sample::<f64, _>(StandardNormal))
-        .collect();
-    let n0 = norm(&v);
+    // Drawn channel by channel, so a seed gives the start (and estimate) it always has.
+    let hw = g.h * g.w;
+    let mut v = vec![0.0; g.c * hw];
+    for cc in 0..g.c {
+        for pos in 0..hw {
+            v[pos * g.c + cc] = rng.sample::<f64, _>(StandardNormal);
+        }
+    }
+    let n0 = norm(&v, g.c);
     let scale = if n0 > 0.0 { 1.0 / n0 } else { 0.0 };
     v.iter_mut().for_each(|x| *x *= scale);
     if n0 == 0.0 {
@@ -776,16 +801,16 @@ pub fn conv_power_iteration(
         ConvNormEstimate {
             value,
             iterations,
-            input: Array3::from_shape_vec((g.c, g.h, g.w), v).expect("length c·h·w"),
-            output: Array3::from_shape_vec((g.d, g.oh, g.ow), u).expect("length d·oh·ow"),
+            input: Array3::from_shape_vec((g.h, g.w, g.c), v).expect("length h·w·c"),
+            output: Array3::from_shape_vec((g.oh, g.ow, g.d), u).expect("length oh·ow·d"),
         }
     };
     let mut prev = 0.0;
     for it in 1..=max_iter {
         g.forward(&k, &v, &mut u);
-        let sigma = norm(&u);
+        let sigma = norm(&u, g.d);
         g.adjoint(&k, &u, &mut z);
-        let zn = norm(&z);
+        let zn = norm(&z, g.c);
         if zn == 0.0 {
             // A v = 0 from a Gaussian start (or its images under AᵀA): A itself is 0.
             return Ok(finish(0.0, it, v, u));
@@ -868,8 +893,8 @@ mod tests {
                 let w: Vec<f64> = (0..n)
                     .map(|i| (0..n).map(|j| b[i * n + j] * v[j]).sum())
                     .collect();
-                lambda = norm(&w) / norm(&v);
-                let wn = norm(&w);
+                lambda = norm(&w, 1) / norm(&v, 1);
+                let wn = norm(&w, 1);
                 v = w.iter().map(|x| x / wn).collect();
             }
             let mut bc = b.clone();
@@ -890,7 +915,7 @@ mod tests {
     #[test]
     fn aliased_full_grid_form_needs_factor_one_over_stride() {
         let (d, c, k, h, w, s) = (3usize, 2usize, 3usize, 8usize, 6usize, 2usize);
-        let kernel = random_kernel((d, c, k, k), 11);
+        let kernel = random_kernel((k, k, c, d), 11);
         let (hp, wp) = (h / s, w / s);
         let tau = std::f64::consts::TAU;
         let khat = |dd: usize, cc: usize, fu: usize, fv: usize| -> Complex<f64> {
@@ -898,7 +923,7 @@ mod tests {
             for a in 0..k {
                 for b in 0..k {
                     let ang = -tau * ((fu * a) as f64 / h as f64 + (fv * b) as f64 / w as f64);
-                    z += Complex::from_polar(f64::from(kernel[[dd, cc, a, b]]), ang);
+                    z += Complex::from_polar(f64::from(kernel[[a, b, cc, dd]]), ang);
                 }
             }
             z
@@ -952,7 +977,7 @@ mod tests {
 
     #[test]
     fn adjoint_is_the_transpose() {
-        let kernel = random_kernel((3, 2, 3, 2), 5);
+        let kernel = random_kernel((3, 2, 2, 3), 5);
         let kv: Vec<f64> = kernel.iter().map(|&v| f64::from(v)).collect();
         let mut rng = ChaCha8Rng::seed_from_u64(9);
         for (h, w, s, pad) in [
@@ -960,6 +985,7 @@ mod tests {
             (5, 7, 2, Padding::Zero(1)),
             (5, 4, 1, Padding::Zero(0)),
         ] {
+            // The (kh, kw, C, D) = (3, 2, 2, 3) kernel, as Geometry's (D, C, kh, kw).
             let g = Geometry::new((3, 2, 3, 2), h, w, s, pad).unwrap();
             let x: Vec<f64> = (0..2 * h * w).map(|_| rng.sample(StandardNormal)).collect();
             let y: Vec<f64> = (0..3 * g.oh * g.ow)

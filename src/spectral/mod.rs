@@ -360,7 +360,7 @@ pub fn layer_bounds_with(mlp: &Network, config: &PowerIterationConfig) -> Result
                 let (k, stride, padding) = c.geometry();
                 let (ho, wo, d) = c.output_shape();
                 let norm = conv_operator_norm_padded(
-                    c.kernel_dckk().view(),
+                    c.kernel().view(),
                     h,
                     w,
                     stride,
