@@ -1,5 +1,3 @@
-// Over 700 lines on purpose: the recipe of every model (one table entry each) and the on-disk
-// cache they key belong together, since a recipe's version names its cache file.
 //! The paper's model zoo: every network of Szegedy et al. (2013) by name, with its training
 //! recipe in one place, trained reproducibly from a seed and cached on disk.
 //!
