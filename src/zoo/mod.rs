@@ -24,7 +24,29 @@
 //! let _labels = entry.model.predict(mnist.test.images())?;
 //! # Ok::<(), blindspot::Error>(())
 //! ```
-
+// Two concerns, one file each: `recipes` says how every model is trained (the one table of
+// zoo models, from which the public name lists are derived); `cache` keys, stores and loads
+// the trained models. The hash and format number below are shared: a recipe's version and a
+// cache file's name and key are both built from them.
+mod cache;
 mod recipes;
 
-pub use recipes::*;
+pub use cache::{Stage, Zoo, ZooEntry, ZOO_DIR_ENV};
+pub use recipes::{
+    paper_errors, recipe, recipe_for, train_params, Recipe, CONVNET, MODELS, TABLE1,
+    TABLE1_AND_CONV,
+};
+
+/// Bumped whenever the meaning of a recipe or the cache layout changes in a way the recipe's
+/// own fields do not capture, so that old cache files stop matching.
+const ZOO_FORMAT: &str = "2";
+
+/// 64-bit FNV-1a: tiny, and stable across platforms and Rust versions.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
