@@ -71,14 +71,8 @@ impl Zoo {
     }
 
     /// A zoo caching in `dir` (created when the first model is saved).
-    pub fn with_dir(dir: impl Into<PathBuf>) -> Self {
+    pub fn in_dir(dir: impl Into<PathBuf>) -> Self {
         Zoo { dir: dir.into() }
-    }
-
-    /// The same zoo caching in `dir` instead.
-    pub fn cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.dir = dir.into();
-        self
     }
 
     /// The default cache directory, chosen at run time (never inside this crate's source,
