@@ -365,7 +365,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
          is 1-Lipschitz, so the product also bounds the probabilities).\n"
     );
     let zoo = match &args.cache {
-        Some(dir) => Zoo::with_dir(dir),
+        Some(dir) => Zoo::in_dir(dir),
         None => Zoo::new(),
     };
     let names: Vec<String> = match &args.models {

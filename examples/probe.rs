@@ -254,7 +254,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     .check()?;
     std::fs::create_dir_all(&args.out)?;
     let zoo = match &args.cache {
-        Some(dir) => Zoo::with_dir(dir),
+        Some(dir) => Zoo::in_dir(dir),
         None => Zoo::new(),
     };
     // The convnet's last hidden layer (layer 2: after two pooled stages) is the paper's own

@@ -40,7 +40,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let mnist = Mnist::load_default()?;
     let zoo = match &args.cache {
-        Some(dir) => Zoo::with_dir(dir),
+        Some(dir) => Zoo::in_dir(dir),
         None => Zoo::new(),
     };
     let names: Vec<String> = match &args.models {

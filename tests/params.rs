@@ -40,6 +40,9 @@ fn checked_settings_read_back_and_round_trip() {
         bad.check(),
         Err(Error::InvalidParameter { name: "epochs", .. })
     ));
-    let p = PowerIterationParams::new(1e-6, 50).check().unwrap().with_seed(4);
+    let p = PowerIterationParams::new(1e-6, 50)
+        .check()
+        .unwrap()
+        .with_seed(4);
     assert_eq!((p.tol, p.max_iter, p.seed), (1e-6, 50, 4));
 }
