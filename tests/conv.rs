@@ -7,6 +7,7 @@ use blindspot::nn::{Activation, Architecture, Conv2d, ConvStage, Layer, Network,
 use blindspot::spectral::{
     conv_power_iteration, layer_bounds, power_iteration, Padding, PowerIterationParams,
 };
+use blindspot::Check;
 use blindspot::{Classifier, Differentiable, Error, Representation};
 use ndarray::Array2;
 use ndarray_rand::rand_distr::Uniform;
