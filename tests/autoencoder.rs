@@ -284,6 +284,6 @@ fn ae_params_name_each_bad_value() {
     }));
     assert_eq!(name(bad_finetune), "epochs");
     let ok = tiny_params(9).check().unwrap();
-    assert_eq!(ok.code(), 9);
-    assert_eq!(ok.finetune().unwrap().params().epochs, 5);
+    assert_eq!(ok.code, 9);
+    assert_eq!(ok.finetune.as_ref().unwrap().epochs, 5);
 }

@@ -78,9 +78,9 @@ fn every_zoo_name_has_a_recipe_and_unknown_names_are_typed_errors() {
     }
     match zoo::recipe("AE400-10").unwrap() {
         Recipe::Ae(r) => {
-            assert_eq!(r.code(), 400);
-            assert_eq!(r.weight_decay(), 1e-6);
-            assert!(r.finetune().is_some());
+            assert_eq!(r.code, 400);
+            assert_eq!(r.weight_decay, 1e-6);
+            assert!(r.finetune.is_some());
         }
         other => panic!("{other:?}"),
     }

@@ -58,13 +58,13 @@ impl Recipe {
     pub fn describe(&self) -> String {
         // Without dropout the text is the one from before `TrainParams` had a dropout field,
         // so the versions (and cache files) of every existing recipe stay valid.
-        let canon = |c: &TrainConfig| {
+        let canon = |c: &TrainParams| {
             format!(
                 "{:?}",
                 TrainParams {
                     seed: 0,
                     eval_every_epoch: false,
-                    ..c.params().clone()
+                    ..c.clone()
                 }
             )
             .replace(", dropout: []", "")
@@ -78,12 +78,12 @@ impl Recipe {
             ),
             Recipe::Ae(r) => format!(
                 "ae code={} ae_decay={:e} decay={:e} pretrain={} softmax={} finetune={}",
-                r.code(),
-                r.ae_weight_decay(),
-                r.weight_decay(),
-                canon(r.pretrain()),
-                canon(r.softmax()),
-                match r.finetune() {
+                r.code,
+                r.ae_weight_decay,
+                r.weight_decay,
+                canon(&r.pretrain),
+                canon(&r.softmax),
+                match &r.finetune {
                     Some(c) => format!("Some({})", canon(c)),
                     None => "None".to_string(),
                 }
@@ -105,7 +105,7 @@ impl Recipe {
     pub fn weight_decay(&self) -> f32 {
         match self {
             Recipe::Fc { arch, .. } => arch.weight_decay(),
-            Recipe::Ae(r) => r.weight_decay(),
+            Recipe::Ae(r) => r.weight_decay,
         }
     }
 

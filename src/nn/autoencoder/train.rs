@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::nn::{
     fit, train, Activation, Architecture, Network, Progress, TrainConfig, TrainParams, TrainReport,
 };
-use crate::params::Check;
+use crate::params::{Check, Checked};
 
 /// How an autoencoder classifier such as `AE400-10` is trained, as given: unsupervised
 /// pretraining of the autoencoder, a softmax layer on its codes, then (optionally) fine-tuning
@@ -40,6 +40,10 @@ impl AeParams {
         self.finetune = finetune;
         self
     }
+}
+
+impl Check for AeParams {
+    type Checked = AeConfig;
 
     /// Validates every value once; the result cannot be invalid.
     ///
@@ -47,8 +51,8 @@ impl AeParams {
     ///
     /// [`Error::InvalidParameter`] naming the first bad value: `code` if it is 0 or above
     /// [`MAX_SIZE`](crate::nn::MAX_SIZE), `ae_weight_decay` or `weight_decay` if negative or
-    /// not finite, and the stages' values as [`TrainParams::check`] names them.
-    pub fn check(self) -> Result<AeConfig> {
+    /// not finite, and the stages' values as [`TrainParams::check`](Check::check) names them.
+    fn check(self) -> Result<AeConfig> {
         if self.code == 0 || self.code > crate::nn::MAX_SIZE {
             return Err(Error::param(
                 "code",
@@ -57,57 +61,33 @@ impl AeParams {
         }
         check_named_decay("ae_weight_decay", self.ae_weight_decay)?;
         check_named_decay("weight_decay", self.weight_decay)?;
-        Ok(AeConfig {
-            code: self.code,
-            ae_weight_decay: self.ae_weight_decay,
-            weight_decay: self.weight_decay,
-            pretrain: self.pretrain.check()?,
-            softmax: self.softmax.check()?,
-            finetune: self.finetune.map(TrainParams::check).transpose()?,
-        })
+        for stage in [&self.pretrain, &self.softmax]
+            .into_iter()
+            .chain(self.finetune.as_ref())
+        {
+            stage.clone().check()?;
+        }
+        Ok(Checked::assume_valid(self))
     }
 }
 
-/// Checked settings of [`train_ae_classifier`] (from [`AeParams::check`]).
-#[derive(Debug, Clone, PartialEq)]
-pub struct AeConfig {
-    code: usize,
-    ae_weight_decay: f32,
-    weight_decay: f32,
-    pretrain: TrainConfig,
-    softmax: TrainConfig,
-    finetune: Option<TrainConfig>,
-}
+/// Checked settings of [`train_ae_classifier`] (from [`AeParams::check`](Check::check)).
+pub type AeConfig = Checked<AeParams>;
 
-impl AeConfig {
-    /// Width of the code (hidden) layer.
-    pub fn code(&self) -> usize {
-        self.code
+impl Checked<AeParams> {
+    /// The checked SGD settings of the autoencoder pretraining.
+    pub fn pretrain_config(&self) -> TrainConfig {
+        Checked::assume_valid(self.pretrain.clone())
     }
 
-    /// Weight decay of the autoencoder during pretraining.
-    pub fn ae_weight_decay(&self) -> f32 {
-        self.ae_weight_decay
+    /// The checked SGD settings of the softmax layer on the fixed codes.
+    pub fn softmax_config(&self) -> TrainConfig {
+        Checked::assume_valid(self.softmax.clone())
     }
 
-    /// Weight decay λ of the classifier (softmax layer and stack).
-    pub fn weight_decay(&self) -> f32 {
-        self.weight_decay
-    }
-
-    /// SGD settings of the autoencoder pretraining.
-    pub fn pretrain(&self) -> &TrainConfig {
-        &self.pretrain
-    }
-
-    /// SGD settings of the softmax layer on the fixed codes.
-    pub fn softmax(&self) -> &TrainConfig {
-        &self.softmax
-    }
-
-    /// SGD settings of the fine-tuning, or `None` when the encoder stays frozen.
-    pub fn finetune(&self) -> Option<&TrainConfig> {
-        self.finetune.as_ref()
+    /// The checked SGD settings of the fine-tuning, or `None` when the encoder stays frozen.
+    pub fn finetune_config(&self) -> Option<TrainConfig> {
+        self.finetune.clone().map(Checked::assume_valid)
     }
 
     /// The stacked classifier's architecture for inputs of width `input` and `classes`
@@ -156,7 +136,7 @@ pub struct AeReport {
     pub autoencoder: Autoencoder,
 }
 
-/// Trains the paper's `AE400-10` on `data`: pretrains an [`Autoencoder`] with `config.code()`
+/// Trains the paper's `AE400-10` on `data`: pretrains an [`Autoencoder`] with `config.code`
 /// units, trains a softmax layer on its codes, stacks `[W_enc, b_enc, W_soft, b_soft]` into an
 /// [`Network`] with one sigmoid hidden layer (so the result is a plain `Network`: a [`Classifier`],
 /// [`Differentiable`] through the encoder, and a [`Representation`] whose layer 0 is the code)
@@ -181,9 +161,9 @@ pub fn train_ae_classifier(
     let input = data.input_dim();
     // Distinct seeds per stage so that the stages do not share shuffling orders.
     let stage_seed = |k: u64| seed.wrapping_mul(4).wrapping_add(k);
-    let pre_cfg = config.pretrain.clone().with_seed(stage_seed(0));
-    let soft_cfg = config.softmax.clone().with_seed(stage_seed(1));
-    let fine_cfg = config.finetune.clone().map(|c| c.with_seed(stage_seed(2)));
+    let pre_cfg = config.pretrain_config().with_seed(stage_seed(0));
+    let soft_cfg = config.softmax_config().with_seed(stage_seed(1));
+    let fine_cfg = config.finetune_config().map(|c| c.with_seed(stage_seed(2)));
     let arch = config.architecture(input, data.num_classes().max(2))?;
 
     let mut ae = Autoencoder::new(input, config.code, config.ae_weight_decay, seed)?;
