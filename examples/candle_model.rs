@@ -480,7 +480,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         &dev,
     )?;
     let net = CandleModel::on_device(frozen(&varmap, &dev)?, &[1, 28, 28], 10, dev.clone())?
-        .with_hidden("fc1", |net: &ConvNet, x| net.hidden(x))?;
+        .try_with_hidden("fc1", |net: &ConvNet, x| net.hidden(x))?;
     let conv_train_error = error_rate(&net, &mnist.train)?;
     let conv_test_error = error_rate(&net, &mnist.test)?;
     eprintln!(

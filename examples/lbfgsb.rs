@@ -32,8 +32,8 @@ impl Gradient for Rosenbrock {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // a in [-1.5, 0.8], b only bounded below: the solution sits on a = 0.8 with b = a².
     let solver = LBfgsB::new(array![-1.5, -0.5], array![0.8, f64::INFINITY])?
-        .with_memory(5)?
-        .with_pgtol(1e-8)?;
+        .try_with_memory(5)?
+        .try_with_pgtol(1e-8)?;
     // The start lies outside the box; the solver projects it first.
     let res = Executor::new(Rosenbrock, solver)
         .configure(|state| state.param(array![-3.0, 2.0]).max_iters(200))

@@ -222,7 +222,7 @@ enum DirectionName {
 fn save_grid(r: &ProbeReport, data: &Dataset, show: usize, path: &Path) -> blindspot::Result<()> {
     let (rows, cols) = data.image_shape();
     let mut grid = Grid::new(rows, cols, r.k)?
-        .with_scale(2)?
+        .try_with_scale(2)?
         .with_separator(128);
     let images = data.images();
     for d in r

@@ -73,7 +73,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         correct.len(),
         seen - correct.len()
     );
-    let mut grid = Grid::new(28, 28, 3)?.with_scale(3)?;
+    let mut grid = Grid::new(28, 28, 3)?.try_with_scale(3)?;
     println!("image  label -> adversarial  distortion  evaluations");
     for i in correct {
         let (x, y) = (images.row(i), mnist.test.labels()[i]);

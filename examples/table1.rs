@@ -212,7 +212,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         if (0..n).any(|i| fgsm_outs[i].already_adversarial != outs[i].already_adversarial) {
             return Err(format!("{name}: FGSM and box L-BFGS disagree on which images the model already misclassifies").into());
         }
-        let mut grid = Grid::new(28, 28, 3)?.with_scale(2)?;
+        let mut grid = Grid::new(28, 28, 3)?.try_with_scale(2)?;
         for (i, o) in outs.iter().take(10).enumerate() {
             grid.push(xs.row(i))?;
             grid.push(o.adversarial.view())?;

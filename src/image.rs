@@ -18,7 +18,7 @@ const DEFAULT_SEPARATOR: u8 = 255;
 /// A grid of equally sized grayscale tiles, laid out row by row and saved as one PNG.
 ///
 /// Pixel values are drawn with 0 as black and 1 as white. Tiles are separated by 1-pixel
-/// lines (also at [`Grid::with_scale`] > 1, so that the tiles themselves are magnified but
+/// lines (also at [`Grid::try_with_scale`] > 1, so that the tiles themselves are magnified but
 /// the grid stays tight).
 ///
 /// # Example
@@ -27,7 +27,7 @@ const DEFAULT_SEPARATOR: u8 = 255;
 /// use blindspot::image::Grid;
 /// use ndarray::array;
 ///
-/// let mut grid = Grid::new(2, 2, 3)?.with_scale(4)?;
+/// let mut grid = Grid::new(2, 2, 3)?.try_with_scale(4)?;
 /// grid.push(array![0.0, 1.0, 0.5, 0.25].view())?; // an image
 /// grid.push_perturbation(array![0.0, 0.1, -0.2, 0.0].view())?; // a signed perturbation
 /// assert_eq!(grid.dimensions(), (2 * 8 + 1, 8));
@@ -88,7 +88,7 @@ impl Grid {
     ///
     /// [`Error::InvalidParameter`] if `scale` is 0 or one magnified tile would have more than
     /// [`MAX_PIXELS`] pixels.
-    pub fn with_scale(mut self, scale: usize) -> Result<Grid> {
+    pub fn try_with_scale(mut self, scale: usize) -> Result<Grid> {
         check_nonzero("scale", scale)?;
         let side = |n: usize| n.checked_mul(scale);
         let fits = match (side(self.tile_rows), side(self.tile_cols)) {

@@ -55,7 +55,7 @@ fn chunking_does_not_change_the_gradient() {
     // 7 coordinates per call: chunks straddle examples.
     let small = FiniteDifference::new(model, 1e-2)
         .unwrap()
-        .with_chunk(7)
+        .try_with_chunk(7)
         .unwrap();
     let (_, g_small) = small.loss_and_input_grad(x.view(), &labels).unwrap();
     assert_eq!(g_whole, g_small);
@@ -86,7 +86,7 @@ fn step_and_chunk_are_checked() {
     }
     let err = FiniteDifference::new(mlp("FC10", 4, 0), 1e-2)
         .unwrap()
-        .with_chunk(0)
+        .try_with_chunk(0)
         .unwrap_err();
     assert!(matches!(err, Error::InvalidParameter { name: "chunk", .. }));
 }

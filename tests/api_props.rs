@@ -193,7 +193,7 @@ proptest! {
     ) {
         let grid = no_panic("Grid::new", || Grid::new(tile_rows, tile_cols, per_row))?;
         let Ok(grid) = grid else { return Ok(()) };
-        let grid = no_panic("with_scale", || grid.with_scale(scale))?;
+        let grid = no_panic("with_scale", || grid.try_with_scale(scale))?;
         let Ok(mut grid) = grid else { return Ok(()) };
         for (i, t) in tiles.iter().enumerate() {
             let t = Array1::from(t.clone());

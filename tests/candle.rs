@@ -84,9 +84,9 @@ fn pair(seed: u64) -> (Network, CandleModel<CandleFc>) {
     let mlp = Network::new(Architecture::parse("FC30-20-10", 40).unwrap(), seed);
     let candle = CandleModel::new(CandleFc::from_mlp(&mlp, DType::F32), &[40], 10)
         .unwrap()
-        .with_hidden("h1", |m: &CandleFc, x| m.forward_to(x, 0))
+        .try_with_hidden("h1", |m: &CandleFc, x| m.forward_to(x, 0))
         .unwrap()
-        .with_hidden("h2", |m: &CandleFc, x| m.forward_to(x, 1))
+        .try_with_hidden("h2", |m: &CandleFc, x| m.forward_to(x, 1))
         .unwrap();
     (mlp, candle)
 }
@@ -198,7 +198,7 @@ fn hidden_layers_are_the_mlps_representation() {
     ));
     let again = pair(4)
         .1
-        .with_hidden("h1", |m: &CandleFc, x| m.forward_to(x, 0));
+        .try_with_hidden("h1", |m: &CandleFc, x| m.forward_to(x, 0));
     assert!(again.is_err());
 }
 

@@ -399,14 +399,14 @@ fn probe_statistics_reject_bad_indices_nan_and_oversized_counts() {
 #[test]
 fn grid_sizes_that_overflow_are_typed_errors() {
     let g = Grid::new(28, 28, 10).unwrap();
-    assert!(g.clone().with_scale(usize::MAX / 2).is_err());
-    assert!(g.clone().with_scale(1 << 20).is_err());
+    assert!(g.clone().try_with_scale(usize::MAX / 2).is_err());
+    assert!(g.clone().try_with_scale(1 << 20).is_err());
     assert!(Grid::new(usize::MAX, 2, 1).is_err());
     assert!(Grid::new(1 << 20, 1 << 20, 1).is_err());
     // Many tiles at a large scale: too big to render, and an error rather than a wrap.
     let mut g = Grid::new(1, 1, usize::MAX)
         .unwrap()
-        .with_scale(8000)
+        .try_with_scale(8000)
         .unwrap();
     for _ in 0..8 {
         g.push(Array1::from(vec![0.5f32]).view()).unwrap();

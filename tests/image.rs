@@ -77,7 +77,7 @@ fn scale_magnifies_tiles_but_not_separators() {
     let path = dir.0.join("s.png");
     let mut grid = Grid::new(1, 2, 2)
         .unwrap()
-        .with_scale(3)
+        .try_with_scale(3)
         .unwrap()
         .with_separator(7);
     grid.push(array![0.0, 1.0].view()).unwrap();
@@ -103,7 +103,7 @@ fn grid_errors_are_typed() {
     ));
     let grid = Grid::new(2, 2, 2).unwrap();
     assert!(matches!(
-        grid.clone().with_scale(0),
+        grid.clone().try_with_scale(0),
         Err(Error::InvalidParameter { .. })
     ));
 

@@ -234,9 +234,9 @@ fn rosenbrock_kkt(n: usize) {
     let (l, u) = rosenbrock_bounds(n);
     let solver = LBfgsB::new(l.clone(), u.clone())
         .unwrap()
-        .with_pgtol(1e-7)
+        .try_with_pgtol(1e-7)
         .unwrap()
-        .with_ftol(0.0)
+        .try_with_ftol(0.0)
         .unwrap();
     let (s, p) = run(Rosenbrock, solver, rosenbrock_start(n), 10_000);
     assert!(normal_end(&s.status), "n = {n}: {:?}", s.status);
@@ -308,9 +308,9 @@ fn box_constrained_quadratic_n1000_matches_projected_gauss_seidel() {
     let reference = q.reference_solution(&l, &u);
     let solver = LBfgsB::new(l.clone(), u.clone())
         .unwrap()
-        .with_pgtol(1e-9)
+        .try_with_pgtol(1e-9)
         .unwrap()
-        .with_ftol(0.0)
+        .try_with_ftol(0.0)
         .unwrap();
     let (s, q) = run(q, solver, Vector::zeros(n), 1000);
     assert!(normal_end(&s.status), "{:?}", s.status);
@@ -374,7 +374,7 @@ proptest! {
             }
         }
         let x0 = Vector::from_shape_fn(n, |i| start[i]);
-        let solver = LBfgsB::new(l.clone(), u.clone()).unwrap().with_pgtol(1e-9).unwrap().with_ftol(0.0).unwrap();
+        let solver = LBfgsB::new(l.clone(), u.clone()).unwrap().try_with_pgtol(1e-9).unwrap().try_with_ftol(0.0).unwrap();
         let (s, rec) = run(Recording::new(DenseQuadratic { a, b }), solver, x0, 2000);
         for (_, x) in rec.calls.borrow().iter() {
             for i in 0..n {
@@ -414,9 +414,9 @@ fn unbounded_problems_reach_the_same_minimiser_as_argmin_lbfgs() {
         let theirs = argmin_lbfgs(Rosenbrock, x0.clone());
         let solver = LBfgsB::new(Vector::from_elem(n, -inf), Vector::from_elem(n, inf))
             .unwrap()
-            .with_pgtol(1e-10)
+            .try_with_pgtol(1e-10)
             .unwrap()
-            .with_ftol(0.0)
+            .try_with_ftol(0.0)
             .unwrap();
         let (ours, _) = run(Rosenbrock, solver, x0, 5000);
         assert!(converged(&ours.status), "{:?}", ours.status);
@@ -437,9 +437,9 @@ fn unbounded_problems_reach_the_same_minimiser_as_argmin_lbfgs() {
     let theirs = argmin_lbfgs(q.clone(), Vector::zeros(n));
     let solver = LBfgsB::new(Vector::from_elem(n, -inf), Vector::from_elem(n, inf))
         .unwrap()
-        .with_pgtol(1e-10)
+        .try_with_pgtol(1e-10)
         .unwrap()
-        .with_ftol(0.0)
+        .try_with_ftol(0.0)
         .unwrap();
     let (ours, _) = run(q, solver, Vector::zeros(n), 5000);
     // λ_min(A) ≥ 1: both stop with gradients far below 1e-6, so both are that close to c.
@@ -465,9 +465,9 @@ fn fixed_variables_never_move() {
     }
     let solver = LBfgsB::new(l.clone(), u.clone())
         .unwrap()
-        .with_pgtol(1e-8)
+        .try_with_pgtol(1e-8)
         .unwrap()
-        .with_ftol(0.0)
+        .try_with_ftol(0.0)
         .unwrap();
     let (s, rec) = run(
         Recording::new(Rosenbrock),
@@ -544,7 +544,7 @@ fn max_iters_is_honoured() {
 fn solver_can_be_reused_for_several_runs() {
     let n = 10;
     let (l, u) = rosenbrock_bounds(n);
-    let solver = LBfgsB::new(l, u).unwrap().with_memory(5).unwrap();
+    let solver = LBfgsB::new(l, u).unwrap().try_with_memory(5).unwrap();
     let (a, _) = run(Rosenbrock, solver.clone(), rosenbrock_start(n), 1000);
     let (b, _) = run(Rosenbrock, solver, rosenbrock_start(n), 1000);
     assert_eq!(a.x, b.x);
@@ -647,18 +647,18 @@ fn invalid_bounds_are_rejected_with_the_offending_index() {
 fn invalid_options_are_rejected() {
     let solver = || LBfgsB::new(Vector::zeros(2), Vector::ones(2)).unwrap();
     let is_param = |r: Result<LBfgsB, LbfgsbError>, name: &str| matches!(r, Err(LbfgsbError::InvalidParameter { name: n, .. }) if n == name);
-    assert!(is_param(solver().with_memory(0), "memory"));
-    assert!(is_param(solver().with_pgtol(-1e-3), "pgtol"));
-    assert!(is_param(solver().with_pgtol(f64::NAN), "pgtol"));
-    assert!(is_param(solver().with_ftol(-1.0), "ftol"));
-    assert!(is_param(solver().with_ftol(f64::INFINITY), "ftol"));
+    assert!(is_param(solver().try_with_memory(0), "memory"));
+    assert!(is_param(solver().try_with_pgtol(-1e-3), "pgtol"));
+    assert!(is_param(solver().try_with_pgtol(f64::NAN), "pgtol"));
+    assert!(is_param(solver().try_with_ftol(-1.0), "ftol"));
+    assert!(is_param(solver().try_with_ftol(f64::INFINITY), "ftol"));
     assert!(is_param(
-        solver().with_max_line_search(0),
+        solver().try_with_max_line_search(0),
         "max_line_search"
     ));
     assert!(solver()
-        .with_memory(3)
-        .and_then(|s| s.with_pgtol(0.0))
+        .try_with_memory(3)
+        .and_then(|s| s.try_with_pgtol(0.0))
         .is_ok());
     let ls = |ftol, gtol, xtol| solver().with_line_search(ftol, gtol, xtol);
     assert!(is_param(ls(0.0, 0.9, 0.1), "line_search_ftol"));
@@ -705,7 +705,7 @@ fn line_search_constants_default_to_the_reference_values() {
 #[test]
 fn solver_errors_convert_to_the_crate_error() {
     fn build(memory: usize) -> blindspot::Result<LBfgsB> {
-        Ok(LBfgsB::new(Vector::zeros(2), Vector::ones(2))?.with_memory(memory)?)
+        Ok(LBfgsB::new(Vector::zeros(2), Vector::ones(2))?.try_with_memory(memory)?)
     }
     let Err(err) = build(0) else {
         panic!("memory 0 is accepted")
@@ -782,11 +782,11 @@ fn warm_memory_with_shifted_pairs_solves_a_penalty_sequence() {
     let solver = || {
         LBfgsB::new(l.clone(), u.clone())
             .unwrap()
-            .with_memory(5)
+            .try_with_memory(5)
             .unwrap()
-            .with_pgtol(1e-6)
+            .try_with_pgtol(1e-6)
             .unwrap()
-            .with_ftol(0.0)
+            .try_with_ftol(0.0)
             .unwrap()
     };
     let weights = [0.0, 5.0, 0.5, 2.0, 1.0];

@@ -200,11 +200,11 @@ fn cases() -> Vec<Case> {
         Problem::Q(q),
         LBfgsB::new(Vector::from_elem(n, -0.3), Vector::from_elem(n, 0.4))
             .unwrap()
-            .with_memory(4)
+            .try_with_memory(4)
             .unwrap()
-            .with_pgtol(1e-10)
+            .try_with_pgtol(1e-10)
             .unwrap()
-            .with_ftol(0.0)
+            .try_with_ftol(0.0)
             .unwrap(),
         Vector::from_shape_fn(n, |i| if i % 2 == 0 { 0.9 } else { -0.9 }),
     ));
@@ -213,7 +213,7 @@ fn cases() -> Vec<Case> {
         let (l, u) = rosenbrock_bounds(n);
         let mut s = LBfgsB::new(l, u).unwrap();
         if tight {
-            s = s.with_pgtol(1e-7).unwrap().with_ftol(0.0).unwrap();
+            s = s.try_with_pgtol(1e-7).unwrap().try_with_ftol(0.0).unwrap();
         }
         out.push((
             "rosenbrock in a box",
@@ -320,7 +320,7 @@ fn warm_memory_runs_in_lockstep_equal_runs_alone() {
     let solver = || {
         LBfgsB::new(l.clone(), u.clone())
             .unwrap()
-            .with_memory(3)
+            .try_with_memory(3)
             .unwrap()
             .with_warm_memory(true)
     };

@@ -330,7 +330,7 @@ fn settings_that_size_allocations() {
         1_000_000,
         LBfgsB::MAX_MEMORY + 1,
     ] {
-        let (res, peak) = peak_during(|| solver().with_memory(m));
+        let (res, peak) = peak_during(|| solver().try_with_memory(m));
         assert!(
             matches!(
                 res,
@@ -340,10 +340,10 @@ fn settings_that_size_allocations() {
         );
         assert!(peak <= LIMIT, "memory {m}: peak heap {peak} bytes");
     }
-    assert!(solver().with_memory(LBfgsB::MAX_MEMORY).is_ok());
+    assert!(solver().try_with_memory(LBfgsB::MAX_MEMORY).is_ok());
     // Within the pair limit, but 1000 pairs of 2^17 variables need 2 GiB.
     let wide = LBfgsB::new(Array1::zeros(1 << 17), Array1::ones(1 << 17)).unwrap();
-    let (res, peak) = peak_during(|| wide.with_memory(1000));
+    let (res, peak) = peak_during(|| wide.try_with_memory(1000));
     assert!(
         matches!(
             res,
@@ -358,11 +358,11 @@ fn settings_that_size_allocations() {
     // batch has (64 × 784 here, 50,176 coordinates: 315 MB of rows if all went at once).
     let mlp = Network::new(Architecture::parse("FC10", 784).unwrap(), 0);
     refused("chunk", "finite-difference chunk usize::MAX", || {
-        FiniteDifference::new(mlp.clone(), 1e-2)?.with_chunk(usize::MAX)
+        FiniteDifference::new(mlp.clone(), 1e-2)?.try_with_chunk(usize::MAX)
     });
     let fd = FiniteDifference::new(mlp.clone(), 1e-2)
         .unwrap()
-        .with_chunk(MAX_CHUNK)
+        .try_with_chunk(MAX_CHUNK)
         .unwrap();
     let x = Array2::from_elem((64, 784), 0.5f32);
     let labels: Vec<usize> = (0..64).map(|i| i % 10).collect();

@@ -21,7 +21,7 @@ struct Hidden<M> {
 }
 
 /// A candle model as a [`Classifier`] + [`Differentiable`] (+ [`Representation`] for the hidden
-/// outputs given with [`CandleModel::with_hidden`]).
+/// outputs given with [`CandleModel::try_with_hidden`]).
 ///
 /// The module is anything implementing [`candle_core::Module`] — a `candle_nn` network, a
 /// struct of yours, or a closure `Fn(&Tensor) -> candle_core::Result<Tensor>` — mapping a batch
@@ -220,7 +220,7 @@ impl<M: Module> CandleModel<M> {
     ///
     /// [`Error::InvalidParameter`] for a name already used or a function that fails on a zero
     /// batch; [`Error::Shape`] if its output does not have one row per example.
-    pub fn with_hidden<F>(mut self, name: impl Into<String>, f: F) -> Result<Self>
+    pub fn try_with_hidden<F>(mut self, name: impl Into<String>, f: F) -> Result<Self>
     where
         F: Fn(&M, &Tensor) -> candle_core::Result<Tensor> + Send + Sync + 'static,
     {
@@ -450,7 +450,7 @@ impl<M: Module> CandleModel<M> {
     }
 }
 
-/// The hidden layers given with [`CandleModel::with_hidden`], in the order added.
+/// The hidden layers given with [`CandleModel::try_with_hidden`], in the order added.
 impl<M: Module + Sync> Representation for CandleModel<M> {
     fn num_layers(&self) -> usize {
         self.hidden.len()

@@ -22,7 +22,7 @@ pub const DEFAULT_STEP: f32 = 1e-2;
 /// two calls per MNIST gradient however many images were batched).
 pub const DEFAULT_CHUNK: usize = 2048;
 
-/// Largest [`FiniteDifference::with_chunk`]: 65,536 coordinates, `2^17` rows per call.
+/// Largest [`FiniteDifference::try_with_chunk`]: 65,536 coordinates, `2^17` rows per call.
 pub const MAX_CHUNK: usize = 1 << 16;
 
 /// Largest buffer of perturbed inputs, in `f32` values (`2^24`, 64 MiB). When `2·chunk` rows
@@ -113,7 +113,7 @@ impl<C: Classifier> FiniteDifference<C> {
     /// # Errors
     ///
     /// [`Error::InvalidParameter`] unless `chunk` is in `1..=`[`MAX_CHUNK`].
-    pub fn with_chunk(mut self, chunk: usize) -> Result<Self> {
+    pub fn try_with_chunk(mut self, chunk: usize) -> Result<Self> {
         check_count("chunk", chunk, MAX_CHUNK)?;
         self.chunk = chunk;
         Ok(self)

@@ -266,9 +266,9 @@ impl Checked<BoxLbfgsParams> {
 
     fn solver(&self, n: usize) -> Result<LBfgsB> {
         Ok(LBfgsB::new(Array1::zeros(n), Array1::ones(n))?
-            .with_memory(self.memory)?
-            .with_pgtol(self.pgtol)?
-            .with_ftol(self.ftol)?
+            .try_with_memory(self.memory)?
+            .try_with_pgtol(self.pgtol)?
+            .try_with_ftol(self.ftol)?
             .with_warm_memory(self.warm_memory && self.penalty == Penalty::SquaredL2))
     }
 }

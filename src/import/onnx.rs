@@ -1102,7 +1102,7 @@ impl Importer {
         if let Some((a, b)) = affine {
             let aff = InputAffine::new(a, b, first.width())
                 .map_err(|e| self.graph_error(output, e.to_string()))?;
-            net = net.with_input_affine(aff)?;
+            net = net.try_with_input_affine(aff)?;
         }
         Ok(net)
     }

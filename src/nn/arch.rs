@@ -464,7 +464,7 @@ impl Architecture {
     /// # Errors
     ///
     /// [`Error::InvalidParameter`] (`weight_decay`) if λ is negative or not finite.
-    pub fn with_weight_decay(mut self, weight_decay: f32) -> Result<Self> {
+    pub fn try_with_weight_decay(mut self, weight_decay: f32) -> Result<Self> {
         check_weight_decay(weight_decay)?;
         self.weight_decay = weight_decay;
         Ok(self)

@@ -209,7 +209,7 @@ impl Network {
     /// # Errors
     ///
     /// [`Error::Shape`] if the map's width is not the network's input width.
-    pub fn with_input_affine(mut self, affine: InputAffine) -> Result<Network> {
+    pub fn try_with_input_affine(mut self, affine: InputAffine) -> Result<Network> {
         let input = self.arch.input();
         if affine.width() != input {
             return Err(Error::shape("input affine width", input, affine.width()));
@@ -225,7 +225,7 @@ impl Network {
         Ok(self)
     }
 
-    /// The input normalisation set by [`Network::with_input_affine`], if any.
+    /// The input normalisation set by [`Network::try_with_input_affine`], if any.
     pub fn input_affine(&self) -> Option<&InputAffine> {
         match self.layers().first() {
             Some(Layer::Affine(a)) => Some(a),
@@ -799,7 +799,7 @@ impl Network {
             net.arch.input(),
         )
         .map_err(|e| bad(e.to_string()))?;
-        net.with_input_affine(affine)
+        net.try_with_input_affine(affine)
             .map_err(|e| bad(e.to_string()))
     }
 }

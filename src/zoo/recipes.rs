@@ -408,7 +408,7 @@ pub fn recipe_for(name: &str, input: usize) -> Result<Recipe> {
             weight_decay,
             sgd,
         } => Ok(Recipe::Fc {
-            arch: Architecture::parse(layers, input)?.with_weight_decay(weight_decay)?,
+            arch: Architecture::parse(layers, input)?.try_with_weight_decay(weight_decay)?,
             train: sgd.params().check()?,
         }),
         Kind::Autoencoder {

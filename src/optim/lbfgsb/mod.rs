@@ -160,7 +160,7 @@ const REASON_NON_FINITE_START: &str = "non-finite cost or gradient at the starti
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let solver = LBfgsB::new(array![f64::NEG_INFINITY, 0.0], array![1.0, f64::INFINITY])?
-///     .with_pgtol(1e-8)?;
+///     .try_with_pgtol(1e-8)?;
 /// let res = Executor::new(Bowl, solver)
 ///     .configure(|s| s.param(array![-5.0, 5.0]).max_iters(100))
 ///     .run()?;
@@ -210,7 +210,7 @@ impl LBfgsB {
         })
     }
 
-    /// Largest number of curvature pairs ([`with_memory`](Self::with_memory)): far more than
+    /// Largest number of curvature pairs ([`try_with_memory`](Self::try_with_memory)): far more than
     /// a quasi-Newton model uses (SciPy's default is 10; the attack's cap is the same 1000).
     pub const MAX_MEMORY: usize = workspace::MAX_MEMORY;
 
@@ -227,7 +227,7 @@ impl LBfgsB {
     /// [`LbfgsbError::InvalidParameter`] (`memory`) unless `1 ≤ m ≤` [`MAX_MEMORY`](Self::MAX_MEMORY)
     /// and the workspace for `m` pairs of the box's dimension fits in
     /// [`MAX_WORKSPACE`](Self::MAX_WORKSPACE) words.
-    pub fn with_memory(mut self, m: usize) -> Result<Self, LbfgsbError> {
+    pub fn try_with_memory(mut self, m: usize) -> Result<Self, LbfgsbError> {
         workspace::check_size(self.bounds.len(), m)?;
         self.m = m;
         self.work = None;
@@ -239,7 +239,7 @@ impl LBfgsB {
     ///
     /// # Errors
     /// [`LbfgsbError::InvalidParameter`] if `pgtol` is negative or not finite.
-    pub fn with_pgtol(mut self, pgtol: f64) -> Result<Self, LbfgsbError> {
+    pub fn try_with_pgtol(mut self, pgtol: f64) -> Result<Self, LbfgsbError> {
         if !(pgtol >= 0.0 && pgtol.is_finite()) {
             return Err(LbfgsbError::param(
                 "pgtol",
@@ -255,7 +255,7 @@ impl LBfgsB {
     ///
     /// # Errors
     /// [`LbfgsbError::InvalidParameter`] if `ftol` is negative or not finite.
-    pub fn with_ftol(mut self, ftol: f64) -> Result<Self, LbfgsbError> {
+    pub fn try_with_ftol(mut self, ftol: f64) -> Result<Self, LbfgsbError> {
         if !(ftol >= 0.0 && ftol.is_finite()) {
             return Err(LbfgsbError::param(
                 "ftol",
@@ -270,7 +270,7 @@ impl LBfgsB {
     ///
     /// # Errors
     /// [`LbfgsbError::InvalidParameter`] if `n` is 0.
-    pub fn with_max_line_search(mut self, n: usize) -> Result<Self, LbfgsbError> {
+    pub fn try_with_max_line_search(mut self, n: usize) -> Result<Self, LbfgsbError> {
         if n == 0 {
             return Err(LbfgsbError::param("max_line_search", "must be at least 1"));
         }
@@ -289,7 +289,7 @@ impl LBfgsB {
     ///
     /// The search's other inputs are not settings: the smallest step is 0 and the largest is
     /// where `x + t·d` leaves the box (at most 1e10, and 1 in the first iteration). Its number
-    /// of evaluations is capped by [`with_max_line_search`](Self::with_max_line_search).
+    /// of evaluations is capped by [`try_with_max_line_search`](Self::try_with_max_line_search).
     ///
     /// # Errors
     /// [`LbfgsbError::InvalidParameter`] unless `0 < ftol < gtol < 1` and `0 ≤ xtol < 1`

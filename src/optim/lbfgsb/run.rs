@@ -147,7 +147,7 @@ impl LBfgsB {
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// // (x0 - 3)² + (x1 + 1)² over x0 ≤ 1, x1 ≥ 0: the answer is the corner (1, 0).
     /// let mut solver = LBfgsB::new(array![f64::NEG_INFINITY, 0.0], array![1.0, f64::INFINITY])?
-    ///     .with_pgtol(1e-8)?;
+    ///     .try_with_pgtol(1e-8)?;
     /// solver.start(array![-5.0, 5.0].view())?;
     /// let mut grad = Array1::zeros(2);
     /// let stop = loop {

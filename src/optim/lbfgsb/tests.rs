@@ -33,11 +33,11 @@ impl Gradient for Quadratic {
 fn to_kkt_solver(l: &Array1<f64>, u: &Array1<f64>, m: usize) -> LBfgsB {
     LBfgsB::new(l.clone(), u.clone())
         .unwrap()
-        .with_memory(m)
+        .try_with_memory(m)
         .unwrap()
-        .with_pgtol(1e-9)
+        .try_with_pgtol(1e-9)
         .unwrap()
-        .with_ftol(0.0)
+        .try_with_ftol(0.0)
         .unwrap()
 }
 
@@ -150,7 +150,7 @@ proptest! {
         let b = Array1::from_shape_fn(n, |i| 5.0 * vals[256 + i % 40]);
         let l = Array1::from_shape_fn(n, |i| if i % 4 == 3 { f64::NEG_INFINITY } else { -0.5 + 0.3 * vals[200 + i].abs() - 0.3 });
         let u = Array1::from_shape_fn(n, |i| if i % 5 == 4 { f64::INFINITY } else { 0.5 - 0.2 * vals[220 + i].abs() });
-        let solver = LBfgsB::new(l, u).unwrap().with_memory(m).unwrap().with_pgtol(1e-10).unwrap().with_ftol(0.0).unwrap();
+        let solver = LBfgsB::new(l, u).unwrap().try_with_memory(m).unwrap().try_with_pgtol(1e-10).unwrap().try_with_ftol(0.0).unwrap();
         let res = Executor::new(Quadratic { a, b }, solver)
             .configure(|s| s.param(Array1::zeros(n)).max_iters(300))
             .run()
