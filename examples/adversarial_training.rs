@@ -36,7 +36,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use blindspot::adversarial_training::{
-    train_adversarial, AdversarialParams, AdversarialProgress, PoolTarget, PoolUpdate, Regime,
+    train_with_fgsm, train_with_pools, AdversarialProgress, AdversarialReport, FgsmTrainParams,
+    PoolTarget, PoolTrainParams, PoolUpdate,
 };
 use blindspot::attack::{Attack, BoxLbfgs, OutcomeSummary, Target};
 use blindspot::data::{Dataset, Mnist};
@@ -279,22 +280,43 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .with_epochs(epochs);
             let mut model = Network::new(arch.clone(), seed);
             let start = Instant::now();
-            let regime = match method.as_str() {
-                "input_pool" => Some(Regime::Pools(vec![0])),
-                "pool_hidden1" => Some(Regime::Pools(vec![1])),
-                "pool_hidden2" => Some(Regime::Pools(vec![2])),
-                "layerwise" | "layerwise_mixed" => Some(Regime::Pools((0..=hidden).collect())),
-                "fgsm" | "fgsm_dropout" => Some(Regime::Fgsm {
-                    epsilon: args.fgsm_epsilon,
-                }),
+            let levels: Option<Vec<usize>> = match method.as_str() {
+                "input_pool" => Some(vec![0]),
+                "pool_hidden1" => Some(vec![1]),
+                "pool_hidden2" => Some(vec![2]),
+                "layerwise" | "layerwise_mixed" => Some((0..=hidden).collect()),
                 _ => None,
             };
+            let fgsm = method == "fgsm" || method == "fgsm_dropout";
             if method == "dropout" || method == "fgsm_dropout" {
                 params = params.with_dropout(vec![args.dropout; hidden]);
             }
-            let (test_error, attack_seconds, curve) = match regime {
+            params.eval_every_epoch = true;
+            // The test error, the attacks' seconds and the test error per epoch.
+            let adversarial = |r: AdversarialReport| {
+                let curve: Vec<f32> = r
+                    .plain
+                    .epochs
+                    .iter()
+                    .filter_map(|e| e.plain.test_error)
+                    .collect();
+                let test_error = r.plain.test_error.expect("test set given");
+                (test_error, r.attack_seconds, curve)
+            };
+            let (test_error, attack_seconds, curve) = match levels {
+                None if fgsm => {
+                    let config = FgsmTrainParams::new(params, args.fgsm_epsilon)
+                        .with_warmup_epochs(args.warmup)
+                        .check()?;
+                    adversarial(train_with_fgsm(
+                        &mut model,
+                        &data,
+                        Some(&mnist.test),
+                        &config,
+                        |_| {},
+                    )?)
+                }
                 None => {
-                    params.eval_every_epoch = true;
                     let r = train(
                         &mut model,
                         &data,
@@ -305,9 +327,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     let curve: Vec<f32> = r.epochs.iter().filter_map(|e| e.test_error).collect();
                     (r.test_error.expect("test set given"), 0.0, curve)
                 }
-                Some(regime) => {
-                    params.eval_every_epoch = true;
-                    let config = AdversarialParams::new(params, regime)
+                Some(levels) => {
+                    let config = PoolTrainParams::new(params, levels)
                         .with_pool_size(args.pool_size.min(data.len()))
                         .with_refresh(args.refresh_every, args.refresh_fraction)
                         .with_warmup_epochs(args.warmup)
@@ -319,7 +340,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                             PoolUpdate::Separate
                         })
                         .check()?;
-                    let r = train_adversarial(
+                    let r = train_with_pools(
                         &mut model,
                         &data,
                         Some(&mnist.test),
@@ -344,12 +365,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                             }
                         },
                     )?;
-                    let curve: Vec<f32> = r.epochs.iter().filter_map(|e| e.test_error).collect();
-                    (
-                        r.test_error.expect("test set given"),
-                        r.attack_seconds,
-                        curve,
-                    )
+                    adversarial(r)
                 }
             };
             let seconds = start.elapsed().as_secs_f64();

@@ -3,13 +3,13 @@
 //! determinism under a seed.
 
 use blindspot::adversarial_training::{
-    refresh_count, train_adversarial, AdversarialParams, AdversarialPool, PoolTarget, PoolUpdate,
-    Regime,
+    refresh_count, train_with_fgsm, train_with_pools, AdversarialPool, AdversarialProgress,
+    FgsmTrainParams, PoolTarget, PoolTrainParams, PoolUpdate, MAX_POOL_BATCH, MAX_POOL_SIZE,
 };
 use blindspot::attack::BoxLbfgsParams;
 use blindspot::attack::{Attack, BoxLbfgs, Fgsm, Target};
 use blindspot::data::Dataset;
-use blindspot::nn::{train, Architecture, Network, TrainParams, Trainable};
+use blindspot::nn::{train, Architecture, Network, Progress, TrainParams, Trainable};
 use blindspot::Check;
 use blindspot::{Classifier, Differentiable, Error, Representation};
 use ndarray::{s, Array2, Axis};
@@ -45,8 +45,8 @@ fn net(seed: u64) -> Network {
     Network::new(Architecture::parse("FC30-20-10", 784).unwrap(), seed)
 }
 
-fn pools(levels: Vec<usize>, seed: u64) -> AdversarialParams {
-    AdversarialParams::new(tiny_params(seed), Regime::Pools(levels))
+fn pools(levels: Vec<usize>, seed: u64) -> PoolTrainParams {
+    PoolTrainParams::new(tiny_params(seed), levels)
         .with_pool_size(24)
         .with_refresh(5, 0.25)
         .with_warmup_epochs(1)
@@ -167,27 +167,50 @@ fn layerwise_training_is_deterministic_and_uses_every_level() {
             let mut model = net(2);
             let config = pools(vec![0, 1, 2], 4).check().unwrap();
             let mut levels = Vec::new();
-            let r = train_adversarial(&mut model, &data, None, &quick_attack(), &config, |p| {
-                if let blindspot::adversarial_training::AdversarialProgress::Pool {
-                    level,
-                    refresh: 0,
-                    ..
-                } = p
-                {
-                    levels.push(*level);
-                }
-            })
+            let mut epochs = Vec::new();
+            let r = train_with_pools(
+                &mut model,
+                &data,
+                None,
+                &quick_attack(),
+                &config,
+                |p| match p {
+                    AdversarialProgress::Pool {
+                        level, refresh: 0, ..
+                    } => levels.push(*level),
+                    AdversarialProgress::Train(Progress::Epoch(e)) => epochs.push(e.clone()),
+                    _ => {}
+                },
+            )
             .unwrap();
-            (model, r, levels)
+            (model, r, levels, epochs)
         })
     };
-    let (a, ra, levels) = run(1);
-    let (b, rb, _) = run(2);
+    let (a, ra, levels, epochs) = run(1);
+    let (b, rb, _, _) = run(2);
     assert_eq!(a, b);
-    assert_eq!(ra.train_error, rb.train_error);
+    assert_eq!(ra.plain.train_error, rb.plain.train_error);
     assert_eq!(levels, vec![0, 1, 2]);
+    // The report is plain training's, its epochs those the callback saw, with the attacks'
+    // figures summed over them.
+    assert_eq!(epochs, ra.plain.epochs);
+    let last = &ra.plain.epochs[2].plain;
+    assert!(ra.plain.train_error.is_some());
+    assert_eq!(
+        (ra.plain.train_error, ra.plain.test_error),
+        (last.train_error, last.test_error)
+    );
+    let seconds: f64 = epochs.iter().map(|e| e.plain.seconds).sum();
+    assert_eq!(ra.plain.seconds_per_epoch, seconds / 3.0);
+    assert_eq!(
+        ra.generated,
+        epochs.iter().map(|e| e.generated).sum::<usize>()
+    );
     // One pool step per clean batch after the warm-up epoch: 2 epochs of 20 batches.
-    assert_eq!(ra.epochs.iter().map(|e| e.pool_steps).sum::<usize>(), 40);
+    assert_eq!(
+        ra.plain.epochs.iter().map(|e| e.pool_steps).sum::<usize>(),
+        40
+    );
     assert!(ra.generated >= 3 * 24);
 }
 
@@ -201,8 +224,12 @@ fn pool_every_sets_the_share_of_pool_steps() {
             .check()
             .unwrap();
         let r =
-            train_adversarial(&mut model, &data, None, &quick_attack(), &config, |_| {}).unwrap();
-        r.epochs.iter().map(|e| e.pool_steps).collect::<Vec<_>>()
+            train_with_pools(&mut model, &data, None, &quick_attack(), &config, |_| {}).unwrap();
+        r.plain
+            .epochs
+            .iter()
+            .map(|e| e.pool_steps)
+            .collect::<Vec<_>>()
     };
     // 20 clean batches an epoch; no pool steps in the warm-up epoch.
     assert_eq!(count(1), vec![0, 20, 20]);
@@ -220,14 +247,18 @@ fn mixed_pools_take_one_update_per_mixed_batch_and_are_deterministic() {
             .check()
             .unwrap();
         let r =
-            train_adversarial(&mut model, &data, None, &quick_attack(), &config, |_| {}).unwrap();
+            train_with_pools(&mut model, &data, None, &quick_attack(), &config, |_| {}).unwrap();
         (model, r)
     };
     let (a, ra) = run(PoolUpdate::Mixed, 3);
     let (b, _) = run(PoolUpdate::Mixed, 3);
     assert_eq!(a, b);
     assert_eq!(
-        ra.epochs.iter().map(|e| e.pool_steps).collect::<Vec<_>>(),
+        ra.plain
+            .epochs
+            .iter()
+            .map(|e| e.pool_steps)
+            .collect::<Vec<_>>(),
         vec![0, 6, 7]
     );
     // Mixed batches move the weights elsewhere than separate pool steps do.
@@ -237,7 +268,11 @@ fn mixed_pools_take_one_update_per_mixed_batch_and_are_deterministic() {
 
 #[test]
 fn config_rejects_each_bad_value() {
-    let bad = |p: AdversarialParams, name: &str| match p.check() {
+    let bad = |p: PoolTrainParams, name: &str| match p.check() {
+        Err(Error::InvalidParameter { name: n, .. }) => assert_eq!(n, name),
+        other => panic!("{name}: {other:?}"),
+    };
+    let bad_fgsm = |p: FgsmTrainParams, name: &str| match p.check() {
         Err(Error::InvalidParameter { name: n, .. }) => assert_eq!(n, name),
         other => panic!("{name}: {other:?}"),
     };
@@ -256,15 +291,34 @@ fn config_rejects_each_bad_value() {
     bad(pools(vec![0], 1).with_pool_schedule(2, 1.5), "pool_weight");
     bad(pools(vec![0], 1).with_warmup_epochs(3), "warmup_epochs");
     bad(
-        AdversarialParams::new(tiny_params(1), Regime::Fgsm { epsilon: f32::NAN }),
-        "epsilon",
+        pools(vec![0], 1).with_pool_size(MAX_POOL_SIZE + 1),
+        "pool_size",
     );
+    bad(
+        pools(vec![0], 1).with_pool_batch(MAX_POOL_BATCH + 1),
+        "pool_batch",
+    );
+    bad(
+        PoolTrainParams::new(tiny_params(0).with_epochs(0), vec![0]),
+        "epochs",
+    );
+    let fgsm = |epsilon| FgsmTrainParams::new(tiny_params(1), epsilon);
+    bad_fgsm(fgsm(f32::NAN), "epsilon");
+    bad_fgsm(fgsm(0.0), "epsilon");
+    bad_fgsm(fgsm(1.5), "epsilon");
+    bad_fgsm(fgsm(0.1).with_warmup_epochs(3), "warmup_epochs");
+    bad_fgsm(
+        FgsmTrainParams::new(tiny_params(1).with_learning_rate(-1.0), 0.1),
+        "learning_rate",
+    );
+    // FGSM has no pools, so it has no pool settings to get wrong; a good one checks.
+    assert!(fgsm(1.0).with_warmup_epochs(2).check().is_ok());
     // A level past the last hidden layer, or pools above ReLU units, are typed errors.
     let data = small();
     let mut model = net(1);
     let config = pools(vec![3], 1).check().unwrap();
     assert!(matches!(
-        train_adversarial(&mut model, &data, None, &quick_attack(), &config, |_| {}),
+        train_with_pools(&mut model, &data, None, &quick_attack(), &config, |_| {}),
         Err(Error::InvalidParameter { .. })
     ));
     let mut relu = Network::new(
@@ -275,7 +329,7 @@ fn config_rejects_each_bad_value() {
     );
     let config = pools(vec![1], 1).check().unwrap();
     assert!(matches!(
-        train_adversarial(&mut relu, &data, None, &quick_attack(), &config, |_| {}),
+        train_with_pools(&mut relu, &data, None, &quick_attack(), &config, |_| {}),
         Err(Error::InvalidParameter { .. })
     ));
     assert_eq!(refresh_count(24, 0.25), 6);
@@ -405,23 +459,28 @@ fn fgsm_matches_a_hand_computation_on_a_linear_model_and_stays_in_the_box() {
 #[test]
 fn fgsm_training_runs_and_is_deterministic() {
     let data = small();
-    let run = || {
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
         let mut model = net(6);
         let params = TrainParams {
             epochs: 8,
             learning_rate: 0.5,
             ..tiny_params(2)
         };
-        let config = AdversarialParams::new(params, Regime::Fgsm { epsilon: 0.1 })
+        let config = FgsmTrainParams::new(params, 0.1)
             .with_warmup_epochs(0)
             .check()
             .unwrap();
-        let r =
-            train_adversarial(&mut model, &data, None, &quick_attack(), &config, |_| {}).unwrap();
-        (model, r.train_error)
+        let r = pool
+            .install(|| train_with_fgsm(&mut model, &data, None, &config, |_| {}))
+            .unwrap();
+        (model, r.plain.train_error.unwrap())
     };
-    let (a, ea) = run();
-    let (b, eb) = run();
+    let (a, ea) = run(1);
+    let (b, eb) = run(2);
     assert_eq!(a, b);
     assert_eq!(ea, eb);
     // An untrained net errs on ~90% of the images.

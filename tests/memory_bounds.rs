@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use blindspot::adapters::{FiniteDifference, MAX_CHUNK};
-use blindspot::adversarial_training::{train_adversarial, AdversarialParams, Regime};
+use blindspot::adversarial_training::{train_with_pools, PoolTrainParams};
 use blindspot::attack::BoxLbfgsParams;
 use blindspot::data::{read_idx, Dataset};
 use blindspot::nn::{Architecture, Autoencoder, ModelFile, Network, TrainParams};
@@ -397,7 +397,7 @@ fn settings_that_size_allocations() {
         learning_rate: 0.1,
         ..TrainParams::default()
     };
-    let config = AdversarialParams::new(train, Regime::Pools(vec![0]))
+    let config = PoolTrainParams::new(train, vec![0])
         .with_pool_size(8)
         .with_pool_batch(1_000_000)
         .with_warmup_epochs(1)
@@ -411,9 +411,10 @@ fn settings_that_size_allocations() {
         .unwrap();
     let mut model = Network::new(Architecture::parse("FC10", 784).unwrap(), 3);
     let (res, peak) =
-        peak_during(|| train_adversarial(&mut model, &data, None, &attack, &config, |_| {}));
+        peak_during(|| train_with_pools(&mut model, &data, None, &attack, &config, |_| {}));
     let report = res.unwrap();
-    assert!(report.epochs.iter().map(|e| e.pool_steps).sum::<usize>() > 0);
+    let pool_steps: usize = report.plain.epochs.iter().map(|e| e.pool_steps).sum();
+    assert!(pool_steps > 0);
     eprintln!("pool batch 1,000,000 on pools of 8: peak heap {peak} bytes");
     assert!(peak <= LIMIT, "pool batch: peak heap {peak} bytes");
 }

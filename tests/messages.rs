@@ -2,7 +2,7 @@
 //! in and what was passed; and one rule holds for empty batches across the API: a batch has
 //! at least one row, and an empty one is `Error::EmptyDataset`.
 
-use blindspot::adversarial_training::{train_adversarial, AdversarialParams, Regime};
+use blindspot::adversarial_training::{train_with_fgsm, FgsmTrainParams};
 use blindspot::attack::{Attack, BoxLbfgs, Fgsm, Target};
 use blindspot::data::Dataset;
 use blindspot::ndarray::Array2;
@@ -98,20 +98,11 @@ fn too_many_declared_classes_is_not_called_a_label_out_of_range() {
     assert!(!msg.contains("19"), "{msg}");
 
     // The same from adversarial training, which checks before anything is generated.
-    let config_adv =
-        AdversarialParams::new(TrainParams::new(1, 8, 0.1), Regime::Fgsm { epsilon: 0.1 })
-            .with_warmup_epochs(0)
-            .check()
-            .unwrap();
-    let err = train_adversarial(
-        &mut model(10),
-        &ds,
-        None,
-        &BoxLbfgs::new(),
-        &config_adv,
-        |_| {},
-    )
-    .unwrap_err();
+    let config_adv = FgsmTrainParams::new(TrainParams::new(1, 8, 0.1), 0.1)
+        .with_warmup_epochs(0)
+        .check()
+        .unwrap();
+    let err = train_with_fgsm(&mut model(10), &ds, None, &config_adv, |_| {}).unwrap_err();
     assert!(matches!(err, Error::ClassCount { .. }), "{err:?}");
 
     // A label that really has no output is named, with its example.

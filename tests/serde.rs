@@ -5,7 +5,8 @@ use blindspot::Check;
 use std::fmt::Debug;
 
 use blindspot::adversarial_training::{
-    train_adversarial, AdversarialParams, PoolStats, PoolTarget, Regime,
+    train_with_fgsm, train_with_pools, FgsmTrainParams, PoolStats, PoolTarget, PoolTrainParams,
+    PoolUpdate,
 };
 use blindspot::attack::{Attack, BoxLbfgs, BoxLbfgsParams, Fgsm, OutcomeSummary, Penalty, Target};
 use blindspot::data::Dataset;
@@ -79,14 +80,13 @@ fn settings_round_trip() {
         softmax: TrainParams::new(5, 10, 0.1),
         finetune: Some(TrainParams::new(2, 10, 0.01)),
     });
-    round_trip(&AdversarialParams::new(
-        TrainParams::default(),
-        Regime::Pools(vec![0, 2]),
-    ));
+    round_trip(&PoolTrainParams::new(TrainParams::default(), vec![0, 2]));
     round_trip(
-        &AdversarialParams::new(TrainParams::default(), Regime::Fgsm { epsilon: 0.1 })
-            .with_target(PoolTarget::Untargeted),
+        &PoolTrainParams::new(TrainParams::default(), vec![1])
+            .with_target(PoolTarget::Untargeted)
+            .with_pool_update(PoolUpdate::Mixed),
     );
+    round_trip(&FgsmTrainParams::new(TrainParams::default(), 0.1).with_warmup_epochs(0));
     for stage in [AeStage::Pretrain, AeStage::Softmax, AeStage::Finetune] {
         round_trip(&stage);
     }
@@ -127,22 +127,56 @@ fn reports_of_real_runs_round_trip() {
     round_trip(&report);
     round_trip(&report.epochs[0]);
 
-    let adv = AdversarialParams::new(TrainParams::new(2, 10, 0.1), Regime::Fgsm { epsilon: 0.1 })
+    let adv = FgsmTrainParams::new(TrainParams::new(2, 10, 0.1), 0.1)
         .with_warmup_epochs(0)
         .check()
         .unwrap();
     let (mut model2, _) = tiny();
-    let report = train_adversarial(
-        &mut model2,
-        &data,
-        Some(&data),
-        &BoxLbfgs::new(),
-        &adv,
-        |_| {},
-    )
-    .unwrap();
+    let report = train_with_fgsm(&mut model2, &data, Some(&data), &adv, |_| {}).unwrap();
     round_trip(&report);
-    round_trip(&report.epochs[0]);
+    round_trip(&report.plain.epochs[0]);
+    let adv = PoolTrainParams::new(TrainParams::new(2, 10, 0.1), vec![0])
+        .with_pool_size(6)
+        .check()
+        .unwrap();
+    let attack = BoxLbfgsParams::default().with_max_iters(5).check().unwrap();
+    let (mut model3, _) = tiny();
+    let report = train_with_pools(&mut model3, &data, None, &attack, &adv, |_| {}).unwrap();
+    assert!(report.generated > 0);
+    round_trip(&report);
+    // The plain figures are flattened into the adversarial ones: one level of keys, plain
+    // training's names.
+    let json = serde_json::to_value(&report).unwrap();
+    let keys = |v: &serde_json::Value| {
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    };
+    assert_eq!(
+        keys(&json),
+        [
+            "attack_seconds",
+            "epochs",
+            "generated",
+            "seconds_per_epoch",
+            "test_error",
+            "train_error"
+        ]
+    );
+    assert_eq!(
+        keys(&json["epochs"][1]),
+        [
+            "attack_seconds",
+            "epoch",
+            "generated",
+            "learning_rate",
+            "loss",
+            "pool_steps",
+            "seconds",
+            "test_error",
+            "train_error"
+        ]
+    );
     round_trip(&PoolStats {
         generated: 10,
         already_adversarial: 1,

@@ -1,7 +1,10 @@
 //! Adversarial training (paper §4.1–4.2): SGD that also learns from adversarial examples of
 //! the model being trained, either from pools of examples made for each chosen layer's output
 //! (the paper's method) or from a one-step signed-gradient perturbation of every batch
-//! (Goodfellow et al. 2015, the modern contrast).
+//! (Goodfellow et al. 2015, the modern contrast): [`train_with_pools`] with an attack and
+//! [`PoolTrainParams`], or [`train_with_fgsm`] with [`FgsmTrainParams`], each around the
+//! [`TrainParams`] of plain training and reporting what it does (an
+//! [`AdversarialReport`]) as plain training's report with the attacks' figures added.
 //!
 //! It sits on top of [`crate::nn`] (the one SGD loop, [`Network::above`]) and
 //! [`crate::attack`] (the attacks that fill the pools), so that `nn` needs no attack.
@@ -48,33 +51,21 @@ use crate::attack::Attack;
 use crate::data::Dataset;
 use crate::error::{check_count, check_nonzero, check_positive, Error, Result};
 use crate::model::Classifier;
-use crate::nn::{check_class_count, fit_loop, SgdStep};
-use crate::nn::{error_rate, Activation, Network, Progress, TrainConfig, TrainParams, Trainable};
-use crate::params::Check;
+use crate::nn::{check_class_count, fit_loop, SgdStep, Steps};
+use crate::nn::{
+    error_rate, Activation, EpochStats, Network, Progress, TrainConfig, TrainParams, TrainReport,
+    Trainable,
+};
+use crate::params::{Check, Checked};
 
-/// Largest [`AdversarialParams::pool_size`]. A pool also holds no more examples than the
-/// training set has images ([`train_adversarial`] checks that before allocating), so its memory
+/// Largest [`PoolTrainParams::pool_size`]. A pool also holds no more examples than the
+/// training set has images ([`train_with_pools`] checks that before allocating), so its memory
 /// is at most the training images' (times the level's width over the input's).
 pub const MAX_POOL_SIZE: usize = 1_000_000;
 
-/// Largest [`AdversarialParams::pool_batch`]. A pool step takes at most the pool's size in
+/// Largest [`PoolTrainParams::pool_batch`]. A pool step takes at most the pool's size in
 /// rows, and only that many are allocated, so a larger setting costs nothing more.
 pub const MAX_POOL_BATCH: usize = 1_000_000;
-
-/// How adversarial examples enter training.
-#[derive(Debug, Clone, PartialEq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-pub enum Regime {
-    /// A pool of attacked examples for each listed level (0 = the input, `k` = hidden layer
-    /// `k − 1`'s output), each training the layers above its level.
-    Pools(Vec<usize>),
-    /// One-step adversarial training: every batch `x` is trained on with its perturbation
-    /// `x + ε·sign ∇ₓJ(x, y)` (clipped to the box), the objective `½J(x, y) + ½J(x', y)`.
-    Fgsm {
-        /// The step ε.
-        epsilon: f32,
-    },
-}
 
 /// How a pool's examples update the network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -92,15 +83,18 @@ pub enum PoolUpdate {
     Mixed,
 }
 
-/// Adversarial-training hyperparameters as given; [`AdversarialParams::check`] validates them.
+/// Settings of training with pools of attacked examples (the paper's method, the schedule in
+/// the module docs) as given; [`PoolTrainParams::check`](Check::check) turns them into a
+/// [`PoolTrainConfig`] for [`train_with_pools`].
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-pub struct AdversarialParams {
+pub struct PoolTrainParams {
     /// The SGD settings (epochs, batch, rate, schedule, seed, dropout) shared with plain
     /// training.
     pub train: TrainParams,
-    /// Pools (and at which levels) or one-step perturbations.
-    pub regime: Regime,
+    /// The levels that get a pool (0 = the input, `k` = hidden layer `k − 1`'s output), each
+    /// training the layers above it: at least one, none named twice.
+    pub levels: Vec<usize>,
     /// Examples in each pool, in `1..=`[`MAX_POOL_SIZE`] and at most the training images.
     pub pool_size: usize,
     /// Clean batches between refreshes (>= 1).
@@ -122,15 +116,15 @@ pub struct AdversarialParams {
     pub pool_update: PoolUpdate,
 }
 
-impl AdversarialParams {
-    /// Defaults around `train` and `regime`: pools of 5,000 examples, a tenth of each
+impl PoolTrainParams {
+    /// Defaults around `train` and `levels`: pools of 5,000 examples, a tenth of each
     /// replaced every 500 batches, pool steps of the clean batch size, one warm-up epoch,
     /// random targets.
-    pub fn new(train: TrainParams, regime: Regime) -> Self {
+    pub fn new(train: TrainParams, levels: Vec<usize>) -> Self {
         let pool_batch = train.batch_size;
-        AdversarialParams {
+        PoolTrainParams {
             train,
-            regime,
+            levels,
             pool_size: 5_000,
             refresh_every: 500,
             refresh_fraction: 0.1,
@@ -186,35 +180,28 @@ impl AdversarialParams {
         self.target = target;
         self
     }
+}
+
+impl Check for PoolTrainParams {
+    type Checked = PoolTrainConfig;
 
     /// Validates every value once; the result cannot be invalid.
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidParameter`] naming the first bad value (including those of
-    /// [`TrainParams::check`]).
-    pub fn check(self) -> Result<AdversarialConfig> {
-        let train = self.train.clone().check()?;
-        match &self.regime {
-            Regime::Pools(levels) => {
-                if levels.is_empty() {
-                    return Err(Error::param("levels", "name at least one level"));
-                }
-                let mut sorted = levels.clone();
-                sorted.sort_unstable();
-                sorted.dedup();
-                if sorted.len() != levels.len() {
-                    return Err(Error::param("levels", "a level is named twice"));
-                }
-            }
-            Regime::Fgsm { epsilon } => {
-                if !(epsilon.is_finite() && *epsilon > 0.0 && *epsilon <= 1.0) {
-                    return Err(Error::param(
-                        "epsilon",
-                        format!("must be in (0, 1], got {epsilon}"),
-                    ));
-                }
-            }
+    /// [`Error::InvalidParameter`] naming the first bad value: those of
+    /// [`TrainParams`]'s check, then `levels` (none, or one named twice), and each setting
+    /// outside the bounds its field documents.
+    fn check(self) -> Result<PoolTrainConfig> {
+        self.train.clone().check()?;
+        if self.levels.is_empty() {
+            return Err(Error::param("levels", "name at least one level"));
+        }
+        let mut sorted = self.levels.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        if sorted.len() != self.levels.len() {
+            return Err(Error::param("levels", "a level is named twice"));
         }
         check_count("pool_size", self.pool_size, MAX_POOL_SIZE)?;
         if !(self.refresh_fraction > 0.0 && self.refresh_fraction <= 1.0) {
@@ -234,78 +221,123 @@ impl AdversarialParams {
                 format!("must be in (0, 1], got {}", self.pool_weight),
             ));
         }
-        if self.warmup_epochs >= self.train.epochs {
+        check_warmup(self.warmup_epochs, self.train.epochs)?;
+        Ok(Checked::assume_valid(self))
+    }
+}
+
+/// Checked pool-training settings (from [`PoolTrainParams::check`](Check::check)).
+pub type PoolTrainConfig = Checked<PoolTrainParams>;
+
+impl Checked<PoolTrainParams> {
+    /// The SGD settings, checked with the rest.
+    pub fn train_config(&self) -> TrainConfig {
+        Checked::assume_valid(self.train.clone())
+    }
+}
+
+/// Settings of one-step adversarial training (Goodfellow et al. 2015) as given: every batch
+/// `x` is trained on with its perturbation `x' = x + ε·sign ∇ₓJ(x, y)` (clipped to the box),
+/// the objective `½J(x, y) + ½J(x', y)`. [`FgsmTrainParams::check`](Check::check) turns them
+/// into a [`FgsmTrainConfig`] for [`train_with_fgsm`].
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct FgsmTrainParams {
+    /// The SGD settings (epochs, batch, rate, schedule, seed, dropout) shared with plain
+    /// training.
+    pub train: TrainParams,
+    /// The step ε, in (0, 1] (pixels are in [0, 1]).
+    pub epsilon: f32,
+    /// Clean epochs before the perturbed ones (< epochs).
+    pub warmup_epochs: usize,
+}
+
+impl FgsmTrainParams {
+    /// Steps of `epsilon` around `train`, after one clean warm-up epoch.
+    pub fn new(train: TrainParams, epsilon: f32) -> Self {
+        FgsmTrainParams {
+            train,
+            epsilon,
+            warmup_epochs: 1,
+        }
+    }
+
+    /// Sets the clean warm-up epochs.
+    pub fn with_warmup_epochs(mut self, epochs: usize) -> Self {
+        self.warmup_epochs = epochs;
+        self
+    }
+}
+
+impl Check for FgsmTrainParams {
+    type Checked = FgsmTrainConfig;
+
+    /// Validates every value once; the result cannot be invalid.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidParameter`] naming the first bad value: those of
+    /// [`TrainParams`]'s check, then `epsilon` outside (0, 1], `warmup_epochs` not below the
+    /// epochs.
+    fn check(self) -> Result<FgsmTrainConfig> {
+        self.train.clone().check()?;
+        if !(self.epsilon.is_finite() && self.epsilon > 0.0 && self.epsilon <= 1.0) {
             return Err(Error::param(
-                "warmup_epochs",
-                format!(
-                    "{} warm-up epochs leave no adversarial epoch out of {}",
-                    self.warmup_epochs, self.train.epochs
-                ),
+                "epsilon",
+                format!("must be in (0, 1], got {}", self.epsilon),
             ));
         }
-        Ok(AdversarialConfig {
-            params: self,
-            train,
-        })
+        check_warmup(self.warmup_epochs, self.train.epochs)?;
+        Ok(Checked::assume_valid(self))
     }
 }
 
-/// Checked adversarial-training hyperparameters.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AdversarialConfig {
-    params: AdversarialParams,
-    train: TrainConfig,
-}
+/// Checked one-step adversarial-training settings (from
+/// [`FgsmTrainParams::check`](Check::check)).
+pub type FgsmTrainConfig = Checked<FgsmTrainParams>;
 
-impl AdversarialConfig {
-    /// The validated values.
-    pub fn params(&self) -> &AdversarialParams {
-        &self.params
-    }
-
-    /// The validated SGD settings.
-    pub fn train_config(&self) -> &TrainConfig {
-        &self.train
+impl Checked<FgsmTrainParams> {
+    /// The SGD settings, checked with the rest.
+    pub fn train_config(&self) -> TrainConfig {
+        Checked::assume_valid(self.train.clone())
     }
 }
 
-/// Figures of one finished epoch of adversarial training.
+/// Both regimes make adversarial examples only after `warmup` clean epochs: at least one epoch
+/// must be left for them.
+fn check_warmup(warmup: usize, epochs: usize) -> Result<()> {
+    if warmup >= epochs {
+        return Err(Error::param(
+            "warmup_epochs",
+            format!("{warmup} warm-up epochs leave no adversarial epoch out of {epochs}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Figures of one finished epoch of adversarial training: plain training's, and the attacks'.
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct AdversarialEpoch {
-    /// 0-based epoch index.
-    pub epoch: usize,
-    /// Mean objective of the epoch's clean steps (with FGSM: of the clean and perturbed
-    /// halves together).
-    pub loss: f32,
-    /// Learning rate used.
-    pub learning_rate: f32,
-    /// Wall time of the epoch (attacks included, evaluation excluded).
-    pub seconds: f64,
+    /// What plain training reports of an epoch. Its `loss` is the mean objective of the clean
+    /// steps (with FGSM: of the clean and perturbed halves together), its `seconds` include
+    /// the attacks.
+    #[cfg_attr(feature = "serde", serde(flatten))]
+    pub plain: EpochStats,
     /// Wall time spent making pool examples.
     pub attack_seconds: f64,
     /// Pool examples made during the epoch.
     pub generated: usize,
     /// Pool steps taken.
     pub pool_steps: usize,
-    /// Training-set error after the epoch, when evaluated.
-    pub train_error: Option<f32>,
-    /// Test-set error after the epoch, when evaluated.
-    pub test_error: Option<f32>,
 }
 
-/// Progress events of [`train_adversarial`].
+/// Progress events of [`train_with_pools`] and [`train_with_fgsm`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum AdversarialProgress {
-    /// A clean mini-batch (and its pool step) finished.
-    Batch {
-        /// Epoch index.
-        epoch: usize,
-        /// Batch index within the epoch.
-        batch: usize,
-        /// Batches per epoch.
-        batches: usize,
-    },
+    /// The events of plain training's loop: a clean mini-batch (and its pool step) finished,
+    /// or an epoch did, with its adversarial figures.
+    Train(Progress<AdversarialEpoch>),
     /// A pool was made (`refresh == 0`) or refreshed.
     Pool {
         /// Epoch index.
@@ -317,24 +349,18 @@ pub enum AdversarialProgress {
         /// What it did.
         stats: PoolStats,
     },
-    /// An epoch finished.
-    Epoch(AdversarialEpoch),
 }
 
 /// What adversarial training did.
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct AdversarialReport {
-    /// Per-epoch figures.
-    pub epochs: Vec<AdversarialEpoch>,
-    /// Final error on the clean training set.
-    pub train_error: f32,
-    /// Final error on the test set, when one was given.
-    pub test_error: Option<f32>,
+    /// What plain training reports, each epoch with its adversarial figures. The final
+    /// `train_error` is always measured, and `seconds_per_epoch` includes the attacks.
+    #[cfg_attr(feature = "serde", serde(flatten))]
+    pub plain: TrainReport<AdversarialEpoch>,
     /// Pool examples made in all.
     pub generated: usize,
-    /// Total wall time (attacks included, evaluation excluded).
-    pub seconds: f64,
     /// Total wall time of attacks.
     pub attack_seconds: f64,
 }
@@ -398,10 +424,10 @@ pub(crate) fn check_suffix_finite(model: &Network, count: usize, what: &str) -> 
     }
 }
 
-/// Trains `model` in place with adversarial examples as `config` says (see the module docs for
-/// the schedule), the pools filled by `attack`; measures the final train and test errors (and
-/// every epoch's if `eval_every_epoch` is set). The same seed gives the same weights whatever
-/// the number of threads.
+/// Trains `model` in place with pools of adversarial examples as `config` says (see the module
+/// docs for the schedule), the pools filled by `attack`; measures the final train and test
+/// errors (and every epoch's if `eval_every_epoch` is set). The same seed gives the same
+/// weights whatever the number of threads.
 ///
 /// # Errors
 ///
@@ -411,15 +437,105 @@ pub(crate) fn check_suffix_finite(model: &Network, count: usize, what: &str) -> 
 /// activation's range is not the attack's box `[0, 1]` (only sigmoid units), or a level with
 /// convolutions above it; [`Error::NonFinite`] if the loss diverges or a step overflows a
 /// parameter; attack errors.
-pub fn train_adversarial<A: Attack>(
+pub fn train_with_pools<A: Attack>(
     model: &mut Network,
     train: &Dataset,
     test: Option<&Dataset>,
     attack: &A,
-    config: &AdversarialConfig,
-    mut on_progress: impl FnMut(&AdversarialProgress),
+    config: &PoolTrainConfig,
+    on_progress: impl FnMut(&AdversarialProgress),
 ) -> Result<AdversarialReport> {
     let ap = config.params();
+    check_data(model, train)?;
+    if ap.pool_size > train.len() {
+        return Err(Error::param(
+            "pool_size",
+            format!(
+                "{} is more than the {} training images",
+                ap.pool_size,
+                train.len()
+            ),
+        ));
+    }
+    // A pool step draws at most the pool's size in rows: allocate no more.
+    let pool_rows = ap.pool_batch.min(ap.pool_size);
+    let mut pools = Vec::with_capacity(ap.levels.len());
+    let mut widest = 0;
+    for &level in &ap.levels {
+        if level > 0 && model.arch().activation() != Activation::Sigmoid {
+            return Err(Error::param(
+                "levels",
+                "hidden-layer pools need sigmoid units: the attack's box is [0, 1]",
+            ));
+        }
+        let upper = model.above(level)?;
+        widest = widest.max(upper.input_dim());
+        pools.push(LevelPool {
+            level,
+            pool: None,
+            sgd: SgdStep::new(&upper, pool_rows),
+            upper,
+        });
+    }
+    let tally = RefCell::new(Tally::default());
+    let mut rng = ChaCha8Rng::seed_from_u64(ap.train.seed);
+    rng.set_stream(POOL_STREAM);
+    let mut steps = PoolSteps {
+        data: train,
+        attack,
+        params: ap,
+        pools,
+        rng,
+        round: 0,
+        clean_steps: 0,
+        epoch: 0,
+        xb: Array2::zeros((pool_rows, widest)),
+        yb: Vec::with_capacity(pool_rows),
+        reg: steps::zeros_like(model),
+        tally: &tally,
+    };
+    let sgd = config.train_config();
+    run(model, train, test, &sgd, &tally, &mut steps, on_progress)
+}
+
+/// Trains `model` in place with one-step adversarial examples of every batch as `config` says
+/// (see [`FgsmTrainParams`]); measures the final train and test errors (and every epoch's if
+/// `eval_every_epoch` is set). The same seed gives the same weights whatever the number of
+/// threads.
+///
+/// # Errors
+///
+/// [`Error::Shape`] if the data do not fit the model; [`Error::LabelOutOfRange`] or
+/// [`Error::ClassCount`] as [`train`](crate::nn::train); [`Error::NonFinite`] if the loss
+/// diverges.
+pub fn train_with_fgsm(
+    model: &mut Network,
+    train: &Dataset,
+    test: Option<&Dataset>,
+    config: &FgsmTrainConfig,
+    on_progress: impl FnMut(&AdversarialProgress),
+) -> Result<AdversarialReport> {
+    let fp = config.params();
+    check_data(model, train)?;
+    let bs = fp.train.batch_size.min(train.len());
+    let d = train.input_dim();
+    let mut steps = FgsmSteps {
+        epsilon: fp.epsilon,
+        warmup: fp.warmup_epochs,
+        epoch: 0,
+        ws: model.workspace(bs),
+        losses: Array1::zeros(bs),
+        grad: Array2::zeros((bs, d)),
+        xx: Array2::zeros((2 * bs, d)),
+        yy: Vec::with_capacity(2 * bs),
+    };
+    let tally = RefCell::new(Tally::default());
+    let sgd = config.train_config();
+    run(model, train, test, &sgd, &tally, &mut steps, on_progress)
+}
+
+/// The checks plain training makes of the data, before anything is allocated for them.
+fn check_data(model: &Network, train: &Dataset) -> Result<()> {
     if train.input_dim() != model.input_dim() {
         return Err(Error::shape(
             "training images",
@@ -427,10 +543,19 @@ pub fn train_adversarial<A: Attack>(
             train.input_dim(),
         ));
     }
-    check_class_count(train, model.num_classes())?;
-    let tally = RefCell::new(Tally::default());
-    let mut pool_rng = ChaCha8Rng::seed_from_u64(ap.train.seed);
-    pool_rng.set_stream(POOL_STREAM);
+    check_class_count(train, model.num_classes())
+}
+
+/// The one SGD loop with `steps`, its events and figures extended by the attacks' tallies.
+fn run<S: Steps<Network>>(
+    model: &mut Network,
+    train: &Dataset,
+    test: Option<&Dataset>,
+    config: &TrainConfig,
+    tally: &RefCell<Tally>,
+    steps: &mut S,
+    mut on_progress: impl FnMut(&AdversarialProgress),
+) -> Result<AdversarialReport> {
     let evaluate = |m: &Network| -> Result<(Option<f32>, Option<f32>)> {
         Ok((
             Some(error_rate(m, train)?),
@@ -448,117 +573,36 @@ pub fn train_adversarial<A: Attack>(
                 epoch,
                 batch,
                 batches,
-            } => on_progress(&AdversarialProgress::Batch {
+            } => on_progress(&AdversarialProgress::Train(Progress::Batch {
                 epoch: *epoch,
                 batch: *batch,
                 batches: *batches,
-            }),
+            })),
             Progress::Epoch(e) => {
                 let a = AdversarialEpoch {
-                    epoch: e.epoch,
-                    loss: e.loss,
-                    learning_rate: e.learning_rate,
-                    seconds: e.seconds,
+                    plain: e.clone(),
                     attack_seconds: t.attack_seconds,
                     generated: t.generated,
                     pool_steps: t.pool_steps,
-                    train_error: e.train_error,
-                    test_error: e.test_error,
                 };
                 t.attack_seconds = 0.0;
                 t.generated = 0;
                 t.pool_steps = 0;
-                on_progress(&AdversarialProgress::Epoch(a.clone()));
+                on_progress(&AdversarialProgress::Train(Progress::Epoch(a.clone())));
                 epochs.push(a);
             }
         }
     };
-    let report = match &ap.regime {
-        Regime::Pools(levels) => {
-            if ap.pool_size > train.len() {
-                return Err(Error::param(
-                    "pool_size",
-                    format!(
-                        "{} is more than the {} training images",
-                        ap.pool_size,
-                        train.len()
-                    ),
-                ));
-            }
-            // A pool step draws at most the pool's size in rows: allocate no more.
-            let pool_rows = ap.pool_batch.min(ap.pool_size);
-            let mut pools = Vec::with_capacity(levels.len());
-            let mut widest = 0;
-            for &level in levels {
-                if level > 0 && model.arch().activation() != Activation::Sigmoid {
-                    return Err(Error::param(
-                        "levels",
-                        "hidden-layer pools need sigmoid units: the attack's box is [0, 1]",
-                    ));
-                }
-                let upper = model.above(level)?;
-                widest = widest.max(upper.input_dim());
-                pools.push(LevelPool {
-                    level,
-                    pool: None,
-                    sgd: SgdStep::new(&upper, pool_rows),
-                    upper,
-                });
-            }
-            let mut steps = PoolSteps {
-                data: train,
-                attack,
-                params: ap,
-                pools,
-                rng: pool_rng,
-                round: 0,
-                clean_steps: 0,
-                epoch: 0,
-                xb: Array2::zeros((pool_rows, widest)),
-                yb: Vec::with_capacity(pool_rows),
-                reg: steps::zeros_like(model),
-                tally: &tally,
-            };
-            fit_loop(
-                model,
-                train,
-                config.train_config(),
-                evaluate,
-                &mut forward,
-                &mut steps,
-            )?
-        }
-        Regime::Fgsm { epsilon } => {
-            let bs = ap.train.batch_size.min(train.len());
-            let d = train.input_dim();
-            let mut steps = FgsmSteps {
-                epsilon: *epsilon,
-                warmup: ap.warmup_epochs,
-                epoch: 0,
-                ws: model.workspace(bs),
-                losses: Array1::zeros(bs),
-                grad: Array2::zeros((bs, d)),
-                xx: Array2::zeros((2 * bs, d)),
-                yy: Vec::with_capacity(2 * bs),
-            };
-            fit_loop(
-                model,
-                train,
-                config.train_config(),
-                evaluate,
-                &mut forward,
-                &mut steps,
-            )?
-        }
-    };
+    let report = fit_loop(model, train, config, evaluate, &mut forward, steps)?;
     let last = report.epochs.last().expect("epochs >= 1");
-    let (train_error, test_error) = (last.train_error, last.test_error);
     Ok(AdversarialReport {
-        train_error: train_error.expect("last epoch evaluated"),
-        test_error,
         generated: epochs.iter().map(|e| e.generated).sum(),
-        seconds: epochs.iter().map(|e| e.seconds).sum(),
         attack_seconds: epochs.iter().map(|e| e.attack_seconds).sum(),
-        epochs,
+        plain: TrainReport {
+            train_error: last.train_error,
+            test_error: last.test_error,
+            seconds_per_epoch: report.seconds_per_epoch,
+            epochs,
+        },
     })
 }

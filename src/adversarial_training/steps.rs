@@ -4,18 +4,18 @@
 
 use std::cell::RefCell;
 
-use ndarray::{s, Array1, Array2, ArrayView2, Axis};
+use ndarray::{s, Array1, Array2, Axis};
 use rand::seq::index::sample;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
 use super::pool::{refresh_count, AdversarialPool};
-use super::{AdversarialParams, AdversarialProgress, PoolUpdate};
+use super::{AdversarialProgress, PoolTrainParams, PoolUpdate};
 use crate::attack::Attack;
 use crate::data::Dataset;
 use crate::error::Result;
 use crate::model::Representation;
-use crate::nn::{Network, SgdStep, Steps, Trainable};
+use crate::nn::{Batch, Network, SgdStep, Steps, Trainable};
 
 /// Stream of the pools' generator, apart from the shuffling generator so that the clean batch
 /// order is that of plain training from the same seed.
@@ -42,7 +42,7 @@ pub(super) struct LevelPool {
 pub(super) struct PoolSteps<'a, A: Attack> {
     pub(super) data: &'a Dataset,
     pub(super) attack: &'a A,
-    pub(super) params: &'a AdversarialParams,
+    pub(super) params: &'a PoolTrainParams,
     pub(super) pools: Vec<LevelPool>,
     pub(super) rng: ChaCha8Rng,
     pub(super) round: usize,
@@ -168,10 +168,11 @@ impl<A: Attack> PoolSteps<'_, A> {
         &mut self,
         model: &mut Network,
         sgd: &mut SgdStep<Network>,
-        (x, y): (ArrayView2<'_, f32>, &[usize]),
-        lr: f32,
-        momentum: f32,
+        batch: &Batch<'_>,
     ) -> Result<f32> {
+        let &Batch {
+            x, y, lr, momentum, ..
+        } = batch;
         let objective = sgd.gradient(model, x, y)?;
         let Some((i, rows, cols)) = self.draw(model) else {
             sgd.apply(model, lr, momentum);
@@ -247,28 +248,31 @@ impl<A: Attack> Steps<Network> for PoolSteps<'_, A> {
         &mut self,
         model: &mut Network,
         sgd: &mut SgdStep<Network>,
-        x: ArrayView2<'_, f32>,
-        y: &[usize],
-        lr: f32,
-        momentum: f32,
-        batch: usize,
+        batch: Batch<'_>,
     ) -> Result<f32> {
+        let Batch {
+            x,
+            y,
+            lr,
+            momentum,
+            index,
+        } = batch;
         if self.params.pool_update == PoolUpdate::Mixed {
             if self.pools[0].pool.is_none() {
                 return sgd.step(model, x, y, lr, momentum);
             }
-            if batch > 0 && batch % self.params.refresh_every == 0 {
+            if index > 0 && index % self.params.refresh_every == 0 {
                 self.fill(model, true)?;
             }
             self.clean_steps += 1;
             if self.clean_steps % self.params.pool_every != 0 {
                 return sgd.step(model, x, y, lr, momentum);
             }
-            return self.mixed_step(model, sgd, (x, y), lr, momentum);
+            return self.mixed_step(model, sgd, &batch);
         }
         let loss = sgd.step(model, x, y, lr, momentum)?;
         if self.pools[0].pool.is_some() {
-            if batch > 0 && batch % self.params.refresh_every == 0 {
+            if index > 0 && index % self.params.refresh_every == 0 {
                 self.fill(model, true)?;
             }
             self.clean_steps += 1;
@@ -306,12 +310,11 @@ impl Steps<Network> for FgsmSteps {
         &mut self,
         model: &mut Network,
         sgd: &mut SgdStep<Network>,
-        x: ArrayView2<'_, f32>,
-        y: &[usize],
-        lr: f32,
-        momentum: f32,
-        _: usize,
+        batch: Batch<'_>,
     ) -> Result<f32> {
+        let Batch {
+            x, y, lr, momentum, ..
+        } = batch;
         if self.epoch < self.warmup {
             return sgd.step(model, x, y, lr, momentum);
         }

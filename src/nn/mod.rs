@@ -26,7 +26,7 @@ pub use network::{Mlp, MlpWorkspace};
 pub(crate) use persist::read_named_arrays;
 pub use persist::ModelFile;
 pub use stack::Workspace;
-pub(crate) use train::{check_class_count, fit_loop, SgdStep, Steps};
+pub(crate) use train::{check_class_count, fit_loop, Batch, SgdStep, Steps};
 pub use train::{
     error_rate, fit, train, EpochStats, Progress, Schedule, TrainConfig, TrainParams, TrainReport,
     Trainable,

@@ -264,9 +264,11 @@ pub struct EpochStats {
     pub test_error: Option<f32>,
 }
 
-/// Progress events passed to the training callback.
+/// Progress events passed to the training callback. `E` is what a finished epoch reports:
+/// [`EpochStats`] here, a type that embeds them where a trainer built on this loop adds figures
+/// of its own.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Progress {
+pub enum Progress<E = EpochStats> {
     /// A mini-batch finished.
     Batch {
         /// Epoch index.
@@ -277,15 +279,15 @@ pub enum Progress {
         batches: usize,
     },
     /// An epoch finished.
-    Epoch(EpochStats),
+    Epoch(E),
 }
 
-/// What training did.
+/// What training did. `E` is each epoch's figures, as in [`Progress`].
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-pub struct TrainReport {
+pub struct TrainReport<E = EpochStats> {
     /// Per-epoch figures.
-    pub epochs: Vec<EpochStats>,
+    pub epochs: Vec<E>,
     /// Final error on the training set (`None` from [`fit`], which does not measure it).
     pub train_error: Option<f32>,
     /// Final error on the test set, when one was given.
@@ -378,20 +380,20 @@ pub(crate) trait Steps<M: Trainable> {
 
     /// The update for one clean mini-batch; returns the objective to average into the epoch's
     /// loss.
-    #[allow(clippy::too_many_arguments)]
-    fn step(
-        &mut self,
-        model: &mut M,
-        sgd: &mut SgdStep<M>,
-        x: ArrayView2<'_, f32>,
-        y: &[usize],
-        lr: f32,
-        momentum: f32,
-        batch: usize,
-    ) -> Result<f32> {
-        let _ = batch;
-        sgd.step(model, x, y, lr, momentum)
+    fn step(&mut self, model: &mut M, sgd: &mut SgdStep<M>, batch: Batch<'_>) -> Result<f32> {
+        sgd.step(model, batch.x, batch.y, batch.lr, batch.momentum)
     }
+}
+
+/// One clean mini-batch as the SGD loop hands it to [`Steps::step`], with its update's rates.
+#[derive(Clone, Copy)]
+pub(crate) struct Batch<'a> {
+    pub(crate) x: ArrayView2<'a, f32>,
+    pub(crate) y: &'a [usize],
+    pub(crate) lr: f32,
+    pub(crate) momentum: f32,
+    /// Within the epoch: what schedules by batch (the pools' refreshes) count.
+    pub(crate) index: usize,
 }
 
 /// One SGD step per batch.
@@ -443,22 +445,19 @@ pub(crate) fn fit_loop<M: Trainable, S: Steps<M>>(
             let m = idx.len();
             let mut xv = xb.slice_mut(s![..m, ..]);
             gather(train, idx, &mut xv, &mut yb);
-            let loss = steps
-                .step(
-                    model,
-                    &mut sgd,
-                    xb.slice(s![..m, ..]),
-                    &yb,
-                    lr,
-                    p.momentum,
-                    b,
-                )
-                .map_err(|e| match e {
-                    Error::NonFinite { what } => Error::NonFinite {
-                        what: format!("{what} at epoch {epoch}, batch {b}"),
-                    },
-                    other => other,
-                })?;
+            let batch = Batch {
+                x: xb.slice(s![..m, ..]),
+                y: &yb,
+                lr,
+                momentum: p.momentum,
+                index: b,
+            };
+            let loss = steps.step(model, &mut sgd, batch).map_err(|e| match e {
+                Error::NonFinite { what } => Error::NonFinite {
+                    what: format!("{what} at epoch {epoch}, batch {b}"),
+                },
+                other => other,
+            })?;
             total += loss as f64;
             on_progress(&Progress::Batch {
                 epoch,
