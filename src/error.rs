@@ -69,6 +69,14 @@ pub enum Error {
     /// A dataset (or subset) with no examples where some are needed.
     #[error("empty dataset: {0}")]
     EmptyDataset(String),
+    /// An input that must hold at least one element was empty: a batch of no rows, a vector
+    /// of no entries, a sample of no values, a chart of no points.
+    #[error("empty input: {what}")]
+    EmptyInput {
+        /// Which input was empty, and of what: `"input batch has no rows"`,
+        /// `"bootstrap of no values"`, ….
+        what: String,
+    },
     /// A saved model could not be read back: missing array, wrong shape, bad architecture.
     #[error("model file {}: {problem}", path.display())]
     ModelFile {
@@ -116,9 +124,52 @@ pub enum Error {
         /// What it is instead: "a FIFO", "a directory", "a character device", …
         kind: &'static str,
     },
-    /// An optimisation run failed (argmin reported an error).
-    #[error("optimisation failed: {0}")]
-    Optim(String),
+    /// An iterative method used up its iteration budget without meeting its tolerance.
+    #[error(
+        "{what} did not reach relative tolerance {tolerance} in {iterations} iterations \
+         (last estimate {last_estimate})"
+    )]
+    NotConverged {
+        /// The method: `"power iteration"`, `"convolution power iteration"`.
+        what: &'static str,
+        /// The iterations run: the whole budget.
+        iterations: usize,
+        /// The relative tolerance the change between two iterations had to meet.
+        tolerance: f64,
+        /// The estimate after the last iteration, not to be trusted to the tolerance.
+        last_estimate: f64,
+    },
+    /// The L-BFGS-B solver refused a call: the values of a point were told when none was
+    /// waiting for them. (Its errors about settings, bounds, shapes and non-finite values
+    /// become [`Error::InvalidParameter`], [`Error::InvalidBounds`], [`Error::Shape`] and
+    /// [`Error::NonFinite`].)
+    #[error("L-BFGS-B solver, {context}: {source}")]
+    Solver {
+        /// What the crate was doing with the solver.
+        context: &'static str,
+        /// The solver's error.
+        #[source]
+        source: crate::optim::LbfgsbError,
+    },
+    /// A model from another framework (cargo feature `candle`) failed inside that
+    /// framework: a module that rejects the input shape, a device or dtype error.
+    #[error("{framework} failed during {during}: {source}")]
+    Framework {
+        /// The framework: `"candle"`.
+        framework: &'static str,
+        /// What the crate asked of it: `"the forward pass"`, `"the backward pass"`, ….
+        during: &'static str,
+        /// The framework's own error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A broken internal invariant: a bug in `blindspot`, never a consequence of the input.
+    /// Please report it.
+    #[error("internal error (a bug in blindspot): {what}")]
+    Internal {
+        /// The invariant that did not hold.
+        what: &'static str,
+    },
     /// Drawing a figure failed (cargo feature `plot`).
     #[error("plot failed: {reason}")]
     Plot {
@@ -169,7 +220,8 @@ pub enum Error {
 }
 
 /// The solver's errors become the crate's variants of the same name and message, so `?` on
-/// an [`LBfgsB`](crate::optim::LBfgsB) setting works in functions returning [`Result`].
+/// an [`LBfgsB`](crate::optim::LBfgsB) setting works in functions returning [`Result`];
+/// `NotAsked`, which has no such variant, becomes [`Error::Solver`] keeping it as its source.
 impl From<crate::optim::LbfgsbError> for Error {
     fn from(e: crate::optim::LbfgsbError) -> Self {
         use crate::optim::LbfgsbError as E;
@@ -182,7 +234,10 @@ impl From<crate::optim::LbfgsbError> for Error {
                 got,
             } => Error::shape(what, expected, got),
             E::NonFinite { what } => Error::NonFinite { what },
-            e @ E::NotAsked(_) => Error::Optim(e.to_string()),
+            e @ E::NotAsked(_) => Error::Solver {
+                context: "telling a point's values",
+                source: e,
+            },
         }
     }
 }
@@ -216,6 +271,10 @@ impl Error {
             path: path.into(),
             source,
         }
+    }
+
+    pub(crate) fn empty(what: impl Into<String>) -> Self {
+        Error::EmptyInput { what: what.into() }
     }
 
     pub(crate) fn param(name: &'static str, reason: impl Into<String>) -> Self {

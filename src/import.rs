@@ -51,7 +51,7 @@ pub struct Agreement {
 ///
 /// [`Error::Disagreement`] with the agreement count and the largest logit difference when it
 /// exceeds `tolerance` (or a logit is NaN); [`Error::Shape`] if the inputs do not fit the
-/// model or the logits are not `n × classes`; [`Error::EmptyDataset`] for no rows;
+/// model or the logits are not `n × classes`; [`Error::EmptyInput`] for no rows;
 /// [`Error::InvalidParameter`] for a negative or non-finite tolerance; the model's own errors.
 pub fn verify<M: Classifier + ?Sized>(
     model: &M,

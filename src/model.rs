@@ -6,9 +6,9 @@
 //!
 //! One rule for empty batches across the crate: a batch has at least one row. Every function
 //! that takes one (a model's `logits`, `predict` and gradients, an attack's `attack_batch`,
-//! `transfer_error`, a probe) returns [`Error::EmptyDataset`] for `n = 0`, as a
-//! [`Dataset`](crate::data::Dataset) cannot be empty either; [`check_input_batch`] applies it
-//! for a model of your own.
+//! `transfer_error`, a probe) returns [`Error::EmptyInput`] for `n = 0`, as a
+//! [`Dataset`](crate::data::Dataset) cannot be empty either ([`Error::EmptyDataset`]);
+//! [`check_input_batch`] applies it for a model of your own.
 
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis};
 
@@ -140,11 +140,11 @@ fn all_finite(s: &[f32]) -> bool {
 ///
 /// # Errors
 ///
-/// As [`check_batch`]; [`Error::EmptyDataset`] for no rows.
+/// As [`check_batch`]; [`Error::EmptyInput`] for no rows.
 pub fn check_input_batch(x: ArrayView2<'_, f32>, dim: usize) -> Result<()> {
     check_batch(x, dim, "input batch")?;
     if x.nrows() == 0 {
-        return Err(Error::EmptyDataset("input batch has no rows".into()));
+        return Err(Error::empty("input batch has no rows"));
     }
     Ok(())
 }

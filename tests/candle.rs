@@ -259,17 +259,88 @@ fn wrong_inputs_and_failures_are_typed_errors() {
     ));
     assert!(matches!(
         candle.logits(Array2::<f32>::zeros((0, 40)).view()),
-        Err(Error::EmptyDataset(_))
+        Err(Error::EmptyInput { .. })
     ));
     // A module that cannot take the declared input shape.
     let w = Tensor::zeros((5, 10), DType::F32, &Device::Cpu).unwrap();
     let err = CandleModel::new(move |x: &Tensor| x.matmul(&w), &[4], 10).unwrap_err();
     assert!(
-        matches!(err, Error::InvalidParameter { name: "model", .. }),
+        matches!(
+            err,
+            Error::Framework {
+                framework: "candle",
+                during: "the forward pass",
+                ..
+            }
+        ),
         "{err}"
     );
     assert!(CandleModel::new(|x: &Tensor| Ok(x.clone()), &[], 10).is_err());
     assert!(CandleModel::new(|x: &Tensor| Ok(x.clone()), &[2, 0], 10).is_err());
+}
+
+#[test]
+fn failures_inside_candle_keep_candle_error_as_the_source() {
+    // Accepted at construction (a zero batch), then failing on a batch with a pixel above one
+    // half, as a module with checks of its own would.
+    let model = CandleModel::new(
+        |x: &Tensor| {
+            if x.max_all()?.to_scalar::<f32>()? > 0.5 {
+                candle_core::bail!("pixel above one half");
+            }
+            x.matmul(&Tensor::ones((3, 2), DType::F32, x.device())?)
+        },
+        &[3],
+        2,
+    )
+    .unwrap();
+    let x = Array2::from_elem((2, 3), 0.9f32);
+    for err in [
+        model.logits(x.view()).unwrap_err(),
+        model.loss_and_input_grad(x.view(), &[0, 1]).unwrap_err(),
+    ] {
+        assert!(
+            matches!(
+                err,
+                Error::Framework {
+                    framework: "candle",
+                    during: "the forward pass",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let source = std::error::Error::source(&err).expect("candle's error is the source");
+        assert!(
+            source.downcast_ref::<candle_core::Error>().is_some(),
+            "{source:?}"
+        );
+        assert!(
+            source.to_string().contains("pixel above one half"),
+            "{source}"
+        );
+        assert!(
+            err.to_string()
+                .starts_with("candle failed during the forward pass"),
+            "{err}"
+        );
+    }
+    // A hidden-layer function that asks for more columns than the input has.
+    let err = model
+        .try_with_hidden("too wide", |_, x: &Tensor| x.narrow(1, 0, 10))
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Framework {
+                framework: "candle",
+                during: "a hidden-layer function",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(std::error::Error::source(&err).is_some());
 }
 
 #[test]

@@ -460,9 +460,28 @@ fn telling_without_asking_is_a_typed_error() {
         s.tell(0.0, Vector::zeros(2).view()),
         Err(LbfgsbError::NotAsked(_))
     ));
-    // The crate's error says what happened.
-    let e = blindspot::Error::from(LbfgsbError::NotAsked("x"));
+    // Through `?`, the crate's error says what happened and keeps the solver's as its source.
+    let tell_again = |s: &mut LBfgsB| -> blindspot::Result<()> {
+        s.tell(0.0, Vector::zeros(2).view())?;
+        Ok(())
+    };
+    let e = tell_again(&mut s).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            blindspot::Error::Solver {
+                source: LbfgsbError::NotAsked(_),
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     assert!(e.to_string().contains("nothing to tell"), "{e}");
+    let source = std::error::Error::source(&e).expect("the solver's error is the source");
+    assert!(matches!(
+        source.downcast_ref::<LbfgsbError>(),
+        Some(LbfgsbError::NotAsked(_))
+    ));
     // A bad start is an error and leaves no run.
     assert!(matches!(
         s.start(Vector::zeros(3).view()),

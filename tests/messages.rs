@@ -1,6 +1,6 @@
 //! The errors a new user meets first say which argument was wrong, what range it had to be
 //! in and what was passed; and one rule holds for empty batches across the API: a batch has
-//! at least one row, and an empty one is `Error::EmptyDataset`.
+//! at least one row, and an empty one is `Error::EmptyInput`.
 
 use blindspot::adversarial_training::{train_with_fgsm, FgsmTrainParams};
 use blindspot::attack::{Attack, BoxLbfgs, Fgsm, Target};
@@ -118,7 +118,7 @@ fn too_many_declared_classes_is_not_called_a_label_out_of_range() {
 fn an_empty_batch_is_an_error_everywhere() {
     let m = model(3);
     let empty = Array2::<f32>::zeros((0, 4));
-    let is_empty = |r: Result<(), Error>| matches!(r, Err(Error::EmptyDataset(_)));
+    let is_empty = |r: Result<(), Error>| matches!(r, Err(Error::EmptyInput { .. }));
     assert!(is_empty(m.logits(empty.view()).map(drop)));
     assert!(is_empty(m.predict(empty.view()).map(drop)));
     assert!(is_empty(m.loss_and_input_grad(empty.view(), &[]).map(drop)));
@@ -135,5 +135,24 @@ fn an_empty_batch_is_an_error_everywhere() {
     ));
     assert!(is_empty(
         blindspot::attack::transfer_error(&m, empty.view(), &[]).map(drop)
+    ));
+    // The message says which input was empty; an empty dataset is a variant of its own.
+    let err = Fgsm::new(0.1)
+        .unwrap()
+        .attack_batch(&m, empty.view(), &[], &[])
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::EmptyInput { ref what } if what == "attack batch has no rows"),
+        "{err:?}"
+    );
+    assert_eq!(err.to_string(), "empty input: attack batch has no rows");
+    let none = blindspot::ndarray::Array1::<f32>::zeros(0);
+    assert!(matches!(
+        blindspot::attack::distortion(none.view(), none.view()),
+        Err(Error::EmptyInput { ref what }) if what.contains("empty vector")
+    ));
+    assert!(matches!(
+        Dataset::new(empty, vec![], (2, 2), 3),
+        Err(Error::EmptyDataset(_))
     ));
 }

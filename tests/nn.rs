@@ -158,7 +158,7 @@ fn bad_inputs_are_typed_errors() {
     ));
     assert!(matches!(
         m.logits(Array2::<f32>::zeros((0, 5)).view()),
-        Err(Error::EmptyDataset(_))
+        Err(Error::EmptyInput { .. })
     ));
     assert!(TrainParams {
         momentum: 1.0,

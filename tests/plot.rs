@@ -64,7 +64,7 @@ fn robust_accuracy_counts_images_whose_minimal_distortion_exceeds_epsilon() {
     assert!(ys.windows(2).all(|w| w[1] <= w[0]), "not monotone: {ys:?}");
     assert!(matches!(
         robust_accuracy_at(&[], 0.1),
-        Err(Error::EmptyDataset(_))
+        Err(Error::EmptyInput { .. })
     ));
     assert!(matches!(
         robust_accuracy_at(&[f64::NAN], 0.1),
@@ -140,7 +140,7 @@ fn save_writes_both_files_and_bad_points_are_typed_errors() {
         lines: vec![],
         ..bad.clone()
     };
-    assert!(matches!(empty.svg(100, 100), Err(Error::EmptyDataset(_))));
+    assert!(matches!(empty.svg(100, 100), Err(Error::EmptyInput { .. })));
     let short = Chart {
         lines: vec![Line {
             label: "l".into(),

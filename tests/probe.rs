@@ -203,7 +203,7 @@ fn bootstrap_and_comparison() {
     assert!(diff.p_value < 0.01);
     assert!(matches!(
         bootstrap_mean(&[], 10, 1),
-        Err(Error::EmptyDataset(_))
+        Err(Error::EmptyInput { .. })
     ));
     assert!(matches!(
         compare_means(&v, &v, 0, 1),

@@ -199,7 +199,7 @@ fn transfer_error_counts_misclassified_rows_on_a_hand_made_case() {
     ));
     assert!(matches!(
         transfer_error(&model, Array2::<f32>::zeros((0, 5)).view(), &[]),
-        Err(Error::EmptyDataset(_))
+        Err(Error::EmptyInput { .. })
     ));
     assert!(matches!(
         transfer_error(&model, Array2::<f32>::zeros((1, 4)).view(), &[0]),

@@ -50,7 +50,7 @@ struct Hidden<M> {
 /// live.
 ///
 /// Failures inside candle (a module that rejects the input shape, a device error) are
-/// [`Error::InvalidParameter`] for `model` with candle's message. A module whose output is
+/// [`Error::Framework`], with candle's error as their source. A module whose output is
 /// not `n × classes` is an [`Error::Shape`]; non-finite logits or gradients are
 /// [`Error::NonFinite`].
 ///
@@ -124,9 +124,13 @@ fn padded_chunks(x: ArrayView2<'_, f32>) -> impl Iterator<Item = (usize, Array2<
     })
 }
 
-/// A candle failure as the crate's error.
-fn candle_error(during: &str) -> impl Fn(candle_core::Error) -> Error + '_ {
-    move |e| Error::param("model", format!("candle failed during {during}: {e}"))
+/// A candle failure as the crate's error, saying what the adapter was doing.
+fn candle_error(during: &'static str) -> impl Fn(candle_core::Error) -> Error {
+    move |e| Error::Framework {
+        framework: "candle",
+        during,
+        source: Box::new(e),
+    }
 }
 
 /// A batch `n × m` as an `n × m` `f32` tensor on `device`, copied from the contiguous slice
@@ -134,7 +138,7 @@ fn candle_error(during: &str) -> impl Fn(candle_core::Error) -> Error + '_ {
 ///
 /// # Errors
 ///
-/// [`Error::InvalidParameter`] if candle cannot allocate the tensor on the device.
+/// [`Error::Framework`] if candle cannot allocate the tensor on the device.
 pub fn tensor_from_array(x: ArrayView2<'_, f32>, device: &Device) -> Result<Tensor> {
     let x = x.as_standard_layout();
     let data = x.as_slice().expect("standard layout is contiguous");
@@ -145,7 +149,7 @@ pub fn tensor_from_array(x: ArrayView2<'_, f32>, device: &Device) -> Result<Tens
 ///
 /// # Errors
 ///
-/// [`Error::Shape`] for a tensor of rank 0; [`Error::InvalidParameter`] if candle cannot read it.
+/// [`Error::Shape`] for a tensor of rank 0; [`Error::Framework`] if candle cannot read it.
 pub fn array_from_tensor(t: &Tensor) -> Result<Array2<f32>> {
     let dims = t.dims();
     let n = *dims
@@ -168,8 +172,9 @@ impl<M: Module> CandleModel<M> {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidParameter`] for an empty or zero-sized shape, fewer than 2 classes, or a
-    /// module that fails on the shape; [`Error::Shape`] if its output is not `n × classes`.
+    /// [`Error::InvalidParameter`] for an empty or zero-sized shape or fewer than 2 classes;
+    /// [`Error::Framework`] for a module that fails on the shape; [`Error::Shape`] if its
+    /// output is not `n × classes`.
     pub fn new(module: M, input_shape: &[usize], classes: usize) -> Result<Self> {
         Self::on_device(module, input_shape, classes, Device::Cpu)
     }
@@ -218,8 +223,9 @@ impl<M: Module> CandleModel<M> {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidParameter`] for a name already used or a function that fails on a zero
-    /// batch; [`Error::Shape`] if its output does not have one row per example.
+    /// [`Error::InvalidParameter`] for a name already used; [`Error::Framework`] for a
+    /// function that fails on a zero batch; [`Error::Shape`] if its output does not have one
+    /// row per example.
     pub fn try_with_hidden<F>(mut self, name: impl Into<String>, f: F) -> Result<Self>
     where
         F: Fn(&M, &Tensor) -> candle_core::Result<Tensor> + Send + Sync + 'static,

@@ -43,8 +43,8 @@ pub enum Penalty {
 /// forward pass confirms its label.
 ///
 /// An error the model returns while the solver runs comes out of [`Attack::attack`] as that
-/// same [`Error`]; a NaN or infinite loss or input gradient is [`Error::NonFinite`], and
-/// [`Error::Optim`] is left for failures of argmin itself.
+/// same [`Error`]; a NaN or infinite loss or input gradient is [`Error::NonFinite`];
+/// [`Error::Solver`] (a call the solver refuses) or [`Error::Internal`] would be a bug.
 ///
 /// ```
 /// use blindspot::attack::{Attack, BoxLbfgs, Target};
@@ -581,7 +581,9 @@ impl ImageRun {
                 self.z.as_slice_mut(),
                 self.z32.as_slice_mut(),
             ) else {
-                return Err(Error::Optim("non-contiguous point".into()));
+                return Err(Error::Internal {
+                    what: "the solver's point or the attack's buffers are not contiguous",
+                });
             };
             let mut sq = 0.0;
             let mut same = true;
@@ -612,9 +614,9 @@ impl ImageRun {
         self.model_target = Some(self.target());
         match self.phase {
             Phase::AwaitGrad { sq } => self.tell(sq),
-            _ => Err(Error::Optim(
-                "a gradient came for an image that asked for none".into(),
-            )),
+            _ => Err(Error::Internal {
+                what: "a gradient came for an image that asked for none",
+            }),
         }
     }
 
@@ -692,7 +694,9 @@ impl ImageRun {
         let success = self.found.best.is_some();
         let (adv, c) = std::mem::take(&mut self.found)
             .pick()
-            .ok_or_else(|| Error::Optim("no solve ran".into()))?;
+            .ok_or(Error::Internal {
+                what: "a target was settled before any solve ran",
+            })?;
         let d = distortion(self.x32.view(), adv.view())?;
         // Untargeted: the smallest successful perturbation over every other label.
         let better = match &self.best {
@@ -713,9 +717,9 @@ impl ImageRun {
     }
 
     fn finish(self) -> Result<Candidate> {
-        let (_, _, adversarial, penalty_weight) = self
-            .best
-            .ok_or_else(|| Error::Optim("no solve ran".into()))?;
+        let (_, _, adversarial, penalty_weight) = self.best.ok_or(Error::Internal {
+            what: "an image finished before any solve ran",
+        })?;
         Ok(Candidate {
             adversarial,
             penalty_weight,

@@ -262,8 +262,9 @@ pub trait Attack: Sync {
         target: Target,
     ) -> Result<Outcome> {
         let mut out = self.attack_batch(model, x.insert_axis(Axis(0)), &[label], &[target])?;
-        out.pop()
-            .ok_or_else(|| Error::Optim("the attack returned no outcome".into()))
+        out.pop().ok_or(Error::Internal {
+            what: "an attack of one row returned no outcome",
+        })
     }
 
     /// Attacks every row of `xs`; row `i` has true label `labels[i]` and target `targets[i]`.
@@ -277,7 +278,7 @@ pub trait Attack: Sync {
     ///
     /// # Errors
     ///
-    /// [`Error::EmptyDataset`] for a batch of no rows (the crate's one rule: a batch has at
+    /// [`Error::EmptyInput`] for a batch of no rows (the crate's one rule: a batch has at
     /// least one row); [`Error::Shape`] if `labels` or `targets` is not one per row, or a row
     /// is not the model's input width; [`Error::NonFinite`] or [`Error::InvalidParameter`] for
     /// a pixel that is not finite or outside `[0, 1]`; [`Error::LabelOutOfRange`] and the
@@ -291,7 +292,7 @@ pub trait Attack: Sync {
     ) -> Result<Vec<Outcome>> {
         let n = xs.nrows();
         if n == 0 {
-            return Err(Error::EmptyDataset("attack batch has no rows".into()));
+            return Err(Error::empty("attack batch has no rows"));
         }
         if labels.len() != n {
             return Err(Error::shape("labels", n, labels.len()));
@@ -418,7 +419,7 @@ pub fn distortion(x: ArrayView1<'_, f32>, x_adv: ArrayView1<'_, f32>) -> Result<
         return Err(Error::shape("adversarial input", x.len(), x_adv.len()));
     }
     if x.is_empty() {
-        return Err(Error::EmptyDataset("distortion of an empty vector".into()));
+        return Err(Error::empty("distortion of an empty vector"));
     }
     let sum: f64 = x
         .iter()

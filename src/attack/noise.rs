@@ -62,7 +62,7 @@ impl GaussianNoise {
     ///
     /// # Errors
     ///
-    /// [`Error::NonFinite`] for a NaN or infinite pixel; [`Error::EmptyDataset`] for an
+    /// [`Error::NonFinite`] for a NaN or infinite pixel; [`Error::EmptyInput`] for an
     /// empty `x` (with a target above 0); [`Error::InvalidParameter`] if `target` is negative,
     /// not finite, or more than clipped noise can reach.
     pub fn matching(x: ArrayView1<'_, f32>, target: f64, seed: u64) -> Result<Array1<f32>> {

@@ -149,7 +149,7 @@ pub fn magnify(
 ///
 /// # Errors
 ///
-/// [`Error::EmptyDataset`] for no rows; [`Error::Shape`] for a wrong width or number of labels;
+/// [`Error::EmptyInput`] for no rows; [`Error::Shape`] for a wrong width or number of labels;
 /// [`Error::LabelOutOfRange`]; [`Error::NonFinite`] for a non-finite pixel; as
 /// [`checked_predict`] if the model returns logits of the wrong
 /// shape or non-finite ones.
@@ -159,9 +159,7 @@ pub fn transfer_error<C: Classifier + ?Sized>(
     labels: &[usize],
 ) -> Result<f32> {
     if xs.nrows() == 0 {
-        return Err(Error::EmptyDataset(
-            "transfer_error of no adversarial examples".into(),
-        ));
+        return Err(Error::empty("transfer_error of no adversarial examples"));
     }
     check_batch(xs, model.input_dim(), "adversarial examples")?;
     check_labels(labels, xs.nrows(), model.num_classes())?;

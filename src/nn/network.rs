@@ -314,7 +314,7 @@ impl Network {
     ///
     /// # Errors
     ///
-    /// [`Error::Shape`] for a wrong input width or wrong buffer sizes, [`Error::EmptyDataset`]
+    /// [`Error::Shape`] for a wrong input width or wrong buffer sizes, [`Error::EmptyInput`]
     /// for no rows, [`Error::NonFinite`] for a NaN or infinite input, a loss that overflows
     /// (inputs so large that the logits are no longer finite) or an input gradient that does
     /// (`grad` then holds it, not to be used), [`Error::LabelOutOfRange`].
@@ -578,7 +578,7 @@ impl Representation for Network {
     /// # Errors
     ///
     /// [`Error::InvalidParameter`] if `k` is not a hidden layer, [`Error::Shape`] or
-    /// [`Error::EmptyDataset`] for a bad batch, [`Error::NonFinite`] naming the layer if a
+    /// [`Error::EmptyInput`] for a bad batch, [`Error::NonFinite`] naming the layer if a
     /// value is NaN or infinite (finite but huge inputs can overflow it).
     fn representation(&self, x: ArrayView2<'_, f32>, k: usize) -> Result<Array2<f32>> {
         self.layer_dim(k)?;

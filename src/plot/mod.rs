@@ -84,7 +84,7 @@ impl Chart {
     ///
     /// # Errors
     ///
-    /// [`Error::EmptyDataset`] for a chart with no points; [`Error::NonFinite`] naming the line
+    /// [`Error::EmptyInput`] for a chart with no points; [`Error::NonFinite`] naming the line
     /// with a NaN or infinite coordinate or spread; [`Error::Shape`] for a spread whose length
     /// is not the points'.
     pub fn ranges(&self) -> Result<((f64, f64), (f64, f64))> {
@@ -113,7 +113,10 @@ impl Chart {
             }
         }
         if x0 > x1 {
-            return Err(Error::EmptyDataset(format!("chart {:?}", self.title)));
+            return Err(Error::empty(format!(
+                "chart {:?} has no points",
+                self.title
+            )));
         }
         if x1 - x0 <= 0.0 {
             x1 = x0 + 1.0;
@@ -315,7 +318,7 @@ fn mean_sd_per_epoch(runs: &[Vec<f64>]) -> (Vec<f64>, Vec<f64>) {
 ///
 /// # Errors
 ///
-/// [`Error::EmptyDataset`] if no method has a run with an epoch; [`Error::NonFinite`] for a
+/// [`Error::EmptyInput`] if no method has a run with an epoch; [`Error::NonFinite`] for a
 /// NaN or infinite error.
 pub fn learning_curves(title: &str, methods: &[(String, Vec<Vec<f64>>)]) -> Result<Chart> {
     let lines = methods
@@ -351,11 +354,11 @@ pub fn learning_curves(title: &str, methods: &[(String, Vec<Vec<f64>>)]) -> Resu
 ///
 /// # Errors
 ///
-/// [`Error::EmptyDataset`] for no distortions; [`Error::NonFinite`] for a NaN distortion
+/// [`Error::EmptyInput`] for no distortions; [`Error::NonFinite`] for a NaN distortion
 /// or ε.
 pub fn robust_accuracy_at(distortions: &[f64], epsilon: f64) -> Result<f64> {
     if distortions.is_empty() {
-        return Err(Error::EmptyDataset("robust accuracy of no images".into()));
+        return Err(Error::empty("robust accuracy of no images"));
     }
     if epsilon.is_nan() || distortions.iter().any(|d| d.is_nan()) {
         return Err(Error::NonFinite {
@@ -416,8 +419,8 @@ pub fn robust_accuracy(
 ///
 /// # Errors
 ///
-/// [`Error::InvalidParameter`] for no bins or more than 10,000; [`Error::EmptyDataset`] if
-/// no model has a finite distortion; [`Error::NonFinite`] for a NaN distortion.
+/// [`Error::InvalidParameter`] for no bins or more than 10,000; [`Error::EmptyInput`] for
+/// no models; [`Error::NonFinite`] for a NaN distortion.
 pub fn distortion_histogram(
     title: &str,
     models: &[(String, Vec<f64>)],

@@ -113,13 +113,13 @@ pub(super) fn resample_mean(v: &[f64], rng: &mut impl Rng) -> f64 {
 ///
 /// # Errors
 ///
-/// [`Error::EmptyDataset`] if `values` is empty; [`Error::NonFinite`] if a value is NaN or
+/// [`Error::EmptyInput`] if `values` is empty; [`Error::NonFinite`] if a value is NaN or
 /// infinite, or values so large that their sums overflow; [`Error::InvalidParameter`] if
 /// `resamples` is 0 or above [`MAX_RESAMPLES`], or `resamples · values.len()` is above
 /// [`MAX_RESAMPLED_VALUES`].
 pub fn bootstrap_mean(values: &[f64], resamples: usize, seed: u64) -> Result<MeanCi> {
     if values.is_empty() {
-        return Err(Error::EmptyDataset("bootstrap of no values".into()));
+        return Err(Error::empty("bootstrap of no values"));
     }
     check_values(values, "bootstrap values")?;
     check_resamples("resamples", resamples)?;
@@ -162,13 +162,13 @@ pub struct Difference {
 ///
 /// # Errors
 ///
-/// [`Error::EmptyDataset`] if a group is empty; [`Error::NonFinite`] if a value is NaN or
+/// [`Error::EmptyInput`] if a group is empty; [`Error::NonFinite`] if a value is NaN or
 /// infinite (or the means overflow); [`Error::InvalidParameter`] if `resamples` is 0 or above
 /// [`MAX_RESAMPLES`], or `resamples` times the values of both groups is above
 /// [`MAX_RESAMPLED_VALUES`].
 pub fn compare_means(a: &[f64], b: &[f64], resamples: usize, seed: u64) -> Result<Difference> {
     if a.is_empty() || b.is_empty() {
-        return Err(Error::EmptyDataset("comparison of an empty group".into()));
+        return Err(Error::empty("comparison of an empty group"));
     }
     check_values(a, "first group")?;
     check_values(b, "second group")?;

@@ -34,7 +34,7 @@ pub struct TopK {
 ///
 /// # Errors
 ///
-/// [`Error::InvalidParameter`] if `layer >= model.num_layers()`; [`Error::EmptyDataset`] if
+/// [`Error::InvalidParameter`] if `layer >= model.num_layers()`; [`Error::EmptyInput`] if
 /// `x` has no rows; [`Error::Shape`] if the model returns a batch of the wrong shape;
 /// [`Error::NonFinite`] if an activation is NaN or infinite; any error of the model.
 pub fn layer_activations<R: Representation + ?Sized>(
@@ -45,7 +45,7 @@ pub fn layer_activations<R: Representation + ?Sized>(
     let dim = checked_layer_dim(model, layer)?;
     let n = x.nrows();
     if n == 0 {
-        return Err(Error::EmptyDataset("probe input has no rows".into()));
+        return Err(Error::empty("probe input has no rows"));
     }
     // Allocated only after the first chunk has shown that the model's claimed width is real:
     // a model reporting an absurd `layer_dim` gets a shape error, not a huge allocation.
@@ -64,7 +64,9 @@ pub fn layer_activations<R: Representation + ?Sized>(
             .slice_mut(s![lo..hi, ..])
             .assign(&a);
     }
-    let acts = acts.ok_or_else(|| Error::EmptyDataset("probe input has no rows".into()))?;
+    let acts = acts.ok_or(Error::Internal {
+        what: "a probe input of at least one row gave no chunk",
+    })?;
     if acts.iter().any(|v| !v.is_finite()) {
         return Err(Error::NonFinite {
             what: format!("activations of layer {layer}"),

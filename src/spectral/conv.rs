@@ -762,7 +762,8 @@ fn norm(v: &[f64], channels: usize) -> f64 {
 /// - [`Error::InvalidParameter`] if `stride` is 0, (`"size"`) the input or output would
 ///   exceed [`MAX_ELEMENTS`], or (`"work"`) one iteration would exceed
 ///   [`MAX_ITERATION_WORK`];
-/// - [`Error::Optim`] if the estimate has not converged after `max_iter` iterations.
+/// - [`Error::NotConverged`] with the last estimate if the change is still above `tol` after
+///   `max_iter` iterations.
 pub fn conv_power_iteration(
     kernel: ArrayView4<'_, f32>,
     height: usize,
@@ -821,10 +822,12 @@ pub fn conv_power_iteration(
         prev = sigma;
         v.iter_mut().zip(&z).for_each(|(vi, zi)| *vi = zi / zn);
     }
-    Err(Error::Optim(format!(
-        "convolution power iteration did not reach relative tolerance {tol} in {max_iter} \
-         iterations (last estimate {prev})"
-    )))
+    Err(Error::NotConverged {
+        what: "convolution power iteration",
+        iterations: max_iter,
+        tolerance: tol,
+        last_estimate: prev,
+    })
 }
 
 #[cfg(test)]

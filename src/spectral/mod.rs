@@ -162,8 +162,8 @@ pub struct NormEstimate {
 /// # Errors
 ///
 /// [`Error::Shape`] if `w` has no rows or no columns; [`Error::NonFinite`] if an entry is NaN
-/// or infinite; [`Error::Optim`] if the estimate has not converged after `max_iter`
-/// iterations.
+/// or infinite; [`Error::NotConverged`] with the last estimate if the change is still above
+/// `tol` after `max_iter` iterations.
 pub fn power_iteration(
     w: ArrayView2<'_, f32>,
     config: &PowerIterationConfig,
@@ -215,10 +215,12 @@ pub fn power_iteration(
         prev = sigma;
         v = z / zn;
     }
-    Err(Error::Optim(format!(
-        "power iteration did not reach relative tolerance {tol} in {max_iter} iterations \
-         (last estimate {prev})"
-    )))
+    Err(Error::NotConverged {
+        what: "power iteration",
+        iterations: max_iter,
+        tolerance: tol,
+        last_estimate: prev,
+    })
 }
 
 /// The operator norm `‖W‖₂` (largest singular value) of `w`, by [`power_iteration`]: its
@@ -423,7 +425,7 @@ pub fn network_bound(layers: &[LayerBound]) -> f64 {
 /// # Errors
 ///
 /// [`Error::Shape`] if `x` and `r` differ in shape or do not match the model's input width;
-/// [`Error::NonFinite`] for NaN or infinite entries; [`Error::EmptyDataset`] if there are no
+/// [`Error::NonFinite`] for NaN or infinite entries; [`Error::EmptyInput`] if there are no
 /// rows; any error of the model.
 pub fn perturbation_ratios<C: Classifier + ?Sized>(
     model: &C,
@@ -436,9 +438,7 @@ pub fn perturbation_ratios<C: Classifier + ?Sized>(
         return Err(Error::shape("perturbations", x.nrows(), r.nrows()));
     }
     if x.nrows() == 0 {
-        return Err(Error::EmptyDataset(
-            "no (example, perturbation) pairs".into(),
-        ));
+        return Err(Error::empty("no (example, perturbation) pairs"));
     }
     let moved: Array2<f32> = &x + &r;
     let f0 = model.logits(x)?;

@@ -138,7 +138,7 @@ pub fn assert_gradient_arguments_are_checked<M: Differentiable>(model: &M) {
     let empty = Array2::zeros((0, m));
     assert!(matches!(
         call(empty.view(), &[], 0, (0, m)),
-        Err(Error::EmptyDataset(_))
+        Err(Error::EmptyInput { .. })
     ));
     let mut nan = x.clone();
     nan[[1, m - 1]] = f32::NAN;

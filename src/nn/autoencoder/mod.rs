@@ -250,7 +250,7 @@ impl Autoencoder {
     ///
     /// # Errors
     ///
-    /// [`Error::Shape`] for a wrong width, [`Error::EmptyDataset`] for no rows,
+    /// [`Error::Shape`] for a wrong width, [`Error::EmptyInput`] for no rows,
     /// [`Error::NonFinite`] for NaN or infinite inputs.
     pub fn encode(&self, x: ArrayView2<'_, f32>) -> Result<Array2<f32>> {
         self.check_input(x)?;

@@ -4,7 +4,8 @@
 /// point it is given, or with the values told to it.
 ///
 /// The messages are those of the crate's `Error` variants of the same names, into which
-/// each of these converts (`NotAsked`, a mistake in the calling code, becomes `Error::Optim`).
+/// each of these converts (`NotAsked`, a mistake in the calling code, becomes
+/// `Error::Solver`, keeping it as its source).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum LbfgsbError {
