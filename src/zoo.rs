@@ -32,9 +32,10 @@ use std::time::Instant;
 
 use crate::data::Dataset;
 use crate::error::{Error, Result};
+use crate::io::ModelFile;
 use crate::nn::{
-    train, train_ae_classifier, AeConfig, AeParams, AeStage, Architecture, ModelFile, Network,
-    Progress, TrainConfig, TrainParams,
+    train, train_ae_classifier, AeConfig, AeParams, AeStage, Architecture, Network, Progress,
+    TrainConfig, TrainParams,
 };
 
 /// The six networks of the paper's Table 1, in its order.
@@ -695,7 +696,7 @@ fn load_cached(
         .unwrap_or(0.0);
     let train_error = file.meta.get("train_error").and_then(|s| s.parse().ok());
     let model =
-        Network::from_model_file(file, path).map_err(|e| format!("unreadable cache file: {e}"))?;
+        Network::from_model_file(file).map_err(|e| format!("unreadable cache file: {e}"))?;
     if model.arch() != arch {
         return Err(format!(
             "cache file holds {} ({}), wanted {arch} ({})",
@@ -725,7 +726,7 @@ fn remove_stale_temps(dir: &Path) {
         let Some(name) = name.to_str() else {
             continue;
         };
-        if !crate::data::idx::temp_target(name).is_some_and(|t| t.ends_with(".npz")) {
+        if !crate::io::temp_target(name).is_some_and(|t| t.ends_with(".npz")) {
             continue;
         }
         let old = entry
