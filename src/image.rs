@@ -5,8 +5,8 @@ use std::path::Path;
 
 use ndarray::ArrayView1;
 
-use crate::data::idx::write_atomic;
 use crate::error::{check_nonzero, Error, Result};
+use crate::io::write_atomic;
 use crate::model::check_finite;
 
 /// Largest image [`Grid::render`] draws, in pixels (256 Mi, one byte each).

@@ -336,5 +336,5 @@ impl NpzWeights {
 fn read_npz(path: &Path) -> Result<Vec<(String, ArrayD<f32>)>> {
     // The size-checked reader of model files: an npy header's claimed shape is checked
     // against its member's real size before anything is allocated.
-    crate::nn::read_named_arrays(path)
+    crate::io::read_named_arrays(path)
 }

@@ -5,9 +5,11 @@
 //! L-BFGS, what single hidden units encode compared with random directions, and per-layer
 //! stability bounds.
 //!
-//! The modules, one line each, in the crate's layering: data → nn → model traits → attack /
-//! probe / spectral → adversarial_training, zoo, with optim standalone.
+//! The modules, one line each, in the crate's layering: io → data → nn → model traits →
+//! attack / probe / spectral → adversarial_training, zoo, with optim standalone.
 //! - [`error`]: the crate's [`Error`] and [`Result`].
+//! - [`io`]: files written atomically, read only if regular, and hardened `.npz` reading
+//!   ([`io::ModelFile`]: a saved model's named arrays and header).
 //! - [`params`]: the one shape of settings: [`Check`] turns settings as given into
 //!   [`Checked`] ones that cannot be invalid.
 //! - [`data`]: IDX files (raw or gzip), [`data::Dataset`] with seeded batches, [`data::Mnist`]
@@ -52,6 +54,7 @@ pub mod data;
 pub mod error;
 pub mod image;
 pub mod import;
+pub mod io;
 pub mod model;
 pub mod nn;
 pub mod optim;

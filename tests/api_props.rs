@@ -13,7 +13,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use blindspot::attack::{distortion, magnify, Attack, BoxLbfgsParams, GaussianNoise, Target};
 use blindspot::data::{parse_idx_bytes, write_idx, Dataset};
 use blindspot::image::Grid;
-use blindspot::nn::{Architecture, ModelFile, Network};
+use blindspot::io::ModelFile;
+use blindspot::nn::{Architecture, Network};
 use blindspot::probe::{bootstrap_mean, compare_means, label_purity, mean_pairwise_distance};
 use ndarray::{Array1, Array2};
 use proptest::prelude::*;
@@ -131,7 +132,7 @@ proptest! {
                 (format!("a{i}"), Array2::from_shape_fn((r, c), |(a, b)| values[a * 5 + b]))
             })
             .collect();
-        let file = ModelFile { meta, arrays };
+        let file = ModelFile::new(meta, arrays);
         let path = std::env::temp_dir().join(format!(
             "blindspot-props-{}-{:?}.npz",
             std::process::id(),
@@ -152,7 +153,7 @@ proptest! {
             bytes[i] ^= x;
             let r = no_panic("from_bytes (corrupted)", || ModelFile::from_bytes(&bytes, &path))?;
             if let Ok(f) = r {
-                no_panic("Network::from_model_file", || Network::from_model_file(f, &path))?.ok();
+                no_panic("Network::from_model_file", || Network::from_model_file(f))?.ok();
             }
         }
     }

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use blindspot::attack::{transfer_error, Attack, BoxLbfgs, GaussianNoise, Target};
 use blindspot::data::Mnist;
 use blindspot::image::Grid;
-use blindspot::nn::{Architecture, ModelFile, Network, TrainParams};
+use blindspot::io::ModelFile;
+use blindspot::nn::{Architecture, Network, TrainParams};
 use blindspot::probe::{
     bootstrap_mean, compare_means, label_purity, mean_pairwise_distance, MAX_RESAMPLES,
 };
@@ -520,7 +521,7 @@ fn model_files_written_by_save_round_trip_through_the_new_reader() {
         let mut b = bytes.clone();
         b[i] ^= 0x5a;
         if let Ok(f) = ModelFile::from_bytes(&b, &path) {
-            if let Ok(m2) = Network::from_model_file(f, &path) {
+            if let Ok(m2) = Network::from_model_file(f) {
                 assert_eq!(m2, m, "byte {i} flipped gave other weights");
             }
         }

@@ -1,7 +1,8 @@
 //! Properties of the MLP: exact gradients, name parsing, persistence, determinism, typed errors.
 
 use blindspot::data::Dataset;
-use blindspot::nn::{train, Activation, Architecture, ModelFile, Network, TrainParams, Trainable};
+use blindspot::io::ModelFile;
+use blindspot::nn::{train, Activation, Architecture, Network, TrainParams, Trainable};
 use blindspot::Check;
 use blindspot::{Classifier, Differentiable, Error, Representation};
 use ndarray::Array2;

@@ -5,7 +5,8 @@ use blindspot::Check;
 use std::path::PathBuf;
 
 use blindspot::data::{Dataset, Mnist};
-use blindspot::nn::{Activation, AeParams, Architecture, ModelFile, Schedule, TrainParams};
+use blindspot::io::ModelFile;
+use blindspot::nn::{Activation, AeParams, Architecture, Schedule, TrainParams};
 use blindspot::zoo::{self, Recipe, Stage, Zoo, MODELS, TABLE1};
 use blindspot::{Classifier, Error};
 use ndarray::Array2;

@@ -15,9 +15,9 @@ use std::time::Duration;
 use flate2::read::GzDecoder;
 use sha2::{Digest, Sha256};
 
-use super::idx::write_atomic;
 use super::mnist::Mnist;
 use crate::error::{check_count, check_positive, Error, Result};
+use crate::io::write_atomic;
 use crate::params::{Check, Checked};
 
 /// One of the four MNIST files: its name and what it must hold.

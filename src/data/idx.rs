@@ -6,16 +6,15 @@
 //! Files may be gzipped; compression is recognised by the gzip magic bytes, not by the
 //! file name, so a renamed file still loads.
 
-use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Write};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::io::{BufReader, Read, Write};
+use std::path::Path;
 
 use flate2::read::MultiGzDecoder;
 use flate2::write::GzEncoder;
 use flate2::Compression;
 
 use crate::error::{Error, Result};
+use crate::io::{open_regular, write_atomic};
 
 /// The IDX type code of unsigned bytes, the only one supported.
 const TYPE_U8: u8 = 0x08;
@@ -381,164 +380,4 @@ pub fn write_idx(path: &Path, dims: &[usize], data: &[u8], gzip: bool) -> Result
         }
         Ok(())
     })
-}
-
-/// Opens `path` for reading if it is a regular file (symbolic links followed), and refuses
-/// anything else with [`Error::NotRegularFile`]: every file the crate reads goes through here.
-///
-/// Opening a FIFO for reading blocks until a writer appears, and a device such as
-/// `/dev/zero` never ends, so the type is checked before opening. So that a swap between the
-/// check and the open cannot block either, the open itself does not wait (`O_NONBLOCK` on
-/// Unix, which does not affect reads of a regular file) and the opened file's own metadata
-/// is checked again.
-///
-/// # Errors
-///
-/// [`Error::Io`] if the path cannot be inspected or opened (missing, no permission);
-/// [`Error::NotRegularFile`] for anything but a regular file.
-pub(crate) fn open_regular(path: &Path) -> Result<File> {
-    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
-    check_regular(path, &meta.file_type())?;
-    let file = open_without_waiting(path).map_err(|e| Error::io(path, e))?;
-    let meta = file.metadata().map_err(|e| Error::io(path, e))?;
-    check_regular(path, &meta.file_type())?;
-    Ok(file)
-}
-
-#[cfg(unix)]
-fn open_without_waiting(path: &Path) -> std::io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-}
-
-#[cfg(not(unix))]
-fn open_without_waiting(path: &Path) -> std::io::Result<File> {
-    File::open(path)
-}
-
-fn check_regular(path: &Path, kind: &std::fs::FileType) -> Result<()> {
-    if kind.is_file() {
-        return Ok(());
-    }
-    let what = if kind.is_dir() {
-        "a directory"
-    } else {
-        special_kind(kind)
-    };
-    Err(Error::NotRegularFile {
-        path: path.to_path_buf(),
-        kind: what,
-    })
-}
-
-#[cfg(unix)]
-fn special_kind(kind: &std::fs::FileType) -> &'static str {
-    use std::os::unix::fs::FileTypeExt;
-    if kind.is_fifo() {
-        "a FIFO"
-    } else if kind.is_char_device() {
-        "a character device"
-    } else if kind.is_block_device() {
-        "a block device"
-    } else if kind.is_socket() {
-        "a socket"
-    } else {
-        "not a file"
-    }
-}
-
-#[cfg(not(unix))]
-fn special_kind(_: &std::fs::FileType) -> &'static str {
-    "not a file"
-}
-
-/// Writes a file through `write` into a temporary sibling, then renames it over `path`.
-///
-/// Same directory so the rename stays on one file system and is atomic; the temporary name,
-/// `.{name}.{pid}.{thread}.{counter}.tmp`, carries the process id, the thread and a
-/// process-wide counter, so concurrent writers (threads or processes) never share one. On any
-/// failure the temporary file is removed and `path` is left untouched.
-pub(crate) fn write_atomic(
-    path: &Path,
-    write: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,
-) -> Result<()> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let file_name = path.file_name().ok_or_else(|| {
-        Error::io(
-            path,
-            std::io::Error::new(std::io::ErrorKind::InvalidInput, "path has no file name"),
-        )
-    })?;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(file_name);
-    // `ThreadId`'s Debug form is `ThreadId(N)`; its digits are unique among live threads.
-    let thread: String = format!("{:?}", std::thread::current().id())
-        .chars()
-        .filter(char::is_ascii_digit)
-        .collect();
-    tmp_name.push(format!(
-        ".{}.{thread}.{}.tmp",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let tmp = dir.join(tmp_name);
-
-    let result = (|| {
-        let file = File::create(&tmp)?;
-        let mut w = BufWriter::new(file);
-        write(&mut w)?;
-        let file = w.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        drop(file);
-        std::fs::rename(&tmp, path)
-    })();
-    result.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io(path, e)
-    })
-}
-
-/// The file name a temporary file called `name` was going to replace, if `name` is the
-/// temporary sibling of a save: the current form `.{target}.{pid}.{thread}.{counter}.tmp`
-/// (see `write_atomic`) or the older `{target}.tmp{pid}`.
-pub(crate) fn temp_target(name: &str) -> Option<&str> {
-    if let Some(inner) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")) {
-        // Strip `.{pid}.{thread}.{counter}`: three dot-separated runs of digits.
-        let mut rest = inner;
-        for _ in 0..3 {
-            let dot = rest.rfind('.')?;
-            let digits = &rest[dot + 1..];
-            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-                return None;
-            }
-            rest = &rest[..dot];
-        }
-        return (!rest.is_empty()).then_some(rest);
-    }
-    let at = name.rfind(".tmp")?;
-    let digits = &name[at + 4..];
-    (at > 0 && !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
-        .then_some(&name[..at])
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn temp_names_map_back_to_their_target() {
-        assert_eq!(temp_target(".m.npz.12.3.7.tmp"), Some("m.npz"));
-        assert_eq!(temp_target("m.npz.tmp4242"), Some("m.npz"));
-        assert_eq!(temp_target("m.npz"), None);
-        assert_eq!(temp_target(".m.npz.x.3.7.tmp"), None);
-        assert_eq!(temp_target(".tmp"), None);
-        assert_eq!(temp_target("m.npz.tmp"), None);
-    }
 }

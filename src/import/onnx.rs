@@ -139,7 +139,7 @@ pub fn load_with(path: impl AsRef<Path>, params: &OnnxParams) -> Result<OnnxMode
     use std::io::Read;
     let path = path.as_ref();
     // Only a regular file: a FIFO would block the read forever.
-    let file = crate::data::idx::open_regular(path)?;
+    let file = crate::io::open_regular(path)?;
     let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
     if len > MAX_FILE {
         return Err(Error::ModelFile {

@@ -23,8 +23,6 @@ pub use layer::{Conv2d, Dense, Layer, MaxPool2d};
 pub use network::Network;
 #[allow(deprecated)]
 pub use network::{Mlp, MlpWorkspace};
-pub(crate) use persist::read_named_arrays;
-pub use persist::ModelFile;
 pub use stack::Workspace;
 pub(crate) use train::{check_class_count, fit_loop, Batch, SgdStep, Steps};
 pub use train::{

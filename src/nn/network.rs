@@ -10,17 +10,15 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::error::{Error, Result};
+use crate::io::ModelFile;
 use crate::model::{
     check_finite, check_input_batch, check_labels, check_loss_and_grad_args, Classifier,
     Differentiable, Representation,
 };
 use crate::nn::layer::{weight_decay, Conv2d, Dense, Layer, MaxPool2d};
+use crate::nn::persist;
 use crate::nn::stack::{check_grads, Stack, Workspace};
-use crate::nn::{Activation, Architecture, InputAffine, ModelFile, Trainable};
-
-/// Array names of an input normalisation in a saved network.
-const INPUT_SCALE: &str = "input_scale";
-const INPUT_SHIFT: &str = "input_shift";
+use crate::nn::{Activation, Architecture, InputAffine, Trainable};
 
 /// A classifier: convolutional stages (convolution, activation, max-pooling), dense hidden
 /// layers with an activation, and a final dense layer whose outputs (logits) feed a softmax.
@@ -100,7 +98,7 @@ impl Network {
     }
 
     /// The shapes of the parameter arrays of `arch`, with their file names, in order.
-    fn param_shapes(arch: &Architecture) -> Vec<(String, (usize, usize))> {
+    pub(super) fn param_shapes(arch: &Architecture) -> Vec<(String, (usize, usize))> {
         let mut shapes = Vec::new();
         let mut channels = arch.image().2;
         for (j, stage) in arch.conv_stages().iter().enumerate() {
@@ -672,8 +670,6 @@ impl Trainable for Network {
     }
 }
 
-const FORMAT: &str = "1";
-
 impl Network {
     /// Saves the network as `.npz` (arrays `K0, c0, …` for convolutions, `W0, b0, …` for
     /// dense layers, and a header with the architecture), atomically.
@@ -682,43 +678,13 @@ impl Network {
     ///
     /// [`Error::Io`] or [`Error::ModelFile`] if the file cannot be written.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
-        self.to_model_file().save(path.as_ref())
+        persist::save(self, path.as_ref())
     }
 
     /// The arrays and header that [`Network::save`] writes; callers may add header keys (the
     /// zoo records its cache key there) before saving.
     pub fn to_model_file(&self) -> ModelFile {
-        let mut meta = std::collections::BTreeMap::new();
-        meta.insert("kind".to_string(), "mlp".to_string());
-        meta.insert("format".to_string(), FORMAT.to_string());
-        meta.insert("name".to_string(), self.arch.to_string());
-        meta.insert("input".to_string(), self.arch.input().to_string());
-        meta.insert("activation".to_string(), self.arch.activation().to_string());
-        // A network without stages may still have been built for images (new_conv with no
-        // stage, an import): its image shape is part of the architecture, so it is written
-        // whenever it is not the dense default, and the file loads back equal.
-        if self.arch.is_conv() || self.arch.image() != (1, self.arch.input(), 1) {
-            let (h, w, c) = self.arch.image();
-            meta.insert("image".to_string(), format!("{h},{w},{c}"));
-        }
-        let arrays = Network::param_shapes(&self.arch)
-            .into_iter()
-            .zip(self.stack.params())
-            .map(|((name, _), a)| (name, a.clone()))
-            .collect::<Vec<_>>();
-        let mut arrays = arrays;
-        if let Some(a) = self.input_affine() {
-            let row = |v: &[f32]| Array2::from_shape_vec((1, v.len()), v.to_vec());
-            arrays.push((
-                INPUT_SCALE.to_string(),
-                row(a.scale()).expect("one row of channels"),
-            ));
-            arrays.push((
-                INPUT_SHIFT.to_string(),
-                row(a.shift()).expect("one row of channels"),
-            ));
-        }
-        ModelFile { meta, arrays }
+        persist::to_file(self)
     }
 
     /// Loads a network saved by [`Network::save`], checking the header and every array's shape.
@@ -728,78 +694,15 @@ impl Network {
     /// [`Error::Io`] if unreadable; [`Error::ModelFile`] naming the file if it is not a
     /// network file, its header is inconsistent, or an array is missing or misshapen.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref();
-        Network::from_model_file(ModelFile::load(path)?, path)
+        persist::load(path.as_ref())
     }
 
-    /// Rebuilds a network from a model file read from `path` (named in errors).
+    /// Rebuilds a network from a model file (its [`ModelFile::path`] named in errors).
     ///
     /// # Errors
     ///
     /// As [`Network::load`].
-    pub fn from_model_file(mut file: ModelFile, path: &Path) -> Result<Self> {
-        let bad = |problem: String| Error::ModelFile {
-            path: path.to_path_buf(),
-            problem,
-        };
-        let kind = file.meta_value("kind", path)?;
-        if kind != "mlp" {
-            return Err(bad(format!("kind is {kind:?}, not \"mlp\"")));
-        }
-        let format = file.meta_value("format", path)?;
-        if format != FORMAT {
-            return Err(bad(format!("unsupported format {format:?}")));
-        }
-        let input: usize = file
-            .meta_value("input", path)?
-            .parse()
-            .map_err(|_| bad("input width is not a number".into()))?;
-        let activation: Activation = file.meta_value("activation", path)?.parse()?;
-        let name = file.meta_value("name", path)?;
-        let arch = match file.meta.get("image") {
-            Some(image) => {
-                let dims: Vec<usize> = image
-                    .split(',')
-                    .map(|v| v.trim().parse::<usize>())
-                    .collect::<std::result::Result<_, _>>()
-                    .map_err(|_| bad(format!("image {image:?} is not `h,w,c`")))?;
-                let &[h, w, c] = dims.as_slice() else {
-                    return Err(bad(format!("image {image:?} is not `h,w,c`")));
-                };
-                let arch = Architecture::parse_image(name, (h, w, c))?;
-                if arch.is_conv() {
-                    arch
-                } else {
-                    arch.with_dense_image((h, w, c))
-                        .map_err(|e| bad(e.to_string()))?
-                }
-            }
-            None => Architecture::parse(name, input)?,
-        }
-        .with_activation(activation);
-        if arch.input() != input {
-            return Err(bad(format!(
-                "input width {input} does not match the architecture's {}",
-                arch.input()
-            )));
-        }
-        let params = Network::param_shapes(&arch)
-            .iter()
-            .map(|(name, _)| file.take(name, path))
-            .collect::<Result<Vec<_>>>()?;
-        let net = Network::from_params(arch, params).map_err(|e| bad(e.to_string()))?;
-        if !file.arrays.iter().any(|(n, _)| n == INPUT_SCALE) {
-            return Ok(net);
-        }
-        let scale = file.take(INPUT_SCALE, path)?;
-        let shift = file.take(INPUT_SHIFT, path)?;
-        let affine = InputAffine::new(
-            scale.iter().copied().collect(),
-            shift.iter().copied().collect(),
-            net.arch.input(),
-        )
-        .map_err(|e| bad(e.to_string()))?;
-        net.try_with_input_affine(affine)
-            .map_err(|e| bad(e.to_string()))
+    pub fn from_model_file(file: ModelFile) -> Result<Self> {
+        persist::from_file(file)
     }
 }

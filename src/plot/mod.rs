@@ -26,8 +26,8 @@ use std::sync::OnceLock;
 
 use plotters::prelude::*;
 
-use crate::data::idx::write_atomic;
 use crate::error::{Error, Result};
+use crate::io::write_atomic;
 
 /// DejaVu Sans cut to printable ASCII and the symbols the figures use (licence beside it).
 static FONT: &[u8] = include_bytes!("DejaVuSans-subset.ttf");

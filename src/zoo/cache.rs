@@ -8,7 +8,8 @@ use super::recipes::{recipe_for, Recipe};
 use super::{fnv1a, ZOO_FORMAT};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
-use crate::nn::{train, train_ae_classifier, AeStage, Architecture, ModelFile, Network, Progress};
+use crate::io::ModelFile;
+use crate::nn::{train, train_ae_classifier, AeStage, Architecture, Network, Progress};
 
 /// Which training stage a zoo progress event comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -290,7 +291,7 @@ fn load_cached(
         .unwrap_or(0.0);
     let train_error = file.meta.get("train_error").and_then(|s| s.parse().ok());
     let model =
-        Network::from_model_file(file, path).map_err(|e| format!("unreadable cache file: {e}"))?;
+        Network::from_model_file(file).map_err(|e| format!("unreadable cache file: {e}"))?;
     if model.arch() != arch {
         return Err(format!(
             "cache file holds {} ({}), wanted {arch} ({})",
@@ -320,7 +321,7 @@ fn remove_stale_temps(dir: &Path) {
         let Some(name) = name.to_str() else {
             continue;
         };
-        if !crate::data::idx::temp_target(name).is_some_and(|t| t.ends_with(".npz")) {
+        if !crate::io::temp_target(name).is_some_and(|t| t.ends_with(".npz")) {
             continue;
         }
         let old = entry

@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
-use blindspot::nn::{Architecture, Autoencoder, ModelFile, Network};
+use blindspot::io::ModelFile;
+use blindspot::nn::{Architecture, Autoencoder, Network};
 use blindspot::Classifier;
 use ndarray::Array2;
 
@@ -40,13 +41,13 @@ pub fn model_file(data: &[u8]) {
     let Ok(file) = ModelFile::from_bytes(data, path) else {
         return;
     };
-    if let Ok(mlp) = Network::from_model_file(file.clone(), path) {
+    if let Ok(mlp) = Network::from_model_file(file.clone()) {
         if mlp.input_dim() <= 4096 {
             let x = Array2::from_elem((1, mlp.input_dim()), 0.5f32);
             let _ = mlp.logits(x.view());
         }
     }
-    if let Ok(ae) = Autoencoder::from_model_file(file, path) {
+    if let Ok(ae) = Autoencoder::from_model_file(file) {
         if ae.input_dim() <= 4096 {
             let x = Array2::from_elem((1, ae.input_dim()), 0.5f32);
             let _ = ae.reconstruct(x.view());
@@ -152,10 +153,9 @@ pub fn construct(data: &[u8]) {
         .enumerate()
         .map(|(i, a)| (names[(i + mode as usize) % names.len()].to_string(), a))
         .collect();
-    let file = ModelFile { meta, arrays };
-    let path = Path::new("fuzz.npz");
-    let _ = Network::from_model_file(file.clone(), path);
-    let _ = Autoencoder::from_model_file(file, path);
+    let file = ModelFile::new(meta, arrays);
+    let _ = Network::from_model_file(file.clone());
+    let _ = Autoencoder::from_model_file(file);
 }
 
 /// Largest work the conv harnesses run a network for: parameters plus multiply-adds of one
@@ -214,9 +214,8 @@ fn exercise(net: &Network, pixel: f32) {
         let _ = net.representation(x.view(), k);
     }
     let _ = net.layer_output(x.view(), net.layers().len() - 1);
-    let path = Path::new("fuzz.npz");
-    let back = Network::from_model_file(net.to_model_file(), path)
-        .expect("a network's own model file loads");
+    let back =
+        Network::from_model_file(net.to_model_file()).expect("a network's own model file loads");
     assert_eq!(&back, net, "model file round trip");
 }
 
@@ -268,7 +267,7 @@ pub fn conv_model_file(data: &[u8]) {
     };
     if mode & 1 == 1 {
         if let Ok(file) = ModelFile::from_bytes(rest, path) {
-            if let Ok(net) = Network::from_model_file(file, path) {
+            if let Ok(net) = Network::from_model_file(file) {
                 if work(net.arch()) <= WORK {
                     exercise(&net, 0.5);
                 }
@@ -339,8 +338,8 @@ pub fn conv_model_file(data: &[u8]) {
             (name, a)
         })
         .collect();
-    let file = ModelFile { meta, arrays };
-    if let Ok(net) = Network::from_model_file(file, path) {
+    let file = ModelFile::new(meta, arrays);
+    if let Ok(net) = Network::from_model_file(file) {
         exercise(&net, 0.5);
     }
 }

@@ -22,10 +22,12 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::data::Dataset;
 use crate::error::{check_non_negative, Error, Result};
+use crate::io::ModelFile;
 use crate::model::check_input_batch;
 use crate::nn::layer::{weight_decay, Dense, Layer};
+use crate::nn::persist;
 use crate::nn::stack::{check_grads, Stack, Workspace};
-use crate::nn::{sigmoid, Activation, ModelFile, Trainable};
+use crate::nn::{sigmoid, Activation, Trainable};
 
 mod train;
 
@@ -344,27 +346,12 @@ impl Autoencoder {
     ///
     /// [`Error::Io`] or [`Error::ModelFile`] if the file cannot be written.
     pub fn save(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
-        self.to_model_file().save(path.as_ref())
+        persist::save(self, path.as_ref())
     }
 
     /// The arrays and header that [`Autoencoder::save`] writes.
     pub fn to_model_file(&self) -> ModelFile {
-        let mut meta = std::collections::BTreeMap::new();
-        meta.insert("kind".to_string(), KIND.to_string());
-        meta.insert("format".to_string(), FORMAT.to_string());
-        meta.insert("input".to_string(), self.input_dim().to_string());
-        meta.insert("code".to_string(), self.code_dim().to_string());
-        // `{:e}` prints the shortest representation that parses back to the same f32.
-        meta.insert(
-            "weight_decay".to_string(),
-            format!("{:e}", self.weight_decay),
-        );
-        let arrays = PARAM_NAMES
-            .iter()
-            .zip(self.stack.params())
-            .map(|(n, a)| (n.to_string(), a.clone()))
-            .collect();
-        ModelFile { meta, arrays }
+        persist::to_file(self)
     }
 
     /// Loads an autoencoder saved by [`Autoencoder::save`], checking header and shapes.
@@ -374,55 +361,21 @@ impl Autoencoder {
     /// [`Error::Io`] if unreadable, [`Error::ModelFile`] naming the file if it is not an
     /// autoencoder file or an array is missing or misshapen.
     pub fn load(path: impl AsRef<std::path::Path>) -> Result<Self> {
-        let path = path.as_ref();
-        Autoencoder::from_model_file(ModelFile::load(path)?, path)
+        persist::load(path.as_ref())
     }
 
-    /// Rebuilds an autoencoder from a model file read from `path` (named in errors).
+    /// Rebuilds an autoencoder from a model file (its [`ModelFile::path`] named in errors).
     ///
     /// # Errors
     ///
     /// As [`Autoencoder::load`].
-    pub fn from_model_file(mut file: ModelFile, path: &std::path::Path) -> Result<Self> {
-        let bad = |problem: String| Error::ModelFile {
-            path: path.to_path_buf(),
-            problem,
-        };
-        let kind = file.meta_value("kind", path)?;
-        if kind != KIND {
-            return Err(bad(format!("kind is {kind:?}, not {KIND:?}")));
-        }
-        let format = file.meta_value("format", path)?;
-        if format != FORMAT {
-            return Err(bad(format!("unsupported format {format:?}")));
-        }
-        let number = |key: &str, file: &ModelFile| -> Result<usize> {
-            file.meta_value(key, path)?
-                .parse()
-                .map_err(|_| bad(format!("`{key}` is not a number")))
-        };
-        let (input, code) = (number("input", &file)?, number("code", &file)?);
-        let weight_decay: f32 = file
-            .meta_value("weight_decay", path)?
-            .parse()
-            .map_err(|_| bad("`weight_decay` is not a number".into()))?;
-        let params = PARAM_NAMES
-            .iter()
-            .map(|n| file.take(n, path))
-            .collect::<Result<Vec<_>>>()?;
-        if params[0].dim() != (input, code) {
-            return Err(bad(format!(
-                "W_enc is {:?} but the header says {input} × {code}",
-                params[0].dim()
-            )));
-        }
-        Autoencoder::from_params(params, weight_decay).map_err(|e| bad(e.to_string()))
+    pub fn from_model_file(file: ModelFile) -> Result<Self> {
+        persist::from_file(file)
     }
 }
 
-const KIND: &str = "autoencoder";
-const FORMAT: &str = "1";
-const PARAM_NAMES: [&str; 4] = ["W_enc", "b_enc", "W_dec", "b_dec"];
+/// The parameters' names, in order (also their array names in a saved autoencoder).
+pub(super) const PARAM_NAMES: [&str; 4] = ["W_enc", "b_enc", "W_dec", "b_dec"];
 
 fn check_decay(weight_decay: f32) -> Result<()> {
     check_named_decay("weight_decay", weight_decay)
