@@ -5,8 +5,9 @@
 //! L-BFGS, what single hidden units encode compared with random directions, and per-layer
 //! stability bounds.
 //!
-//! The modules, one line each, in the crate's layering: io → data → nn → model traits →
-//! attack / probe / spectral → adversarial_training, zoo, with optim standalone.
+//! The modules, one line each, in the order data flows through them: each uses only those
+//! above it, and [`optim`] none of them (only [`error`] reaches into it, to keep its error as a
+//! source). The README's "newcomer's map" says where each concept's files are.
 //! - [`error`]: the crate's [`Error`] and [`Result`].
 //! - [`io`]: files written atomically, read only if regular, and hardened `.npz` reading
 //!   ([`io::ModelFile`]: a saved model's named arrays and header).
@@ -14,17 +15,18 @@
 //!   [`Checked`] ones that cannot be invalid.
 //! - [`data`]: IDX files (raw or gzip), [`data::Dataset`] with seeded batches, [`data::Mnist`]
 //!   (and, with the `download` feature, fetched from mirrors with checked digests).
-//! - [`nn`]: [`nn::Network`], stacks of dense, convolution, max-pooling and activation layers
-//!   with one hand-written backpropagation engine, named as in the paper (`"FC100-100-10"`,
-//!   `"CONV16-32-FC128-10"`), the autoencoder, a seeded SGD trainer and `.npz` persistence.
 //! - [`model`]: the trait API. [`Classifier`] (logits, predict), [`Differentiable`] (loss toward
 //!   a label and its input gradient: what attacks need), [`Representation`] (hidden
 //!   activations: what probes need). Implement them and the modules below take your model.
-//! - [`import`]: weights trained elsewhere (an `.npz` of a PyTorch `state_dict`) into a network.
-//! - [`adapters`]: models from elsewhere behind the traits: a forward pass only
-//!   ([`adapters::FiniteDifference`]) or a candle model (feature `candle`).
+//! - [`nn`]: [`nn::Network`], stacks of dense, convolution, max-pooling and activation layers
+//!   with one hand-written backpropagation engine, named as in the paper (`"FC100-100-10"`,
+//!   `"CONV16-32-FC128-10"`), the autoencoder, a seeded SGD trainer and `.npz` persistence.
+//! - [`import`]: weights trained elsewhere (a PyTorch `state_dict` as `.npz`, or ONNX) into a
+//!   network.
 //! - [`attack`]: [`attack::BoxLbfgs`] (the paper's method), [`attack::Fgsm`],
 //!   [`attack::GaussianNoise`], the paper's distortion and transfer between models.
+//! - [`adapters`]: models from elsewhere behind the traits: a forward pass only
+//!   ([`adapters::FiniteDifference`]), a call counter, or a candle model (feature `candle`).
 //! - [`probe`]: §3, what single units encode against random directions, measured.
 //! - [`spectral`]: §4.3, per-layer upper Lipschitz bounds (power iteration, Fourier for
 //!   convolutions).
@@ -34,7 +36,7 @@
 //! - [`zoo`]: the paper's models with their training recipes, trained once and cached.
 //! - `plot` (feature `plot`): learning curves, robust-accuracy curves and distortion
 //!   histograms as SVG or PNG.
-//! - [`optim`]: [`optim::LBfgsB`], L-BFGS-B for argmin; independent of everything above.
+//! - [`optim`]: [`optim::LBfgsB`], L-BFGS-B for argmin and as an ask/tell state machine.
 //!
 //! Every fallible function returns [`Result`] with a typed [`Error`]; bad input (a wrong
 //! shape, NaN, a label out of range, a corrupt file) is an error, never a panic.
