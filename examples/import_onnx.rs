@@ -19,6 +19,7 @@
 //! already misclassifies are not searched: `already_misclassified` counts them, and the
 //! success rate, mean distortion and timings are over the other images.
 
+use blindspot::Check;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -195,7 +196,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let params = OnnxParams::default()
         .with_tolerance(args.tolerance)
-        .with_skip_verification(args.skip_verification || args.reference.is_some());
+        .with_skip_verification(args.skip_verification || args.reference.is_some())
+        .check()?;
     let model = onnx::load_with(&args.onnx, &params)?;
     let net = &model.network;
     eprintln!(

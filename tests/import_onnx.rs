@@ -1,6 +1,7 @@
 //! ONNX import: the fixtures of `scripts/make_onnx_fixtures.py` (PyTorch models with their
 //! reference logits) and hand-built hostile graphs.
 
+use blindspot::Check;
 use std::path::{Path, PathBuf};
 
 use blindspot::import::onnx::{self, OnnxParams};
@@ -168,10 +169,24 @@ fn skip_verification_is_explicit() {
     let path = Path::new("mlp_norm.onnx");
     // A zero tolerance is (almost surely) failed by float rounding, unless skipped.
     let strict = OnnxParams::default().with_tolerance(0.0);
-    let skipped = strict.with_skip_verification(true);
+    let skipped = strict.with_skip_verification(true).check().unwrap();
     let m = onnx::from_bytes(&bytes, path, &skipped).unwrap();
     assert!(m.verified.is_none());
-    assert!(onnx::from_bytes(&bytes, path, &OnnxParams::default().with_tolerance(-1.0)).is_err());
+    assert!(matches!(
+        OnnxParams::default().with_tolerance(-1.0).check(),
+        Err(blindspot::Error::InvalidParameter {
+            name: "tolerance",
+            ..
+        })
+    ));
+    assert!(OnnxParams::default()
+        .with_tolerance(f32::NAN)
+        .check()
+        .is_err());
+    assert_eq!(
+        OnnxParams::default().check().unwrap(),
+        onnx::OnnxConfig::default()
+    );
 }
 
 #[test]
@@ -206,7 +221,7 @@ fn truncated_and_corrupted_files_never_panic() {
     for name in ["conv_bn.onnx", "mlp_sigmoid.onnx"] {
         let bytes = std::fs::read(fixture(name)).unwrap();
         let path = Path::new(name);
-        let params = OnnxParams::default();
+        let params = onnx::OnnxConfig::default();
         let step = (bytes.len() / 97).max(1);
         let full = onnx::from_bytes(&bytes, path, &params).unwrap();
         for cut in (0..bytes.len()).step_by(step) {

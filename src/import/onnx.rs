@@ -35,6 +35,7 @@ use crate::error::{Error, Result};
 use crate::import::onnx_proto::{dtype, AttributeProto, ModelProto, NodeProto, TensorProto};
 use crate::import::{verify, Agreement};
 use crate::nn::{Activation, Architecture, ConvStage, InputAffine, Network, MAX_SIZE};
+use crate::params::{Check, Checked};
 
 /// The operations an ONNX graph may use.
 pub const SUPPORTED: &[&str] = &[
@@ -68,7 +69,8 @@ pub const REFERENCE_LOGITS: &str = "reference_logits";
 /// Largest absolute logit difference an import may show on its reference batch, by default.
 pub const DEFAULT_TOLERANCE: f32 = 1e-3;
 
-/// How an import is checked against the file's reference batch.
+/// How an import is checked against the file's reference batch, as given;
+/// [`OnnxParams::check`](Check::check) validates it into an [`OnnxConfig`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct OnnxParams {
     /// Largest absolute logit difference accepted.
@@ -100,6 +102,35 @@ impl OnnxParams {
     }
 }
 
+impl Check for OnnxParams {
+    type Checked = OnnxConfig;
+
+    /// Validates the tolerance once.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidParameter`] named `tolerance` if it is negative or not finite.
+    fn check(self) -> Result<OnnxConfig> {
+        if !self.tolerance.is_finite() || self.tolerance < 0.0 {
+            return Err(Error::param(
+                "tolerance",
+                format!("must be finite and non-negative, got {}", self.tolerance),
+            ));
+        }
+        Ok(Checked::assume_valid(self))
+    }
+}
+
+/// Checked [`OnnxParams`] (from [`OnnxParams::check`](Check::check)).
+pub type OnnxConfig = Checked<OnnxParams>;
+
+impl Default for Checked<OnnxParams> {
+    /// The default settings (valid constants, as a test checks).
+    fn default() -> Self {
+        Checked::assume_valid(OnnxParams::default())
+    }
+}
+
 /// An imported model.
 #[derive(Debug, Clone)]
 pub struct OnnxModel {
@@ -120,7 +151,7 @@ pub struct OnnxModel {
 ///
 /// As [`load_with`].
 pub fn load(path: impl AsRef<Path>) -> Result<OnnxModel> {
-    load_with(path, &OnnxParams::default())
+    load_with(path, &OnnxConfig::default())
 }
 
 /// Imports `path` with the given verification settings.
@@ -133,9 +164,8 @@ pub fn load(path: impl AsRef<Path>) -> Result<OnnxModel> {
 /// node outside [`SUPPORTED`] (or using one in a way the network cannot hold);
 /// [`Error::ImportGraph`] naming the edge where the graph does not chain (dangling, cyclic or
 /// branching edges, shapes that do not fit); [`Error::Disagreement`] if the network's logits
-/// differ from the reference by more than the tolerance; [`Error::InvalidParameter`] for a
-/// tolerance that is negative or not finite.
-pub fn load_with(path: impl AsRef<Path>, params: &OnnxParams) -> Result<OnnxModel> {
+/// differ from the reference by more than the tolerance.
+pub fn load_with(path: impl AsRef<Path>, params: &OnnxConfig) -> Result<OnnxModel> {
     use std::io::Read;
     let path = path.as_ref();
     // Only a regular file: a FIFO would block the read forever.
@@ -160,13 +190,7 @@ pub fn load_with(path: impl AsRef<Path>, params: &OnnxParams) -> Result<OnnxMode
 /// # Errors
 ///
 /// As [`load_with`].
-pub fn from_bytes(bytes: &[u8], path: &Path, params: &OnnxParams) -> Result<OnnxModel> {
-    if !params.tolerance.is_finite() || params.tolerance < 0.0 {
-        return Err(Error::param(
-            "tolerance",
-            format!("must be finite and non-negative, got {}", params.tolerance),
-        ));
-    }
+pub fn from_bytes(bytes: &[u8], path: &Path, params: &OnnxConfig) -> Result<OnnxModel> {
     let model = ModelProto::decode(bytes).map_err(|e| Error::ModelFile {
         path: path.to_path_buf(),
         problem: format!("not an ONNX model: {e}"),
@@ -178,14 +202,8 @@ pub fn from_bytes(bytes: &[u8], path: &Path, params: &OnnxParams) -> Result<Onnx
 pub(crate) fn from_proto(
     model: &ModelProto,
     path: &Path,
-    params: &OnnxParams,
+    params: &OnnxConfig,
 ) -> Result<OnnxModel> {
-    if !params.tolerance.is_finite() || params.tolerance < 0.0 {
-        return Err(Error::param(
-            "tolerance",
-            format!("must be finite and non-negative, got {}", params.tolerance),
-        ));
-    }
     let mut model = Importer::new(path).import(model)?;
     if let (Some((x, z)), false) = (&model.reference, params.skip_verification) {
         model.verified = Some(verify(

@@ -28,7 +28,7 @@ use std::path::Path;
 use ndarray::ArrayD;
 
 use crate::error::{Error, Result};
-use crate::import::onnx::{self, OnnxModel, OnnxParams};
+use crate::import::onnx::{self, OnnxConfig, OnnxModel};
 use crate::import::onnx_proto::{
     dtype, AttributeProto, Dimension, GraphProto, ModelProto, NodeProto, TensorProto,
     TensorShapeProto, TensorTypeProto, TypeProto, ValueInfoProto,
@@ -61,7 +61,7 @@ pub const SUPPORTED: &[&str] = &[
 ///
 /// As [`load_with`].
 pub fn load(path: impl AsRef<Path>) -> Result<OnnxModel> {
-    load_with(path, &OnnxParams::default())
+    load_with(path, &OnnxConfig::default())
 }
 
 /// Imports with the given verification settings.
@@ -72,7 +72,7 @@ pub fn load(path: impl AsRef<Path>) -> Result<OnnxModel> {
 /// or a malformed layer list, a missing array); [`Error::UnsupportedOp`] naming the first
 /// layer of a kind outside [`SUPPORTED`]; otherwise as [`onnx::load_with`]: shapes that do
 /// not chain, a disagreement with the reference batch.
-pub fn load_with(path: impl AsRef<Path>, params: &OnnxParams) -> Result<OnnxModel> {
+pub fn load_with(path: impl AsRef<Path>, params: &OnnxConfig) -> Result<OnnxModel> {
     let path = path.as_ref();
     let weights = NpzWeights::open(path)?;
     let model = to_proto(&weights, path)?;

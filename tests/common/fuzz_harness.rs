@@ -3,6 +3,7 @@
 //! function must return (any result is fine) and never panic, abort or allocate without
 //! bound, whatever the bytes.
 
+use blindspot::Check;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
@@ -63,7 +64,12 @@ pub fn onnx(data: &[u8]) {
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };
-    let params = OnnxParams::default().with_skip_verification(mode % 2 == 1);
+    let Ok(params) = OnnxParams::default()
+        .with_skip_verification(mode % 2 == 1)
+        .check()
+    else {
+        return;
+    };
     if let Ok(m) = from_bytes(rest, Path::new("fuzz.onnx"), &params) {
         if m.network.input_dim() <= 4096 {
             let x = Array2::from_elem((1, m.network.input_dim()), 0.5f32);
