@@ -7,7 +7,9 @@
 //! differences; tests/candle.rs checks the candle adapter the same way.
 
 use blindspot::adapters::{CallCounts, Counting, FiniteDifference, DEFAULT_STEP};
-use blindspot::attack::{BoxLbfgs, Outcome, Target};
+use blindspot::attack::{BoxLbfgs, BoxLbfgsParams, Outcome, Target};
+use blindspot::nn::{Architecture, Network};
+use blindspot::Check;
 
 mod common;
 
@@ -129,4 +131,34 @@ fn finite_difference_outcomes_are_the_same_and_batches_need_fewer_model_calls() 
         }
     }
     assert_searched(&images, &reference, 20);
+}
+
+/// A convolutional network's attack rows are unfolded (im2col) one image at a time, so a
+/// batch gives each image exactly the products it gets alone, whatever the batch around it.
+#[test]
+fn convolutional_outcomes_are_the_same_alone_and_in_batches() {
+    let arch = Architecture::parse_image("CONV2-FC10", (28, 28, 1)).unwrap();
+    let model = Network::new(arch, 3);
+    let n = 6;
+    let images = Images::mnist(&model, n);
+    // A short search: the property is per evaluation, and a debug-build convolution is slow.
+    let attack = BoxLbfgsParams::default()
+        .with_search_steps(1)
+        .with_max_iters(15)
+        .check()
+        .unwrap();
+    let outcomes = assert_split_invariant(
+        &attack,
+        &model,
+        images.xs.view(),
+        &images.labels,
+        &images.next_label_targets(),
+        &[Split::Alone, Split::Batches(n), Split::Batches(4)],
+        &THREADS,
+    );
+    assert!(outcomes[images.wrong].already_adversarial);
+    assert!(outcomes
+        .iter()
+        .enumerate()
+        .any(|(i, o)| i != images.wrong && o.evaluations > 10));
 }
