@@ -421,3 +421,26 @@ fn training_is_deterministic_and_batch_equals_single() {
         Network::new(m.arch().clone(), 2).params()
     );
 }
+
+/// The input gradient reads a transpose of each kernel made on first use: changing the
+/// weights through `Trainable::params_mut` after an evaluation must not leave it stale. A
+/// network evaluated, then given another network's weights, must answer as that network does.
+#[test]
+fn weights_changed_after_an_evaluation_are_used() {
+    let arch = Architecture::parse("CONV4-6-FC8-4", 64).unwrap();
+    let mut a = Network::new(arch.clone(), 1);
+    let b = Network::new(arch, 2);
+    let (x, labels) = random_batch(3, 64, 5);
+    let (_, before) = a.loss_and_input_grad(x.view(), &labels).unwrap();
+    for (dst, src) in a.params_mut().into_iter().zip(b.params()) {
+        dst.assign(src);
+    }
+    let (la, ga) = a.loss_and_input_grad(x.view(), &labels).unwrap();
+    let (lb, gb) = b.loss_and_input_grad(x.view(), &labels).unwrap();
+    assert_ne!(
+        before, gb,
+        "the two initialisations must differ for this test to mean anything"
+    );
+    assert_eq!(la, lb);
+    assert_eq!(ga, gb);
+}

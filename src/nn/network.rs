@@ -171,6 +171,7 @@ impl Network {
                 stride: stage.stride,
                 padding: stage.padding,
                 output: shape.conv,
+                transposed: Default::default(),
             }));
             layers.push(Layer::Activation(act));
             if stage.pool > 1 {
