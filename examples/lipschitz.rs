@@ -203,7 +203,7 @@ fn singular_sets(
             let (h, w, _) = c.input_shape();
             let (_, stride, padding) = c.geometry();
             let est = conv_power_iteration(
-                c.kernel().view(),
+                c.kernel()?.view(),
                 h,
                 w,
                 stride,
@@ -289,7 +289,7 @@ fn conv_checks(model: &Network) -> blindspot::Result<Vec<FourierCheck>> {
     let mut out = Vec::new();
     for (i, layer) in model.layers().iter().enumerate() {
         let Layer::Conv2d(c) = layer else { continue };
-        let kernel = c.kernel();
+        let kernel = c.kernel()?;
         let (h, w, _) = c.input_shape();
         let (_, stride, padding) = c.geometry();
         let fourier = conv_operator_norm(kernel.view(), h, w, stride)?;

@@ -165,7 +165,7 @@ fn convolution_equals_a_direct_loop() {
         let (h, w, c, d) = ONE_CONV;
         let m = one_conv(k, s, p, 5);
         let conv = first_conv(&m);
-        let kernel = conv.kernel();
+        let kernel = conv.kernel().unwrap();
         let bias = conv.bias();
         let (x, _) = random_batch(2, h * w * c, 3);
         let got = m.representation(x.view(), 0).unwrap();
@@ -224,8 +224,15 @@ fn spectral_norms_of_the_layers_own_kernel_match_its_forward_pass() {
             .with_seed(3)
             .check()
             .unwrap();
-        let est =
-            conv_power_iteration(conv.kernel().view(), h, w, s, Padding::Zero(p), &config).unwrap();
+        let est = conv_power_iteration(
+            conv.kernel().unwrap().view(),
+            h,
+            w,
+            s,
+            Padding::Zero(p),
+            &config,
+        )
+        .unwrap();
         let (ho, wo, _) = conv.output_shape();
         assert_eq!(est.input.dim(), (h, w, c));
         assert_eq!(est.output.dim(), (ho, wo, d));
@@ -443,4 +450,48 @@ fn weights_changed_after_an_evaluation_are_used() {
     );
     assert_eq!(la, lb);
     assert_eq!(ga, gb);
+}
+
+/// `Trainable::params_mut` hands out the parameter arrays themselves: one replaced by an
+/// array of another shape is a typed error at every evaluation, training step, bound and
+/// kernel view, never a panic or a silent answer from misread weights.
+#[test]
+fn parameters_replaced_with_another_shape_are_errors() {
+    use blindspot::nn::{train, TrainParams};
+    for name in ["FC10-4", "CONV4-6-FC8-4"] {
+        let arch = Architecture::parse(name, 64).unwrap();
+        let count = Network::new(arch.clone(), 1).params().len();
+        for k in 0..count {
+            let mut net = Network::new(arch.clone(), 1);
+            let shape = net.params()[k].dim();
+            *net.params_mut()[k] = Array2::zeros((shape.0 + 1, shape.1));
+            let (x, labels) = random_batch(2, 64, 3);
+            let shape_error = |r: Result<(), Error>, what: &str| match r {
+                Err(Error::Shape { what: w, .. }) => {
+                    assert!(w.contains(&format!("parameter {k}")), "{name} {what}: {w}")
+                }
+                other => panic!("{name}, parameter {k}, {what}: {other:?}"),
+            };
+            shape_error(net.logits(x.view()).map(|_| ()), "logits");
+            shape_error(net.predict(x.view()).map(|_| ()), "predict");
+            shape_error(
+                net.loss_and_input_grad(x.view(), &labels).map(|_| ()),
+                "input gradient",
+            );
+            shape_error(
+                net.representation(x.view(), 0).map(|_| ()),
+                "representation",
+            );
+            shape_error(layer_bounds(&net).map(|_| ()), "layer bounds");
+            let config = TrainParams::default().with_epochs(1).check().unwrap();
+            let data = blindspot::data::Dataset::new(x.clone(), labels.clone(), (8, 8), 4).unwrap();
+            let trained = train(&mut net, &data, None, &config, |_| {});
+            assert!(trained.is_err(), "{name}, parameter {k}: training ran");
+            if let Some(Layer::Conv2d(c)) = net.layers().first() {
+                if k == 0 {
+                    assert!(matches!(c.kernel(), Err(Error::Shape { .. })));
+                }
+            }
+        }
+    }
 }

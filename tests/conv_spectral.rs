@@ -528,7 +528,7 @@ fn layer_bounds_keep_the_bits_recorded_before_the_layout_change() {
         let (_, stride, padding) = c.geometry();
         let config = power_config(1e-9, 100_000, 1);
         let p = conv_power_iteration(
-            c.kernel().view(),
+            c.kernel().unwrap().view(),
             h,
             w,
             stride,

@@ -280,11 +280,25 @@ impl Conv2d {
     /// channel): [`weight`](Self::weight) with its rows split into `(row, column, input
     /// channel)`, the layout [`spectral::conv`](crate::spectral::conv) takes. A view of the
     /// layer's own storage (a copy only if that storage is not in standard order).
-    pub fn kernel(&self) -> CowArray<'_, f32, Ix4> {
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Shape`](crate::Error::Shape) if the weight no longer has `k·k·C` rows (it was
+    /// replaced through [`Trainable::params_mut`](crate::nn::Trainable::params_mut)).
+    pub fn kernel(&self) -> crate::Result<CowArray<'_, f32, Ix4>> {
         let (k, c, d) = (self.kernel, self.input.2, self.weight.ncols());
+        if self.weight.nrows() != k * k * c {
+            return Err(crate::Error::shape(
+                "convolution weight",
+                format!("{} × {d} (k·k·C × D)", k * k * c),
+                format!("{:?}", self.weight.dim()),
+            ));
+        }
         self.weight
             .to_shape(((k, k, c, d), Order::RowMajor))
-            .expect("the weight has k·k·C × D values")
+            .map_err(|_| crate::Error::Internal {
+                what: "a k·k·C × D weight splits into (k, k, C, D)",
+            })
     }
 
     /// The bias, `1 × D`.
@@ -292,11 +306,11 @@ impl Conv2d {
         self.bias.view()
     }
 
-    fn positions(&self) -> usize {
+    pub(crate) fn positions(&self) -> usize {
         self.output.0 * self.output.1
     }
 
-    fn patch(&self) -> usize {
+    pub(crate) fn patch(&self) -> usize {
         self.kernel * self.kernel * self.input.2
     }
 

@@ -269,7 +269,14 @@ impl Network {
         self.stack.workspace(batch)
     }
 
+    /// `Ok` if every parameter still has the shape the network was built with (see
+    /// [`Trainable::params_mut`]).
+    pub(crate) fn check_params(&self) -> Result<()> {
+        self.stack.check_params()
+    }
+
     fn check_input(&self, x: ArrayView2<'_, f32>) -> Result<()> {
+        self.stack.check_params()?;
         check_input_batch(x, self.arch.input())
     }
 
@@ -333,6 +340,7 @@ impl Network {
             losses.view(),
             grad.view(),
         )?;
+        self.stack.check_params()?;
         let n = x.nrows();
         self.stack.prepare(ws, n)?;
         self.forward_softmax(x, Some(labels), ws, true);
@@ -625,6 +633,7 @@ impl Trainable for Network {
             ));
         }
         check_labels(y, x.nrows(), self.arch.classes())?;
+        self.stack.check_params()?;
         check_grads(&self.stack.params(), grads)?;
         self.stack.prepare(ws, x.nrows())?;
         self.forward_softmax(x, Some(y), ws, false);

@@ -114,6 +114,45 @@ impl Stack {
         self.widths[self.slot_out[i]]
     }
 
+    /// `Ok` if every parameter still has the shape the network was built with.
+    /// [`Trainable::params_mut`](crate::nn::Trainable::params_mut) hands out the arrays
+    /// themselves, so a caller can put an array of another shape in their place, which the
+    /// kernels would read out of bounds or refuse with a panic; each evaluation checks first
+    /// (a few comparisons per layer).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Shape`] naming the first parameter (in [`Self::params`] order) of the wrong
+    /// shape.
+    pub(crate) fn check_params(&self) -> Result<()> {
+        let mut index = 0;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let (input, output) = (self.widths[self.slot_in[i]], self.widths[self.slot_out[i]]);
+            let (weight, bias, expected) = match layer {
+                Layer::Dense(d) => (&d.weight, &d.bias, (input, output)),
+                Layer::Conv2d(c) => {
+                    let channels = output / c.positions().max(1);
+                    (&c.weight, &c.bias, (c.patch(), channels))
+                }
+                _ => continue,
+            };
+            for (array, shape, what) in [
+                (weight, expected, "weight"),
+                (bias, (1, expected.1), "bias"),
+            ] {
+                if array.dim() != shape {
+                    return Err(Error::shape(
+                        format!("parameter {index} (layer {i} {what})"),
+                        format!("{shape:?}, the shape it was built with"),
+                        format!("{:?}", array.dim()),
+                    ));
+                }
+                index += 1;
+            }
+        }
+        Ok(())
+    }
+
     pub(crate) fn params(&self) -> Vec<&Array2<f32>> {
         self.layers.iter().flat_map(|l| l.params()).collect()
     }

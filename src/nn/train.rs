@@ -26,6 +26,10 @@ pub trait Trainable: Sync {
     fn params(&self) -> Vec<&Array2<f32>>;
 
     /// Mutable parameters, same order and shapes as [`Trainable::params`].
+    ///
+    /// Values may be changed freely; the shapes must stay. The crate's models check them at
+    /// every evaluation and training step, so an array replaced by one of another shape is an
+    /// [`Error::Shape`](crate::Error::Shape) naming it, not a panic.
     fn params_mut(&mut self) -> Vec<&mut Array2<f32>>;
 
     /// Adds `scale · ∇ Σ_i loss_i` over the batch into `grads` (same shapes as the parameters)

@@ -315,6 +315,7 @@ pub fn layer_bounds(mlp: &Network) -> Result<Vec<LayerBound>> {
 ///
 /// As [`layer_bounds`].
 pub fn layer_bounds_with(mlp: &Network, config: &PowerIterationConfig) -> Result<Vec<LayerBound>> {
+    mlp.check_params()?;
     let layers = mlp.layers();
     let mut rows: Vec<LayerBound> = Vec::new();
     let mut dense = 0u64;
@@ -362,7 +363,7 @@ pub fn layer_bounds_with(mlp: &Network, config: &PowerIterationConfig) -> Result
                 let (k, stride, padding) = c.geometry();
                 let (ho, wo, d) = c.output_shape();
                 let norm = conv_operator_norm_padded(
-                    c.kernel().view(),
+                    c.kernel()?.view(),
                     h,
                     w,
                     stride,

@@ -213,6 +213,7 @@ impl Autoencoder {
     }
 
     fn check_input(&self, x: ArrayView2<'_, f32>) -> Result<()> {
+        self.stack.check_params()?;
         check_input_batch(x, self.input_dim())
     }
 
