@@ -25,6 +25,12 @@ use crate::nn::{gemm, kernels, Activation, InputAffine};
 /// in one chunk (the MNIST convnet at its training batch of 64 needs 20 MB) and run as before. The unfolded gradient is bounded the same way.
 pub(crate) const IM2COL_MAX_VALUES: usize = 1 << 24;
 
+/// Longest window row (`k·C` values) of a convolution that the attack's passes compute
+/// straight from the image ([`gemm::conv_direct`]) rather than through im2col: the MNIST
+/// convnet's first layer (5) and a 5×5 RGB one (15), not its second (80), whose dense product
+/// is the faster way.
+const DIRECT_MAX_RUN: usize = 16;
+
 /// A fully connected layer `y = x·W + b` with `W` of shape `in × out` and `b` a `1 × out` row.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Dense {
@@ -487,6 +493,49 @@ impl Conv2d {
         sc.cols_whole = step == rows;
     }
 
+    /// [`Self::forward`] for the attack's passes of a convolution with short window rows:
+    /// straight from the image ([`gemm::conv_direct`], the same bits), one example at a time;
+    /// through im2col where that kernel does not apply.
+    fn forward_direct(
+        &self,
+        x: ArrayView2<'_, f32>,
+        mut y: ArrayViewMut2<'_, f32>,
+        sc: &mut LayerScratch,
+    ) {
+        let shape = gemm::ConvShape {
+            input: self.input,
+            kernel: self.kernel,
+            stride: self.stride,
+            padding: self.padding,
+            output: self.output,
+            channels: self.weight.ncols(),
+        };
+        let per = self.positions() * shape.channels;
+        let direct = match (
+            self.weight.as_slice(),
+            self.bias.as_slice(),
+            y.as_slice_mut(),
+        ) {
+            (Some(w), Some(b), Some(ys)) if x.nrows() > 0 => {
+                let mut done = true;
+                for (e, ye) in ys.chunks_exact_mut(per).enumerate().take(x.nrows()) {
+                    let xe = contiguous(x.row(e), &mut sc.row);
+                    done = gemm::conv_direct(&shape, xe, w, b, ye);
+                    if !done {
+                        break;
+                    }
+                }
+                done
+            }
+            _ => false,
+        };
+        if direct {
+            sc.cols_whole = false;
+        } else {
+            self.forward(x, y, sc, self.im2col_cap(true));
+        }
+    }
+
     /// Gradients of the kernel and bias (into `grads`) and of the input (into `dx`), in the
     /// forward pass's chunks: the unfolded input is the one kept from the forward pass when
     /// it held the whole batch, else unfolded again chunk by chunk from `x`.
@@ -795,6 +844,9 @@ impl Layer {
     ) {
         match self {
             Layer::Dense(d) => d.forward(x, y, &mut sc.row, single),
+            Layer::Conv2d(c) if single && c.kernel * c.input.2 <= DIRECT_MAX_RUN => {
+                c.forward_direct(x, y, sc)
+            }
             Layer::Conv2d(c) => c.forward(x, y, sc, c.im2col_cap(single)),
             Layer::MaxPool2d(p) => p.forward(x, y, sc),
             Layer::Affine(a) => a.forward(x, y),
@@ -1030,6 +1082,40 @@ mod tests {
                 close(&sparse, &dense, "portable kernels");
             }
             assert!(sparse.iter().any(|&v| v != 0.0));
+        }
+    }
+
+    /// The attack's direct convolution of short window rows gives the im2col product's values,
+    /// with padding, strides and 8 to 32 output channels.
+    #[test]
+    fn direct_convolution_equals_the_im2col_product() {
+        for (input, k, st, p, d) in [
+            ((28, 28, 1), 5, 1, 2, 16),
+            ((9, 7, 3), 5, 2, 2, 8),
+            ((6, 6, 2), 3, 1, 0, 32),
+            ((5, 8, 1), 4, 3, 1, 24),
+        ] {
+            let layer = conv(input, k, st, p, d);
+            let n = 3;
+            let width = input.0 * input.1 * input.2;
+            let x = Array2::from_shape_fn((n, width), |(i, j)| {
+                if (i + j) % 3 == 0 {
+                    0.0
+                } else {
+                    ((i * 31 + j * 17) % 13) as f32 / 6.5 - 1.0
+                }
+            });
+            let out = layer.positions() * d;
+            let mut via_im2col = Array2::from_elem((n, out), f32::NAN);
+            let mut direct = Array2::from_elem((n, out), f32::NAN);
+            let mut sc = LayerScratch::default();
+            layer.forward(x.view(), via_im2col.view_mut(), &mut sc, usize::MAX);
+            layer.forward_direct(x.view(), direct.view_mut(), &mut sc);
+            if super::kernels::has_avx2_fma() {
+                assert_eq!(direct, via_im2col, "{input:?} k{k} s{st} p{p} d{d}");
+            } else {
+                close(&direct, &via_im2col, "portable kernels");
+            }
         }
     }
 }
