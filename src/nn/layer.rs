@@ -710,7 +710,7 @@ impl MaxPool2d {
         mut y: ArrayViewMut2<'_, f32>,
         sc: &mut LayerScratch,
     ) {
-        let (_, w, c) = self.input;
+        let c = self.input.2;
         let (ho, wo, _) = self.output_shape();
         let q = self.size;
         let per = ho * wo * c;
@@ -724,23 +724,7 @@ impl MaxPool2d {
             let ye = ye
                 .as_slice_mut()
                 .expect("layer outputs are contiguous rows");
-            for i in 0..ho {
-                for j in 0..wo {
-                    let out = (i * wo + j) * c;
-                    let first = (i * q * w + j * q) * c;
-                    ye[out..out + c].copy_from_slice(&xe[first..first + c]);
-                    for (ai, a) in arg[out..out + c].iter_mut().enumerate() {
-                        *a = (first + ai) as u32;
-                    }
-                    let (yo, ao) = (&mut ye[out..out + c], &mut arg[out..out + c]);
-                    for a in 0..q {
-                        for b in 0..q {
-                            let at = ((i * q + a) * w + j * q + b) * c;
-                            kernels::max_select(&xe[at..at + c], at as u32, yo, ao);
-                        }
-                    }
-                }
-            }
+            kernels::max_pool(xe, self.input, q, ye, arg);
         }
     }
 
