@@ -622,6 +622,15 @@ impl Conv2d {
         let patch = self.patch();
         let d = self.weight.ncols();
         let wt = self.transposed();
+        let shape = gemm::ConvShape {
+            input: self.input,
+            kernel: self.kernel,
+            stride: self.stride,
+            padding: self.padding,
+            output: self.output,
+            channels: d,
+        };
+        let narrow = self.kernel * self.input.2 <= DIRECT_MAX_RUN;
         sc.dcols.resize(patch, 0.0);
         for (e, dye) in dy.chunks_exact(positions * d).enumerate() {
             let mut de = dx.row_mut(e);
@@ -634,7 +643,8 @@ impl Conv2d {
                 Some(s) => s,
                 None => &mut sc.row,
             };
-            for (pos, dyr) in dye.chunks_exact(d).enumerate() {
+            let direct = narrow && gemm::conv_direct_input_grad(&shape, dye, wt, target);
+            for (pos, dyr) in dye.chunks_exact(d).enumerate().filter(|_| !direct) {
                 if dyr.iter().all(|&v| v == 0.0) {
                     continue;
                 }
@@ -1020,12 +1030,19 @@ mod tests {
         }
     }
 
-    /// The input gradient skipping zero channels has the bits of the dense product
+    /// The input gradient skipping zero channels (through the direct kernel for short window
+    /// rows, the row kernel otherwise) has the bits of the dense product
     /// (`dy · Kᵀ` folded back, as the layer computed it before), on a `dy` three quarters zero
     /// as behind max-pooling, with whole positions zero too.
     #[test]
     fn sparse_input_gradient_equals_the_dense_product() {
-        for (input, k, st, p, d) in [((6, 5, 3), 3, 1, 1, 8), ((9, 9, 16), 5, 1, 2, 32)] {
+        // Window rows of 9, 5 and 12 values take the direct kernel, 80 the row kernel.
+        for (input, k, st, p, d) in [
+            ((6, 5, 3), 3, 1, 1, 8),
+            ((28, 28, 1), 5, 1, 2, 16),
+            ((9, 7, 3), 4, 2, 1, 12),
+            ((9, 9, 16), 5, 1, 2, 32),
+        ] {
             let layer = conv(input, k, st, p, d);
             let n = 2;
             let width = input.0 * input.1 * input.2;
