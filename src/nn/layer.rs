@@ -382,7 +382,7 @@ impl Conv2d {
             }
             if len > 0 {
                 let start = (ii as usize * w + lo as usize) * c;
-                copy_short(&xe[start..start + len], &mut dst[skip..skip + len]);
+                dst[skip..skip + len].copy_from_slice(&xe[start..start + len]);
             }
             if skip + len < dst.len() {
                 dst[skip + len..].fill(0.0);
@@ -656,26 +656,6 @@ impl Conv2d {
                 de.iter_mut().zip(sc.row.iter()).for_each(|(d, &t)| *d = t);
             }
         }
-    }
-}
-
-/// `dst.copy_from_slice(src)`, without a call to `memcpy` for the short runs of a
-/// convolution with few channels: the MNIST convnet's first layer unfolds runs of 5 values,
-/// and a library call for each made its im2col a tenth of an attack's evaluation.
-#[inline]
-fn copy_short(src: &[f32], dst: &mut [f32]) {
-    if src.len() > 32 {
-        dst.copy_from_slice(src);
-        return;
-    }
-    let mut d = dst.chunks_exact_mut(4);
-    let mut s = src.chunks_exact(4);
-    for (d, s) in (&mut d).zip(&mut s) {
-        let s: &[f32; 4] = s.try_into().unwrap_or(&[0.0; 4]);
-        d.copy_from_slice(s);
-    }
-    for (d, &s) in d.into_remainder().iter_mut().zip(s.remainder()) {
-        *d = s;
     }
 }
 
