@@ -489,9 +489,49 @@ mod avx {
                 *v = _mm256_loadu_ps(bias[8 * r..8 * r + 8].as_ptr());
             }
             for i in 0..ho {
-                for j in 0..wo {
-                    let mut acc = b;
+                let mut j = 0;
+                while j < wo {
+                    // Four neighbouring positions whose windows lie inside the image's width
+                    // share each kernel row's loads (for up to 16 channels, so that their
+                    // accumulators fit in the registers); each output still sums its taps in
+                    // the window's order.
                     let j0 = (j * st) as isize - p;
+                    let inside = j0 >= 0 && ((j + 3) * st) as isize - p + k as isize <= wd as isize;
+                    if R <= 2 && j + 4 <= wo && inside {
+                        let mut acc = [b; 4];
+                        let span = 3 * st * c + run;
+                        for a in 0..k {
+                            let ii = (i * st) as isize - p + a as isize;
+                            if ii < 0 || ii >= h as isize {
+                                continue;
+                            }
+                            let base = (ii as usize * wd + j0 as usize) * c;
+                            let xs = &xe[base..base + span];
+                            let rows = &w[a * run * d..(a + 1) * run * d];
+                            for (t, wr) in rows.chunks_exact(d).enumerate() {
+                                let mut wv = [_mm256_setzero_ps(); R];
+                                for (r, v) in wv.iter_mut().enumerate() {
+                                    *v = _mm256_loadu_ps(wr[8 * r..8 * r + 8].as_ptr());
+                                }
+                                for (q, acc) in acc.iter_mut().enumerate() {
+                                    let vb = _mm256_set1_ps(xs[q * st * c + t]);
+                                    for (acc, wv) in acc.iter_mut().zip(&wv) {
+                                        *acc = _mm256_fmadd_ps(vb, *wv, *acc);
+                                    }
+                                }
+                            }
+                        }
+                        for (q, acc) in acc.iter().enumerate() {
+                            let o = (i * wo + j + q) * d;
+                            let out = &mut ye[o..o + d];
+                            for (r, acc) in acc.iter().enumerate() {
+                                _mm256_storeu_ps(out[8 * r..8 * r + 8].as_mut_ptr(), *acc);
+                            }
+                        }
+                        j += 4;
+                        continue;
+                    }
+                    let mut acc = b;
                     let lo = j0.max(0);
                     let hi = (j0 + k as isize).min(wd as isize);
                     if hi > lo {
@@ -519,6 +559,7 @@ mod avx {
                     for (r, acc) in acc.iter().enumerate() {
                         _mm256_storeu_ps(out[8 * r..8 * r + 8].as_mut_ptr(), *acc);
                     }
+                    j += 1;
                 }
             }
         }

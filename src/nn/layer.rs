@@ -1067,7 +1067,8 @@ mod tests {
     }
 
     /// The attack's direct convolution of short window rows gives the im2col product's values,
-    /// with padding, strides and 8 to 32 output channels.
+    /// with padding, strides and 8 to 32 output channels, by single positions and by blocks of
+    /// four (up to 16 channels, stride 1 and 2).
     #[test]
     fn direct_convolution_equals_the_im2col_product() {
         for (input, k, st, p, d) in [
@@ -1075,6 +1076,7 @@ mod tests {
             ((9, 7, 3), 5, 2, 2, 8),
             ((6, 6, 2), 3, 1, 0, 32),
             ((5, 8, 1), 4, 3, 1, 24),
+            ((12, 20, 2), 3, 2, 1, 16),
         ] {
             let layer = conv(input, k, st, p, d);
             let n = 3;
