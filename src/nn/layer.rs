@@ -119,6 +119,8 @@ pub(crate) struct LayerScratch {
     dcols: Vec<f32>,
     /// A pooling layer's argmax: for each output value, the column of the input it came from.
     argmax: Vec<u32>,
+    /// A convolution's nonzero inputs, for the attack's sparse pass.
+    sparse: gemm::SparseRows,
 }
 
 impl Dense {
@@ -493,9 +495,10 @@ impl Conv2d {
         sc.cols_whole = step == rows;
     }
 
-    /// [`Self::forward`] for the attack's passes of a convolution with short window rows:
-    /// straight from the image ([`gemm::conv_direct`], the same bits), one example at a time;
-    /// through im2col where that kernel does not apply.
+    /// [`Self::forward`] for the attack's passes, one example at a time, straight from the
+    /// image with the im2col product's values: short window rows by [`gemm::conv_direct`],
+    /// longer ones by [`gemm::conv_sparse`] (the MNIST convnet's second layer, whose input is
+    /// three quarters zero behind a ReLU and pooling); through im2col where neither applies.
     fn forward_direct(
         &self,
         x: ArrayView2<'_, f32>,
@@ -511,29 +514,30 @@ impl Conv2d {
             channels: self.weight.ncols(),
         };
         let per = self.positions() * shape.channels;
-        let direct = match (
+        let narrow = self.kernel * self.input.2 <= DIRECT_MAX_RUN;
+        let (Some(w), Some(b), true) = (
             self.weight.as_slice(),
             self.bias.as_slice(),
-            y.as_slice_mut(),
-        ) {
-            (Some(w), Some(b), Some(ys)) if x.nrows() > 0 => {
-                let mut done = true;
-                for (e, ye) in ys.chunks_exact_mut(per).enumerate().take(x.nrows()) {
-                    let xe = contiguous(x.row(e), &mut sc.row);
-                    done = gemm::conv_direct(&shape, xe, w, b, ye);
-                    if !done {
-                        break;
-                    }
-                }
-                done
-            }
-            _ => false,
+            y.is_standard_layout(),
+        ) else {
+            return self.forward(x, y, sc, self.im2col_cap(true));
         };
-        if direct {
-            sc.cols_whole = false;
-        } else {
-            self.forward(x, y, sc, self.im2col_cap(true));
+        for e in 0..x.nrows() {
+            let done = {
+                let ye = &mut y.as_slice_mut().unwrap_or_default()[e * per..(e + 1) * per];
+                let xe = contiguous(x.row(e), &mut sc.row);
+                if narrow {
+                    gemm::conv_direct(&shape, xe, w, b, ye)
+                } else {
+                    gemm::conv_sparse(&shape, xe, w, b, ye, &mut sc.sparse)
+                }
+            };
+            if !done {
+                let ye = y.slice_mut(s![e..e + 1, ..]);
+                self.forward(x.slice(s![e..e + 1, ..]), ye, sc, self.im2col_cap(true));
+            }
         }
+        sc.cols_whole = false;
     }
 
     /// Gradients of the kernel and bias (into `grads`) and of the input (into `dx`), in the
@@ -818,9 +822,7 @@ impl Layer {
     ) {
         match self {
             Layer::Dense(d) => d.forward(x, y, &mut sc.row, single),
-            Layer::Conv2d(c) if single && c.kernel * c.input.2 <= DIRECT_MAX_RUN => {
-                c.forward_direct(x, y, sc)
-            }
+            Layer::Conv2d(c) if single => c.forward_direct(x, y, sc),
             Layer::Conv2d(c) => c.forward(x, y, sc, c.im2col_cap(single)),
             Layer::MaxPool2d(p) => p.forward(x, y, sc),
             Layer::Affine(a) => a.forward(x, y),
@@ -1066,9 +1068,10 @@ mod tests {
         }
     }
 
-    /// The attack's direct convolution of short window rows gives the im2col product's values,
-    /// with padding, strides and 8 to 32 output channels, by single positions and by blocks of
-    /// four (up to 16 channels, stride 1 and 2).
+    /// The attack's convolutions straight from the image give the im2col product's values:
+    /// short window rows (direct, by single positions and blocks of four) and long ones
+    /// (sparse, by pairs of positions, or the dense product past its density limit), with
+    /// padding, strides and 8 to 32 output channels, on inputs 3/4 and 1/3 zero.
     #[test]
     fn direct_convolution_equals_the_im2col_product() {
         for (input, k, st, p, d) in [
@@ -1077,27 +1080,40 @@ mod tests {
             ((6, 6, 2), 3, 1, 0, 32),
             ((5, 8, 1), 4, 3, 1, 24),
             ((12, 20, 2), 3, 2, 1, 16),
+            ((14, 14, 16), 5, 1, 2, 32),
+            ((10, 9, 8), 3, 2, 1, 24),
+            ((7, 7, 12), 4, 1, 0, 8),
         ] {
             let layer = conv(input, k, st, p, d);
             let n = 3;
             let width = input.0 * input.1 * input.2;
-            let x = Array2::from_shape_fn((n, width), |(i, j)| {
-                if (i + j) % 3 == 0 {
-                    0.0
+            for zero_one_in in [4, 3] {
+                let keep = |i: usize, j: usize| {
+                    let z = (i * 7 + j * 3) % zero_one_in;
+                    if zero_one_in == 4 {
+                        z == 0
+                    } else {
+                        z != 0
+                    }
+                };
+                let x = Array2::from_shape_fn((n, width), |(i, j)| {
+                    if keep(i, j) {
+                        ((i * 31 + j * 17) % 13) as f32 / 6.5 - 1.0
+                    } else {
+                        0.0
+                    }
+                });
+                let out = layer.positions() * d;
+                let mut via_im2col = Array2::from_elem((n, out), f32::NAN);
+                let mut direct = Array2::from_elem((n, out), f32::NAN);
+                let mut sc = LayerScratch::default();
+                layer.forward(x.view(), via_im2col.view_mut(), &mut sc, usize::MAX);
+                layer.forward_direct(x.view(), direct.view_mut(), &mut sc);
+                if super::kernels::has_avx2_fma() {
+                    assert_eq!(direct, via_im2col, "{input:?} k{k} s{st} p{p} d{d}");
                 } else {
-                    ((i * 31 + j * 17) % 13) as f32 / 6.5 - 1.0
+                    close(&direct, &via_im2col, "portable kernels");
                 }
-            });
-            let out = layer.positions() * d;
-            let mut via_im2col = Array2::from_elem((n, out), f32::NAN);
-            let mut direct = Array2::from_elem((n, out), f32::NAN);
-            let mut sc = LayerScratch::default();
-            layer.forward(x.view(), via_im2col.view_mut(), &mut sc, usize::MAX);
-            layer.forward_direct(x.view(), direct.view_mut(), &mut sc);
-            if super::kernels::has_avx2_fma() {
-                assert_eq!(direct, via_im2col, "{input:?} k{k} s{st} p{p} d{d}");
-            } else {
-                close(&direct, &via_im2col, "portable kernels");
             }
         }
     }
