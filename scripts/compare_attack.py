@@ -20,6 +20,9 @@ since a NumPy convolution would not be a fair peer:
 
     python3 scripts/compare_attack.py --model path/to/CONV16-32-FC128-10.npz --images 100
 
+`--rust-memory 15` runs blindspot with SciPy's memory instead of its default 5 (a smaller mean
+distortion for more work per iteration).
+
 Needs numpy and scipy, and torch for convolutional models (not used by CI).
 """
 import argparse
@@ -237,6 +240,8 @@ def main():
     ap.add_argument("--images", type=int, default=200)
     ap.add_argument("--memory", type=int, default=15)
     ap.add_argument("--max-iters", type=int, default=150)
+    ap.add_argument("--rust-memory", type=int, default=None,
+                    help="blindspot's L-BFGS-B memory (default: the crate's, 5); 15 matches SciPy's")
     args = ap.parse_args()
 
     x, y = load_mnist_train(args.images)
@@ -272,7 +277,8 @@ def main():
     }
     out = subprocess.run(
         ["cargo", "run", "--release", "--quiet", "--example", "attack_compare", "--",
-         "--model", args.model, "--images", str(args.images), "--max-iters", str(args.max_iters)],
+         "--model", args.model, "--images", str(args.images), "--max-iters", str(args.max_iters)]
+        + ([] if args.rust_memory is None else ["--memory", str(args.rust_memory)]),
         cwd=ROOT, check=True, capture_output=True, text=True)
     rs = json.loads(out.stdout)
     print(f"| | {peer} | blindspot BoxLbfgs |")
