@@ -25,10 +25,11 @@ use crate::nn::{gemm, kernels, Activation, InputAffine};
 /// in one chunk (the MNIST convnet at its training batch of 64 needs 20 MB) and run as before. The unfolded gradient is bounded the same way.
 pub(crate) const IM2COL_MAX_VALUES: usize = 1 << 24;
 
-/// Longest window row (`k·C` values) of a convolution that the attack's passes compute
-/// straight from the image ([`gemm::conv_direct`]) rather than through im2col: the MNIST
-/// convnet's first layer (5) and a 5×5 RGB one (15), not its second (80), whose dense product
-/// is the faster way.
+/// Longest window row (`k·C` values) of a convolution whose attack passes run the direct
+/// kernels ([`gemm::conv_direct`], and for the input gradient
+/// [`gemm::conv_direct_input_grad`]): the MNIST convnet's first layer (5) and a 5×5 RGB one
+/// (15). Longer rows (its second layer's 80) go through [`gemm::conv_sparse`] or the dense
+/// product, and through the row kernel for the input gradient.
 const DIRECT_MAX_RUN: usize = 16;
 
 /// A fully connected layer `y = x·W + b` with `W` of shape `in × out` and `b` a `1 × out` row.
