@@ -85,6 +85,29 @@ pub(crate) struct ConvShape {
     pub channels: usize,
 }
 
+impl ConvShape {
+    /// Where the windows of output column `j` meet the image's columns: `(j0, lo, hi)`, the
+    /// window's first column (negative in the padding) and the image columns `lo..hi` it
+    /// covers (empty if it lies in the padding).
+    #[inline(always)]
+    fn columns(&self, j: usize) -> (isize, usize, usize) {
+        let j0 = (j * self.stride) as isize - self.padding as isize;
+        let lo = j0.max(0) as usize;
+        let hi = (j0 + self.kernel as isize)
+            .min(self.input.1 as isize)
+            .max(lo as isize) as usize;
+        (j0, lo, hi)
+    }
+
+    /// The image row that kernel row `a` of output row `i` reads, if it lies inside the image.
+    #[inline(always)]
+    fn row(&self, i: usize, a: usize) -> Option<usize> {
+        (i * self.stride + a)
+            .checked_sub(self.padding)
+            .filter(|&r| r < self.input.0)
+    }
+}
+
 /// `y = b + x ⋆ K` for one example `xe` of a convolution, read straight from the image: for
 /// each output position, the bias plus each input of its window inside the image times the
 /// kernel row it meets, in the window's `(row, column, channel)` order. That is the order, and
@@ -500,6 +523,36 @@ mod avx {
         }
     }
 
+    /// `R` registers from the first `8·R` values of `src`.
+    #[inline(always)]
+    unsafe fn load_regs<const R: usize>(src: &[f32]) -> [__m256; R] {
+        let src = &src[..8 * R];
+        // SAFETY: `src` holds 8·R values (sliced above); AVX present in every caller.
+        unsafe { std::array::from_fn(|r| _mm256_loadu_ps(src[8 * r..].as_ptr())) }
+    }
+
+    /// `R` registers into the first `8·R` values of `dst`.
+    #[inline(always)]
+    unsafe fn store_regs<const R: usize>(regs: &[__m256; R], dst: &mut [f32]) {
+        let dst = &mut dst[..8 * R];
+        for (r, v) in regs.iter().enumerate() {
+            // SAFETY: `dst` holds 8·R values (sliced above); AVX present in every caller.
+            unsafe { _mm256_storeu_ps(dst[8 * r..].as_mut_ptr(), *v) };
+        }
+    }
+
+    /// `acc += v · w[..8·R]`, register by register.
+    #[inline(always)]
+    unsafe fn fma_regs<const R: usize>(acc: &mut [__m256; R], v: __m256, w: &[f32]) {
+        // SAFETY: as `load_regs`; FMA present in every caller.
+        unsafe {
+            let wv = load_regs::<R>(w);
+            for (acc, wv) in acc.iter_mut().zip(&wv) {
+                *acc = _mm256_fmadd_ps(v, *wv, *acc);
+            }
+        }
+    }
+
     /// [`super::conv_direct_input_grad`] with a window of at most `8·R` values, kept in `R`
     /// registers (the last one masked).
     #[target_feature(enable = "avx2,fma")]
@@ -509,8 +562,8 @@ mod avx {
         wt: &[f32],
         dxe: &mut [f32],
     ) {
-        let (h, wd, c) = g.input;
-        let (k, st, p) = (g.kernel, g.stride, g.padding as isize);
+        let (_, wd, c) = g.input;
+        let k = g.kernel;
         let wo = g.output.1;
         let (d, run) = (g.channels, k * c);
         let patch = k * run;
@@ -553,24 +606,17 @@ mod avx {
                     let wv = _mm256_maskload_ps(tail.as_ptr(), mask);
                     acc[R - 1] = _mm256_fmadd_ps(vb, wv, acc[R - 1]);
                 }
-                for (r, acc) in acc.iter().enumerate() {
-                    _mm256_storeu_ps(buf[8 * r..8 * r + 8].as_mut_ptr(), *acc);
-                }
+                store_regs(&acc, &mut buf);
                 let (i, j) = (pos / wo, pos % wo);
-                let j0 = (j * st) as isize - p;
-                let lo = j0.max(0);
-                let hi = (j0 + k as isize).min(wd as isize);
-                if hi <= lo {
+                let (j0, lo, hi) = g.columns(j);
+                if hi == lo {
                     continue;
                 }
-                let skip = (lo - j0) as usize * c;
-                let len = (hi - lo) as usize * c;
+                let skip = (lo as isize - j0) as usize * c;
+                let len = (hi - lo) * c;
                 for a in 0..k {
-                    let ii = (i * st) as isize - p + a as isize;
-                    if ii < 0 || ii >= h as isize {
-                        continue;
-                    }
-                    let start = (ii as usize * wd + lo as usize) * c;
+                    let Some(ii) = g.row(i, a) else { continue };
+                    let start = (ii * wd + lo) * c;
                     let src = &buf[a * run + skip..a * run + skip + len];
                     for (dst, &s) in dxe[start..start + len].iter_mut().zip(src) {
                         *dst += s;
@@ -589,44 +635,27 @@ mod avx {
         bias: &[f32],
         ye: &mut [f32],
     ) {
-        let (h, wd, c) = g.input;
-        let (k, st, p) = (g.kernel, g.stride, g.padding as isize);
+        let (_, wd, c) = g.input;
+        let k = g.kernel;
         let (ho, wo) = g.output;
         let (d, run) = (8 * R, k * c);
         // SAFETY: AVX2 and FMA are enabled for this function; every load and store below is
         // of a checked slice of exactly 8·R values.
         unsafe {
-            let mut b = [_mm256_setzero_ps(); R];
-            for (r, v) in b.iter_mut().enumerate() {
-                *v = _mm256_loadu_ps(bias[8 * r..8 * r + 8].as_ptr());
-            }
+            let b = load_regs::<R>(bias);
             // The nonzero values of window row `a` of position `(i, j)`: their range in
             // `rows` and the offset that turns an image-row index into a kernel row.
             let window = |i: usize, j: usize, a: usize| -> Option<(usize, usize, isize)> {
-                let j0 = (j * st) as isize - p;
-                let lo = j0.max(0) as usize;
-                let hi = (j0 + k as isize).min(wd as isize);
-                let ii = (i * st) as isize - p + a as isize;
-                if hi <= lo as isize || ii < 0 || ii >= h as isize {
-                    return None;
-                }
-                let ii = ii as usize;
+                let (j0, lo, hi) = g.columns(j);
+                let ii = g.row(i, a).filter(|_| hi > lo)?;
                 let start = rows.row_start[ii];
                 let before = &rows.before[ii * (wd + 1)..(ii + 1) * (wd + 1)];
-                let (s, e) = (
-                    start + before[lo] as usize,
-                    start + before[hi as usize] as usize,
-                );
+                let (s, e) = (start + before[lo] as usize, start + before[hi] as usize);
                 Some((s, e, (a * run) as isize - j0 * c as isize))
             };
             let tap = |acc: &mut [__m256; R], t: usize, base: isize| {
                 let q = (base + rows.index[t] as isize) as usize * d;
-                let wr = &w[q..q + d];
-                let vb = _mm256_set1_ps(rows.values[t]);
-                for (r, acc) in acc.iter_mut().enumerate() {
-                    let wv = _mm256_loadu_ps(wr[8 * r..8 * r + 8].as_ptr());
-                    *acc = _mm256_fmadd_ps(vb, wv, *acc);
-                }
+                fma_regs(acc, _mm256_set1_ps(rows.values[t]), &w[q..q + d]);
             };
             for i in 0..ho {
                 // Two positions at a time, their taps interleaved: one position's sum is a
@@ -668,11 +697,7 @@ mod avx {
                     }
                     let n_out = if pair { 2 } else { 1 };
                     for (q, acc) in [acc0, acc1].iter().enumerate().take(n_out) {
-                        let o = (i * wo + j + q) * d;
-                        let out = &mut ye[o..o + d];
-                        for (r, acc) in acc.iter().enumerate() {
-                            _mm256_storeu_ps(out[8 * r..8 * r + 8].as_mut_ptr(), *acc);
-                        }
+                        store_regs(acc, &mut ye[(i * wo + j + q) * d..]);
                     }
                     j += n_out;
                 }
@@ -689,17 +714,14 @@ mod avx {
         bias: &[f32],
         ye: &mut [f32],
     ) {
-        let (h, wd, c) = g.input;
+        let (_, wd, c) = g.input;
         let (k, st, p) = (g.kernel, g.stride, g.padding as isize);
         let (ho, wo) = g.output;
         let (d, run) = (8 * R, k * c);
         // SAFETY: AVX2 and FMA are enabled for this function; every load and store below is
         // of a checked slice of exactly 8·R values.
         unsafe {
-            let mut b = [_mm256_setzero_ps(); R];
-            for (r, v) in b.iter_mut().enumerate() {
-                *v = _mm256_loadu_ps(bias[8 * r..8 * r + 8].as_ptr());
-            }
+            let b = load_regs::<R>(bias);
             for i in 0..ho {
                 let mut j = 0;
                 while j < wo {
@@ -707,24 +729,18 @@ mod avx {
                     // share each kernel row's loads (for up to 16 channels, so that their
                     // accumulators fit in the registers); each output still sums its taps in
                     // the window's order.
-                    let j0 = (j * st) as isize - p;
+                    let (j0, lo, hi) = g.columns(j);
                     let inside = j0 >= 0 && ((j + 3) * st) as isize - p + k as isize <= wd as isize;
                     if R <= 2 && j + 4 <= wo && inside {
                         let mut acc = [b; 4];
                         let span = 3 * st * c + run;
                         for a in 0..k {
-                            let ii = (i * st) as isize - p + a as isize;
-                            if ii < 0 || ii >= h as isize {
-                                continue;
-                            }
-                            let base = (ii as usize * wd + j0 as usize) * c;
+                            let Some(ii) = g.row(i, a) else { continue };
+                            let base = (ii * wd + lo) * c;
                             let xs = &xe[base..base + span];
                             let rows = &w[a * run * d..(a + 1) * run * d];
                             for (t, wr) in rows.chunks_exact(d).enumerate() {
-                                let mut wv = [_mm256_setzero_ps(); R];
-                                for (r, v) in wv.iter_mut().enumerate() {
-                                    *v = _mm256_loadu_ps(wr[8 * r..8 * r + 8].as_ptr());
-                                }
+                                let wv = load_regs::<R>(wr);
                                 for (q, acc) in acc.iter_mut().enumerate() {
                                     let vb = _mm256_set1_ps(xs[q * st * c + t]);
                                     for (acc, wv) in acc.iter_mut().zip(&wv) {
@@ -734,43 +750,24 @@ mod avx {
                             }
                         }
                         for (q, acc) in acc.iter().enumerate() {
-                            let o = (i * wo + j + q) * d;
-                            let out = &mut ye[o..o + d];
-                            for (r, acc) in acc.iter().enumerate() {
-                                _mm256_storeu_ps(out[8 * r..8 * r + 8].as_mut_ptr(), *acc);
-                            }
+                            store_regs(acc, &mut ye[(i * wo + j + q) * d..]);
                         }
                         j += 4;
                         continue;
                     }
                     let mut acc = b;
-                    let lo = j0.max(0);
-                    let hi = (j0 + k as isize).min(wd as isize);
-                    if hi > lo {
-                        let skip = (lo - j0) as usize * c;
-                        let len = (hi - lo) as usize * c;
-                        for a in 0..k {
-                            let ii = (i * st) as isize - p + a as isize;
-                            if ii < 0 || ii >= h as isize {
-                                continue;
-                            }
-                            let start = (ii as usize * wd + lo as usize) * c;
-                            let w0 = (a * run + skip) * d;
-                            let rows = &w[w0..w0 + len * d];
-                            for (&v, wr) in xe[start..start + len].iter().zip(rows.chunks_exact(d))
-                            {
-                                let vb = _mm256_set1_ps(v);
-                                for (r, acc) in acc.iter_mut().enumerate() {
-                                    let wv = _mm256_loadu_ps(wr[8 * r..8 * r + 8].as_ptr());
-                                    *acc = _mm256_fmadd_ps(vb, wv, *acc);
-                                }
-                            }
+                    let skip = (lo as isize - j0) as usize * c;
+                    let len = (hi - lo) * c;
+                    for a in (0..k).filter(|_| hi > lo) {
+                        let Some(ii) = g.row(i, a) else { continue };
+                        let start = (ii * wd + lo) * c;
+                        let w0 = (a * run + skip) * d;
+                        let rows = &w[w0..w0 + len * d];
+                        for (&v, wr) in xe[start..start + len].iter().zip(rows.chunks_exact(d)) {
+                            fma_regs(&mut acc, _mm256_set1_ps(v), wr);
                         }
                     }
-                    let out = &mut ye[(i * wo + j) * d..(i * wo + j + 1) * d];
-                    for (r, acc) in acc.iter().enumerate() {
-                        _mm256_storeu_ps(out[8 * r..8 * r + 8].as_mut_ptr(), *acc);
-                    }
+                    store_regs(&acc, &mut ye[(i * wo + j) * d..]);
                     j += 1;
                 }
             }

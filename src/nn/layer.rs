@@ -315,6 +315,18 @@ impl Conv2d {
         self.bias.view()
     }
 
+    /// The geometry the direct kernels take.
+    fn shape(&self) -> gemm::ConvShape {
+        gemm::ConvShape {
+            input: self.input,
+            kernel: self.kernel,
+            stride: self.stride,
+            padding: self.padding,
+            output: self.output,
+            channels: self.weight.ncols(),
+        }
+    }
+
     pub(crate) fn positions(&self) -> usize {
         self.output.0 * self.output.1
     }
@@ -506,14 +518,7 @@ impl Conv2d {
         mut y: ArrayViewMut2<'_, f32>,
         sc: &mut LayerScratch,
     ) {
-        let shape = gemm::ConvShape {
-            input: self.input,
-            kernel: self.kernel,
-            stride: self.stride,
-            padding: self.padding,
-            output: self.output,
-            channels: self.weight.ncols(),
-        };
+        let shape = self.shape();
         let per = self.positions() * shape.channels;
         let narrow = self.kernel * self.input.2 <= DIRECT_MAX_RUN;
         let (Some(w), Some(b), true) = (
@@ -627,14 +632,7 @@ impl Conv2d {
         let patch = self.patch();
         let d = self.weight.ncols();
         let wt = self.transposed();
-        let shape = gemm::ConvShape {
-            input: self.input,
-            kernel: self.kernel,
-            stride: self.stride,
-            padding: self.padding,
-            output: self.output,
-            channels: d,
-        };
+        let shape = self.shape();
         let narrow = self.kernel * self.input.2 <= DIRECT_MAX_RUN;
         sc.dcols.resize(patch, 0.0);
         for (e, dye) in dy.chunks_exact(positions * d).enumerate() {
