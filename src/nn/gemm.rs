@@ -657,17 +657,35 @@ mod avx {
                 let q = (base + rows.index[t] as isize) as usize * d;
                 fma_regs(acc, _mm256_set1_ps(rows.values[t]), &w[q..q + d]);
             };
-            for i in 0..ho {
-                // Two positions at a time, their taps interleaved: one position's sum is a
-                // chain of dependent multiply-adds (each waits for the last), so a second,
-                // independent chain doubles the throughput. Each sum keeps its own order.
-                let mut j = 0;
-                while j < wo {
-                    let pair = j + 1 < wo;
-                    let (mut acc0, mut acc1) = (b, b);
-                    for a in 0..k {
+            // Kernel row by kernel row, each over every position: a kernel row's slice of the
+            // weights (`k·C·D` values, 10 KB on the zoo convnet's second layer) stays in L1
+            // while all positions use it, where walking each position's whole window would
+            // stream the whole kernel (51 KB, more than L1) from L2 once per position. The
+            // partial sums wait in `ye` between kernel rows; each output still sums its taps
+            // in the window's order, starting from the bias.
+            for a in 0..k {
+                for i in 0..ho {
+                    // Two positions at a time, their taps interleaved: one position's sum is a
+                    // chain of dependent multiply-adds (each waits for the last), so a second,
+                    // independent chain doubles the throughput.
+                    let mut j = 0;
+                    while j < wo {
+                        let pair = j + 1 < wo;
+                        let n_out = if pair { 2 } else { 1 };
                         let w0 = window(i, j, a);
                         let w1 = if pair { window(i, j + 1, a) } else { None };
+                        if a > 0 && w0.is_none() && w1.is_none() {
+                            j += n_out;
+                            continue;
+                        }
+                        let at = (i * wo + j) * d;
+                        let (mut acc0, mut acc1) = if a == 0 {
+                            (b, b)
+                        } else if pair {
+                            (load_regs::<R>(&ye[at..]), load_regs::<R>(&ye[at + d..]))
+                        } else {
+                            (load_regs::<R>(&ye[at..]), b)
+                        };
                         match (w0, w1) {
                             (Some((s0, e0, b0)), Some((s1, e1, b1))) => {
                                 let m = (e0 - s0).min(e1 - s1);
@@ -694,12 +712,12 @@ mod avx {
                             }
                             (None, None) => {}
                         }
+                        store_regs(&acc0, &mut ye[at..]);
+                        if pair {
+                            store_regs(&acc1, &mut ye[at + d..]);
+                        }
+                        j += n_out;
                     }
-                    let n_out = if pair { 2 } else { 1 };
-                    for (q, acc) in [acc0, acc1].iter().enumerate().take(n_out) {
-                        store_regs(acc, &mut ye[(i * wo + j + q) * d..]);
-                    }
-                    j += n_out;
                 }
             }
         }
