@@ -21,7 +21,8 @@ since a NumPy convolution would not be a fair peer:
     python3 scripts/compare_attack.py --model path/to/CONV16-32-FC128-10.npz --images 100
 
 `--rust-memory 15` runs blindspot with SciPy's memory instead of its default 5 (a smaller mean
-distortion for more work per iteration).
+distortion for more work per iteration). `--rust-bin target/release/examples/attack_compare` runs
+a binary built beforehand instead of `cargo run` (the source tree may then change during the run).
 
 Needs numpy and scipy, and torch for convolutional models (not used by CI).
 """
@@ -242,6 +243,9 @@ def main():
     ap.add_argument("--max-iters", type=int, default=150)
     ap.add_argument("--rust-memory", type=int, default=None,
                     help="blindspot's L-BFGS-B memory (default: the crate's, 5); 15 matches SciPy's")
+    ap.add_argument("--rust-bin", default=None,
+                    help="a built attack_compare binary to run instead of `cargo run` (so that the "
+                         "source tree may change while SciPy runs)")
     args = ap.parse_args()
 
     x, y = load_mnist_train(args.images)
@@ -275,9 +279,10 @@ def main():
         "ms_per_image_mean": 1e3 * sum(times) / args.images,
         "ms_per_image_median": 1e3 * sorted(times)[args.images // 2],
     }
+    rust = (["cargo", "run", "--release", "--quiet", "--example", "attack_compare", "--"]
+            if args.rust_bin is None else [os.path.abspath(args.rust_bin)])
     out = subprocess.run(
-        ["cargo", "run", "--release", "--quiet", "--example", "attack_compare", "--",
-         "--model", args.model, "--images", str(args.images), "--max-iters", str(args.max_iters)]
+        rust + ["--model", args.model, "--images", str(args.images), "--max-iters", str(args.max_iters)]
         + ([] if args.rust_memory is None else ["--memory", str(args.rust_memory)]),
         cwd=ROOT, check=True, capture_output=True, text=True)
     rs = json.loads(out.stdout)
