@@ -160,6 +160,48 @@ pub(crate) fn conv_direct(
     false
 }
 
+/// The input gradient of one example of a convolution whose input has a multiple of 8
+/// channels (the MNIST convnet's second layer: 16), without the unfolded window gradient: for
+/// each output position whose gradient `dye` has a nonzero channel, and each window row inside
+/// the image, the row's part of `Σ_d dy[d]·Kᵀ[d, ·]` (over the nonzero channels in order, from
+/// zero, with fused multiply-adds) is summed in registers and added straight into `dxe`. Those
+/// are the values and operations, in the same order, of the row kernel into a zeroed window
+/// gradient and the fold that adds it into `dxe` (`Conv2d::input_grad_sparse`), so `dxe` gets
+/// their bits without the window gradient's zeroing, stores and reloads; `dxe` must be zeroed
+/// first. `wt` is the kernel transposed, `D × (k·k·C)`.
+///
+/// Returns false, writing nothing, without AVX2 and FMA, when the input channels are not a
+/// multiple of 8 or there are more than 64 output channels; the caller then takes the general
+/// path.
+///
+/// # Panics
+/// If a slice is shorter than the geometry needs.
+pub(crate) fn conv_wide_input_grad(
+    g: &ConvShape,
+    dye: &[f32],
+    wt: &[f32],
+    dxe: &mut [f32],
+) -> bool {
+    let (h, wd, c) = g.input;
+    let (d, patch) = (g.channels, g.kernel * g.kernel * c);
+    assert!(
+        dye.len() >= g.output.0 * g.output.1 * d
+            && wt.len() >= d * patch
+            && dxe.len() >= h * wd * c,
+        "conv_wide_input_grad sizes"
+    );
+    #[cfg(target_arch = "x86_64")]
+    {
+        if super::kernels::has_avx2_fma() && c % 8 == 0 && d <= 64 {
+            // SAFETY: the processor has AVX2 and FMA (checked above); the slice lengths were
+            // checked above and every access inside is a checked slice.
+            unsafe { avx::conv_wide_input_grad(g, dye, wt, dxe) };
+            return true;
+        }
+    }
+    false
+}
+
 /// The input gradient of one example of a convolution with short window rows, the adjoint of
 /// [`conv_direct`]: for each output position whose gradient `dye` (`positions × D`) has a
 /// nonzero channel, the window's gradient `Σ_d dy[d]·Kᵀ[d, ·]` over the nonzero channels in
@@ -620,6 +662,108 @@ mod avx {
                     let src = &buf[a * run + skip..a * run + skip + len];
                     for (dst, &s) in dxe[start..start + len].iter_mut().zip(src) {
                         *dst += s;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The nonzero channels of one position's gradient as a bit mask (at most 64 channels),
+    /// eight comparisons at a time: testing them one by one mispredicts.
+    #[inline(always)]
+    unsafe fn nonzero_mask(dyr: &[f32]) -> u64 {
+        // SAFETY: only reached from functions compiled with AVX2 enabled; every load is of a
+        // checked slice of eight values.
+        unsafe {
+            let mut nz: u64 = 0;
+            let mut ch = 0;
+            while ch + 8 <= dyr.len() {
+                let v = _mm256_loadu_ps(dyr[ch..ch + 8].as_ptr());
+                let ne = _mm256_cmp_ps::<_CMP_NEQ_UQ>(v, _mm256_setzero_ps());
+                nz |= (_mm256_movemask_ps(ne) as u32 as u64) << ch;
+                ch += 8;
+            }
+            for (t, &v) in dyr.iter().enumerate().skip(ch) {
+                nz |= u64::from(v != 0.0) << t;
+            }
+            nz
+        }
+    }
+
+    /// `dst[..8·R] += Σ_t dy[t]·wt[t·patch + off..][..8·R]` over the set bits `t` of `nz`, in
+    /// order, the sum taken in registers from zero.
+    #[inline(always)]
+    unsafe fn window_segment<const R: usize>(
+        nz: u64,
+        dyr: &[f32],
+        wt: &[f32],
+        patch: usize,
+        off: usize,
+        dst: &mut [f32],
+    ) {
+        // SAFETY: as `load_regs`; FMA present in every caller.
+        unsafe {
+            let mut acc = [_mm256_setzero_ps(); R];
+            let mut bits = nz;
+            while bits != 0 {
+                let t = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let q = t * patch + off;
+                fma_regs(&mut acc, _mm256_set1_ps(dyr[t]), &wt[q..q + 8 * R]);
+            }
+            let dst = &mut dst[..8 * R];
+            for (r, acc) in acc.iter().enumerate() {
+                let p = dst[8 * r..8 * r + 8].as_mut_ptr();
+                _mm256_storeu_ps(p, _mm256_add_ps(_mm256_loadu_ps(p), *acc));
+            }
+        }
+    }
+
+    /// [`super::conv_wide_input_grad`].
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn conv_wide_input_grad(
+        g: &super::ConvShape,
+        dye: &[f32],
+        wt: &[f32],
+        dxe: &mut [f32],
+    ) {
+        let (_, wd, c) = g.input;
+        let k = g.kernel;
+        let wo = g.output.1;
+        let (d, run) = (g.channels, k * c);
+        let patch = k * run;
+        // SAFETY: AVX2 and FMA are enabled for this function; every access is of a checked
+        // slice.
+        unsafe {
+            for (pos, dyr) in dye.chunks_exact(d).enumerate().take(g.output.0 * wo) {
+                let nz = nonzero_mask(dyr);
+                if nz == 0 {
+                    continue;
+                }
+                let (i, j) = (pos / wo, pos % wo);
+                let (j0, lo, hi) = g.columns(j);
+                let skip = (lo as isize - j0) as usize * c;
+                let len = (hi - lo) * c;
+                for a in 0..k {
+                    let Some(ii) = g.row(i, a) else { continue };
+                    let start = (ii * wd + lo) * c;
+                    // The row's `len` values (a multiple of 8) in blocks of up to 64.
+                    let mut done = 0;
+                    while done < len {
+                        let regs = ((len - done) / 8).min(8);
+                        let off = a * run + skip + done;
+                        let dst = &mut dxe[start + done..];
+                        match regs {
+                            1 => window_segment::<1>(nz, dyr, wt, patch, off, dst),
+                            2 => window_segment::<2>(nz, dyr, wt, patch, off, dst),
+                            3 => window_segment::<3>(nz, dyr, wt, patch, off, dst),
+                            4 => window_segment::<4>(nz, dyr, wt, patch, off, dst),
+                            5 => window_segment::<5>(nz, dyr, wt, patch, off, dst),
+                            6 => window_segment::<6>(nz, dyr, wt, patch, off, dst),
+                            7 => window_segment::<7>(nz, dyr, wt, patch, off, dst),
+                            _ => window_segment::<8>(nz, dyr, wt, patch, off, dst),
+                        }
+                        done += 8 * regs;
                     }
                 }
             }

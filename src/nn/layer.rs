@@ -646,7 +646,11 @@ impl Conv2d {
                 Some(s) => s,
                 None => &mut sc.row,
             };
-            let direct = narrow && gemm::conv_direct_input_grad(&shape, dye, wt, target);
+            let direct = if narrow {
+                gemm::conv_direct_input_grad(&shape, dye, wt, target)
+            } else {
+                gemm::conv_wide_input_grad(&shape, dye, wt, target)
+            };
             for (pos, dyr) in dye.chunks_exact(d).enumerate().filter(|_| !direct) {
                 if dyr.iter().all(|&v| v == 0.0) {
                     continue;
@@ -1012,17 +1016,23 @@ mod tests {
     }
 
     /// The input gradient skipping zero channels (through the direct kernel for short window
-    /// rows, the row kernel otherwise) has the bits of the dense product
-    /// (`dy · Kᵀ` folded back, as the layer computed it before), on a `dy` three quarters zero
-    /// as behind max-pooling, with whole positions zero too.
+    /// rows, the wide kernel for inputs of 8·j channels, the row kernel otherwise) has the bits
+    /// of the dense product (`dy · Kᵀ` folded back, as the layer computed it before), on a `dy`
+    /// three quarters zero as behind max-pooling, with whole positions zero too.
     #[test]
     fn sparse_input_gradient_equals_the_dense_product() {
-        // Window rows of 9, 5 and 12 values take the direct kernel, 80 the row kernel.
+        // Window rows of 9, 5 and 12 values take the direct kernel; 80, 24 and 72 (8·j input
+        // channels, up to 64 output channels) the wide one; 36 (12 channels) and 72 with 72
+        // output channels the row kernel.
         for (input, k, st, p, d) in [
             ((6, 5, 3), 3, 1, 1, 8),
             ((28, 28, 1), 5, 1, 2, 16),
             ((9, 7, 3), 4, 2, 1, 12),
             ((9, 9, 16), 5, 1, 2, 32),
+            ((8, 7, 8), 3, 2, 1, 64),
+            ((6, 9, 24), 3, 1, 0, 8),
+            ((7, 7, 12), 3, 1, 1, 16),
+            ((6, 9, 24), 3, 2, 1, 72),
         ] {
             let layer = conv(input, k, st, p, d);
             let n = 2;
