@@ -95,6 +95,27 @@ pub(crate) fn matvec(w: &[f32], width: usize, v: &[f32], out: &mut [f32]) {
     }
 }
 
+/// [`matvec`] for the rows `i` of `w` where `x[i]` is not zero, each output exactly as
+/// [`matvec`] computes it; the other outputs are set to zero.
+///
+/// For a layer whose input gradient matters only where its input is nonzero (behind a ReLU):
+/// the rows skipped are weight rows not read at all.
+#[inline]
+pub(crate) fn matvec_where_nonzero(w: &[f32], width: usize, v: &[f32], x: &[f32], out: &mut [f32]) {
+    debug_assert!(w.len() >= out.len() * width && v.len() >= width && x.len() >= out.len());
+    #[cfg(target_arch = "x86_64")]
+    {
+        if has_avx2_fma() && width >= 8 {
+            // SAFETY: the processor supports AVX2 and FMA (checked above); the slice lengths
+            // are checked inside.
+            return unsafe { avx::matvec_where_nonzero(w, width, v, x, out) };
+        }
+    }
+    for ((o, wi), &xi) in out.iter_mut().zip(w.chunks_exact(width)).zip(x) {
+        *o = if xi != 0.0 { dot(wi, &v[..width]) } else { 0.0 };
+    }
+}
+
 /// [`vecmat_acc`] for each row of the row-major `rows × len` block `x` into the matching row
 /// of the `rows × width` block `out`: every row gets exactly the bits a one-row call gives it,
 /// whatever the other rows, so a lockstep batch of attacks matches the attacks run alone.
@@ -490,6 +511,92 @@ mod avx {
                 let z = _mm256_setzero_ps();
                 *out.get_unchecked_mut(i) = _mm_cvtss_f32(hsum4(a, z, z, z));
                 i += 1;
+            }
+        }
+    }
+
+    /// [`super::matvec_where_nonzero`]: the rows whose `x` is nonzero, gathered, four at a
+    /// time with the arithmetic of [`matvec`]'s four-row step (`hsum4` reduces each register
+    /// on its own, so which rows share a step changes no bits), the rest one at a time as its
+    /// tail does.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn matvec_where_nonzero(
+        w: &[f32],
+        width: usize,
+        v: &[f32],
+        x: &[f32],
+        out: &mut [f32],
+    ) {
+        let rows = out.len();
+        assert!(w.len() >= rows * width && v.len() >= width && x.len() >= rows);
+        // SAFETY: AVX2 and FMA are enabled for this function; every row index gathered below
+        // is below `rows`, so each weight row lies within `w` (checked above).
+        unsafe {
+            let full = width / 8 * 8;
+            let mask = tail_mask(width - full);
+            let (wp, vp) = (w.as_ptr(), v.as_ptr());
+            let vtail = _mm256_maskload_ps(vp.add(full), mask);
+            let mut buf = [const { std::mem::MaybeUninit::<usize>::uninit() }; 1024];
+            let mut start = 0;
+            while start < rows {
+                let end = rows.min(start + buf.len());
+                let mut k = 0;
+                for i in start..end {
+                    buf[k] = std::mem::MaybeUninit::new(i);
+                    k += usize::from(x[i] != 0.0);
+                    out[i] = 0.0;
+                }
+                // SAFETY: the first k entries were written just above.
+                let idx: &[usize] = std::slice::from_raw_parts(buf.as_ptr().cast(), k);
+                let mut t = 0;
+                while t + 4 <= k {
+                    let r = [
+                        wp.add(idx[t] * width),
+                        wp.add(idx[t + 1] * width),
+                        wp.add(idx[t + 2] * width),
+                        wp.add(idx[t + 3] * width),
+                    ];
+                    let mut a = [_mm256_setzero_ps(); 4];
+                    let mut j = 0;
+                    while j < full {
+                        let vj = _mm256_loadu_ps(vp.add(j));
+                        for q in 0..4 {
+                            a[q] = _mm256_fmadd_ps(_mm256_loadu_ps(r[q].add(j)), vj, a[q]);
+                        }
+                        j += 8;
+                    }
+                    if full < width {
+                        for q in 0..4 {
+                            let wq = _mm256_maskload_ps(r[q].add(full), mask);
+                            a[q] = _mm256_fmadd_ps(wq, vtail, a[q]);
+                        }
+                    }
+                    let mut sums = [0.0f32; 4];
+                    _mm_storeu_ps(sums.as_mut_ptr(), hsum4(a[0], a[1], a[2], a[3]));
+                    for q in 0..4 {
+                        out[idx[t + q]] = sums[q];
+                    }
+                    t += 4;
+                }
+                for &i in &idx[t..] {
+                    let r = wp.add(i * width);
+                    let mut a = _mm256_setzero_ps();
+                    let mut j = 0;
+                    while j < full {
+                        a = _mm256_fmadd_ps(
+                            _mm256_loadu_ps(r.add(j)),
+                            _mm256_loadu_ps(vp.add(j)),
+                            a,
+                        );
+                        j += 8;
+                    }
+                    if full < width {
+                        a = _mm256_fmadd_ps(_mm256_maskload_ps(r.add(full), mask), vtail, a);
+                    }
+                    let z = _mm256_setzero_ps();
+                    out[i] = _mm_cvtss_f32(hsum4(a, z, z, z));
+                }
+                start = end;
             }
         }
     }
@@ -925,6 +1032,45 @@ mod tests {
                             "vecmat_acc_rows width={width} len={len} rows={rows} r={r}"
                         );
                     }
+                }
+            }
+        }
+    }
+
+    /// The rows of nonzero `x` get [`matvec`]'s bits, the others zero, whichever rows share
+    /// a four-row step (zeros scattered, in runs, none, all) and past the 1,024-row gather.
+    #[test]
+    fn matvec_where_nonzero_equals_matvec_on_the_kept_rows() {
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
+        for width in [1usize, 8, 13, 128] {
+            for len in [1usize, 5, 9, 1568] {
+                let w: Vec<f32> = (0..len * width)
+                    .map(|i| ((i * 29 % 17) as f32 - 8.0) / 9.0)
+                    .collect();
+                let v: Vec<f32> = (0..width)
+                    .map(|i| ((i * 11 % 7) as f32 - 3.0) / 4.3)
+                    .collect();
+                let mut dense = vec![f32::NAN; len];
+                matvec(&w, width, &v, &mut dense);
+                for pattern in 0..4 {
+                    let x: Vec<f32> = (0..len)
+                        .map(|i| match pattern {
+                            0 if i % 3 == 0 || i % 7 == 2 => 0.0,
+                            1 if (i / 5) % 2 == 0 => 0.0,
+                            2 => 0.0,
+                            _ => 0.5 + i as f32,
+                        })
+                        .collect();
+                    let mut out = vec![f32::NAN; len];
+                    matvec_where_nonzero(&w, width, &v, &x, &mut out);
+                    let want: Vec<f32> = (0..len)
+                        .map(|i| if x[i] != 0.0 { dense[i] } else { 0.0 })
+                        .collect();
+                    assert_eq!(
+                        bits(&out),
+                        bits(&want),
+                        "width={width} len={len} pattern={pattern}"
+                    );
                 }
             }
         }

@@ -716,3 +716,38 @@ impl Network {
         persist::from_file(file)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Differentiable;
+
+    /// The attack path leaves zero the input gradient of a dense layer's zero inputs when a
+    /// ReLU (through max-pooling or not) produced them; since that ReLU discards the gradient
+    /// there anyway, the network's loss and input gradient keep every bit.
+    #[test]
+    fn leaving_dead_gradients_zero_changes_no_bit() {
+        let conv = Architecture::parse_image("CONV8-16-FC32-10", (12, 12, 1)).unwrap();
+        let dense = Architecture::parse("FC40-30-10", 64)
+            .unwrap()
+            .with_activation(Activation::Relu);
+        for arch in [conv, dense] {
+            let net = Network::new(arch.clone(), 7);
+            let mut full = net.clone();
+            // The convnet's first dense layer and the FC net's second and third.
+            assert!(full.stack.keep_dead_gradients() >= 1, "{arch:?}");
+            let n = 5;
+            let x = Array2::random_using(
+                (n, arch.input()),
+                Uniform::new(0.0f32, 1.0),
+                &mut ChaCha8Rng::seed_from_u64(3),
+            );
+            let labels: Vec<usize> = (0..n).map(|i| (i * 3) % 10).collect();
+            let (l1, g1) = net.loss_and_input_grad(x.view(), &labels).unwrap();
+            let (l2, g2) = full.loss_and_input_grad(x.view(), &labels).unwrap();
+            assert_eq!(l1, l2);
+            assert_eq!(g1, g2);
+            assert!(g1.iter().any(|&v| v != 0.0));
+        }
+    }
+}

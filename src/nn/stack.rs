@@ -7,6 +7,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::error::{Error, Result};
+use crate::nn::activation::Activation;
 use crate::nn::arch::MAX_SIZE;
 use crate::nn::layer::{activate, activate_backward, Layer, LayerScratch};
 
@@ -22,6 +23,9 @@ pub(crate) struct Stack {
     slot_out: Vec<usize>,
     /// Width of each slot; `widths[0]` is the input width.
     widths: Vec<usize>,
+    /// Per layer: its input comes from a ReLU through max-pooling layers only, so the
+    /// gradient at an input that is zero dies at that ReLU whatever its value.
+    dead_at_zero: Vec<bool>,
 }
 
 /// Preallocated buffers for forward and backward passes over batches of up to a fixed number
@@ -93,12 +97,31 @@ impl Stack {
             }
             slot_out.push(current);
         }
+        let dead_at_zero = (0..layers.len())
+            .map(|i| {
+                let before = layers[..i]
+                    .iter()
+                    .rev()
+                    .find(|l| !matches!(l, Layer::MaxPool2d(_)));
+                matches!(before, Some(Layer::Activation(Activation::Relu)))
+            })
+            .collect();
         Stack {
             layers,
             slot_in,
             slot_out,
             widths,
+            dead_at_zero,
         }
+    }
+
+    /// Computes every input gradient in full, as if no layer's zero inputs were dead (to
+    /// check that skipping them changes nothing).
+    #[cfg(test)]
+    pub(crate) fn keep_dead_gradients(&mut self) -> usize {
+        let skipped = self.dead_at_zero.iter().filter(|&&d| d).count();
+        self.dead_at_zero.iter_mut().for_each(|d| *d = false);
+        skipped
     }
 
     pub(crate) fn layers(&self) -> &[Layer] {
@@ -345,7 +368,15 @@ impl Stack {
                 Some(lo[a - 1].slice_mut(s![..n, ..]))
             };
             let g = grads.as_deref_mut().map(|g| &mut g[param_start..param_end]);
-            layer.backward(input, dy, dx, g, &mut scratch[i], single);
+            layer.backward(
+                input,
+                dy,
+                dx,
+                g,
+                &mut scratch[i],
+                single,
+                self.dead_at_zero[i],
+            );
             param_end = param_start;
         }
     }
