@@ -55,6 +55,14 @@ pub trait Differentiable: Classifier {
         grad: ArrayViewMut2<'_, f32>,
     ) -> Result<()>;
 
+    /// The most inputs an attack should advance together against this model, if the model
+    /// has a preference; `None` (the default) leaves it to the attack's own cap
+    /// ([`MAX_GROUP`](crate::attack::MAX_GROUP)). A hint for speed only: a batch's outcomes
+    /// are the same however it is grouped.
+    fn lockstep_rows(&self) -> Option<usize> {
+        None
+    }
+
     /// The same, returning owned arrays.
     fn loss_and_input_grad(
         &self,

@@ -1,7 +1,8 @@
 //! Issue 25: lockstep batches do not change results. Each image's `Outcome` is the same, bit
 //! for bit in every field, whether it is attacked alone (`Attack::attack`), in one batch
 //! (`Attack::attack_batch`) or in smaller batches, on one or two rayon threads: the batch is
-//! split into groups (at most `MAX_GROUP` rows, at least one per thread) whose images advance
+//! split into groups (at most `MAX_GROUP` rows, or the model's `lockstep_rows`, at least one per
+//! thread) whose images advance
 //! together, one model call per round, and the crate's models compute each row as if alone
 //! (tests/batch_rows.rs). Here on the crate's own network and on that network behind finite
 //! differences; tests/candle.rs checks the candle adapter the same way.
@@ -9,7 +10,7 @@
 use blindspot::adapters::{CallCounts, Counting, FiniteDifference, DEFAULT_STEP};
 use blindspot::attack::{BoxLbfgs, BoxLbfgsParams, Outcome, Target};
 use blindspot::nn::{Architecture, Network};
-use blindspot::Check;
+use blindspot::{Check, Differentiable};
 
 mod common;
 
@@ -139,6 +140,18 @@ fn finite_difference_outcomes_are_the_same_and_batches_need_fewer_model_calls() 
 fn convolutional_outcomes_are_the_same_alone_and_in_batches() {
     let arch = Architecture::parse_image("CONV2-FC10", (28, 28, 1)).unwrap();
     let model = Network::new(arch, 3);
+    // A convolutional network asks for small groups (a batch of 6 runs as two groups of 3 on
+    // one thread), a dense one leaves the size to the attack; counting keeps the preference.
+    assert_eq!(
+        model.lockstep_rows(),
+        Some(blindspot::nn::CONV_LOCKSTEP_ROWS)
+    );
+    assert_eq!(
+        Counting::new(model.clone()).lockstep_rows(),
+        model.lockstep_rows()
+    );
+    let dense = Network::new(Architecture::parse("FC10", 784).unwrap(), 3);
+    assert_eq!(dense.lockstep_rows(), None);
     let n = 6;
     let images = Images::mnist(&model, n);
     // A short search: the property is per evaluation, and a debug-build convolution is slow.

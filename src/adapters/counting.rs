@@ -194,6 +194,10 @@ impl<M: Differentiable> Differentiable for Counting<M> {
         self.model
             .loss_and_input_grad_with(x, labels, scratch, losses, grad)
     }
+
+    fn lockstep_rows(&self) -> Option<usize> {
+        self.model.lockstep_rows()
+    }
 }
 
 /// Hidden layers are read from the wrapped model, uncounted.

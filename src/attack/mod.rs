@@ -204,8 +204,9 @@ pub struct Candidate {
 }
 
 /// Largest number of inputs one [`Attack::search`] call advances together. Larger batches are
-/// split into groups of at most this many (and into at least one group per rayon thread), so
-/// that the solvers' buffers of a group stay in cache and both cores are used.
+/// split into groups of at most this many (fewer if the model asks for fewer, through
+/// [`Differentiable::lockstep_rows`]; and into at least one group per rayon thread), so that
+/// the solvers' buffers of a group stay in cache and both cores are used.
 ///
 /// Why 32: a [`BoxLbfgs`] solver on a 784-pixel image keeps about 130 KB of vectors, so 32 of
 /// them fill about 4 MB, past a 1 MiB L2 but well inside L3. On FC100-100-10 (200 images,
@@ -271,7 +272,8 @@ pub trait Attack: Sync {
     ///
     /// One forward pass labels the unperturbed rows; those already adversarial come back
     /// unchanged (see [`Outcome`]). The rest are split into groups (at least one per rayon
-    /// thread, at most [`MAX_GROUP`] rows each) searched in parallel, and one more forward
+    /// thread, at most [`MAX_GROUP`] rows each, or the model's [`Differentiable::lockstep_rows`]
+    /// if fewer) searched in parallel, and one more forward
     /// pass confirms every candidate's label. Each row's outcome is the same, bit for bit,
     /// however the batch is split and on any number of threads, when the model computes each
     /// row as if alone (the crate's models and adapters do).
@@ -315,7 +317,11 @@ pub trait Attack: Sync {
         let candidates = if todo.is_empty() {
             Vec::new()
         } else {
-            let groups = groups(todo.len());
+            let cap = model
+                .lockstep_rows()
+                .unwrap_or(MAX_GROUP)
+                .clamp(1, MAX_GROUP);
+            let groups = groups(todo.len(), cap);
             let found: Vec<Vec<Candidate>> = groups
                 .into_par_iter()
                 .map(|range| {
@@ -390,10 +396,10 @@ pub trait Attack: Sync {
 }
 
 /// Splits `k` rows into contiguous ranges: at least one per rayon thread (if there are as
-/// many rows), at most [`MAX_GROUP`] rows each, sizes differing by at most one.
-fn groups(k: usize) -> Vec<std::ops::Range<usize>> {
+/// many rows), at most `cap` rows each (`cap ≥ 1`), sizes differing by at most one.
+fn groups(k: usize, cap: usize) -> Vec<std::ops::Range<usize>> {
     let count = rayon::current_num_threads()
-        .max(k.div_ceil(MAX_GROUP))
+        .max(k.div_ceil(cap))
         .clamp(1, k.max(1));
     let (base, extra) = (k / count, k % count);
     let mut start = 0;

@@ -20,9 +20,9 @@ pub use autoencoder::{
     train_ae_classifier, AeConfig, AeParams, AeReport, AeStage, Autoencoder, AutoencoderWorkspace,
 };
 pub use layer::{Conv2d, Dense, Layer, MaxPool2d};
-pub use network::Network;
 #[allow(deprecated)]
 pub use network::{Mlp, MlpWorkspace};
+pub use network::{Network, CONV_LOCKSTEP_ROWS};
 pub use stack::Workspace;
 pub(crate) use train::{check_class_count, fit_loop, Batch, SgdStep, Steps};
 pub use train::{
