@@ -160,6 +160,19 @@ pub(crate) fn conv_direct(
     false
 }
 
+/// Panics (naming `what`) unless `dye`, `wt` and `dxe` cover one example's output gradient,
+/// the transposed kernel and the input gradient of the geometry `g`.
+fn assert_input_grad_sizes(g: &ConvShape, dye: &[f32], wt: &[f32], dxe: &[f32], what: &str) {
+    let (h, wd, c) = g.input;
+    let d = g.channels;
+    assert!(
+        dye.len() >= g.output.0 * g.output.1 * d
+            && wt.len() >= d * g.kernel * g.kernel * c
+            && dxe.len() >= h * wd * c,
+        "{what} sizes"
+    );
+}
+
 /// The input gradient of one example of a convolution whose input has a multiple of 8
 /// channels (the MNIST convnet's second layer: 16), without the unfolded window gradient: for
 /// each output position whose gradient `dye` has a nonzero channel, and each window row inside
@@ -182,14 +195,8 @@ pub(crate) fn conv_wide_input_grad(
     wt: &[f32],
     dxe: &mut [f32],
 ) -> bool {
-    let (h, wd, c) = g.input;
-    let (d, patch) = (g.channels, g.kernel * g.kernel * c);
-    assert!(
-        dye.len() >= g.output.0 * g.output.1 * d
-            && wt.len() >= d * patch
-            && dxe.len() >= h * wd * c,
-        "conv_wide_input_grad sizes"
-    );
+    assert_input_grad_sizes(g, dye, wt, dxe, "conv_wide_input_grad");
+    let (c, d) = (g.input.2, g.channels);
     #[cfg(target_arch = "x86_64")]
     {
         if super::kernels::has_avx2_fma() && c % 8 == 0 && d <= 64 {
@@ -224,14 +231,8 @@ pub(crate) fn conv_direct_input_grad(
     wt: &[f32],
     dxe: &mut [f32],
 ) -> bool {
-    let (h, wd, c) = g.input;
-    let (d, patch) = (g.channels, g.kernel * g.kernel * c);
-    assert!(
-        dye.len() >= g.output.0 * g.output.1 * d
-            && wt.len() >= d * patch
-            && dxe.len() >= h * wd * c,
-        "conv_direct_input_grad sizes"
-    );
+    assert_input_grad_sizes(g, dye, wt, dxe, "conv_direct_input_grad");
+    let (d, patch) = (g.channels, g.kernel * g.kernel * g.input.2);
     #[cfg(target_arch = "x86_64")]
     {
         if super::kernels::has_avx2_fma() {
@@ -618,19 +619,7 @@ mod avx {
             let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(last as i32), idx);
             let mut buf = [0.0f32; 80];
             for (pos, dyr) in dye.chunks_exact(d).enumerate().take(g.output.0 * wo) {
-                // The nonzero channels as a bit mask, eight comparisons at a time: testing
-                // them one by one mispredicted about a fifth of this function's time away.
-                let mut nz: u64 = 0;
-                let mut ch = 0;
-                while ch + 8 <= d {
-                    let v = _mm256_loadu_ps(dyr[ch..ch + 8].as_ptr());
-                    let ne = _mm256_cmp_ps::<_CMP_NEQ_UQ>(v, _mm256_setzero_ps());
-                    nz |= (_mm256_movemask_ps(ne) as u32 as u64) << ch;
-                    ch += 8;
-                }
-                for (t, &v) in dyr.iter().enumerate().skip(ch) {
-                    nz |= u64::from(v != 0.0) << t;
-                }
+                let mut nz = nonzero_mask(dyr);
                 if nz == 0 {
                     continue;
                 }
@@ -669,7 +658,8 @@ mod avx {
     }
 
     /// The nonzero channels of one position's gradient as a bit mask (at most 64 channels),
-    /// eight comparisons at a time: testing them one by one mispredicts.
+    /// eight comparisons at a time: testing them one by one mispredicted about a fifth of
+    /// [`conv_direct_input_grad`]'s time away.
     #[inline(always)]
     unsafe fn nonzero_mask(dyr: &[f32]) -> u64 {
         // SAFETY: only reached from functions compiled with AVX2 enabled; every load is of a
@@ -711,11 +701,11 @@ mod avx {
                 let q = t * patch + off;
                 fma_regs(&mut acc, _mm256_set1_ps(dyr[t]), &wt[q..q + 8 * R]);
             }
-            let dst = &mut dst[..8 * R];
-            for (r, acc) in acc.iter().enumerate() {
-                let p = dst[8 * r..8 * r + 8].as_mut_ptr();
-                _mm256_storeu_ps(p, _mm256_add_ps(_mm256_loadu_ps(p), *acc));
+            let mut sum = load_regs::<R>(dst);
+            for (s, acc) in sum.iter_mut().zip(&acc) {
+                *s = _mm256_add_ps(*s, *acc);
             }
+            store_regs(&sum, dst);
         }
     }
 

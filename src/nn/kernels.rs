@@ -477,41 +477,76 @@ mod avx {
             let mut i = 0;
             while i + 4 <= rows {
                 let r0 = wp.add(i * width);
-                let (r1, r2, r3) = (r0.add(width), r0.add(2 * width), r0.add(3 * width));
-                let mut a = [_mm256_setzero_ps(); 4];
-                let mut j = 0;
-                while j < full {
-                    let vj = _mm256_loadu_ps(vp.add(j));
-                    a[0] = _mm256_fmadd_ps(_mm256_loadu_ps(r0.add(j)), vj, a[0]);
-                    a[1] = _mm256_fmadd_ps(_mm256_loadu_ps(r1.add(j)), vj, a[1]);
-                    a[2] = _mm256_fmadd_ps(_mm256_loadu_ps(r2.add(j)), vj, a[2]);
-                    a[3] = _mm256_fmadd_ps(_mm256_loadu_ps(r3.add(j)), vj, a[3]);
-                    j += 8;
-                }
-                if full < width {
-                    a[0] = _mm256_fmadd_ps(_mm256_maskload_ps(r0.add(full), mask), vtail, a[0]);
-                    a[1] = _mm256_fmadd_ps(_mm256_maskload_ps(r1.add(full), mask), vtail, a[1]);
-                    a[2] = _mm256_fmadd_ps(_mm256_maskload_ps(r2.add(full), mask), vtail, a[2]);
-                    a[3] = _mm256_fmadd_ps(_mm256_maskload_ps(r3.add(full), mask), vtail, a[3]);
-                }
-                _mm_storeu_ps(out.as_mut_ptr().add(i), hsum4(a[0], a[1], a[2], a[3]));
+                let r = [r0, r0.add(width), r0.add(2 * width), r0.add(3 * width)];
+                let sums = dot_rows4(r, vp, width, mask, vtail);
+                _mm_storeu_ps(out.as_mut_ptr().add(i), sums);
                 i += 4;
             }
             while i < rows {
-                let r = wp.add(i * width);
-                let mut a = _mm256_setzero_ps();
-                let mut j = 0;
-                while j < full {
-                    a = _mm256_fmadd_ps(_mm256_loadu_ps(r.add(j)), _mm256_loadu_ps(vp.add(j)), a);
-                    j += 8;
-                }
-                if full < width {
-                    a = _mm256_fmadd_ps(_mm256_maskload_ps(r.add(full), mask), vtail, a);
-                }
-                let z = _mm256_setzero_ps();
-                *out.get_unchecked_mut(i) = _mm_cvtss_f32(hsum4(a, z, z, z));
+                *out.get_unchecked_mut(i) = dot_row(wp.add(i * width), vp, width, mask, vtail);
                 i += 1;
             }
+        }
+    }
+
+    /// The dot products of four weight rows `r` with `v`, `width` values each (`full` of them
+    /// in blocks of eight, the rest under `mask` against `vtail`): one eight-lane accumulator
+    /// per row over the columns in order, reduced by [`hsum4`]. [`matvec`]'s four-row step.
+    #[inline(always)]
+    unsafe fn dot_rows4(
+        r: [*const f32; 4],
+        vp: *const f32,
+        width: usize,
+        mask: __m256i,
+        vtail: __m256,
+    ) -> __m128 {
+        // SAFETY: each of `r` and `vp` points at `width` readable values; AVX2 and FMA are
+        // present in every caller.
+        unsafe {
+            let full = width / 8 * 8;
+            let mut a = [_mm256_setzero_ps(); 4];
+            let mut j = 0;
+            while j < full {
+                let vj = _mm256_loadu_ps(vp.add(j));
+                for q in 0..4 {
+                    a[q] = _mm256_fmadd_ps(_mm256_loadu_ps(r[q].add(j)), vj, a[q]);
+                }
+                j += 8;
+            }
+            if full < width {
+                for q in 0..4 {
+                    let wq = _mm256_maskload_ps(r[q].add(full), mask);
+                    a[q] = _mm256_fmadd_ps(wq, vtail, a[q]);
+                }
+            }
+            hsum4(a[0], a[1], a[2], a[3])
+        }
+    }
+
+    /// One row's dot product with `v`, summed and reduced as [`dot_rows4`] does each of its
+    /// rows. [`matvec`]'s tail.
+    #[inline(always)]
+    unsafe fn dot_row(
+        r: *const f32,
+        vp: *const f32,
+        width: usize,
+        mask: __m256i,
+        vtail: __m256,
+    ) -> f32 {
+        // SAFETY: as `dot_rows4`.
+        unsafe {
+            let full = width / 8 * 8;
+            let mut a = _mm256_setzero_ps();
+            let mut j = 0;
+            while j < full {
+                a = _mm256_fmadd_ps(_mm256_loadu_ps(r.add(j)), _mm256_loadu_ps(vp.add(j)), a);
+                j += 8;
+            }
+            if full < width {
+                a = _mm256_fmadd_ps(_mm256_maskload_ps(r.add(full), mask), vtail, a);
+            }
+            let z = _mm256_setzero_ps();
+            _mm_cvtss_f32(hsum4(a, z, z, z))
         }
     }
 
@@ -556,45 +591,15 @@ mod avx {
                         wp.add(idx[t + 2] * width),
                         wp.add(idx[t + 3] * width),
                     ];
-                    let mut a = [_mm256_setzero_ps(); 4];
-                    let mut j = 0;
-                    while j < full {
-                        let vj = _mm256_loadu_ps(vp.add(j));
-                        for q in 0..4 {
-                            a[q] = _mm256_fmadd_ps(_mm256_loadu_ps(r[q].add(j)), vj, a[q]);
-                        }
-                        j += 8;
-                    }
-                    if full < width {
-                        for q in 0..4 {
-                            let wq = _mm256_maskload_ps(r[q].add(full), mask);
-                            a[q] = _mm256_fmadd_ps(wq, vtail, a[q]);
-                        }
-                    }
                     let mut sums = [0.0f32; 4];
-                    _mm_storeu_ps(sums.as_mut_ptr(), hsum4(a[0], a[1], a[2], a[3]));
+                    _mm_storeu_ps(sums.as_mut_ptr(), dot_rows4(r, vp, width, mask, vtail));
                     for q in 0..4 {
                         out[idx[t + q]] = sums[q];
                     }
                     t += 4;
                 }
                 for &i in &idx[t..] {
-                    let r = wp.add(i * width);
-                    let mut a = _mm256_setzero_ps();
-                    let mut j = 0;
-                    while j < full {
-                        a = _mm256_fmadd_ps(
-                            _mm256_loadu_ps(r.add(j)),
-                            _mm256_loadu_ps(vp.add(j)),
-                            a,
-                        );
-                        j += 8;
-                    }
-                    if full < width {
-                        a = _mm256_fmadd_ps(_mm256_maskload_ps(r.add(full), mask), vtail, a);
-                    }
-                    let z = _mm256_setzero_ps();
-                    out[i] = _mm_cvtss_f32(hsum4(a, z, z, z));
+                    out[i] = dot_row(wp.add(i * width), vp, width, mask, vtail);
                 }
                 start = end;
             }
